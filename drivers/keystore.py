@@ -1,0 +1,125 @@
+"""Owner-only key storage: one directory per node, one file per key, metadata beside it.
+
+Key bits are stored packed (big-endian bit order) in `<key_id>.key` with mode 0600 inside a
+0700 directory; `<key_id>.json` holds metadata only (never key material). A key is `pending`
+until the peer confirms it holds the same key, then `confirmed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+_KEY_ID = re.compile(r"^[0-9a-f-]{36}$")
+
+
+class KeyStoreError(RuntimeError):
+    """The key store cannot do what was asked (the message says what)."""
+
+
+@dataclass(frozen=True)
+class KeyMetadata:
+    """What is known about a stored key, without the key."""
+
+    key_id: str
+    key_bits: int
+    peer: str
+    plan_id: int
+    created_unix_s: float
+    state: str
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class KeyStore:
+    """Keys of one node, on disk, readable by the owner only."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+
+    def _paths(self, key_id: str) -> tuple[Path, Path]:
+        if not _KEY_ID.fullmatch(key_id):
+            raise KeyStoreError(f"key id {key_id!r} is not a UUID")
+        return self.directory / f"{key_id}.key", self.directory / f"{key_id}.json"
+
+    def store(
+        self, key_id: str, key: np.ndarray, peer: str, plan_id: int, now_unix_s: float
+    ) -> None:
+        """Control: store a new key as pending; refuses to overwrite an existing one."""
+        key_path, meta_path = self._paths(key_id)
+        if key_path.exists():
+            raise KeyStoreError(f"key {key_id} already stored")
+        bits = np.asarray(key, dtype=np.uint8)
+        _write_private(key_path, np.packbits(bits, bitorder="big").tobytes())
+        meta = KeyMetadata(key_id, int(bits.size), peer, int(plan_id), float(now_unix_s), "pending")
+        _write_private(meta_path, json.dumps(asdict(meta), indent=1).encode())
+
+    def confirm(self, key_id: str) -> None:
+        """Control: mark a pending key confirmed by the peer."""
+        meta = self.metadata(key_id)
+        updated = KeyMetadata(**{**asdict(meta), "state": "confirmed"})
+        _write_private(self._paths(key_id)[1], json.dumps(asdict(updated), indent=1).encode())
+
+    def metadata(self, key_id: str) -> KeyMetadata:
+        """Get: the metadata of one key."""
+        _, meta_path = self._paths(key_id)
+        try:
+            return KeyMetadata(**json.loads(meta_path.read_text()))
+        except FileNotFoundError:
+            raise KeyStoreError(f"no key {key_id} in {self.directory}") from None
+
+    def load(self, key_id: str) -> np.ndarray:
+        """Get: the key bits (uint8 0/1)."""
+        key_path, _ = self._paths(key_id)
+        meta = self.metadata(key_id)
+        packed = np.frombuffer(key_path.read_bytes(), dtype=np.uint8)
+        return np.unpackbits(packed, bitorder="big")[: meta.key_bits]
+
+    def key_ids(self) -> list[str]:
+        """Get: ids of all stored keys, oldest first."""
+        metas = [self.metadata(p.stem) for p in self.directory.glob("*.json")]
+        return [m.key_id for m in sorted(metas, key=lambda m: (m.created_unix_s, m.key_id))]
+
+    def total_bits(self) -> int:
+        """Get: bits of key stored."""
+        return sum(self.metadata(k).key_bits for k in self.key_ids())
+
+    def digest(self) -> str:
+        """Get: SHA-256 over all stored keys in id order (for comparing two ends, not secret)."""
+        h = hashlib.sha256()
+        for key_id in self.key_ids():
+            h.update(self._paths(key_id)[0].read_bytes())
+        return h.hexdigest()
+
+    def store_secret(self, name: str, data: bytes) -> Path:
+        """Control: store a named secret (e.g. the pre-shared authentication key), owner-only."""
+        if not re.fullmatch(r"[a-z0-9_.-]+", name):
+            raise KeyStoreError(f"secret name {name!r} not allowed")
+        path = self.directory / f"{name}.secret"
+        _write_private(path, data)
+        return path
+
+    def load_secret(self, name: str) -> bytes:
+        """Get: a named secret."""
+        path = self.directory / f"{name}.secret"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise KeyStoreError(f"no secret {name!r} in {self.directory}") from None

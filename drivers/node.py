@@ -1,0 +1,198 @@
+"""A daemon's port onto the software bus: telecommands in, telemetry and events out.
+
+Both daemons (payload and ground station) use this one runtime, as flight-software components
+share their framework: every telecommand is counted accepted or rejected and acknowledged,
+every error becomes an event with an id, and QKD protocol messages pass through an
+authenticated, sequence-numbered channel that drops re-deliveries (idempotent) and rejects
+forgeries without processing them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.bus import MessageBus
+from drivers.clock import Clock
+from satqkd_core import dictionary as dct
+from satqkd_core.authentication import WegmanCarterAuthenticator
+from satqkd_core.codec import (
+    CodecError,
+    Envelope,
+    authenticated_bytes,
+    decode_envelope,
+    encode_envelope,
+)
+from satqkd_core.errors import AuthenticationError
+
+log = logging.getLogger("satqkd.node")
+
+
+@dataclass
+class NodeCounters:
+    """Counters reported in housekeeping telemetry; RESET_COUNTERS zeroes them."""
+
+    tc_accepted: int = 0
+    tc_rejected: int = 0
+    qkd_accepted: int = 0
+    qkd_rejected: int = 0
+    qkd_duplicates: int = 0
+    events: dict[str, int] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        """Control: zero every counter."""
+        self.tc_accepted = self.tc_rejected = 0
+        self.qkd_accepted = self.qkd_rejected = self.qkd_duplicates = 0
+        self.events.clear()
+
+
+class NodeRuntime:
+    """Telecommand intake, telemetry and events of one node (`payload` or `ogs-<station>`)."""
+
+    def __init__(self, bus: MessageBus, mission: str, node: str, clock: Clock) -> None:
+        self.bus = bus
+        self.mission = mission
+        self.node = node
+        self.clock = clock
+        self.counters = NodeCounters()
+        self.started_unix_s = clock.now_unix_s()
+        self.telecommand_topic = dct.telecommand_topic(mission, node)
+        self.event_topic = dct.event_topic(mission, node)
+        self._tm_seq = 0
+
+    async def emit_event(self, name: str, text: str) -> None:
+        """Publish an event (declared in the dictionary) and log it locally."""
+        spec = dct.EVENTS[name]
+        self.counters.events[name] = self.counters.events.get(name, 0) + 1
+        level = logging.WARNING if spec.severity.startswith(("WARNING", "FATAL")) else logging.INFO
+        log.log(level, "%s %s: %s", self.node, name, text)
+        await self._publish(
+            self.event_topic,
+            "EVENT",
+            {"event_id": spec.id, "severity": spec.severity, "text": text[:500]},
+        )
+
+    async def publish_telemetry(self, name: str, **fields: Any) -> None:
+        """Publish one telemetry packet declared in the dictionary."""
+        await self._publish(dct.telemetry_topic(self.mission, self.node, name), name, fields)
+
+    async def _publish(self, topic: str, name: str, fields: dict[str, Any]) -> None:
+        self._tm_seq = (self._tm_seq + 1) % 2**32
+        spec = dct.DICTIONARY[name]
+        await self.bus.publish(topic, encode_envelope(spec, self._tm_seq, fields), qos=spec.qos)
+
+    async def decode_telecommand(self, payload: bytes) -> Envelope | None:
+        """Decode a telecommand; a bad one is counted, reported as an event, and None returned."""
+        try:
+            envelope = decode_envelope(payload)
+        except CodecError as exc:
+            await self.reject_telecommand(None, f"undecodable telecommand: {exc}")
+            return None
+        if envelope.spec.kind != "tc":
+            await self.reject_telecommand(
+                envelope, f"{envelope.spec.name} is not a telecommand (kind {envelope.spec.kind})"
+            )
+            return None
+        return envelope
+
+    async def accept_telecommand(self, envelope: Envelope) -> None:
+        """Count and acknowledge an executed telecommand."""
+        self.counters.tc_accepted += 1
+        await self.publish_telemetry(
+            "TC_ACK",
+            command_id=envelope.spec.id,
+            command_seq=envelope.seq,
+            accepted=True,
+            reason="",
+        )
+
+    async def reject_telecommand(self, envelope: Envelope | None, reason: str) -> None:
+        """Count, report and negatively acknowledge a telecommand."""
+        self.counters.tc_rejected += 1
+        await self.emit_event("TC_REJECTED", reason)
+        await self.publish_telemetry(
+            "TC_ACK",
+            command_id=envelope.spec.id if envelope else 0,
+            command_seq=envelope.seq if envelope else 0,
+            accepted=False,
+            reason=reason[:200],
+        )
+
+
+class QkdChannel:
+    """The authenticated classical channel between one payload and one station.
+
+    Sequence numbers are per direction; the pad word for (direction, seq) is used once. A
+    message re-delivered with the same sequence number is dropped and counted as a duplicate.
+    """
+
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        authenticator: WegmanCarterAuthenticator,
+        send_topic: str,
+        receive_topic: str,
+        first_seq: int = 0,
+        on_sent: Callable[[int], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.authenticator = authenticator
+        self.send_topic = send_topic
+        self.receive_topic = receive_topic
+        self._next_seq = first_seq
+        self._seen: set[int] = set()
+        self._on_sent = on_sent
+        self.sent_messages = 0
+        self.sent_bytes = 0
+        self.received_bytes = 0
+
+    async def send(self, name: str, **fields: Any) -> None:
+        """Encode, authenticate and publish one QKD protocol message."""
+        spec = dct.DICTIONARY[name]
+        seq = self._next_seq
+        self._next_seq += 1
+        unsigned = encode_envelope(spec, seq, fields)
+        tag = self.authenticator.tag(authenticated_bytes(unsigned), seq)
+        data = encode_envelope(spec, seq, fields, tag=tag)
+        self.sent_messages += 1
+        self.sent_bytes += len(data)
+        await self.runtime.bus.publish(self.send_topic, data, qos=spec.qos)
+        if self._on_sent is not None:
+            self._on_sent(self._next_seq)
+
+    async def accept(self, payload: bytes) -> Envelope | None:
+        """Decode and verify a received message; None (counted, reported) unless it is new and
+        authentic."""
+        counters = self.runtime.counters
+        self.received_bytes += len(payload)
+        try:
+            envelope = decode_envelope(payload)
+        except CodecError as exc:
+            counters.qkd_rejected += 1
+            await self.runtime.emit_event("QKD_MESSAGE_REJECTED", f"undecodable: {exc}")
+            return None
+        if envelope.spec.kind != "qkd":
+            counters.qkd_rejected += 1
+            await self.runtime.emit_event(
+                "QKD_MESSAGE_REJECTED", f"{envelope.spec.name} is not a QKD protocol message"
+            )
+            return None
+        try:
+            self.authenticator.verify(authenticated_bytes(payload), envelope.seq, envelope.tag)
+        except AuthenticationError as exc:
+            counters.qkd_rejected += 1
+            await self.runtime.emit_event(
+                "AUTH_FAILURE", f"{envelope.spec.name} seq {envelope.seq}: {exc}"
+            )
+            return None
+        if envelope.seq in self._seen:
+            counters.qkd_duplicates += 1
+            await self.runtime.emit_event(
+                "DUPLICATE_MESSAGE", f"{envelope.spec.name} seq {envelope.seq} dropped"
+            )
+            return None
+        self._seen.add(envelope.seq)
+        counters.qkd_accepted += 1
+        return envelope

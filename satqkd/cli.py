@@ -1,0 +1,202 @@
+"""The `satqkd` command line.
+
+User mistakes (a bad config, a missing file, a broker that is not there) end with one line on
+stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from satqkd.config import ConfigError
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _fail(message: str, status: int = EXIT_FAILED) -> int:
+    print(f"satqkd: {message}", file=sys.stderr)
+    return status
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="satqkd", description="Satellite QKD payload and ground-station control stack."
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="group", required=True)
+
+    sim = sub.add_parser("sim", help="simulations").add_subparsers(dest="command", required=True)
+    sim_pass = sim.add_parser("pass", help="run one simulated pass end to end")
+    sim_pass.add_argument("config", help="scenario YAML (configs/scenarios/...)")
+    sim_pass.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    sim_pass.add_argument("--out", default=None, help="output directory (default runs/<time>)")
+    sim_pass.add_argument("--broker", default=None, help="mqtt://HOST:PORT (default: embedded)")
+    sim_pass.add_argument("--max-duration-s", type=float, default=None, help="cap QKD time")
+    sim_pass.add_argument("--quiet", action="store_true", help="no progress output")
+
+    keyrate = sub.add_parser("keyrate", help="finite-key analysis").add_subparsers(
+        dest="command", required=True
+    )
+    estimate = keyrate.add_parser("estimate", help="key length from observed counts (JSON)")
+    estimate.add_argument("file", help="counts JSON (CONTRACTS.md section 2)")
+
+    for node, help_text in (("payload", "the payload daemon"), ("ogs", "a ground-station daemon")):
+        group = sub.add_parser(node, help=help_text).add_subparsers(dest="command", required=True)
+        run = group.add_parser("run", help=f"run {help_text} against a broker")
+        run.add_argument("config", help="mission YAML" if node == "payload" else "station YAML")
+        if node == "ogs":
+            run.add_argument("--mission", required=True, help="mission YAML the station serves")
+        run.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+        run.add_argument("--keys", required=True, help="key store directory")
+        run.add_argument("--seed", type=int, default=None, help="deterministic entropy (tests)")
+
+    keys = sub.add_parser("keys", help="key stores").add_subparsers(dest="command", required=True)
+    boot = keys.add_parser(
+        "bootstrap", help="install one pre-shared authentication key at both ends"
+    )
+    boot.add_argument("--payload-keys", required=True, help="payload key store root")
+    boot.add_argument("--ogs-keys", required=True, help="station key store directory")
+    boot.add_argument("--station", required=True, help="station name")
+    boot.add_argument("--messages", type=int, default=65536, help="messages per direction")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `satqkd` command."""
+    args = _build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * args.verbose
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("amqtt", "transitions", "numba"):
+        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+    try:
+        if args.group == "sim":
+            return _sim_pass(args)
+        if args.group == "keyrate":
+            from satqkd.keyrate_cli import run_keyrate_estimate
+
+            return run_keyrate_estimate(args.file)
+        if args.group in ("payload", "ogs"):
+            return _run_daemon(args)
+        if args.group == "keys":
+            return _bootstrap_keys(args)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    return _fail(f"unknown command {args.group}", EXIT_USAGE)
+
+
+def _sim_pass(args: argparse.Namespace) -> int:
+    from satqkd.config import load_scenario
+    from satqkd.report import build_report, write_plots, write_report
+    from satqkd.simulation import SimulationError, run_pass
+
+    scenario = load_scenario(args.config, seed=args.seed)
+    if args.max_duration_s is not None and args.max_duration_s <= 0:
+        return _fail("--max-duration-s must be positive", EXIT_USAGE)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = Path(args.out) if args.out else Path("runs") / stamp
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _fail(f"cannot create output directory {out_dir}: {exc.strerror}", EXIT_USAGE)
+    show_progress = not args.quiet and sys.stderr.isatty()
+    try:
+        if show_progress:
+            run = _run_with_progress(scenario, out_dir, args)
+        else:
+            run = asyncio.run(run_pass(scenario, out_dir, args.broker, None, args.max_duration_s))
+    except SimulationError as exc:
+        return _fail(str(exc))
+    except ConnectionError as exc:
+        return _fail(f"broker: {exc}")
+    report = build_report(run)
+    write_report(report, out_dir)
+    write_plots(run, out_dir)
+    if not args.quiet:
+        key = report["key"]
+        outcome = (
+            f"{key['secret_key_bits']} secret key bits, payload and station digests "
+            f"{'equal' if key['sha256_payload'] == key['sha256_ogs'] else 'DIFFER'}"
+            if key["secret_key_bits"]
+            else f"no key: {key['abort_reason']}"
+        )
+        q = report["quantum"]
+        print(
+            f"{report['mission']} over {report['station']}, max elevation "
+            f"{report['pass']['max_elevation_deg']:.1f} deg: {q['detections']} detections, "
+            f"{q['sifted_bits']} sifted bits, QBER {100 * q['qber']:.2f} %: {outcome}. "
+            f"Report: {out_dir / 'report.json'}"
+        )
+    return 0
+
+
+def _run_with_progress(scenario, out_dir: Path, args: argparse.Namespace):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from satqkd.simulation import run_pass
+
+    with Progress(
+        TextColumn("[bold]pass[/bold]"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=1.0)
+
+        def progress(fraction: float, text: str) -> None:
+            bar.update(task, completed=fraction, description=text)
+
+        return asyncio.run(run_pass(scenario, out_dir, args.broker, progress, args.max_duration_s))
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
+    from satqkd.daemons import run_ogs_daemon, run_payload_daemon
+
+    entropy = args.seed if args.seed is not None else secrets.randbits(63)
+    runner = run_payload_daemon if args.group == "payload" else run_ogs_daemon
+
+    async def serve() -> None:
+        task = asyncio.create_task(runner(args, entropy))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(serve())
+    except ConnectionError as exc:
+        return _fail(f"broker: {exc}")
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    return 0
+
+
+def _bootstrap_keys(args: argparse.Namespace) -> int:
+    from drivers.keystore import KeyStore
+    from satqkd_core.authentication import preshared_key_bytes
+
+    if args.messages < 1:
+        return _fail("--messages must be positive", EXIT_USAGE)
+    key = secrets.token_bytes(preshared_key_bytes(args.messages))
+    KeyStore(Path(args.payload_keys) / args.station).store_secret("preshared-auth", key)
+    KeyStore(Path(args.ogs_keys)).store_secret("preshared-auth", key)
+    print(f"pre-shared authentication key for {args.station} installed ({len(key)} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""Mission, station and scenario configuration: YAML files validated on load.
+
+A user's mistake in a config file becomes a :class:`ConfigError` whose one-line message
+names the file, the key path and what is allowed; the command line prints that line and
+exits non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or invalid; the message is one line."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Positive = Annotated[float, Field(gt=0.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+
+
+# --- mission profile -------------------------------------------------------------------------
+
+
+class TleConfig(_Model):
+    line1: str
+    line2: str
+
+    @field_validator("line1", "line2")
+    @classmethod
+    def _tle_line(cls, value: str) -> str:
+        if len(value.strip()) != 69:
+            raise ValueError(f"a TLE line has 69 characters, got {len(value.strip())}")
+        return value.strip()
+
+
+class OrbitConfig(_Model):
+    altitude_km: Annotated[float, Field(ge=160.0, le=2000.0)] = 500.0
+    ltan_hours: Annotated[float, Field(ge=0.0, lt=24.0)] = 22.5
+    epoch_utc: datetime | None = None
+    tle: TleConfig | None = None
+    sample_tle: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OrbitConfig:
+        if self.tle is not None and self.sample_tle is not None:
+            raise ValueError("give either tle or sample_tle, not both")
+        return self
+
+
+class SourceConfig(_Model):
+    wavelength_nm: Annotated[float, Field(ge=400.0, le=1700.0)]
+    repetition_rate_hz: Annotated[float, Field(ge=1e6, le=10e9)]
+    intensities: tuple[NonNegative, NonNegative, NonNegative]
+    probabilities: tuple[Fraction, Fraction, Fraction]
+    basis_x_probability: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    polarisation_error: Annotated[float, Field(ge=0.0, le=0.5)] = 0.005
+    intensity_fluctuation: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
+
+    @model_validator(mode="after")
+    def _decoy_ordering(self) -> SourceConfig:
+        mu1, mu2, mu3 = self.intensities
+        if not mu1 > mu2 + mu3:
+            raise ValueError(
+                f"intensities need mu_1 > mu_2 + mu_3 >= 0, got {list(self.intensities)}"
+            )
+        if not math.isclose(sum(self.probabilities), 1.0, abs_tol=1e-9):
+            raise ValueError(f"probabilities must sum to 1, got {sum(self.probabilities):.6g}")
+        period_ps = 1e12 / self.repetition_rate_hz
+        if abs(period_ps - round(period_ps)) > 1e-6:
+            raise ValueError(
+                f"repetition_rate_hz must give a whole number of picoseconds per pulse, "
+                f"got {self.repetition_rate_hz:g} Hz ({period_ps:g} ps)"
+            )
+        return self
+
+
+class TransmitterConfig(_Model):
+    aperture_diameter_m: Annotated[float, Field(gt=0.0, le=2.0)]
+    divergence_urad: Annotated[float, Field(gt=0.0, le=1000.0)]
+    optics_efficiency: Fraction = 0.5
+    pointing_residual_rms_urad: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+
+
+class ProtocolConfig(_Model):
+    eps_sec: Annotated[float, Field(gt=0.0, lt=1e-3)] = 1e-9
+    eps_cor: Annotated[float, Field(gt=0.0, lt=1e-3)] = 1e-15
+    qber_abort_threshold: Annotated[float, Field(gt=0.0, le=0.5)] = 0.11
+    cascade_passes: Annotated[int, Field(ge=1, le=16)] = 4
+    ec_efficiency_estimate: Annotated[float, Field(ge=1.0, le=2.0)] = 1.16
+    sync_window_ps: Annotated[float, Field(gt=0.0, le=1e6)] = 1000.0
+    frame_s: Annotated[float, Field(ge=0.01, le=10.0)] = 1.0
+    min_qkd_elevation_deg: Annotated[float, Field(ge=0.0, le=90.0)] = 10.0
+
+
+class MissionConfig(_Model):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    description: str = ""
+    orbit: OrbitConfig = OrbitConfig()
+    source: SourceConfig
+    transmitter: TransmitterConfig
+    protocol: ProtocolConfig = ProtocolConfig()
+
+
+# --- ground station --------------------------------------------------------------------------
+
+
+class LocationConfig(_Model):
+    latitude_deg: Annotated[float, Field(ge=-90.0, le=90.0)]
+    longitude_deg: Annotated[float, Field(ge=-180.0, le=180.0)]
+    altitude_m: Annotated[float, Field(ge=-500.0, le=9000.0)] = 0.0
+
+
+class ReceiverConfig(_Model):
+    aperture_diameter_m: Annotated[float, Field(gt=0.0, le=10.0)]
+    obscuration_diameter_m: Annotated[float, Field(ge=0.0, le=5.0)] = 0.0
+    optics_efficiency: Fraction = 0.5
+    field_of_view_urad: Annotated[float, Field(gt=0.0, le=10000.0)] = 100.0
+    filter_bandwidth_nm: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
+
+
+class DetectorConfig(_Model):
+    efficiency: tuple[Fraction, Fraction, Fraction, Fraction]
+    dark_count_rate_hz: Annotated[float, Field(ge=0.0, le=1e7)] = 100.0
+    timing_jitter_ps: Annotated[float, Field(ge=0.0, le=1e5)] = 50.0
+    dead_time_ns: Annotated[float, Field(ge=0.0, le=1e5)] = 50.0
+    afterpulse_probability: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
+    basis_x_probability: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+
+
+class AtmosphereConfig(_Model):
+    zenith_loss_db: Annotated[float, Field(ge=0.0, le=30.0)] = 0.7
+    scintillation_index: Annotated[float, Field(ge=0.0, le=2.0)] = 0.1
+
+
+class BackgroundConfig(_Model):
+    sky: Literal["dark_night", "moon", "city"] = "dark_night"
+    radiance_w_m2_sr_nm: Annotated[float, Field(ge=0.0, le=1e-2)] | None = None
+
+
+class AtpConfig(_Model):
+    initial_pointing_uncertainty_urad: Annotated[float, Field(gt=0.0, le=1e5)] = 1000.0
+    acquisition_field_of_view_urad: Annotated[float, Field(gt=0.0, le=1e5)] = 500.0
+    spiral_scan_rate_urad_per_s: Annotated[float, Field(gt=0.0, le=1e6)] = 2000.0
+    tracking_residual_rms_urad: Annotated[float, Field(ge=0.0, le=1000.0)] = 2.0
+    tracking_bandwidth_hz: Annotated[float, Field(gt=0.0, le=10000.0)] = 100.0
+
+
+class StationConfig(_Model):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    description: str = ""
+    location: LocationConfig
+    min_elevation_deg: Annotated[float, Field(ge=0.0, le=90.0)] = 10.0
+    receiver: ReceiverConfig
+    detectors: DetectorConfig
+    atmosphere: AtmosphereConfig = AtmosphereConfig()
+    background: BackgroundConfig = BackgroundConfig()
+    atp: AtpConfig = AtpConfig()
+
+
+# --- scenario ----------------------------------------------------------------------------------
+
+
+class PassSearchConfig(_Model):
+    start_utc: datetime
+    days: Annotated[float, Field(gt=0.0, le=30.0)] = 3.0
+    min_max_elevation_deg: Annotated[float, Field(ge=0.0, le=90.0)] = 30.0
+    night_only: bool = True
+    pass_index: Annotated[int, Field(ge=0, le=1000)] = 0
+
+
+class CloudConfig(_Model):
+    start_s_after_aos: NonNegative
+    duration_s: Positive
+    extra_loss_db: Annotated[float, Field(ge=0.0, le=60.0)]
+
+
+class WeatherConfig(_Model):
+    profile: Literal["clear", "haze", "thin_cloud"] = "clear"
+    cloud: CloudConfig | None = None
+
+
+class AttackConfig(_Model):
+    intercept_resend_fraction: Fraction = 0.0
+
+
+class SimulationConfig(_Model):
+    clock_offset_ps: Annotated[float, Field(ge=-4000.0, le=4000.0)] = 1234.0
+    preshared_auth_messages: Annotated[int, Field(ge=1000, le=10_000_000)] = 65536
+
+
+class ScenarioConfig(_Model):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    description: str = ""
+    mission: str
+    station: str
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    search: PassSearchConfig
+    weather: WeatherConfig = WeatherConfig()
+    attacks: AttackConfig = AttackConfig()
+    simulation: SimulationConfig = SimulationConfig()
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _describe_error(error: dict[str, Any], model: type[BaseModel]) -> str:
+    path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(model, error["loc"][:-1])
+        allowed = ", ".join(parent.model_fields) if parent is not None else "see docs"
+        return f"{path}: unknown key (allowed here: {allowed})"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{path}: {message}{shown}"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = getattr(annotation, "__args__", (annotation,))
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def load_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; ConfigError on any failure."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def validate_model(model: type[M], data: dict[str, Any], source: str) -> M:
+    """Validate a mapping against a model; ConfigError naming source, key path and rule."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe_error(errors[0], model)
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {first}{more}") from None
+
+
+def load_model(model: type[M], path: Path) -> M:
+    """Load and validate one YAML file."""
+    return validate_model(model, load_yaml_mapping(path), str(path))
+
+
+def configs_root_for(path: Path) -> Path:
+    """The `configs/` directory a scenario file belongs to (its grandparent by convention)."""
+    path = path.resolve()
+    for parent in path.parents:
+        if (parent / "missions").is_dir() and (parent / "stations").is_dir():
+            return parent
+    raise ConfigError(f"{path}: cannot find the configs directory (with missions/ and stations/)")
+
+
+def _resolve_named(root: Path, folder: str, name: str, source: Path, key: str) -> Path:
+    if re.fullmatch(NAME_PATTERN, name):
+        candidate = root / folder / f"{name}.yaml"
+    else:
+        candidate = (source.parent / name).resolve()
+    if not candidate.is_file():
+        available = sorted(p.stem for p in (root / folder).glob("*.yaml"))
+        raise ConfigError(
+            f"{source}: {key}: no {folder[:-1]} profile {name!r} "
+            f"(available: {', '.join(available)})"
+        )
+    return candidate
+
+
+class Scenario(BaseModel):
+    """A scenario with its mission and station profiles resolved and validated."""
+
+    model_config = ConfigDict(frozen=True)
+    path: Path
+    scenario: ScenarioConfig
+    mission: MissionConfig
+    station: StationConfig
+
+
+def load_scenario(path: str | Path, seed: int | None = None) -> Scenario:
+    """Load a scenario YAML and the mission and station it names."""
+    path = Path(path)
+    scenario = load_model(ScenarioConfig, path)
+    if seed is not None:
+        scenario = scenario.model_copy(update={"seed": seed})
+    root = configs_root_for(path)
+    mission_path = _resolve_named(root, "missions", scenario.mission, path, "mission")
+    station_path = _resolve_named(root, "stations", scenario.station, path, "station")
+    mission = load_model(MissionConfig, mission_path)
+    station = load_model(StationConfig, station_path)
+    return Scenario(path=path, scenario=scenario, mission=mission, station=station)
+
+
+def unix_seconds(instant: datetime) -> float:
+    """UTC seconds since the Unix epoch; naive datetimes are taken as UTC."""
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    return instant.timestamp()

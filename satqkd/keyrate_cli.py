@@ -1,0 +1,82 @@
+"""`satqkd keyrate estimate FILE.json`: finite-key length from observed decoy-state counts."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+from satqkd_core.errors import InputError
+from satqkd_core.finite_key import finite_key_length, parse_keyrate_request
+
+_PREFIX = "satqkd keyrate estimate: "
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+def _error(message: str) -> int:
+    print(_PREFIX + message, file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _observed_error_rate(errors: tuple[int, ...], detections: tuple[int, ...]) -> float:
+    total = sum(detections)
+    return sum(errors) / total if total else 0.0
+
+
+def keyrate_estimate_from_request(request: Any) -> dict[str, Any]:
+    """Return the result object for a CONTRACTS.md section 2 request (raises InputError)."""
+    stats, eps_sec, eps_cor, leak_ec_bits, bounds = parse_keyrate_request(request)
+    result = finite_key_length(stats, eps_sec, eps_cor, leak_ec_bits, bounds)
+    out = result.as_dict()
+    # Context a reader needs to judge the result without the input file at hand.
+    out.update(
+        {
+            "n_x": sum(stats.x_detections),
+            "n_z": sum(stats.z_detections),
+            "qber_x": _observed_error_rate(stats.x_errors, stats.x_detections),
+            "qber_z": _observed_error_rate(stats.z_errors, stats.z_detections),
+            "leak_ec_bits": leak_ec_bits,
+            "eps_sec": eps_sec,
+            "eps_cor": eps_cor,
+            "reference": "Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307 (2014), Eqs. (1)-(5)",
+        }
+    )
+    return out
+
+
+def run_keyrate_estimate(path: str) -> int:
+    """Print the finite-key estimate for the request in the JSON file at path; return exit code."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return _error(f"{path}: no such file")
+    except IsADirectoryError:
+        return _error(f"{path}: is a directory, not a JSON file")
+    except PermissionError:
+        return _error(f"{path}: permission denied")
+    except UnicodeDecodeError:
+        return _error(f"{path}: not UTF-8 text")
+    except OSError as exc:
+        return _error(f"{path}: cannot read ({exc.strerror or exc})")
+    try:
+        # Reject NaN/Infinity literals: they are not JSON and no count or epsilon may be one.
+        request = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        return _error(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+    except InputError as exc:
+        return _error(f"{path}: {exc}")
+    try:
+        out = keyrate_estimate_from_request(request)
+    except InputError as exc:
+        return _error(str(exc))
+    if not all(math.isfinite(v) for v in out.values() if isinstance(v, float)):
+        return _error("the bounds are not finite for these counts")
+    print(json.dumps(out, indent=2))
+    return EXIT_OK
+
+
+def _reject_constant(name: str) -> float:
+    raise InputError(f"invalid JSON constant {name}")

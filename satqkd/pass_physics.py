@@ -1,0 +1,282 @@
+"""The physics of one scenario's pass: which pass, its geometry frame by frame, the link
+budget with the ATP residual, and the detections the station's tagger sees in each frame.
+
+This is the scenario's "nature": it knows the source's true pattern (photons carry it) and the
+true clock offset between payload and station, which the daemons must discover themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from firmware_shims.source_sequencer import PulsePattern
+from satqkd.config import ConfigError, Scenario, unix_seconds
+from satqkd.wiring import station_of
+from satqkd_core import rng
+from satqkd_core.ephemeris import topocentric
+from satqkd_core.light_time import LightTimeModel
+from sim_backends import atp as atp_model
+from sim_backends.channel import (
+    AttackModel,
+    DetectorModel,
+    SourceModel,
+    generate_frame_detections,
+)
+from sim_backends.link import Atmosphere, Background, ReceiverOptics, TransmitterOptics, link_budget
+from sim_backends.orbit import PassWindow, find_passes, load_sample_tle, sun_synchronous_tle
+
+EPHEMERIS_STEP_S = 1.0
+PLAN_LEAD_S = 30.0
+
+
+class NoPassError(ConfigError):
+    """The scenario's search window holds no pass that fits its criteria."""
+
+
+@dataclass
+class PassPhysics:
+    """Geometry, link and channel of one pass, frame by frame."""
+
+    tle: tuple[str, str]
+    window: PassWindow
+    qkd_start_unix_s: int
+    qkd_stop_unix_s: int
+    frame_s: float
+    pulses_per_frame: int
+    clock_start_unix_s: float
+    light_time: LightTimeModel
+    elevation_grid_unix_s: np.ndarray
+    elevation_grid_deg: np.ndarray
+    frame_mid_unix_s: np.ndarray
+    frame_range_m: np.ndarray
+    frame_transmittance: np.ndarray
+    frame_background_cps: np.ndarray
+    frame_total_loss_db: np.ndarray
+    frame_pointing_loss_db: np.ndarray
+    acquisition_time_s: float
+    tracking_rms_urad: float
+    source: SourceModel
+    detectors: DetectorModel
+    attack: AttackModel
+    clock_offset_ps: float
+    frame_seed_key: int
+
+    @property
+    def n_frames(self) -> int:
+        """Get: number of QKD frames."""
+        return int(self.frame_mid_unix_s.size)
+
+    def detections_for_frame(
+        self,
+        k: int,
+        pattern: Callable[[np.ndarray], PulsePattern],
+        tagger_epoch_unix_s: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Tags (channel, timestamp_ps) the station's tagger records during frame k."""
+        period_ps = round(1e12 / self.source.repetition_rate_hz)
+        first_pulse = k * self.pulses_per_frame
+        qkd_start_ps = round((self.qkd_start_unix_s - tagger_epoch_unix_s) * 1e12)
+        emission_start_ps = qkd_start_ps + first_pulse * period_ps
+        frame_start_rel_s = (
+            self.qkd_start_unix_s + k * self.frame_s - self.light_time.grid_start_unix_s
+        )
+        delay0 = float(self.light_time.delay_at_emission_ps(np.array([frame_start_rel_s]))[0])
+        rate = float(np.interp(frame_start_rel_s, *self._range_rate_grid()) / 299_792_458.0)
+        frame = generate_frame_detections(
+            pattern,
+            first_pulse,
+            self.pulses_per_frame,
+            self.source,
+            self.detectors,
+            float(self.frame_transmittance[k]),
+            float(self.frame_background_cps[k]),
+            emission_start_ps,
+            delay0,
+            rate,
+            self.clock_offset_ps,
+            int(rng.random_u64(self.frame_seed_key, np.array([k], dtype=np.int64))[0] >> 1),
+            self.attack,
+        )
+        ts = frame.timestamp_ps.copy()
+        signal = frame.truth_pulse_index >= 0
+        if signal.any():
+            # the channel model takes the delay as linear over the frame; light time curves
+            # by up to ~100 ns over a second near culmination, so put the exact delay back in
+            emitted_ps = (frame.truth_pulse_index[signal] - first_pulse) * period_ps
+            exact = self.light_time.delay_at_emission_ps(frame_start_rel_s + emitted_ps * 1e-12)
+            linear = delay0 + rate * emitted_ps
+            ts[signal] += np.rint(exact - linear).astype(np.int64)
+        order = np.argsort(ts, kind="stable")
+        return frame.channel[order], ts[order]
+
+    def _range_rate_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        lt = self.light_time
+        return lt.step_s * np.arange(lt.range_m.size), lt.range_rate_m_s
+
+
+def _tle_for(scenario: Scenario, search_start: float) -> tuple[str, str]:
+    orbit = scenario.mission.orbit
+    if orbit.tle is not None:
+        return orbit.tle.line1, orbit.tle.line2
+    if orbit.sample_tle is not None:
+        return load_sample_tle(orbit.sample_tle)
+    epoch = unix_seconds(orbit.epoch_utc) if orbit.epoch_utc else search_start
+    return sun_synchronous_tle(orbit.altitude_km, orbit.ltan_hours, epoch)
+
+
+def choose_pass(scenario: Scenario) -> tuple[tuple[str, str], PassWindow]:
+    """The scenario's pass: the n-th one in the search window that meets its criteria."""
+    search = scenario.scenario.search
+    start = unix_seconds(search.start_utc)
+    tle = _tle_for(scenario, start)
+    station = station_of(scenario.station)
+    passes = find_passes(
+        tle[0],
+        tle[1],
+        station,
+        start,
+        start + search.days * 86400.0,
+        scenario.station.min_elevation_deg,
+    )
+    eligible = [
+        p
+        for p in passes
+        if p.max_elevation_deg >= search.min_max_elevation_deg
+        and (p.night or not search.night_only)
+    ]
+    if len(eligible) <= search.pass_index:
+        raise NoPassError(
+            f"{scenario.path}: search: {len(eligible)} {'night ' if search.night_only else ''}"
+            f"pass(es) above {search.min_max_elevation_deg:g} deg in {search.days:g} days from "
+            f"{search.start_utc.isoformat()} (of {len(passes)} passes); need pass_index "
+            f"{search.pass_index}"
+        )
+    return tle, eligible[search.pass_index]
+
+
+def plan_pass(scenario: Scenario, max_duration_s: float | None = None) -> PassPhysics:
+    """Everything about the pass that does not depend on what the daemons do."""
+    mission, station_cfg, sc = scenario.mission, scenario.station, scenario.scenario
+    tle, window = choose_pass(scenario)
+    station = station_of(station_cfg)
+    grid_start = math.floor(window.aos_unix_s) - 60.0
+    n_grid = math.ceil((window.los_unix_s + 60.0 - grid_start) / EPHEMERIS_STEP_S) + 1
+    grid = grid_start + EPHEMERIS_STEP_S * np.arange(n_grid)
+    geometry = topocentric(tle[0], tle[1], station, grid)
+    light_time = LightTimeModel(
+        grid_start, EPHEMERIS_STEP_S, geometry.range_m, geometry.range_rate_m_s
+    )
+
+    atp_cfg = station_cfg.atp
+    atp = atp_model.AtpModel(
+        initial_pointing_uncertainty_urad=atp_cfg.initial_pointing_uncertainty_urad,
+        acquisition_field_of_view_urad=atp_cfg.acquisition_field_of_view_urad,
+        spiral_scan_rate_urad_per_s=atp_cfg.spiral_scan_rate_urad_per_s,
+        tracking_residual_rms_urad=mission.transmitter.pointing_residual_rms_urad,
+        tracking_bandwidth_hz=atp_cfg.tracking_bandwidth_hz,
+    )
+    acquisition_s = float(atp_model.acquisition_time_s(atp, rng.derive_key(sc.seed, "atp/acq")))
+
+    # QKD from when the beacon is acquired and the elevation is above the mission's mask
+    above = grid[geometry.elevation_deg >= mission.protocol.min_qkd_elevation_deg]
+    if above.size == 0:
+        raise NoPassError(f"{scenario.path}: pass never rises above the QKD elevation mask")
+    start = max(math.ceil(above[0]), math.ceil(window.aos_unix_s + acquisition_s))
+    stop = min(math.floor(above[-1]), math.floor(window.los_unix_s))
+    frame_s = mission.protocol.frame_s
+    if max_duration_s is not None:
+        stop = min(stop, start + max(frame_s, max_duration_s))
+    n_frames = int((stop - start) // frame_s)
+    if n_frames < 1:
+        raise NoPassError(
+            f"{scenario.path}: no QKD time left after acquisition ({acquisition_s:.1f} s)"
+        )
+    stop = start + n_frames * frame_s
+    pulses_per_frame = mission.source.repetition_rate_hz * frame_s
+    if abs(pulses_per_frame - round(pulses_per_frame)) > 1e-6:
+        raise ConfigError(
+            f"{scenario.path}: protocol.frame_s x source.repetition_rate_hz must be whole pulses"
+        )
+    frame_mid = start + frame_s * (np.arange(n_frames) + 0.5)
+    frame_geometry = topocentric(tle[0], tle[1], station, frame_mid)
+    pointing = atp_model.tracking_residual_urad(
+        atp, frame_mid, rng.derive_key(sc.seed, "atp/track")
+    )
+
+    tx_cfg, rx_cfg, atm_cfg = mission.transmitter, station_cfg.receiver, station_cfg.atmosphere
+    weather = sc.weather
+    cloud = weather.cloud
+    budget = link_budget(
+        frame_geometry,
+        TransmitterOptics(
+            mission.source.wavelength_nm,
+            tx_cfg.aperture_diameter_m,
+            tx_cfg.divergence_urad,
+            tx_cfg.optics_efficiency,
+        ),
+        ReceiverOptics(
+            rx_cfg.aperture_diameter_m,
+            rx_cfg.optics_efficiency,
+            rx_cfg.field_of_view_urad,
+            rx_cfg.obscuration_diameter_m,
+            rx_cfg.filter_bandwidth_nm,
+        ),
+        Atmosphere(
+            zenith_loss_db=atm_cfg.zenith_loss_db,
+            weather=weather.profile,
+            cloud_start_unix_s=window.aos_unix_s + cloud.start_s_after_aos if cloud else None,
+            cloud_stop_unix_s=window.aos_unix_s + cloud.start_s_after_aos + cloud.duration_s
+            if cloud
+            else None,
+            cloud_extra_loss_db=cloud.extra_loss_db if cloud else 0.0,
+            scintillation_index_zenith=atm_cfg.scintillation_index,
+        ),
+        Background(station_cfg.background.sky, station_cfg.background.radiance_w_m2_sr_nm),
+        pointing,
+        rng.derive_key(sc.seed, "scintillation"),
+    )
+    src = mission.source
+    det = station_cfg.detectors
+    return PassPhysics(
+        tle=tle,
+        window=window,
+        qkd_start_unix_s=int(start),
+        qkd_stop_unix_s=int(stop),
+        frame_s=frame_s,
+        pulses_per_frame=round(pulses_per_frame),
+        clock_start_unix_s=float(math.floor(window.aos_unix_s - PLAN_LEAD_S)),
+        light_time=light_time,
+        elevation_grid_unix_s=grid,
+        elevation_grid_deg=geometry.elevation_deg,
+        frame_mid_unix_s=frame_mid,
+        frame_range_m=frame_geometry.range_m,
+        frame_transmittance=budget.transmittance,
+        frame_background_cps=budget.background_counts_per_s,
+        frame_total_loss_db=budget.total_loss_db,
+        frame_pointing_loss_db=budget.pointing_loss_db,
+        acquisition_time_s=acquisition_s,
+        tracking_rms_urad=float(np.sqrt(np.mean(pointing**2))),
+        source=SourceModel(
+            repetition_rate_hz=src.repetition_rate_hz,
+            intensities=tuple(src.intensities),
+            probabilities=tuple(src.probabilities),
+            basis_x_probability=src.basis_x_probability,
+            polarisation_error=src.polarisation_error,
+            intensity_fluctuation=src.intensity_fluctuation,
+        ),
+        detectors=DetectorModel(
+            efficiency=tuple(det.efficiency),
+            dark_count_rate_hz=det.dark_count_rate_hz,
+            timing_jitter_ps=det.timing_jitter_ps,
+            dead_time_ps=det.dead_time_ns * 1e3,
+            afterpulse_probability=det.afterpulse_probability,
+            basis_x_probability=det.basis_x_probability,
+        ),
+        attack=AttackModel(intercept_resend_fraction=sc.attacks.intercept_resend_fraction),
+        clock_offset_ps=sc.simulation.clock_offset_ps,
+        frame_seed_key=rng.derive_key(sc.seed, "channel/frames"),
+    )

@@ -1,0 +1,87 @@
+"""From validated configuration to what each daemon is constructed with."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from satqkd.config import MissionConfig, Scenario, StationConfig
+from satqkd_core import rng
+from satqkd_core.authentication import preshared_key_bytes
+from satqkd_core.ephemeris import Station
+from satqkd_core.pass_decisions import ProtocolParameters
+from satqkd_ogs.daemon import OgsSettings
+from satqkd_payload.daemon import PayloadSettings
+
+if TYPE_CHECKING:
+    from satqkd.pass_physics import PassPhysics
+
+
+def protocol_parameters(mission: MissionConfig) -> ProtocolParameters:
+    """Public protocol parameters of a mission."""
+    p = mission.protocol
+    return ProtocolParameters(
+        intensities=tuple(mission.source.intensities),
+        probabilities=tuple(mission.source.probabilities),
+        eps_sec=p.eps_sec,
+        eps_cor=p.eps_cor,
+        qber_abort_threshold=p.qber_abort_threshold,
+        ec_efficiency_estimate=p.ec_efficiency_estimate,
+    )
+
+
+def station_of(station: StationConfig) -> Station:
+    """The station's position for the ephemeris."""
+    loc = station.location
+    return Station(loc.latitude_deg, loc.longitude_deg, loc.altitude_m)
+
+
+def payload_settings(mission: MissionConfig) -> PayloadSettings:
+    """Settings of the payload daemon."""
+    return PayloadSettings(
+        mission=mission.name,
+        protocol=protocol_parameters(mission),
+        repetition_rate_hz=mission.source.repetition_rate_hz,
+    )
+
+
+def ogs_settings(mission: MissionConfig, station: StationConfig) -> OgsSettings:
+    """Settings of the station daemon for one mission."""
+    return OgsSettings(
+        mission=mission.name,
+        station=station.name,
+        location=station_of(station),
+        protocol=protocol_parameters(mission),
+        sync_window_ps=mission.protocol.sync_window_ps,
+        cascade_passes=mission.protocol.cascade_passes,
+    )
+
+
+def preshared_auth_key(seed: int, messages_per_direction: int) -> bytes:
+    """The bootstrap authentication key both ends are installed with before launch.
+
+    In simulation it is drawn from the scenario seed (so runs are reproducible); on a real
+    mission it is loaded into the payload on the ground and into the station's key store.
+    """
+    n_bytes = preshared_key_bytes(messages_per_direction)
+    words = rng.random_u64(
+        rng.derive_key(seed, "preshared-auth"), np.arange((n_bytes + 7) // 8, dtype=np.int64)
+    )
+    return words.astype(">u8").tobytes()[:n_bytes]
+
+
+def pass_plan_fields(plan_id: int, scenario: Scenario, physics: PassPhysics) -> dict[str, Any]:
+    """The LOAD_PASS_PLAN telecommand the control centre sends to both ends."""
+    return {
+        "plan_id": plan_id,
+        "mission": scenario.mission.name,
+        "station": scenario.station.name,
+        "tle_line1": physics.tle[0],
+        "tle_line2": physics.tle[1],
+        "aos_unix_s": physics.window.aos_unix_s,
+        "los_unix_s": physics.window.los_unix_s,
+        "qkd_start_unix_s": float(physics.qkd_start_unix_s),
+        "qkd_stop_unix_s": float(physics.qkd_stop_unix_s),
+        "repetition_rate_hz": scenario.mission.source.repetition_rate_hz,
+    }

@@ -1,0 +1,646 @@
+"""Command, telemetry, event and QKD-message dictionary: every message is declared once here.
+
+As in F Prime and cFS, the declaration (name, numeric id, kind, typed fields with units, direction,
+QoS; severities for events) is the contract between payload, ground stations and the operation
+control centre. Topics (below), the binary codec (`satqkd_core.codec`) and the tables in
+docs/protocol.md are all derived from it; `python -m satqkd_core.dictionary --write
+docs/protocol.md` regenerates the tables.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from satqkd_core.errors import InputError
+
+# Wire encoding of each field type (all big-endian); used by the codec and rendered into the docs.
+SCALAR_TYPES: dict[str, str] = {
+    "u8": "1-byte unsigned integer",
+    "u16": "2-byte unsigned integer",
+    "u32": "4-byte unsigned integer",
+    "u64": "8-byte unsigned integer",
+    "i64": "8-byte two's-complement integer",
+    "f64": "8-byte IEEE 754 binary64",
+    "bool": "1 byte, 0x00 or 0x01 (any other value is rejected)",
+    "str": "u16 byte length, then that many bytes of UTF-8",
+    "bytes": "u32 byte length, then the bytes",
+}
+ARRAY_ELEMENT_TYPES: tuple[str, ...] = ("u32", "u64", "i64", "f64")
+_FIXED_ARRAY_TYPES: tuple[str, ...] = ("u64[3]", "f64[3]")
+_VARIABLE_ARRAY_TYPES: tuple[str, ...] = ("u32[]", "u64[]", "i64[]", "f64[]")
+FIELD_TYPES: tuple[str, ...] = (*SCALAR_TYPES, *_FIXED_ARRAY_TYPES, *_VARIABLE_ARRAY_TYPES)
+
+KINDS: tuple[str, ...] = ("tc", "tm", "evt", "qkd")
+# Numeric id range reserved for each kind (inclusive).
+KIND_ID_RANGES: dict[str, tuple[int, int]] = {
+    "tc": (0x0000, 0x00FF),
+    "tm": (0x0100, 0x01FF),
+    "evt": (0x0200, 0x02FF),
+    "qkd": (0x0300, 0x03FF),
+}
+DIRECTIONS: tuple[str, ...] = (
+    "occ->payload",  # telecommand only the payload accepts
+    "occ->node",  # telecommand accepted by the payload and by every OGS
+    "node->occ",  # telemetry and events from any node
+    "ogs->payload",  # QKD "up"
+    "payload->ogs",  # QKD "down"
+    "any",  # QKD message either end may send
+)
+# F Prime event severities, least to most severe.
+SEVERITIES: tuple[str, ...] = (
+    "DIAGNOSTIC",
+    "ACTIVITY_LO",
+    "ACTIVITY_HI",
+    "WARNING_LO",
+    "WARNING_HI",
+    "FATAL",
+)
+
+PAYLOAD_NODE = "payload"
+_CONFIG_NAME = re.compile(r"[a-z0-9_-]+")
+_NODE_NAME = re.compile(r"payload|ogs-[a-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One typed field of a message: name, wire type, unit and description."""
+
+    name: str
+    type: str
+    unit: str = ""
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class MessageSpec:
+    """One declared message: name, numeric id, kind, ordered fields, direction and QoS."""
+
+    name: str
+    id: int
+    kind: str  # "tc" | "tm" | "evt" | "qkd"
+    fields: tuple[FieldSpec, ...]
+    doc: str
+    direction: str
+    qos: int = 1
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """One declared event id (carried in an EVENT message) with its F Prime severity."""
+
+    name: str
+    id: int
+    severity: str
+    doc: str
+
+
+class UnknownMessageError(KeyError):
+    """No message is declared with the requested numeric id or name."""
+
+    def __str__(self) -> str:
+        # KeyError's default str() wraps the message in quotes; keep it readable.
+        return str(self.args[0]) if self.args else "unknown message"
+
+
+def parse_field_type(type_name: str) -> tuple[str, int | None, bool]:
+    """Get (element type, fixed length or None, is_array) for a declared field type."""
+    if type_name in SCALAR_TYPES:
+        return type_name, None, False
+    match = re.fullmatch(r"([a-z0-9]+)\[(\d*)\]", type_name)
+    if match is None or match.group(1) not in ARRAY_ELEMENT_TYPES or type_name not in FIELD_TYPES:
+        raise InputError(f"field type: unknown type {type_name!r}; known: {', '.join(FIELD_TYPES)}")
+    length = int(match.group(2)) if match.group(2) else None
+    return match.group(1), length, True
+
+
+def _f(name: str, type_: str, unit: str = "", doc: str = "") -> FieldSpec:
+    return FieldSpec(name=name, type=type_, unit=unit, doc=doc)
+
+
+_PLAN_ID = _f("plan_id", "u32", "", "pass plan this message belongs to")
+
+_MESSAGES: tuple[MessageSpec, ...] = (
+    # ---- telecommands -------------------------------------------------------------------
+    MessageSpec(
+        "NOOP", 0x0001, "tc", (), "Do nothing; answered by TC_ACK (link check).", "occ->node"
+    ),
+    MessageSpec(
+        "RESET_COUNTERS",
+        0x0002,
+        "tc",
+        (),
+        "Reset the accepted/rejected command and message counters to zero.",
+        "occ->node",
+    ),
+    MessageSpec(
+        "LOAD_PASS_PLAN",
+        0x0010,
+        "tc",
+        (
+            _f("plan_id", "u32", "", "identifier of the plan, unique per mission"),
+            _f("mission", "str", "", "mission profile name"),
+            _f("station", "str", "", "ground station name"),
+            _f("tle_line1", "str", "", "two-line element set, line 1"),
+            _f("tle_line2", "str", "", "two-line element set, line 2"),
+            _f("aos_unix_s", "f64", "s", "acquisition of signal (UTC, Unix epoch)"),
+            _f("los_unix_s", "f64", "s", "loss of signal (UTC, Unix epoch)"),
+            _f("qkd_start_unix_s", "f64", "s", "emission instant of pulse 0"),
+            _f("qkd_stop_unix_s", "f64", "s", "end of quantum transmission"),
+            _f("repetition_rate_hz", "f64", "Hz", "source pulse repetition rate"),
+        ),
+        "Load the plan of one pass (geometry, QKD window, source rate).",
+        "occ->node",
+    ),
+    MessageSpec(
+        "ABORT_PASS",
+        0x0011,
+        "tc",
+        (_PLAN_ID, _f("reason", "str", "", "operator's reason, logged and echoed in events")),
+        "Abort the pass of a loaded plan; no key is produced from its unfinished blocks.",
+        "occ->node",
+    ),
+    MessageSpec(
+        "SOURCE_ENABLE",
+        0x0020,
+        "tc",
+        (_f("enable", "bool", "", "true to emit pulses, false to go to the safe state"),),
+        "Enable or disable the quantum source (payload only).",
+        "occ->payload",
+    ),
+    MessageSpec(
+        "SHUTDOWN", 0x00FF, "tc", (), "Stop the daemon after a clean shutdown.", "occ->node"
+    ),
+    # ---- telemetry ----------------------------------------------------------------------
+    MessageSpec(
+        "TC_ACK",
+        0x0101,
+        "tm",
+        (
+            _f("command_id", "u16", "", "type id of the acknowledged telecommand"),
+            _f("command_seq", "u32", "", "envelope sequence number of that telecommand"),
+            _f("accepted", "bool", "", "true if the command was accepted"),
+            _f("reason", "str", "", "why it was rejected (empty when accepted)"),
+        ),
+        "Acceptance or rejection of one telecommand.",
+        "node->occ",
+    ),
+    MessageSpec(
+        "HOUSEKEEPING",
+        0x0110,
+        "tm",
+        (
+            _f("node", "str", "", "'payload' or 'ogs-<station>'"),
+            _f("mode", "str", "", "operating mode of the daemon"),
+            _f("uptime_s", "f64", "s", "time since the daemon started"),
+            _f("clock_unix_s", "f64", "s", "the node's clock (UTC, Unix epoch)"),
+            _f("tc_accepted", "u32", "", "telecommands accepted"),
+            _f("tc_rejected", "u32", "", "telecommands rejected"),
+            _f("qkd_accepted", "u32", "", "QKD messages accepted"),
+            _f("qkd_rejected", "u32", "", "QKD messages rejected (malformed, bad tag, bad state)"),
+            _f("qkd_duplicates", "u32", "", "QKD messages ignored as re-deliveries"),
+            _f("key_bits_stored", "u64", "bit", "final key bits in the key store"),
+            _f("auth_words_remaining", "u64", "", "authentication pad words left in the pool"),
+        ),
+        "Periodic housekeeping of a node (counters as in F Prime / cFS).",
+        "node->occ",
+        qos=0,
+    ),
+    MessageSpec(
+        "QKD_PROGRESS",
+        0x0111,
+        "tm",
+        (
+            _PLAN_ID,
+            _f("chunk", "u32", "", "last processed detection frame"),
+            _f("detections", "u64", "", "detections so far in this pass"),
+            _f("sifted_bits", "u64", "bit", "sifted key bits so far in this pass"),
+            _f("qber_z", "f64", "", "Z-basis error rate so far (fraction, NaN if unknown)"),
+            _f("elevation_deg", "f64", "deg", "satellite elevation seen from the station"),
+        ),
+        "Progress of the QKD part of a pass, one per processed frame.",
+        "node->occ",
+    ),
+    # ---- events -------------------------------------------------------------------------
+    MessageSpec(
+        "EVENT",
+        0x0200,
+        "evt",
+        (
+            _f("event_id", "u16", "", "id from the event table"),
+            _f("severity", "str", "", "severity from the event table"),
+            _f("text", "str", "", "human-readable detail"),
+        ),
+        "An event from the event table, with its severity and text.",
+        "node->occ",
+    ),
+    # ---- QKD protocol (authenticated) ---------------------------------------------------
+    MessageSpec(
+        "DETECTION_REPORT",
+        0x0300,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("chunk", "u32", "", "detection frame number, from 0 per pass"),
+            _f("frame_start_unix_s", "f64", "s", "start of the frame"),
+            _f("frame_stop_unix_s", "f64", "s", "end of the frame"),
+            _f("n_detections", "u32", "", "detections in the report"),
+            _f("report", "bytes", "", "detection-report encoding: pulse indices + OGS bases"),
+        ),
+        "OGS detections of one frame: which pulses were detected and in which basis.",
+        "ogs->payload",
+    ),
+    MessageSpec(
+        "SIFT_RESULT",
+        0x0301,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("chunk", "u32", "", "frame this result answers"),
+            _f("n_detections", "u32", "", "detections in that frame's report"),
+            _f("keep", "bytes", "", "packed keep mask, one bit per detection (bases match)"),
+            _f("n_kept", "u32", "", "set bits in the keep mask"),
+            _f("intensity", "bytes", "", "one u8 intensity label per kept detection"),
+            _f("z_bits", "bytes", "", "packed payload bits of the kept Z-basis (test) detections"),
+        ),
+        "Payload's on-board sifting of one frame.",
+        "payload->ogs",
+    ),
+    MessageSpec(
+        "PE_COUNTS",
+        0x0302,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("n_chunks", "u32", "", "frames included in the block"),
+            _f("x_detections", "u64[3]", "", "X-basis detections per intensity"),
+            _f("z_detections", "u64[3]", "", "Z-basis detections per intensity"),
+            _f("z_errors", "u64[3]", "", "Z-basis errors per intensity"),
+        ),
+        "Block statistics for decoy-state parameter estimation (Lim et al. 2014).",
+        "ogs->payload",
+    ),
+    MessageSpec(
+        "ABORT",
+        0x0303,
+        "qkd",
+        (_PLAN_ID, _f("reason", "str", "", "why the block is abandoned")),
+        "Abandon the block; neither end stores key from it.",
+        "any",
+    ),
+    MessageSpec(
+        "EC_QUERY",
+        0x0304,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("round", "u32", "", "round trip number, from 0"),
+            _f("permutation_seed", "u64", "", "seed of the Cascade permutations"),
+            _f("passes", "u32", "", "Cascade passes"),
+            _f("qber_estimate", "f64", "", "error rate estimate (fraction) for the block sizes"),
+            _f("query", "i64[]", "", "flattened (k, 3) rows (pass_index, start, stop)"),
+        ),
+        "Cascade parity queries of one round trip.",
+        "ogs->payload",
+    ),
+    MessageSpec(
+        "EC_REPLY",
+        0x0305,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("round", "u32", "", "round trip this reply answers"),
+            _f("parities", "bytes", "", "packed parities, one bit per query row"),
+            _f("n", "u32", "", "number of parities"),
+        ),
+        "Parities answering one EC_QUERY.",
+        "payload->ogs",
+    ),
+    MessageSpec(
+        "EC_DONE",
+        0x0306,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("leak_ec_bits", "u64", "bit", "parity bits disclosed in error correction"),
+            _f("round_trips", "u32", "", "round trips used"),
+        ),
+        "Error correction finished.",
+        "ogs->payload",
+    ),
+    MessageSpec(
+        "VERIFY",
+        0x0307,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("hash_key", "u64[]", "", "polynomial hash keys (words < 2^61 - 1)"),
+            _f("tag", "bytes", "", "payload's verification hash of its key"),
+        ),
+        "Error verification: hash of the payload's corrected key.",
+        "payload->ogs",
+    ),
+    MessageSpec(
+        "VERIFY_RESULT",
+        0x0308,
+        "qkd",
+        (_PLAN_ID, _f("ok", "bool", "", "true if the OGS key has the same hash")),
+        "Outcome of error verification.",
+        "ogs->payload",
+    ),
+    MessageSpec(
+        "PA_SEED",
+        0x0309,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("output_bits", "u64", "bit", "final key length"),
+            _f("seed", "bytes", "", "packed Toeplitz seed"),
+            _f("n_seed_bits", "u64", "bit", "seed length (input + output - 1)"),
+            _f("key_id", "str", "", "identifier under which both ends store the key"),
+        ),
+        "Privacy amplification seed and output length (public, not key material).",
+        "payload->ogs",
+    ),
+    MessageSpec(
+        "KEY_STORED",
+        0x030A,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("key_id", "str", "", "identifier of the stored key"),
+            _f("key_bits", "u64", "bit", "stored key length"),
+        ),
+        "The OGS stored the final key.",
+        "ogs->payload",
+    ),
+)
+
+DICTIONARY: dict[str, MessageSpec] = {spec.name: spec for spec in _MESSAGES}
+_BY_ID: dict[int, MessageSpec] = {spec.id: spec for spec in _MESSAGES}
+
+_EVENTS: tuple[EventSpec, ...] = (
+    EventSpec("TC_REJECTED", 0x0001, "WARNING_LO", "A telecommand was rejected (see TC_ACK)."),
+    EventSpec(
+        "QKD_MESSAGE_REJECTED",
+        0x0002,
+        "WARNING_LO",
+        "A QKD message was malformed or inconsistent with the exchange.",
+    ),
+    EventSpec("AUTH_FAILURE", 0x0003, "WARNING_HI", "A QKD message's authentication tag failed."),
+    EventSpec(
+        "DUPLICATE_MESSAGE", 0x0004, "DIAGNOSTIC", "A re-delivered message (same seq) was ignored."
+    ),
+    EventSpec("BUS_RECONNECTED", 0x0005, "WARNING_LO", "The broker connection was re-established."),
+    EventSpec("AUTH_POOL_LOW", 0x0006, "WARNING_LO", "Few authentication pad words remain."),
+    EventSpec("PASS_STARTED", 0x0010, "ACTIVITY_HI", "A planned pass started (AOS)."),
+    EventSpec("PASS_ENDED", 0x0011, "ACTIVITY_HI", "A planned pass ended (LOS or abort)."),
+    EventSpec("BLOCK_ABORTED", 0x0012, "WARNING_LO", "A key block was abandoned; text says why."),
+    EventSpec("KEY_STORED", 0x0013, "ACTIVITY_HI", "A final key was stored."),
+    EventSpec("PLAN_LOADED", 0x0014, "ACTIVITY_LO", "A pass plan was loaded."),
+    EventSpec(
+        "SOURCE_SAFE_STATE", 0x0020, "WARNING_HI", "The quantum source went to its safe state."
+    ),
+    EventSpec("LOOP_OVERRUN", 0x0021, "WARNING_LO", "A periodic loop missed its deadline."),
+    EventSpec(
+        "INSTRUMENT_ERROR", 0x0022, "WARNING_HI", "An instrument reported or caused an error."
+    ),
+    EventSpec("CONFIG_ERROR", 0x0030, "WARNING_HI", "A configuration value was invalid."),
+    EventSpec("SHUTTING_DOWN", 0x00FF, "ACTIVITY_HI", "The daemon is shutting down."),
+)
+
+EVENTS: dict[str, EventSpec] = {event.name: event for event in _EVENTS}
+_EVENTS_BY_ID: dict[int, EventSpec] = {event.id: event for event in _EVENTS}
+
+
+def _check_declarations() -> None:
+    """Refuse to import a dictionary with duplicate ids, bad kinds, directions or types."""
+    if len(DICTIONARY) != len(_MESSAGES) or len(_BY_ID) != len(_MESSAGES):
+        raise RuntimeError("dictionary: message names and ids must be unique")
+    for spec in _MESSAGES:
+        low, high = KIND_ID_RANGES[spec.kind]
+        if not low <= spec.id <= high:
+            raise RuntimeError(f"dictionary: {spec.name} id {spec.id:#06x} outside {spec.kind}")
+        if spec.direction not in DIRECTIONS or spec.qos not in (0, 1, 2):
+            raise RuntimeError(f"dictionary: {spec.name} has a bad direction or qos")
+        names = [field.name for field in spec.fields]
+        if len(set(names)) != len(names):
+            raise RuntimeError(f"dictionary: {spec.name} has duplicate field names")
+        for field in spec.fields:
+            parse_field_type(field.type)
+    if len(EVENTS) != len(_EVENTS) or len(_EVENTS_BY_ID) != len(_EVENTS):
+        raise RuntimeError("dictionary: event names and ids must be unique")
+    for event in _EVENTS:
+        if event.severity not in SEVERITIES or not 0 <= event.id <= 0xFFFF:
+            raise RuntimeError(f"dictionary: event {event.name} has a bad severity or id")
+
+
+_check_declarations()
+
+
+def spec_by_id(type_id: int) -> MessageSpec:
+    """Get the message declared with this numeric id (UnknownMessageError, a KeyError, if none)."""
+    spec = _BY_ID.get(type_id) if isinstance(type_id, int) else None
+    if spec is None:
+        raise UnknownMessageError(
+            f"type_id: no message is declared with id {type_id!r}"
+            + (f" ({type_id:#06x})" if isinstance(type_id, int) else "")
+        )
+    return spec
+
+
+def spec_by_name(name: str) -> MessageSpec:
+    """Get the message declared with this name (UnknownMessageError, a KeyError, if none)."""
+    spec = DICTIONARY.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise UnknownMessageError(f"name: no message is declared with name {name!r}")
+    return spec
+
+
+def event_by_id(event_id: int) -> EventSpec:
+    """Get the event declared with this id (UnknownMessageError, a KeyError, if none)."""
+    event = _EVENTS_BY_ID.get(event_id) if isinstance(event_id, int) else None
+    if event is None:
+        raise UnknownMessageError(f"event_id: no event is declared with id {event_id!r}")
+    return event
+
+
+def event_fields(event_name: str, text: str) -> dict[str, Any]:
+    """Get the EVENT message fields for a declared event name and a detail text."""
+    event = EVENTS.get(event_name) if isinstance(event_name, str) else None
+    if event is None:
+        raise InputError(f"event_name: no event is declared with name {event_name!r}")
+    if not isinstance(text, str):
+        raise InputError(f"text: must be a str, got {type(text).__name__}")
+    return {"event_id": event.id, "severity": event.severity, "text": text}
+
+
+def _check_config_name(argument: str, value: object) -> str:
+    if not isinstance(value, str) or _CONFIG_NAME.fullmatch(value) is None:
+        raise InputError(f"{argument}: must match [a-z0-9_-]+, got {value!r}")
+    return value
+
+
+def _check_node(node: object) -> str:
+    if not isinstance(node, str) or _NODE_NAME.fullmatch(node) is None:
+        raise InputError(f"node: must be 'payload' or 'ogs-<station>' ([a-z0-9_-]+), got {node!r}")
+    return node
+
+
+def ogs_node(station: str) -> str:
+    """Get the node name of a ground station: 'ogs-<station>'."""
+    return "ogs-" + _check_config_name("station", station)
+
+
+def telecommand_topic(mission: str, node: str) -> str:
+    """Get the topic on which a node receives its telecommands."""
+    return f"satqkd/{_check_config_name('mission', mission)}/{_check_node(node)}/tc"
+
+
+def telemetry_topic(mission: str, node: str, name: str) -> str:
+    """Get the topic of one telemetry packet published by a node."""
+    spec = DICTIONARY.get(name) if isinstance(name, str) else None
+    if spec is None or spec.kind != "tm":
+        raise InputError(f"name: {name!r} is not a declared telemetry packet")
+    mission = _check_config_name("mission", mission)
+    return f"satqkd/{mission}/{_check_node(node)}/tm/{name.lower()}"
+
+
+def event_topic(mission: str, node: str) -> str:
+    """Get the topic on which a node publishes its events."""
+    return f"satqkd/{_check_config_name('mission', mission)}/{_check_node(node)}/evt"
+
+
+def qkd_topic(mission: str, station: str, direction: str) -> str:
+    """Get the QKD topic of one station: direction 'up' (ogs->payload) or 'down'."""
+    if direction not in ("up", "down"):
+        raise InputError(f"direction: must be 'up' or 'down', got {direction!r}")
+    mission = _check_config_name("mission", mission)
+    return f"satqkd/{mission}/qkd/{_check_config_name('station', station)}/{direction}"
+
+
+# ---- documentation ------------------------------------------------------------------------
+
+GENERATED_BEGIN = "<!-- BEGIN GENERATED: python -m satqkd_core.dictionary; do not edit by hand -->"
+GENERATED_END = "<!-- END GENERATED -->"
+
+_TOPIC_PATTERNS: dict[str, str] = {
+    "tc": "`satqkd/{mission}/{node}/tc`",
+    "tm": "`satqkd/{mission}/{node}/tm/{name}`",
+    "evt": "`satqkd/{mission}/{node}/evt`",
+}
+_KIND_TITLES: dict[str, str] = {
+    "tc": "Telecommands",
+    "tm": "Telemetry",
+    "evt": "Events",
+    "qkd": "QKD protocol messages (authenticated)",
+}
+
+
+def _topic_of(spec: MessageSpec) -> str:
+    if spec.kind != "qkd":
+        return _TOPIC_PATTERNS[spec.kind].replace("{name}", spec.name.lower())
+    if spec.direction == "ogs->payload":
+        return "`satqkd/{mission}/qkd/{station}/up`"
+    if spec.direction == "payload->ogs":
+        return "`satqkd/{mission}/qkd/{station}/down`"
+    return "`satqkd/{mission}/qkd/{station}/up` or `.../down` (by sender)"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|") if text else "—"
+
+
+def render_markdown() -> str:
+    """Get the generated tables of docs/protocol.md (types, messages, events)."""
+    lines = [
+        "### Field types",
+        "",
+        "| type | encoding (big-endian) |",
+        "|---|---|",
+    ]
+    lines += [f"| `{name}` | {_cell(encoding)} |" for name, encoding in SCALAR_TYPES.items()]
+    lines += [
+        f"| `{element}[3]` | three `{element}`, no length prefix |" for element in ("u64", "f64")
+    ]
+    lines += [
+        f"| `{element}[]` | u32 element count, then the `{element}` elements "
+        "(numpy array in and out) |"
+        for element in ARRAY_ELEMENT_TYPES
+    ]
+    lines += ["", "### Message summary", ""]
+    lines += ["| id | name | kind | direction | QoS | topic |", "|---|---|---|---|---|---|"]
+    for spec in sorted(_MESSAGES, key=lambda s: s.id):
+        lines.append(
+            f"| `{spec.id:#06x}` | {spec.name} | {spec.kind} | {spec.direction} | {spec.qos} "
+            f"| {_topic_of(spec)} |"
+        )
+    for kind in KINDS:
+        lines += ["", f"### {_KIND_TITLES[kind]}"]
+        for spec in sorted((s for s in _MESSAGES if s.kind == kind), key=lambda s: s.id):
+            lines += [
+                "",
+                f"#### `{spec.id:#06x}` {spec.name}",
+                "",
+                f"{spec.doc} Direction: {spec.direction}; QoS {spec.qos}; topic {_topic_of(spec)}.",
+                "",
+            ]
+            if not spec.fields:
+                lines.append("No fields (empty body).")
+                continue
+            lines += ["| # | field | type | unit | description |", "|---|---|---|---|---|"]
+            for index, field in enumerate(spec.fields):
+                lines.append(
+                    f"| {index} | `{field.name}` | `{field.type}` | {_cell(field.unit)} "
+                    f"| {_cell(field.doc)} |"
+                )
+    lines += ["", "### Event ids (carried in EVENT)", ""]
+    lines += ["| event_id | name | severity | meaning |", "|---|---|---|---|"]
+    for event in sorted(_EVENTS, key=lambda e: e.id):
+        lines.append(
+            f"| `{event.id:#06x}` | {event.name} | {event.severity} | {_cell(event.doc)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def splice_generated(document: str, generated: str) -> str:
+    """Get `document` with the text between the generated-section markers replaced."""
+    begin = document.find(GENERATED_BEGIN)
+    end = document.find(GENERATED_END)
+    if begin < 0 or end < 0 or end < begin:
+        raise InputError("document: generated-section markers missing or out of order")
+    head = document[: begin + len(GENERATED_BEGIN)]
+    return head + "\n\n" + generated + "\n" + document[end:]
+
+
+def generated_section(document: str) -> str:
+    """Get the text between the generated-section markers of a document (as spliced)."""
+    begin = document.find(GENERATED_BEGIN)
+    end = document.find(GENERATED_END)
+    if begin < 0 or end < 0 or end < begin:
+        raise InputError("document: generated-section markers missing or out of order")
+    return document[begin + len(GENERATED_BEGIN) : end].strip("\n") + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the generated tables, or splice them into a document with --write PATH."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        sys.stdout.write(render_markdown())
+        return 0
+    if len(args) == 2 and args[0] == "--write":
+        # The only file access in this module: the documentation generator's command line.
+        from pathlib import Path
+
+        path = Path(args[1])
+        document = path.read_text(encoding="utf-8")
+        path.write_text(splice_generated(document, render_markdown()), encoding="utf-8")
+        return 0
+    sys.stderr.write("usage: python -m satqkd_core.dictionary [--write docs/protocol.md]\n")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,268 @@
+"""The ground-station daemon: pass plans by telecommand, pass execution with the time tagger,
+synchronisation and detection reports, post-processing, key store, housekeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from drivers.bus import MessageBus
+from drivers.clock import Clock
+from drivers.interfaces import DeviceError, TimeTagger
+from drivers.keystore import KeyStore
+from drivers.node import NodeRuntime, QkdChannel
+from satqkd_core import dictionary as dct
+from satqkd_core.authentication import WegmanCarterAuthenticator
+from satqkd_core.codec import Envelope
+from satqkd_core.ephemeris import Station
+from satqkd_core.errors import InputError, ProtocolError
+from satqkd_core.pass_decisions import ProtocolParameters
+from satqkd_ogs.session import OgsSession, PassPlan
+
+log = logging.getLogger("satqkd.ogs")
+
+UP = 0  # Wegman-Carter direction ground -> payload
+
+
+@dataclass(frozen=True)
+class OgsSettings:
+    """What the station daemon needs from the station and mission profiles."""
+
+    mission: str
+    station: str
+    location: Station
+    protocol: ProtocolParameters
+    sync_window_ps: float
+    cascade_passes: int
+    reply_timeout_s: float = 60.0
+    tag_read_timeout_s: float = 120.0
+    tagger_lead_s: float = 1.0
+    housekeeping_period_s: float = 10.0
+
+    @property
+    def node(self) -> str:
+        """Get: this station's node name on the bus."""
+        return f"ogs-{self.station}"
+
+
+class OgsDaemon:
+    """One optical ground station."""
+
+    def __init__(
+        self,
+        settings: OgsSettings,
+        bus: MessageBus,
+        clock: Clock,
+        tagger: TimeTagger,
+        keystore: KeyStore,
+        entropy_key: int,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.clock = clock
+        self.tagger = tagger
+        self.keystore = keystore
+        self.entropy_key = entropy_key
+        self.runtime = NodeRuntime(bus, settings.mission, settings.node, clock)
+        self.channel = QkdChannel(
+            self.runtime,
+            WegmanCarterAuthenticator(keystore.load_secret("preshared-auth"), send_direction=UP),
+            send_topic=dct.qkd_topic(settings.mission, settings.station, "up"),
+            receive_topic=dct.qkd_topic(settings.mission, settings.station, "down"),
+        )
+        self.sessions: dict[int, OgsSession] = {}
+        self.pass_done: dict[int, asyncio.Event] = {}
+        self.mode = "idle"
+        self.stopped = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Control: serve until SHUTDOWN or cancellation."""
+        await self.bus.subscribe(self.runtime.telecommand_topic)
+        await self.bus.subscribe(self.channel.receive_topic)
+        housekeeping = asyncio.create_task(self._housekeeping_loop())
+        try:
+            await self.runtime.emit_event("NODE_STARTED", f"station {self.settings.station} up")
+            async for message in self.bus.messages():
+                if message.topic == self.runtime.telecommand_topic:
+                    envelope = await self.runtime.decode_telecommand(message.payload)
+                    if envelope is not None:
+                        await self._execute(envelope)
+                elif message.topic == self.channel.receive_topic:
+                    envelope = await self.channel.accept(message.payload)
+                    if envelope is not None:
+                        await self._on_qkd_message(envelope)
+                if self.stopped.is_set():
+                    break
+        finally:
+            housekeeping.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await self.tagger.stop()
+
+    async def _on_qkd_message(self, envelope: Envelope) -> None:
+        plan_id = int(envelope.fields.get("plan_id", -1))
+        session = self.sessions.get(plan_id)
+        try:
+            if session is None:
+                raise ProtocolError(f"{envelope.spec.name} for unknown plan {plan_id}")
+            if envelope.spec.name == "SIFT_RESULT":
+                session.on_sift_result(envelope.fields)
+            else:
+                session.inbox.put_nowait(envelope)
+        except (ProtocolError, InputError) as exc:
+            self.runtime.counters.qkd_rejected += 1
+            await self.runtime.emit_event("QKD_MESSAGE_REJECTED", f"{envelope.spec.name}: {exc}")
+
+    async def _execute(self, envelope: Envelope) -> None:
+        name, f = envelope.spec.name, envelope.fields
+        if name == "NOOP":
+            await self.runtime.accept_telecommand(envelope)
+        elif name == "RESET_COUNTERS":
+            self.runtime.counters.reset()
+            await self.runtime.accept_telecommand(envelope)
+        elif name == "LOAD_PASS_PLAN":
+            try:
+                plan = self._plan_from(f)
+                session = OgsSession(
+                    plan,
+                    self.settings.location,
+                    self.channel,
+                    self.keystore,
+                    self.settings.protocol,
+                    self.entropy_key,
+                    self.settings.sync_window_ps,
+                    self.settings.cascade_passes,
+                    self.settings.reply_timeout_s,
+                )
+            except (ValueError, InputError) as exc:
+                await self.runtime.reject_telecommand(envelope, str(exc))
+                return
+            self.sessions[plan.plan_id] = session
+            self.pass_done[plan.plan_id] = asyncio.Event()
+            self._spawn(self._execute_pass(session))
+            await self.runtime.accept_telecommand(envelope)
+        elif name == "ABORT_PASS":
+            session = self.sessions.get(int(f["plan_id"]))
+            if session is None:
+                await self.runtime.reject_telecommand(envelope, f"no plan {f['plan_id']}")
+                return
+            session.result.abort_reason = f"aborted by command: {f['reason']}"
+            await self.tagger.stop()
+            await self.runtime.accept_telecommand(envelope)
+        elif name == "SHUTDOWN":
+            await self.runtime.accept_telecommand(envelope)
+            self.stopped.set()
+        else:
+            await self.runtime.reject_telecommand(envelope, f"{name} is not a station command")
+
+    def _plan_from(self, f: dict) -> PassPlan:
+        if f["mission"] != self.settings.mission:
+            raise ValueError(
+                f"plan for mission {f['mission']!r}, station serves {self.settings.mission!r}"
+            )
+        if f["station"] != self.settings.station:
+            raise ValueError(
+                f"plan for station {f['station']!r}, this is {self.settings.station!r}"
+            )
+        if int(f["plan_id"]) in self.sessions:
+            raise ValueError(f"plan {f['plan_id']} already loaded")
+        if not f["aos_unix_s"] <= f["qkd_start_unix_s"] < f["qkd_stop_unix_s"] <= f["los_unix_s"]:
+            raise ValueError("need aos <= qkd_start < qkd_stop <= los")
+        if f["qkd_start_unix_s"] != int(f["qkd_start_unix_s"]):
+            raise ValueError("qkd_start_unix_s must be a whole second (pulse timing origin)")
+        period_ps = 1e12 / f["repetition_rate_hz"]
+        if abs(period_ps - round(period_ps)) > 1e-6:
+            raise ValueError(f"repetition_rate_hz {f['repetition_rate_hz']:g}: period not whole ps")
+        return PassPlan(**{k: f[k] for k in PassPlan.__dataclass_fields__})
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute_pass(self, session: OgsSession) -> None:
+        plan = session.plan
+        try:
+            await self.clock.sleep_until(plan.qkd_start_unix_s - self.settings.tagger_lead_s)
+            session.tagger_epoch_unix_s = await self.tagger.start()
+            self.mode = "tracking"
+            await self.runtime.emit_event("PASS_STARTED", f"plan {plan.plan_id}: tagging")
+            while True:
+                buffer = await self.tagger.read(self.settings.tag_read_timeout_s)
+                if buffer is None:
+                    break
+                await session.process_buffer(buffer)
+                chunk = session.result.chunks[-1]
+                await self.runtime.publish_telemetry(
+                    "QKD_PROGRESS",
+                    plan_id=plan.plan_id,
+                    chunk=chunk.chunk,
+                    detections=session.result.detections,
+                    sifted_bits=sum(c.sifted for c in session.result.chunks),
+                    qber_z=_running_qber(session),
+                    elevation_deg=chunk.elevation_deg,
+                )
+                if buffer.stop_unix_s >= plan.qkd_stop_unix_s:
+                    break
+            await self.tagger.stop()
+            self.mode = "post-processing"
+            await self.runtime.emit_event(
+                "PASS_ENDED", f"plan {plan.plan_id}: {session.result.detections} detections"
+            )
+            await session.post_process()
+        except (DeviceError, ProtocolError, InputError) as exc:
+            session.result.abort_reason = f"pass execution failed: {exc}"
+            session.result.finished = True
+        finally:
+            self.mode = "idle"
+            result = session.result
+            if result.abort_reason:
+                await self.runtime.emit_event(
+                    "BLOCK_ABORTED", f"plan {plan.plan_id}: {result.abort_reason}"
+                )
+            elif result.key_id:
+                await self.runtime.emit_event(
+                    "KEY_STORED",
+                    f"plan {plan.plan_id}: key {result.key_id} ({result.pa_output_bits} bits)",
+                )
+            self.pass_done[plan.plan_id].set()
+
+    async def _housekeeping_loop(self) -> None:
+        deadline = self.clock.now_unix_s()
+        while True:
+            await self.publish_housekeeping()
+            deadline += self.settings.housekeeping_period_s
+            await self.clock.sleep_until(deadline)
+
+    async def publish_housekeeping(self) -> None:
+        """Publish one housekeeping packet."""
+        c = self.runtime.counters
+        try:
+            key_bits = self.keystore.total_bits()
+        except Exception:
+            key_bits = 0
+        remaining = self.channel.authenticator.max_sequence() - self.channel._next_seq
+        await self.runtime.publish_telemetry(
+            "HOUSEKEEPING",
+            node=self.settings.node,
+            mode=self.mode,
+            uptime_s=self.clock.now_unix_s() - self.runtime.started_unix_s,
+            clock_unix_s=self.clock.now_unix_s(),
+            tc_accepted=c.tc_accepted,
+            tc_rejected=c.tc_rejected,
+            qkd_accepted=c.qkd_accepted,
+            qkd_rejected=c.qkd_rejected,
+            qkd_duplicates=c.qkd_duplicates,
+            key_bits_stored=key_bits,
+            auth_words_remaining=max(remaining, 0),
+        )
+
+
+def _running_qber(session: OgsSession) -> float:
+    errors = sum(c.z_errors for c in session.result.chunks)
+    sifted = sum(c.z_sifted for c in session.result.chunks)
+    return errors / sifted if sifted else 0.0

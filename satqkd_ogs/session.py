@@ -1,0 +1,401 @@
+"""The ground station's side of one pass: tags -> pulse indices -> detection reports during the
+pass, then parameter estimation, error correction (the station corrects towards the payload's
+reference), verification and privacy amplification after loss of signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from drivers.interfaces import TagBuffer
+from drivers.keystore import KeyStore
+from drivers.node import QkdChannel
+from satqkd_core import finite_key as fk
+from satqkd_core import rng
+from satqkd_core.cascade import CascadeCorrector
+from satqkd_core.codec import Envelope
+from satqkd_core.detection_report import encode_detection_report
+from satqkd_core.ephemeris import Station, topocentric
+from satqkd_core.errors import ProtocolError
+from satqkd_core.light_time import LightTimeModel
+from satqkd_core.pass_decisions import (
+    ProtocolParameters,
+    feasibility_abort_reason,
+    no_key_reason,
+    statistics_from_counts,
+)
+from satqkd_core.privacy_amplification import toeplitz_hash, toeplitz_seed_bits
+from satqkd_core.sifting import count_bit_errors, unpack_intensity_labels
+from satqkd_core.sync import assign_pulse_indices
+from satqkd_core.verification import verification_tag, verification_tag_bits
+
+log = logging.getLogger("satqkd.ogs")
+
+EPHEMERIS_STEP_S = 1.0
+
+
+class PassAborted(Exception):
+    """The pass ends without a key; the message says why."""
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """A LOAD_PASS_PLAN telecommand's content."""
+
+    plan_id: int
+    mission: str
+    station: str
+    tle_line1: str
+    tle_line2: str
+    aos_unix_s: float
+    los_unix_s: float
+    qkd_start_unix_s: float
+    qkd_stop_unix_s: float
+    repetition_rate_hz: float
+
+    @property
+    def pulse_period_ps(self) -> int:
+        """Get: pulse period in whole picoseconds."""
+        return round(1e12 / self.repetition_rate_hz)
+
+    @property
+    def total_pulses(self) -> int:
+        """Get: pulses the payload emits between QKD start and stop."""
+        return round((self.qkd_stop_unix_s - self.qkd_start_unix_s) * self.repetition_rate_hz)
+
+
+@dataclass
+class ChunkRecord:
+    """One frame of detections as the station saw and sifted it (no key bits leave here)."""
+
+    chunk: int
+    start_unix_s: float
+    stop_unix_s: float
+    elevation_deg: float
+    tags: int
+    detections: int
+    pulse_index: np.ndarray
+    basis: np.ndarray
+    bit: np.ndarray
+    sifted: int = 0
+    z_errors: int = 0
+    z_sifted: int = 0
+    x_bits: np.ndarray | None = None
+    x_intensity: np.ndarray | None = None
+    z_intensity: np.ndarray | None = None
+    z_error_flags: np.ndarray | None = None
+
+
+@dataclass
+class OgsPassResult:
+    """Figures of one pass at the station, for telemetry and the pass report."""
+
+    plan_id: int
+    tags: int = 0
+    detections: int = 0
+    in_window_tags: int = 0
+    residual_sq_sum_ps2: float = 0.0
+    clock_offsets_ps: list[float] = field(default_factory=list)
+    chunks: list[ChunkRecord] = field(default_factory=list)
+    x_detections: tuple[int, int, int] = (0, 0, 0)
+    z_detections: tuple[int, int, int] = (0, 0, 0)
+    x_errors: tuple[int, int, int] = (0, 0, 0)
+    z_errors: tuple[int, int, int] = (0, 0, 0)
+    leak_ec_bits: int = 0
+    ec_rounds: int = 0
+    verification_tag_bits: int = 0
+    pa_input_bits: int = 0
+    pa_output_bits: int = 0
+    key_id: str | None = None
+    abort_reason: str | None = None
+    finished: bool = False
+    report_bytes: int = 0
+    finite_key: dict | None = None
+
+    @property
+    def assigned_fraction(self) -> float:
+        """Get: fraction of tags assigned a pulse index."""
+        return self.in_window_tags / self.tags if self.tags else 0.0
+
+    @property
+    def residual_rms_ps(self) -> float:
+        """Get: RMS timing residual of assigned tags."""
+        return (
+            float(np.sqrt(self.residual_sq_sum_ps2 / self.in_window_tags))
+            if self.in_window_tags
+            else 0.0
+        )
+
+
+class OgsSession:
+    """Pass execution and post-processing for one plan."""
+
+    def __init__(
+        self,
+        plan: PassPlan,
+        station: Station,
+        channel: QkdChannel,
+        keystore: KeyStore,
+        params: ProtocolParameters,
+        entropy_key: int,
+        sync_window_ps: float,
+        cascade_passes: int,
+        reply_timeout_s: float,
+    ) -> None:
+        self.plan = plan
+        self.channel = channel
+        self.keystore = keystore
+        self.params = params
+        self.entropy_key = entropy_key
+        self.sync_window_ps = sync_window_ps
+        self.cascade_passes = cascade_passes
+        self.reply_timeout_s = reply_timeout_s
+        self.result = OgsPassResult(plan.plan_id)
+        self.inbox: asyncio.Queue[Envelope] = asyncio.Queue()
+        self._sift_waiters: dict[int, asyncio.Future[None]] = {}
+        grid_start = float(np.floor(plan.aos_unix_s)) - 60.0
+        n = int(np.ceil((plan.los_unix_s + 60.0 - grid_start) / EPHEMERIS_STEP_S)) + 1
+        grid = grid_start + EPHEMERIS_STEP_S * np.arange(n)
+        geometry = topocentric(plan.tle_line1, plan.tle_line2, station, grid)
+        self.grid_unix_s = grid
+        self.elevation_deg = geometry.elevation_deg
+        self.light_time = LightTimeModel(
+            grid_start, EPHEMERIS_STEP_S, geometry.range_m, geometry.range_rate_m_s
+        )
+        self.tagger_epoch_unix_s: float | None = None
+
+    def _random_words(self, label: str, count: int) -> np.ndarray:
+        key = rng.derive_key(self.entropy_key, f"{label}/{self.plan.plan_id}")
+        return rng.random_u64(key, np.arange(count, dtype=np.int64))
+
+    # --- during the pass ---------------------------------------------------------------
+
+    async def process_buffer(self, buffer: TagBuffer) -> None:
+        """Synchronise one tag buffer and send its detection report to the payload."""
+        if self.tagger_epoch_unix_s is None:
+            raise ProtocolError("tag buffer before the tagger was started")
+        plan = self.plan
+        ts = np.asarray(buffer.timestamp_ps, dtype=np.int64)
+        channel = np.asarray(buffer.channel, dtype=np.uint8)
+        epoch_rel = self.tagger_epoch_unix_s - self.light_time.grid_start_unix_s
+        arrival_rel_s = epoch_rel + ts.astype(np.float64) * 1e-12
+        predicted_delay_ps = self.light_time.delay_at_arrival_ps(arrival_rel_s)
+        qkd_start_ps = round((plan.qkd_start_unix_s - self.tagger_epoch_unix_s) * 1e12)
+        sync = assign_pulse_indices(
+            ts, predicted_delay_ps, qkd_start_ps, float(plan.pulse_period_ps), self.sync_window_ps
+        )
+        ok = sync.in_window & (sync.pulse_index >= 0) & (sync.pulse_index < plan.total_pulses)
+        ok &= (channel >= 1) & (channel <= 4)
+        self.result.tags += int(ts.size)
+        self.result.in_window_tags += int(ok.sum())
+        self.result.residual_sq_sum_ps2 += float(np.sum(sync.residual_ps[ok] ** 2))
+        self.result.clock_offsets_ps.append(float(sync.clock_offset_ps))
+        chunk_id = len(self.result.chunks)
+        index, basis, bit = self._squash(sync.pulse_index[ok], channel[ok] - 1, chunk_id)
+        mid = 0.5 * (buffer.start_unix_s + buffer.stop_unix_s)
+        record = ChunkRecord(
+            chunk=chunk_id,
+            start_unix_s=buffer.start_unix_s,
+            stop_unix_s=buffer.stop_unix_s,
+            elevation_deg=float(np.interp(mid, self.grid_unix_s, self.elevation_deg)),
+            tags=int(ts.size),
+            detections=int(index.size),
+            pulse_index=index,
+            basis=basis,
+            bit=bit,
+        )
+        self.result.chunks.append(record)
+        self.result.detections += record.detections
+        self._sift_waiters[chunk_id] = asyncio.get_running_loop().create_future()
+        report = encode_detection_report(index, basis)
+        self.result.report_bytes += len(report)
+        await self.channel.send(
+            "DETECTION_REPORT",
+            plan_id=plan.plan_id,
+            chunk=chunk_id,
+            frame_start_unix_s=buffer.start_unix_s,
+            frame_stop_unix_s=buffer.stop_unix_s,
+            n_detections=int(index.size),
+            report=report,
+        )
+
+    def _squash(
+        self, pulse_index: np.ndarray, detector: np.ndarray, chunk_id: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One detection per pulse; several clicks on one pulse become a random basis and bit
+        (squashing), so multi-click events cannot be steered by an eavesdropper."""
+        order = np.argsort(pulse_index, kind="stable")
+        index_sorted = pulse_index[order]
+        detector_sorted = detector[order].astype(np.uint8)
+        unique, first, counts = np.unique(index_sorted, return_index=True, return_counts=True)
+        basis = detector_sorted[first] >> 1
+        bit = detector_sorted[first] & 1
+        multi = np.flatnonzero(counts > 1)
+        if multi.size:
+            words = self._random_words(f"squash/{chunk_id}", multi.size)
+            basis[multi] = (words & 1).astype(np.uint8)
+            bit[multi] = ((words >> 1) & 1).astype(np.uint8)
+        return unique.astype(np.int64), basis.astype(np.uint8), bit.astype(np.uint8)
+
+    def on_sift_result(self, f: dict) -> None:
+        """Record the payload's sifting answer for one chunk."""
+        chunk = int(f["chunk"])
+        if chunk >= len(self.result.chunks):
+            raise ProtocolError(f"SIFT_RESULT for chunk {chunk} never reported")
+        record = self.result.chunks[chunk]
+        if record.x_bits is not None:
+            return  # re-delivered answer
+        if int(f["n_detections"]) != record.detections:
+            raise ProtocolError(f"SIFT_RESULT chunk {chunk}: detection count differs")
+        keep = np.unpackbits(np.frombuffer(f["keep"], np.uint8), bitorder="big")
+        keep = keep[: record.detections].astype(bool)
+        if keep.size != record.detections or int(keep.sum()) != int(f["n_kept"]):
+            raise ProtocolError(f"SIFT_RESULT chunk {chunk}: keep mask malformed")
+        kept_basis = record.basis[keep]
+        intensity = unpack_intensity_labels(f["intensity"], int(f["n_kept"]))
+        is_x = kept_basis == 0
+        n_z = int((~is_x).sum())
+        payload_z = np.unpackbits(np.frombuffer(f["z_bits"], np.uint8), bitorder="big")[:n_z]
+        if payload_z.size != n_z:
+            raise ProtocolError(f"SIFT_RESULT chunk {chunk}: z_bits too short")
+        own_z = record.bit[keep][~is_x]
+        record.x_bits = record.bit[keep][is_x].copy()
+        record.x_intensity = intensity[is_x].copy()
+        record.z_intensity = intensity[~is_x].copy()
+        record.z_error_flags = (own_z != payload_z).astype(np.uint8)
+        record.sifted = int(keep.sum())
+        record.z_sifted = n_z
+        record.z_errors = count_bit_errors(own_z, payload_z)
+        waiter = self._sift_waiters.get(chunk)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- after the pass ----------------------------------------------------------------
+
+    async def _expect(self, name: str) -> dict:
+        while True:
+            try:
+                envelope = await asyncio.wait_for(self.inbox.get(), self.reply_timeout_s)
+            except TimeoutError:
+                raise PassAborted(
+                    f"payload did not send {name} within {self.reply_timeout_s:g} s"
+                ) from None
+            if envelope.spec.name == "ABORT":
+                raise PassAborted(f"payload aborted: {envelope.fields['reason']}")
+            if envelope.spec.name == name:
+                return envelope.fields
+            raise ProtocolError(f"expected {name}, got {envelope.spec.name}")
+
+    async def post_process(self) -> None:
+        """Parameter estimation, error correction, verification, privacy amplification."""
+        try:
+            await self._post_process()
+        except PassAborted as exc:
+            self.result.abort_reason = str(exc)
+        except ProtocolError as exc:
+            self.result.abort_reason = f"protocol error: {exc}"
+            await self.channel.send("ABORT", plan_id=self.plan.plan_id, reason=str(exc)[:500])
+        finally:
+            self.result.finished = True
+
+    async def _post_process(self) -> None:
+        plan, result = self.plan, self.result
+        waiters = list(self._sift_waiters.values())
+        if waiters:
+            try:
+                await asyncio.wait_for(asyncio.gather(*waiters), self.reply_timeout_s)
+            except TimeoutError:
+                missing = [c for c, w in self._sift_waiters.items() if not w.done()]
+                raise PassAborted(f"no SIFT_RESULT for chunks {missing[:5]}") from None
+        chunks = result.chunks
+        x_int = _concat([c.x_intensity for c in chunks])
+        z_int = _concat([c.z_intensity for c in chunks])
+        z_err = _concat([c.z_error_flags for c in chunks])
+        x_det = np.bincount(x_int, minlength=3)[:3]
+        z_det = np.bincount(z_int, minlength=3)[:3]
+        z_errors = np.bincount(z_int, weights=z_err, minlength=3)[:3].astype(np.int64)
+        result.x_detections = tuple(int(v) for v in x_det)
+        result.z_detections = tuple(int(v) for v in z_det)
+        result.z_errors = tuple(int(v) for v in z_errors)
+        counts = {
+            "plan_id": plan.plan_id,
+            "n_chunks": len(chunks),
+            "x_detections": x_det.astype(np.uint64),
+            "z_detections": z_det.astype(np.uint64),
+            "z_errors": z_errors.astype(np.uint64),
+        }
+        await self.channel.send("PE_COUNTS", **counts)
+        stats = statistics_from_counts(self.params, counts)
+        reason = feasibility_abort_reason(self.params, stats)
+        if reason is not None:
+            raise PassAborted(reason)
+        noisy = _concat([c.x_bits for c in chunks])
+        qber_z = sum(result.z_errors) / max(sum(result.z_detections), 1)
+        seed = int(self._random_words("cascade-seed", 1)[0] >> np.uint64(1))
+        corrector = CascadeCorrector(noisy, max(qber_z, 1e-3), seed, self.cascade_passes)
+        round_no = 0
+        while (query := corrector.next_query()) is not None:
+            await self.channel.send(
+                "EC_QUERY",
+                plan_id=plan.plan_id,
+                round=round_no,
+                permutation_seed=seed,
+                passes=self.cascade_passes,
+                qber_estimate=float(qber_z),
+                query=np.ascontiguousarray(query, dtype=np.int64).ravel(),
+            )
+            reply = await self._expect("EC_REPLY")
+            if int(reply["round"]) != round_no or int(reply["n"]) != query.shape[0]:
+                raise ProtocolError(f"EC_REPLY does not answer round {round_no}")
+            bits = np.unpackbits(np.frombuffer(reply["parities"], np.uint8), bitorder="big")
+            corrector.apply_reply(bits[: query.shape[0]])
+            round_no += 1
+        corrected = corrector.corrected_key
+        result.leak_ec_bits, result.ec_rounds = corrector.leak_bits, corrector.round_trips
+        flips = (corrected != noisy).astype(np.uint8)
+        result.x_errors = tuple(
+            int(v) for v in np.bincount(x_int, weights=flips, minlength=3)[:3].astype(np.int64)
+        )
+        await self.channel.send(
+            "EC_DONE",
+            plan_id=plan.plan_id,
+            leak_ec_bits=corrector.leak_bits,
+            round_trips=corrector.round_trips,
+        )
+        verify = await self._expect("VERIFY")
+        ok = verification_tag(corrected, np.asarray(verify["hash_key"], np.uint64)) == verify["tag"]
+        await self.channel.send("VERIFY_RESULT", plan_id=plan.plan_id, ok=bool(ok))
+        if not ok:
+            raise PassAborted("verification failed: keys differ after error correction")
+        n = int(corrected.size)
+        result.verification_tag_bits = verification_tag_bits(self.params.eps_cor, n)
+        leak = result.leak_ec_bits + result.verification_tag_bits
+        final = fk.finite_key_length(stats, self.params.eps_sec, self.params.eps_cor, leak)
+        result.finite_key = final.as_dict()
+        result.pa_input_bits = n
+        if final.key_length_bits <= 0:
+            await self._expect("PA_SEED")  # the payload aborts; _expect raises with its reason
+            raise PassAborted(no_key_reason(final, leak))
+        pa = await self._expect("PA_SEED")
+        m = final.key_length_bits
+        if int(pa["output_bits"]) != m:
+            raise ProtocolError(f"PA_SEED asks for {pa['output_bits']} bits, bound gives {m}")
+        n_seed = int(pa["n_seed_bits"])
+        if n_seed != toeplitz_seed_bits(n, m):
+            raise ProtocolError("PA_SEED seed length does not match the key lengths")
+        seed_bits = np.unpackbits(np.frombuffer(pa["seed"], np.uint8), bitorder="big")[:n_seed]
+        key = toeplitz_hash(corrected, seed_bits, m)
+        self.keystore.store(
+            pa["key_id"], key, "payload", plan.plan_id, self.channel.runtime.clock.now_unix_s()
+        )
+        self.keystore.confirm(pa["key_id"])
+        result.key_id, result.pa_output_bits = pa["key_id"], m
+        await self.channel.send("KEY_STORED", plan_id=plan.plan_id, key_id=pa["key_id"], key_bits=m)
+
+
+def _concat(arrays: list[np.ndarray | None]) -> np.ndarray:
+    parts = [a for a in arrays if a is not None]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)

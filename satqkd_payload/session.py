@@ -1,0 +1,257 @@
+"""The payload's side of one pass with one station: on-board sifting and the reference end of
+post-processing (the payload holds the reference key; the station corrects towards it).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from drivers.interfaces import PulsedSource
+from drivers.keystore import KeyStore
+from drivers.node import QkdChannel
+from satqkd_core import finite_key as fk
+from satqkd_core import rng
+from satqkd_core.cascade import CascadeResponder
+from satqkd_core.codec import Envelope
+from satqkd_core.detection_report import decode_detection_report
+from satqkd_core.errors import ProtocolError
+from satqkd_core.pass_decisions import (
+    ProtocolParameters,
+    feasibility_abort_reason,
+    no_key_reason,
+    statistics_from_counts,
+)
+from satqkd_core.privacy_amplification import toeplitz_hash, toeplitz_seed_bits
+from satqkd_core.sifting import pack_intensity_labels, sift_mask
+from satqkd_core.verification import (
+    verification_hash_key_words,
+    verification_tag,
+    verification_tag_bits,
+)
+
+log = logging.getLogger("satqkd.payload")
+
+
+@dataclass
+class _SiftedChunk:
+    x_bits: np.ndarray
+    x_intensity: np.ndarray
+    z_count_by_intensity: np.ndarray
+    reply: dict
+
+
+@dataclass
+class PayloadPassOutcome:
+    """What the payload knows at the end of a pass (no key material)."""
+
+    key_id: str | None = None
+    key_bits: int = 0
+    confirmed: bool = False
+    abort_reason: str | None = None
+    chunks: int = 0
+
+
+@dataclass
+class PayloadSession:
+    """Sifting and post-processing state for one pass plan with one station."""
+
+    plan_id: int
+    station: str
+    source: PulsedSource
+    channel: QkdChannel
+    keystore: KeyStore
+    params: ProtocolParameters
+    entropy_key: int
+    outcome: PayloadPassOutcome = field(default_factory=PayloadPassOutcome)
+    _chunks: dict[int, _SiftedChunk] = field(default_factory=dict)
+    _reference_key: np.ndarray | None = None
+    _statistics: fk.DecoyStatistics | None = None
+    _responder: CascadeResponder | None = None
+    _leak_ec_bits: int = 0
+    _finished: bool = False
+
+    @property
+    def finished(self) -> bool:
+        """Get: whether the pass has ended with a key or an abort."""
+        return self._finished
+
+    def _random_words(self, label: str, count: int) -> np.ndarray:
+        key = rng.derive_key(self.entropy_key, f"{label}/{self.plan_id}")
+        return rng.random_u64(key, np.arange(count, dtype=np.int64))
+
+    async def handle(self, envelope: Envelope) -> None:
+        """Process one authenticated message from the station."""
+        name, fields = envelope.spec.name, envelope.fields
+        if fields.get("plan_id") != self.plan_id:
+            raise ProtocolError(f"{name} for plan {fields.get('plan_id')}, expected {self.plan_id}")
+        if self._finished and name != "KEY_STORED":
+            raise ProtocolError(f"{name} after the pass ended")
+        handler = {
+            "DETECTION_REPORT": self._on_detection_report,
+            "PE_COUNTS": self._on_pe_counts,
+            "EC_QUERY": self._on_ec_query,
+            "EC_DONE": self._on_ec_done,
+            "VERIFY_RESULT": self._on_verify_result,
+            "KEY_STORED": self._on_key_stored,
+            "ABORT": self._on_abort,
+        }.get(name)
+        if handler is None:
+            raise ProtocolError(f"{name} is not expected by the payload")
+        await handler(fields)
+
+    async def _on_detection_report(self, f: dict) -> None:
+        chunk = int(f["chunk"])
+        if chunk in self._chunks:  # re-sent report: answer the same again
+            await self.channel.send("SIFT_RESULT", **self._chunks[chunk].reply)
+            return
+        if self._reference_key is not None:
+            raise ProtocolError(f"DETECTION_REPORT chunk {chunk} after parameter estimation")
+        pulse_index, ogs_basis = decode_detection_report(f["report"])
+        if pulse_index.size != f["n_detections"]:
+            raise ProtocolError(
+                f"chunk {chunk}: report holds {pulse_index.size} detections, "
+                f"header says {f['n_detections']}"
+            )
+        record = await self.source.read_pattern(pulse_index)
+        keep = sift_mask(record.basis, ogs_basis)
+        kept_basis = record.basis[keep]
+        kept_intensity = record.intensity[keep]
+        kept_bits = record.bit[keep]
+        is_x = kept_basis == 0
+        z_intensity = kept_intensity[~is_x]
+        reply = {
+            "plan_id": self.plan_id,
+            "chunk": chunk,
+            "n_detections": int(pulse_index.size),
+            "keep": np.packbits(keep.astype(np.uint8), bitorder="big").tobytes(),
+            "n_kept": int(keep.sum()),
+            "intensity": pack_intensity_labels(kept_intensity),
+            "z_bits": np.packbits(kept_bits[~is_x], bitorder="big").tobytes(),
+        }
+        self._chunks[chunk] = _SiftedChunk(
+            x_bits=kept_bits[is_x].copy(),
+            x_intensity=kept_intensity[is_x].copy(),
+            z_count_by_intensity=np.bincount(z_intensity, minlength=3).astype(np.int64),
+            reply=reply,
+        )
+        self.outcome.chunks = len(self._chunks)
+        await self.channel.send("SIFT_RESULT", **reply)
+
+    async def _on_pe_counts(self, f: dict) -> None:
+        n_chunks = int(f["n_chunks"])
+        missing = [c for c in range(n_chunks) if c not in self._chunks]
+        if missing:
+            await self._abort(f"payload has no sifting record for chunks {missing[:5]}")
+            return
+        ordered = [self._chunks[c] for c in range(n_chunks)]
+        x_bits = np.concatenate([c.x_bits for c in ordered]) if ordered else np.zeros(0, np.uint8)
+        x_intensity = (
+            np.concatenate([c.x_intensity for c in ordered]) if ordered else np.zeros(0, np.uint8)
+        )
+        x_counts = np.bincount(x_intensity, minlength=3)
+        z_counts = sum((c.z_count_by_intensity for c in ordered), np.zeros(3, np.int64))
+        # the station's counts must match what the payload itself sifted
+        if list(x_counts) != list(f["x_detections"]) or list(z_counts) != list(f["z_detections"]):
+            await self._abort(
+                f"station's sifted counts {list(f['x_detections'])}/{list(f['z_detections'])} "
+                f"differ from the payload's {list(x_counts)}/{list(z_counts)}"
+            )
+            return
+        self._reference_key = x_bits
+        self._statistics = statistics_from_counts(self.params, f)
+        reason = feasibility_abort_reason(self.params, self._statistics)
+        if reason is not None:
+            self.outcome.abort_reason = reason
+            self._finished = True
+
+    async def _on_ec_query(self, f: dict) -> None:
+        if self._reference_key is None:
+            raise ProtocolError("EC_QUERY before parameter estimation")
+        if self._responder is None:
+            self._responder = CascadeResponder(
+                self._reference_key, int(f["permutation_seed"]), int(f["passes"])
+            )
+        query = np.asarray(f["query"], dtype=np.int64).reshape(-1, 3)
+        parities = self._responder.reply(query)
+        await self.channel.send(
+            "EC_REPLY",
+            plan_id=self.plan_id,
+            round=int(f["round"]),
+            parities=np.packbits(parities, bitorder="big").tobytes(),
+            n=int(parities.size),
+        )
+
+    async def _on_ec_done(self, f: dict) -> None:
+        if self._responder is None or self._reference_key is None:
+            raise ProtocolError("EC_DONE before any EC_QUERY")
+        if int(f["leak_ec_bits"]) != self._responder.leak_bits:
+            await self._abort(
+                f"station counts {f['leak_ec_bits']} leaked bits, payload disclosed "
+                f"{self._responder.leak_bits}"
+            )
+            return
+        self._leak_ec_bits = self._responder.leak_bits
+        n = int(self._reference_key.size)
+        words = self._random_words(
+            "verification", verification_hash_key_words(self.params.eps_cor, n)
+        )
+        tag = verification_tag(self._reference_key, words)
+        await self.channel.send("VERIFY", plan_id=self.plan_id, hash_key=words, tag=tag)
+
+    async def _on_verify_result(self, f: dict) -> None:
+        if self._reference_key is None or self._statistics is None:
+            raise ProtocolError("VERIFY_RESULT before verification")
+        if not f["ok"]:
+            self.outcome.abort_reason = "verification failed: keys differ after error correction"
+            self._finished = True
+            return
+        n = int(self._reference_key.size)
+        leak = self._leak_ec_bits + verification_tag_bits(self.params.eps_cor, n)
+        result = fk.finite_key_length(
+            self._statistics, self.params.eps_sec, self.params.eps_cor, leak
+        )
+        m = result.key_length_bits
+        if m <= 0:
+            await self._abort(no_key_reason(result, leak))
+            return
+        n_seed = toeplitz_seed_bits(n, m)
+        words = self._random_words("privacy-amplification", (n_seed + 63) // 64)
+        seed = np.unpackbits(words.astype(">u8").view(np.uint8), bitorder="big")[:n_seed]
+        final_key = toeplitz_hash(self._reference_key, seed, m)
+        key_id = str(
+            uuid.UUID(bytes=self._random_words("key-id", 2).astype(">u8").tobytes(), version=4)
+        )
+        self.keystore.store(
+            key_id, final_key, self.station, self.plan_id, self.channel.runtime.clock.now_unix_s()
+        )
+        self.outcome.key_id, self.outcome.key_bits = key_id, m
+        await self.channel.send(
+            "PA_SEED",
+            plan_id=self.plan_id,
+            output_bits=m,
+            seed=np.packbits(seed, bitorder="big").tobytes(),
+            n_seed_bits=n_seed,
+            key_id=key_id,
+        )
+
+    async def _on_key_stored(self, f: dict) -> None:
+        if self.outcome.key_id is None or f["key_id"] != self.outcome.key_id:
+            raise ProtocolError(f"KEY_STORED for unknown key {f['key_id']!r}")
+        if int(f["key_bits"]) != self.outcome.key_bits:
+            raise ProtocolError("KEY_STORED with a different key length")
+        self.keystore.confirm(self.outcome.key_id)
+        self.outcome.confirmed = True
+        self._finished = True
+
+    async def _on_abort(self, f: dict) -> None:
+        self.outcome.abort_reason = str(f["reason"]) or "aborted by the station"
+        self._finished = True
+
+    async def _abort(self, reason: str) -> None:
+        self.outcome.abort_reason = reason
+        self._finished = True
+        await self.channel.send("ABORT", plan_id=self.plan_id, reason=reason[:500])

@@ -1,0 +1,315 @@
+"""Downlink budget, one term per loss mechanism, per time step of a pass geometry.
+
+All losses are in dB, positive = loss. The transmittance excludes detector efficiency (the
+detector model applies it). Formulas: Gaussian-beam collection and pointing (PHYSICS.md; e.g.
+Bourgoin et al., New J. Phys. 15, 023006 (2013), sec. 3), curved-atmosphere airmass of Kasten &
+Young, Appl. Opt. 28, 4735 (1989), log-normal fading (Andrews & Phillips, Laser Beam
+Propagation through Random Media, 2nd ed., ch. 8 and 10).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from satqkd_core.ephemeris import Geometry
+from satqkd_core.errors import InputError
+
+__all__ = [
+    "SKY_RADIANCE_W_M2_SR_NM",
+    "WEATHER_ZENITH_LOSS_MULTIPLIER",
+    "Atmosphere",
+    "Background",
+    "LinkBudget",
+    "ReceiverOptics",
+    "TransmitterOptics",
+    "airmass_kasten_young",
+    "link_budget",
+]
+
+_PLANCK_J_S = 6.62607015e-34
+_SPEED_OF_LIGHT_M_S = 299_792_458.0
+_DETECTORS = 4  # passive BB84 receiver: the background is shared by four detectors
+
+# Multipliers of the clear-sky zenith loss (dB). Clear: 0.5-1 dB at 800-850 nm (PHYSICS.md).
+# Haze (visibility ~5 km instead of ~23 km) roughly triples the aerosol extinction of the
+# boundary layer (Kim & Kruse visibility law, lambda = 850 nm); thin cirrus of optical depth
+# ~0.5-1 adds 2-4 dB. These are engineering classes, not a radiative-transfer model.
+WEATHER_ZENITH_LOSS_MULTIPLIER: dict[str, float] = {"clear": 1.0, "haze": 3.0, "thin_cloud": 6.0}
+
+# Sky spectral radiance near 850 nm, W m^-2 sr^-1 nm^-1, from I-band sky surface brightness
+# (zero point 1.13e-11 W m^-2 nm^-1, Bessell 1979): dark site ~19.9 mag/arcsec^2 (Patat,
+# A&A 400, 1183 (2003), Paranal I band), full moon ~2.5 mag brighter (Krisciunas & Schaefer,
+# PASP 103, 1033 (1991) scaled to the near infrared), suburban sky ~16 mag/arcsec^2.
+SKY_RADIANCE_W_M2_SR_NM: dict[str, float] = {
+    "dark_night": 5.3e-9,
+    "moon": 5.3e-8,
+    "city": 1.9e-7,
+}
+
+
+def _positive(value: object, name: str, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0.0 or (value == 0.0 and not allow_zero):
+        raise InputError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    return value
+
+
+def _efficiency(value: object, name: str) -> float:
+    value = _positive(value, name)
+    if value > 1.0:
+        raise InputError(f"{name} must be in (0, 1], got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class TransmitterOptics:
+    """Payload telescope; divergence_urad is the FULL angle of the 1/e^2 intensity cone."""
+
+    wavelength_nm: float
+    aperture_diameter_m: float
+    divergence_urad: float
+    optics_efficiency: float
+
+    def __post_init__(self) -> None:
+        _positive(self.wavelength_nm, "TransmitterOptics.wavelength_nm")
+        _positive(self.aperture_diameter_m, "TransmitterOptics.aperture_diameter_m")
+        _positive(self.divergence_urad, "TransmitterOptics.divergence_urad")
+        _efficiency(self.optics_efficiency, "TransmitterOptics.optics_efficiency")
+
+    @property
+    def far_field_half_angle_urad(self) -> float:
+        """Get the 1/e^2 half-angle: the designed one, or diffraction lambda/(pi w0) if larger."""
+        waist_m = self.aperture_diameter_m / 2.0
+        diffraction_urad = self.wavelength_nm * 1e-9 / (math.pi * waist_m) * 1e6
+        return max(self.divergence_urad / 2.0, diffraction_urad)
+
+
+@dataclass(frozen=True)
+class ReceiverOptics:
+    """Ground telescope and receiver; field_of_view_urad is a full angle."""
+
+    aperture_diameter_m: float
+    optics_efficiency: float
+    field_of_view_urad: float
+    central_obscuration_diameter_m: float = 0.0
+    filter_bandwidth_nm: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive(self.aperture_diameter_m, "ReceiverOptics.aperture_diameter_m")
+        _efficiency(self.optics_efficiency, "ReceiverOptics.optics_efficiency")
+        _positive(self.field_of_view_urad, "ReceiverOptics.field_of_view_urad")
+        _positive(self.filter_bandwidth_nm, "ReceiverOptics.filter_bandwidth_nm")
+        obscuration = _positive(
+            self.central_obscuration_diameter_m,
+            "ReceiverOptics.central_obscuration_diameter_m",
+            allow_zero=True,
+        )
+        if obscuration >= self.aperture_diameter_m:
+            raise InputError(
+                "ReceiverOptics.central_obscuration_diameter_m must be smaller than "
+                f"aperture_diameter_m, got {obscuration} >= {self.aperture_diameter_m}"
+            )
+
+
+@dataclass(frozen=True)
+class Atmosphere:
+    """Clear-sky zenith loss, weather class, an optional passing cloud, fading strength.
+
+    scintillation_index_zenith is the variance of the normalised power collected in one
+    budget time step (aperture- and time-averaged), scaled to other elevations by
+    airmass^(11/6), the zenith-angle law of the downlink Rytov variance (Andrews & Phillips,
+    ch. 12).
+    """
+
+    zenith_loss_db: float = 0.8
+    weather: str = "clear"
+    cloud_start_unix_s: float | None = None
+    cloud_stop_unix_s: float | None = None
+    cloud_extra_loss_db: float = 0.0
+    scintillation_index_zenith: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive(self.zenith_loss_db, "Atmosphere.zenith_loss_db", allow_zero=True)
+        if self.weather not in WEATHER_ZENITH_LOSS_MULTIPLIER:
+            raise InputError(
+                f"Atmosphere.weather must be one of {sorted(WEATHER_ZENITH_LOSS_MULTIPLIER)}, "
+                f"got {self.weather!r}"
+            )
+        _positive(self.cloud_extra_loss_db, "Atmosphere.cloud_extra_loss_db", allow_zero=True)
+        _positive(
+            self.scintillation_index_zenith, "Atmosphere.scintillation_index_zenith", allow_zero=True
+        )
+        if (self.cloud_start_unix_s is None) != (self.cloud_stop_unix_s is None):
+            raise InputError(
+                "Atmosphere.cloud_start_unix_s and cloud_stop_unix_s must be given together"
+            )
+        if self.cloud_start_unix_s is not None and not (
+            float(self.cloud_stop_unix_s) > float(self.cloud_start_unix_s)
+        ):
+            raise InputError("Atmosphere.cloud_stop_unix_s must be after cloud_start_unix_s")
+
+
+@dataclass(frozen=True)
+class Background:
+    """Sky background: a radiance class, or an explicit radiance in W m^-2 sr^-1 nm^-1."""
+
+    sky_class: str = "dark_night"
+    radiance_w_m2_sr_nm: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.radiance_w_m2_sr_nm is None and self.sky_class not in SKY_RADIANCE_W_M2_SR_NM:
+            raise InputError(
+                f"Background.sky_class must be one of {sorted(SKY_RADIANCE_W_M2_SR_NM)}, "
+                f"got {self.sky_class!r}"
+            )
+        if self.radiance_w_m2_sr_nm is not None:
+            _positive(
+                self.radiance_w_m2_sr_nm, "Background.radiance_w_m2_sr_nm", allow_zero=True
+            )
+
+    @property
+    def radiance(self) -> float:
+        """Get the sky spectral radiance in W m^-2 sr^-1 nm^-1."""
+        if self.radiance_w_m2_sr_nm is not None:
+            return float(self.radiance_w_m2_sr_nm)
+        return SKY_RADIANCE_W_M2_SR_NM[self.sky_class]
+
+
+@dataclass(frozen=True)
+class LinkBudget:
+    """Per-time-step loss terms (dB, positive = loss) and the resulting transmittance.
+
+    background_counts_per_s is the rate of background photons reaching each of the four
+    detectors (before detector efficiency, like transmittance). Below the horizon the
+    atmospheric loss is +inf and the transmittance 0.
+    """
+
+    unix_s: np.ndarray
+    geometric_loss_db: np.ndarray
+    pointing_loss_db: np.ndarray
+    atmospheric_loss_db: np.ndarray
+    scintillation_loss_db: np.ndarray
+    transmitter_optics_loss_db: np.ndarray
+    receiver_optics_loss_db: np.ndarray
+    total_loss_db: np.ndarray
+    transmittance: np.ndarray
+    background_counts_per_s: np.ndarray
+
+
+def airmass_kasten_young(elevation_deg: np.ndarray) -> np.ndarray:
+    """Get the relative optical airmass at elevation (deg >= 0), Kasten & Young (1989) eq. 3."""
+    h = np.asarray(elevation_deg, dtype=np.float64)
+    return 1.0 / (np.sin(np.radians(h)) + 0.50572 * (h + 6.07995) ** -1.6364)
+
+
+def _to_db(ratio: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return -10.0 * np.log10(ratio)
+
+
+def link_budget(
+    geometry: Geometry,
+    tx: TransmitterOptics,
+    rx: ReceiverOptics,
+    atmosphere: Atmosphere,
+    background: Background,
+    pointing_error_urad: np.ndarray,
+    scintillation_seed: int | None,
+) -> LinkBudget:
+    """Get each loss term and the transmittance of the downlink at every geometry instant."""
+    if not isinstance(geometry, Geometry):
+        raise InputError(f"geometry must be a Geometry, got {type(geometry).__name__}")
+    for value, cls, name in (
+        (tx, TransmitterOptics, "tx"),
+        (rx, ReceiverOptics, "rx"),
+        (atmosphere, Atmosphere, "atmosphere"),
+        (background, Background, "background"),
+    ):
+        if not isinstance(value, cls):
+            raise InputError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+    n = geometry.unix_s.shape[0]
+    pointing = np.asarray(pointing_error_urad, dtype=np.float64)
+    if pointing.ndim == 0:
+        pointing = np.full(n, float(pointing))
+    if pointing.shape != (n,):
+        raise InputError(
+            f"pointing_error_urad must be a scalar or have one entry per geometry instant ({n}), "
+            f"got shape {pointing.shape}"
+        )
+    if n and (not np.all(np.isfinite(pointing)) or np.any(pointing < 0.0)):
+        raise InputError("pointing_error_urad must be finite and >= 0")
+    if scintillation_seed is not None and (
+        isinstance(scintillation_seed, bool) or not isinstance(scintillation_seed, int)
+    ):
+        raise InputError(f"scintillation_seed must be an int or None, got {scintillation_seed!r}")
+
+    # Geometric collection of a Gaussian beam by an annular aperture.
+    half_angle_rad = tx.far_field_half_angle_urad * 1e-6
+    waist_m = tx.aperture_diameter_m / 2.0
+    beam_radius_m = np.sqrt(waist_m**2 + (half_angle_rad * geometry.range_m) ** 2)
+    outer = rx.aperture_diameter_m / 2.0
+    inner = rx.central_obscuration_diameter_m / 2.0
+    eta_geometric = np.exp(-2.0 * inner**2 / beam_radius_m**2) - np.exp(
+        -2.0 * outer**2 / beam_radius_m**2
+    )
+    geometric_db = _to_db(eta_geometric)
+
+    # Static pointing error of the transmitter against the far-field 1/e^2 half-angle.
+    pointing_db = _to_db(np.exp(-2.0 * (pointing * 1e-6) ** 2 / half_angle_rad**2))
+
+    above_horizon = geometry.elevation_deg >= 0.0
+    airmass = airmass_kasten_young(np.clip(geometry.elevation_deg, 0.0, 90.0))
+    zenith_db = atmosphere.zenith_loss_db * WEATHER_ZENITH_LOSS_MULTIPLIER[atmosphere.weather]
+    atmospheric_db = zenith_db * airmass
+    if atmosphere.cloud_start_unix_s is not None:
+        in_cloud = (geometry.unix_s >= atmosphere.cloud_start_unix_s) & (
+            geometry.unix_s < atmosphere.cloud_stop_unix_s
+        )
+        atmospheric_db = atmospheric_db + np.where(in_cloud, atmosphere.cloud_extra_loss_db, 0.0)
+    atmospheric_db = np.where(above_horizon, atmospheric_db, np.inf)
+
+    scintillation_db = np.zeros(n)
+    if scintillation_seed is not None and atmosphere.scintillation_index_zenith > 0.0:
+        index = atmosphere.scintillation_index_zenith * airmass ** (11.0 / 6.0)
+        sigma2 = np.log1p(index)
+        normal = np.random.default_rng(scintillation_seed).standard_normal(n)
+        # Log-normal with unit mean: ln I ~ N(-sigma^2/2, sigma^2).
+        fading = np.exp(-0.5 * sigma2 + np.sqrt(sigma2) * normal)
+        scintillation_db = _to_db(fading)
+
+    tx_db = np.full(n, _to_db(np.array(tx.optics_efficiency)).item())
+    rx_db = np.full(n, _to_db(np.array(rx.optics_efficiency)).item())
+    total_db = geometric_db + pointing_db + atmospheric_db + scintillation_db + tx_db + rx_db
+    transmittance = np.where(above_horizon, 10.0 ** (-total_db / 10.0), 0.0)
+
+    # Background photons from the sky inside the field of view: L * Omega * A * dlambda *
+    # eta_rx / (h nu), shared by the four detectors of the passive receiver.
+    solid_angle_sr = math.pi * (rx.field_of_view_urad * 1e-6 / 2.0) ** 2
+    area_m2 = math.pi * (outer**2 - inner**2)
+    photon_energy_j = _PLANCK_J_S * _SPEED_OF_LIGHT_M_S / (tx.wavelength_nm * 1e-9)
+    background_rate = (
+        background.radiance
+        * solid_angle_sr
+        * area_m2
+        * rx.filter_bandwidth_nm
+        * rx.optics_efficiency
+        / photon_energy_j
+        / _DETECTORS
+    )
+    return LinkBudget(
+        unix_s=geometry.unix_s.copy(),
+        geometric_loss_db=geometric_db,
+        pointing_loss_db=pointing_db,
+        atmospheric_loss_db=atmospheric_db,
+        scintillation_loss_db=scintillation_db,
+        transmitter_optics_loss_db=tx_db,
+        receiver_optics_loss_db=rx_db,
+        total_loss_db=total_db,
+        transmittance=transmittance,
+        background_counts_per_s=np.where(above_horizon, background_rate, 0.0),
+    )

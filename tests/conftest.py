@@ -1,0 +1,182 @@
+"""Fixtures shared by every test package: MQTT brokers (Mosquitto and the embedded amqtt)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+_MOSQUITTO_FIXTURES = frozenset({"mosquitto", "mosquitto_url", "mosquitto_factory"})
+_FALLBACK_MOSQUITTO = Path("/usr/sbin/mosquitto")  # Debian installs it outside a user's PATH
+
+
+def find_mosquitto() -> str | None:
+    """Get the mosquitto executable from PATH or /usr/sbin, or None if it is not installed."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    if _FALLBACK_MOSQUITTO.is_file() and os.access(_FALLBACK_MOSQUITTO, os.X_OK):
+        return str(_FALLBACK_MOSQUITTO)
+    return None
+
+
+def free_tcp_port() -> int:
+    """Get a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _require_mosquitto() -> str:
+    executable = find_mosquitto()
+    if executable is not None:
+        return executable
+    reason = "mosquitto broker not found on PATH or at /usr/sbin/mosquitto"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; CI must install it (apt-get install mosquitto)")
+    pytest.skip(reason)
+
+
+class MosquittoBroker:
+    """A mosquitto process on a fixed loopback port that a test can stop and restart."""
+
+    def __init__(self, executable: str, workdir: Path, *, persistence: bool = False) -> None:
+        self.executable = executable
+        self.workdir = workdir
+        self.port = free_tcp_port()
+        self.persistence = persistence
+        self._process: subprocess.Popen[bytes] | None = None
+        self.config_path = workdir / "mosquitto.conf"
+        self.log_path = workdir / "mosquitto.log"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            f"persistence {'true' if persistence else 'false'}",
+            f"persistence_location {workdir}/",
+            "autosave_interval 0",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+        ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # As root mosquitto would switch to user 'mosquitto', which cannot write workdir.
+            lines.append("user root")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    @property
+    def url(self) -> str:
+        """Get the broker url, mqtt://127.0.0.1:PORT."""
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start the process and wait until it accepts TCP connections."""
+        if self.running:
+            return
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [self.executable, "-c", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"mosquitto exited with {self._process.returncode}: {self.log_path.read_text()}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"mosquitto did not accept on port {self.port} within {timeout_s} s")
+
+    def stop(self) -> None:
+        """Terminate the process (SIGTERM, so a persistent broker saves its sessions)."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5.0)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port."""
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
+    """Start mosquitto brokers on demand (persistence=True keeps sessions across restarts)."""
+    executable = _require_mosquitto()
+    started: list[MosquittoBroker] = []
+
+    def start_broker(*, persistence: bool = False) -> MosquittoBroker:
+        broker = MosquittoBroker(
+            executable, tmp_path / f"mosquitto-{len(started)}", persistence=persistence
+        )
+        started.append(broker)
+        broker.start()
+        return broker
+
+    yield start_broker
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
+def mosquitto(mosquitto_factory: Callable[..., MosquittoBroker]) -> MosquittoBroker:
+    """A running mosquitto broker the test may stop and restart."""
+    return mosquitto_factory()
+
+
+@pytest.fixture
+def mosquitto_url(mosquitto: MosquittoBroker) -> str:
+    """The url of a running mosquitto broker (mqtt://127.0.0.1:PORT)."""
+    return mosquitto.url
+
+
+@pytest.fixture
+async def embedded_broker_url() -> AsyncIterator[str]:
+    """The url of a running embedded (amqtt) broker."""
+    from satqkd.broker import EmbeddedBroker
+
+    async with EmbeddedBroker() as broker:
+        yield broker.url
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("mosquitto_url", marks=pytest.mark.mosquitto, id="mosquitto"),
+        pytest.param("embedded_broker_url", id="embedded"),
+    ]
+)
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """The url of each kind of broker in turn: mosquitto, then the embedded one."""
+    # A sync fixture: resolving an async fixture from inside a running test loop is not allowed.
+    return str(request.getfixturevalue(request.param))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a mosquitto fixture, in case its author forgot the mark."""
+    for item in items:
+        if _MOSQUITTO_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.mosquitto)
