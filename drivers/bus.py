@@ -309,7 +309,7 @@ class MessageBus:
                     async with client:
                         if self._subscriptions:
                             wanted = list(self._subscriptions.items())
-                            granted = ()
+                            granted = await client.subscribe(wanted)
                             _raise_if_refused(granted, [name for name, _ in wanted], self.url)
                         connection = _Connection(client)
                         if ever_connected:

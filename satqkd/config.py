@@ -155,7 +155,6 @@ class AtpConfig(_Model):
     initial_pointing_uncertainty_urad: Annotated[float, Field(gt=0.0, le=1e5)] = 1000.0
     acquisition_field_of_view_urad: Annotated[float, Field(gt=0.0, le=1e5)] = 500.0
     spiral_scan_rate_urad_per_s: Annotated[float, Field(gt=0.0, le=1e6)] = 2000.0
-    tracking_residual_rms_urad: Annotated[float, Field(ge=0.0, le=1000.0)] = 2.0
     tracking_bandwidth_hz: Annotated[float, Field(gt=0.0, le=10000.0)] = 100.0
 
 

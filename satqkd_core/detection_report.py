@@ -40,13 +40,14 @@ _OVERFLOW = 2
 _TRAILING = 3
 
 
-def _expected_codeword_bits(theta: float, k: int) -> float:
+def _expected_codeword_bits(log_theta: float, k: int) -> float:
     """Mean Rice codeword length for a geometric source P(v) = (1-theta) theta^v."""
-    if theta <= 0.0:
-        return k + 1.0
     # E[v >> k] = sum_{j>=1} P(v >= j 2^k) = r / (1 - r) with r = theta^(2^k).
-    r = math.exp((2.0**k) * math.log(theta))
-    return k + 1.0 + r / (1.0 - r)
+    exponent = (2.0**k) * log_theta
+    one_minus_r = -math.expm1(exponent)
+    if one_minus_r == 0.0:
+        return math.inf  # k far too small for this mean: unary parts of unbounded length
+    return k + 1.0 + math.exp(exponent) / one_minus_r
 
 
 def rice_parameter_for_mean_gap(mean_value: float) -> int:
@@ -55,8 +56,9 @@ def rice_parameter_for_mean_gap(mean_value: float) -> int:
         raise InputError(f"mean_value: must be a finite number >= 0, got {mean_value!r}")
     if mean_value == 0.0:
         return 0
-    theta = mean_value / (1.0 + mean_value)
-    costs = [_expected_codeword_bits(theta, k) for k in range(_MAX_RICE_PARAMETER + 1)]
+    # ln(theta) with theta = mean / (1 + mean), computed without rounding theta to 1.
+    log_theta = -math.log1p(1.0 / mean_value)
+    costs = [_expected_codeword_bits(log_theta, k) for k in range(_MAX_RICE_PARAMETER + 1)]
     return int(np.argmin(costs))
 
 

@@ -540,6 +540,8 @@ _KIND_TITLES: dict[str, str] = {
 
 
 def _topic_of(spec: MessageSpec) -> str:
+    if spec.direction == "occ->payload":
+        return _TOPIC_PATTERNS[spec.kind].replace("{node}", PAYLOAD_NODE)
     if spec.kind != "qkd":
         return _TOPIC_PATTERNS[spec.kind].replace("{name}", spec.name.lower())
     if spec.direction == "ogs->payload":
@@ -574,7 +576,7 @@ def render_markdown() -> str:
     lines += ["| id | name | kind | direction | QoS | topic |", "|---|---|---|---|---|---|"]
     for spec in sorted(_MESSAGES, key=lambda s: s.id):
         lines.append(
-            f"| `{spec.id:#06x}` | {spec.name} | {spec.kind} | {spec.direction} | {spec.qos} "
+            f"| `0x{spec.id:04X}` | {spec.name} | {spec.kind} | {spec.direction} | {spec.qos} "
             f"| {_topic_of(spec)} |"
         )
     for kind in KINDS:
@@ -582,7 +584,7 @@ def render_markdown() -> str:
         for spec in sorted((s for s in _MESSAGES if s.kind == kind), key=lambda s: s.id):
             lines += [
                 "",
-                f"#### `{spec.id:#06x}` {spec.name}",
+                f"#### `0x{spec.id:04X}` {spec.name}",
                 "",
                 f"{spec.doc} Direction: {spec.direction}; QoS {spec.qos}; topic {_topic_of(spec)}.",
                 "",
@@ -600,7 +602,7 @@ def render_markdown() -> str:
     lines += ["| event_id | name | severity | meaning |", "|---|---|---|---|"]
     for event in sorted(_EVENTS, key=lambda e: e.id):
         lines.append(
-            f"| `{event.id:#06x}` | {event.name} | {event.severity} | {_cell(event.doc)} |"
+            f"| `0x{event.id:04X}` | {event.name} | {event.severity} | {_cell(event.doc)} |"
         )
     return "\n".join(lines) + "\n"
 
