@@ -92,10 +92,12 @@ def _sift_figure(quick: bool, rng: np.random.Generator) -> dict[str, Any]:
     ogs_bits = payload_bits ^ (rng.random(n) < 0.02).astype(np.uint8)
 
     def run() -> None:
+        # What one end does per block: compare bases, keep the matches, tally them.
         keep = sift_mask(payload_basis, ogs_basis)
-        errors = payload_bits[keep] ^ ogs_bits[keep]
+        kept_payload_bits, kept_ogs_bits = payload_bits[keep], ogs_bits[keep]
+        errors = kept_payload_bits ^ kept_ogs_bits
         count_by_basis_intensity(payload_basis[keep], intensity[keep], errors)
-        count_bit_errors(payload_bits[keep], ogs_bits[keep])
+        count_bit_errors(kept_payload_bits, kept_ogs_bits)
 
     rate = _best_rate(run, n, repeats=2)
     return {

@@ -109,7 +109,7 @@ def _check_topic(topic: object, *, is_filter: bool) -> str:
 def _check_qos(qos: object) -> int:
     if qos not in (0, 1, 2) or isinstance(qos, bool):
         raise ValueError(f"qos: must be 0, 1 or 2, got {qos!r}")
-    return int(qos)  # type: ignore[call-overload]
+    return int(qos)
 
 
 class MessageBus:
@@ -173,6 +173,9 @@ class MessageBus:
         if self._supervisor is not None:
             raise RuntimeError(f"MessageBus {self.client_id!r} is already open")
         self._closing = False
+        self._failure = None
+        self._connected.clear()
+        self._incoming = asyncio.Queue()  # drop the end marker of a previous session
         self._supervisor = asyncio.create_task(self._keep_connected(), name=f"bus-{self.client_id}")
         try:
             await asyncio.wait_for(self._wait_up(), self._connect_timeout_s)
@@ -264,7 +267,12 @@ class MessageBus:
                 self._last_error = exc
                 await self._pause_after_failure(connection, deadline)
                 continue
-            _raise_if_refused(granted, [topic_filter], self.url)
+            try:
+                _raise_if_refused(granted, [topic_filter], self.url)
+            except SubscriptionRefusedError:
+                # Forget it, or every reconnection would fail on the same refusal.
+                self._subscriptions.pop(topic_filter, None)
+                raise
             return
 
     async def messages(self) -> AsyncIterator[BusMessage]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from types import TracebackType
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 # amqtt logs every connection and packet at INFO and some client hang-ups at WARNING; a pass
 # run prints its own summary, so only the broker's errors are worth showing.
 _QUIET_LOGGERS = ("amqtt", "transitions")
+_log = logging.getLogger(__name__)
 
 
 def _quiet_broker_logging() -> None:
@@ -84,7 +84,13 @@ class EmbeddedBroker:
 
     async def _shutdown(self) -> None:
         broker, self._broker = self._broker, None
-        self._port = None
-        if broker is not None:
-            with contextlib.suppress(Exception):
-                await broker.shutdown()
+        port, self._port = self._port, None
+        if broker is None:
+            return
+        try:
+            await broker.shutdown()
+        except Exception:
+            # A failed shutdown must not mask the exception that ended the caller's block.
+            _log.warning(
+                "embedded MQTT broker on port %s did not shut down cleanly", port, exc_info=True
+            )

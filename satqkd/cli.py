@@ -58,6 +58,9 @@ def _build_parser() -> argparse.ArgumentParser:
         run.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
         run.add_argument("--keys", required=True, help="key store directory")
         run.add_argument("--seed", type=int, default=None, help="deterministic entropy (tests)")
+        run.add_argument(
+            "--housekeeping-period-s", type=float, default=10.0, help="telemetry period"
+        )
 
     keys = sub.add_parser("keys", help="key stores").add_subparsers(dest="command", required=True)
     boot = keys.add_parser(

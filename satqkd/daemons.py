@@ -9,6 +9,7 @@ simulation.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -40,9 +41,10 @@ async def run_payload_daemon(args: argparse.Namespace, entropy: int) -> None:
     key_root = Path(args.keys)
     key_root.mkdir(parents=True, exist_ok=True)
     async with MessageBus(args.broker, f"satqkd-payload-{mission.name}") as bus:
-        daemon = PayloadDaemon(
-            payload_settings(mission), bus, clock, source, key_root, rng.derive_key(entropy, "e")
+        settings = dataclasses.replace(
+            payload_settings(mission), housekeeping_period_s=_period(args)
         )
+        daemon = PayloadDaemon(settings, bus, clock, source, key_root, rng.derive_key(entropy, "e"))
         if not daemon.links:
             log.warning("no station key stores with a pre-shared key under %s", key_root)
         await daemon.run()
@@ -63,7 +65,15 @@ async def run_ogs_daemon(args: argparse.Namespace, entropy: int) -> None:
             f"{args.keys}: no pre-shared authentication key (run 'satqkd keys bootstrap')"
         ) from None
     async with MessageBus(args.broker, f"satqkd-ogs-{station.name}") as bus:
-        daemon = OgsDaemon(
-            ogs_settings(mission, station), bus, clock, tagger, store, rng.derive_key(entropy, "e")
+        settings = dataclasses.replace(
+            ogs_settings(mission, station), housekeeping_period_s=_period(args)
         )
+        daemon = OgsDaemon(settings, bus, clock, tagger, store, rng.derive_key(entropy, "e"))
         await daemon.run()
+
+
+def _period(args: argparse.Namespace) -> float:
+    period = float(args.housekeeping_period_s)
+    if not 0.05 <= period <= 3600:
+        raise ValueError(f"--housekeeping-period-s must be within 0.05..3600 s, got {period:g}")
+    return period

@@ -188,12 +188,13 @@ def write_plots(run: PassRun, out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 3.6))
     if chunks:
         rate = np.array([c.detections for c in chunks]) / np.maximum(span, 1e-9)
-        ax.semilogy(t_chunk, np.maximum(rate, 1e-1), label="detections/s")
+        (line1,) = ax.semilogy(t_chunk, np.maximum(rate, 1e-1), label="detections per s")
         ax2 = ax.twinx()
-        ax2.plot(
+        (line2,) = ax2.plot(
             physics.frame_mid_unix_s - t0, physics.frame_total_loss_db, "C1", label="link loss"
         )
         ax2.set_ylabel("link loss (dB)")
+        ax.legend(handles=[line1, line2], loc="upper right")
     ax.set(xlabel="time after AOS (s)", ylabel="detections per s", title="Count rate")
     save(fig, "count_rate.png")
 

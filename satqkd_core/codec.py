@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -84,7 +84,7 @@ class Envelope:
 # ---- encoding -----------------------------------------------------------------------------
 
 
-def _is_integer(value: object) -> bool:
+def _is_integer(value: object) -> TypeGuard[int | np.integer]:
     # bool is an int subclass; a bool where a counter is expected is a caller bug.
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
@@ -92,16 +92,16 @@ def _is_integer(value: object) -> bool:
 def _encode_scalar(where: str, type_name: str, value: object, out: list[bytes]) -> None:
     if type_name in _INT_BOUNDS:
         low, high = _INT_BOUNDS[type_name]
-        if not _is_integer(value) or not low <= int(value) <= high:  # type: ignore[arg-type]
+        if not _is_integer(value) or not low <= int(value) <= high:
             raise CodecError(
                 f"{where}: expected {type_name} integer in [{low}, {high}], got {value!r}"
             )
-        out.append(_STRUCTS[type_name].pack(int(value)))  # type: ignore[arg-type]
+        out.append(_STRUCTS[type_name].pack(int(value)))
     elif type_name == "f64":
         if not (_is_integer(value) or isinstance(value, float | np.floating)):
             raise CodecError(f"{where}: expected f64 (a real number), got {value!r}")
         try:
-            out.append(_STRUCTS["f64"].pack(float(value)))  # type: ignore[arg-type]
+            out.append(_STRUCTS["f64"].pack(float(value)))
         except OverflowError:
             raise CodecError(f"{where}: {value!r} does not fit in f64") from None
     elif type_name == "bool":
@@ -129,18 +129,32 @@ def _encode_scalar(where: str, type_name: str, value: object, out: list[bytes]) 
         out += (_U32.pack(len(raw)), raw)
 
 
+def _sequence_to_array(where: str, element: str, kind: str, value: list | tuple) -> np.ndarray:
+    """Convert a Python list/tuple to a numpy array of the element type, checking each item."""
+    # numpy's own inference would turn [2**63, 0] into float64 and lose precision silently.
+    if element == "f64":
+        if not all(_is_integer(item) or isinstance(item, float | np.floating) for item in value):
+            raise CodecError(f"{where}: expected {kind} of real numbers")
+        try:
+            return np.array(value, dtype=np.float64)
+        except OverflowError:
+            raise CodecError(f"{where}: an element does not fit in f64") from None
+    if not all(_is_integer(item) for item in value):
+        raise CodecError(f"{where}: expected integers in {kind}")
+    low, high = _INT_BOUNDS[element]
+    for item in value:
+        if not low <= int(item) <= high:
+            raise CodecError(f"{where}: element {item} outside {element} range [{low}, {high}]")
+    return np.array([int(item) for item in value], dtype=_ARRAY_DTYPES[element][1])
+
+
 def _array_for_wire(where: str, element: str, length: int | None, value: object) -> np.ndarray:
     """Validate an array field value and convert it to its big-endian wire dtype."""
     kind = f"{element}[{'' if length is None else length}]"
     if isinstance(value, np.ndarray):
         array = value
     elif isinstance(value, list | tuple):
-        try:
-            array = np.array(value)
-        except (OverflowError, ValueError, TypeError):
-            raise CodecError(
-                f"{where}: expected {kind}, got a sequence numpy cannot hold"
-            ) from None
+        array = _sequence_to_array(where, element, kind, value)
     else:
         raise CodecError(f"{where}: expected {kind} as a numpy array, got {type(value).__name__}")
     if array.ndim != 1:
@@ -229,7 +243,9 @@ def _need(where: str, view: memoryview, offset: int, size: int) -> None:
         )
 
 
-def _decode_field(spec_name: str, type_name: str, field_name: str, view: memoryview, offset: int):
+def _decode_field(
+    spec_name: str, type_name: str, field_name: str, view: memoryview, offset: int
+) -> tuple[Any, int]:
     where = f"{spec_name}.{field_name}"
     element, length, is_array = parse_field_type(type_name)
     if is_array:
@@ -265,7 +281,7 @@ def _decode_field(spec_name: str, type_name: str, field_name: str, view: memoryv
         raise CodecError(f"{where}: invalid UTF-8 ({exc.reason})") from None
 
 
-def decode_body(spec: MessageSpec, body: bytes) -> dict[str, Any]:
+def decode_body(spec: MessageSpec, body: bytes | bytearray | memoryview) -> dict[str, Any]:
     """Decode a message body into field values (arrays come back as native numpy arrays)."""
     if not isinstance(spec, MessageSpec):
         raise CodecError(f"spec: expected a MessageSpec, got {type(spec).__name__}")

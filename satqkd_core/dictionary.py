@@ -400,6 +400,7 @@ _EVENTS: tuple[EventSpec, ...] = (
     EventSpec("BLOCK_ABORTED", 0x0012, "WARNING_LO", "A key block was abandoned; text says why."),
     EventSpec("KEY_STORED", 0x0013, "ACTIVITY_HI", "A final key was stored."),
     EventSpec("PLAN_LOADED", 0x0014, "ACTIVITY_LO", "A pass plan was loaded."),
+    EventSpec("NODE_STARTED", 0x0015, "ACTIVITY_HI", "The daemon started and subscribed."),
     EventSpec(
         "SOURCE_SAFE_STATE", 0x0020, "WARNING_HI", "The quantum source went to its safe state."
     ),
@@ -442,11 +443,12 @@ _check_declarations()
 
 def spec_by_id(type_id: int) -> MessageSpec:
     """Get the message declared with this numeric id (UnknownMessageError, a KeyError, if none)."""
-    spec = _BY_ID.get(type_id) if isinstance(type_id, int) else None
+    is_id = isinstance(type_id, int) and not isinstance(type_id, bool)
+    spec = _BY_ID.get(type_id) if is_id else None
     if spec is None:
         raise UnknownMessageError(
             f"type_id: no message is declared with id {type_id!r}"
-            + (f" ({type_id:#06x})" if isinstance(type_id, int) else "")
+            + (f" ({type_id:#06x})" if is_id else "")
         )
     return spec
 
@@ -461,7 +463,8 @@ def spec_by_name(name: str) -> MessageSpec:
 
 def event_by_id(event_id: int) -> EventSpec:
     """Get the event declared with this id (UnknownMessageError, a KeyError, if none)."""
-    event = _EVENTS_BY_ID.get(event_id) if isinstance(event_id, int) else None
+    is_id = isinstance(event_id, int) and not isinstance(event_id, bool)
+    event = _EVENTS_BY_ID.get(event_id) if is_id else None
     if event is None:
         raise UnknownMessageError(f"event_id: no event is declared with id {event_id!r}")
     return event

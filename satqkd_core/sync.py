@@ -13,6 +13,7 @@ every pulse index by a whole number of periods, which timing alone cannot see).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numba
@@ -31,6 +32,7 @@ _REFINE_HALF_WIDTH_FRACTION = 1.0 / 8.0
 _REFINE_ITERATIONS = 8
 # Minimum in-window tags before a clock drift (slope) is fitted; fewer leave it at zero.
 _MIN_TAGS_FOR_DRIFT = 16
+_DRIFT_SIGNIFICANCE = 3.0
 _PS_PER_S = 1e12
 
 
@@ -80,17 +82,111 @@ def _validate_timing(qkd_start_ps: object, pulse_period_ps: object) -> tuple[int
     return int(qkd_start_ps), float(pulse_period_ps)
 
 
-def _phase_offset_from_period_start(
-    timestamp_ps: np.ndarray, predicted_delay_ps: np.ndarray, qkd_start_ps: int, period_ps: float
-) -> np.ndarray:
-    """Return (t - start - delay) wrapped into [-period/2, period/2)."""
-    # Integer subtraction first keeps full precision for absolute tagger times ~1e15 ps.
-    relative = (timestamp_ps - np.int64(qkd_start_ps)).astype(np.float64) - predicted_delay_ps
-    return relative - period_ps * np.floor(relative / period_ps + 0.5)
+@numba.njit(cache=True)
+def _phase_histogram_kernel(
+    timestamp_ps: np.ndarray,
+    predicted_delay_ps: np.ndarray,
+    qkd_start_ps: np.int64,
+    period_ps: float,
+    phase_ps: np.ndarray,
+    counts: np.ndarray,
+) -> None:
+    """Fill phase_ps with (t - start - delay) wrapped into [-period/2, period/2), and counts
+    (zeroed, one entry per bin) with their histogram."""
+    n_bins = counts.size
+    bin_width = period_ps / n_bins
+    for i in range(timestamp_ps.size):
+        # Integer subtraction first keeps full precision for absolute tagger times ~1e15 ps.
+        x = np.float64(timestamp_ps[i] - qkd_start_ps) - predicted_delay_ps[i]
+        p = x - period_ps * np.floor(x / period_ps + 0.5)
+        phase_ps[i] = p
+        b = np.int64(np.floor((p + period_ps / 2) / bin_width))
+        counts[min(max(b, 0), n_bins - 1)] += 1
 
 
-def _wrap(x: np.ndarray | float, period_ps: float) -> np.ndarray | float:
-    return x - period_ps * np.floor(x / period_ps + 0.5)
+def _phase_histogram_kernel_reference(
+    timestamp_ps: np.ndarray,
+    predicted_delay_ps: np.ndarray,
+    qkd_start_ps: int,
+    period_ps: float,
+    phase_ps: np.ndarray,
+    counts: np.ndarray,
+) -> None:
+    """Plain-Python reference for _phase_histogram_kernel."""
+    n_bins = len(counts)
+    bin_width = period_ps / n_bins
+    for i in range(len(timestamp_ps)):
+        x = float(int(timestamp_ps[i]) - qkd_start_ps) - float(predicted_delay_ps[i])
+        p = x - period_ps * math.floor(x / period_ps + 0.5)
+        phase_ps[i] = p
+        b = math.floor((p + period_ps / 2) / bin_width)
+        counts[min(max(b, 0), n_bins - 1)] += 1
+
+
+@numba.njit(cache=True)
+def _refine_peak_kernel(
+    phase_ps: np.ndarray, coarse_ps: float, period_ps: float, half_width_ps: float
+) -> float:
+    """Return the shift from coarse_ps to the background-corrected mean of the timing peak."""
+    candidates = np.empty(phase_ps.size, dtype=np.float64)
+    n_candidates = 0
+    n_far = 0
+    for i in range(phase_ps.size):
+        d = phase_ps[i] - coarse_ps
+        d -= period_ps * np.floor(d / period_ps + 0.5)
+        if abs(d) <= 2 * half_width_ps:
+            candidates[n_candidates] = d
+            n_candidates += 1
+        else:
+            n_far += 1
+    # Tags further than twice the half-width from the peak are pure dark counts: their density
+    # gives the expected number of background tags inside the window.
+    n_background = n_far / (period_ps - 4 * half_width_ps) * (2 * half_width_ps)
+    shift = 0.0
+    for _ in range(_REFINE_ITERATIONS):
+        n_near = 0
+        total = 0.0
+        for j in range(n_candidates):
+            e = candidates[j] - shift
+            if abs(e) <= half_width_ps:
+                n_near += 1
+                total += e
+        n_signal = n_near - n_background
+        if n_signal < 1.0:
+            break
+        # The background is uniform around the current centre, so its mean offset is zero.
+        step = total / n_signal
+        shift += step
+        if abs(step) < 1e-3:
+            break
+    return shift
+
+
+def _refine_peak_kernel_reference(
+    phase_ps: np.ndarray, coarse_ps: float, period_ps: float, half_width_ps: float
+) -> float:
+    """Plain-Python reference for _refine_peak_kernel."""
+    wrapped = [
+        (float(p) - coarse_ps) - period_ps * math.floor((float(p) - coarse_ps) / period_ps + 0.5)
+        for p in phase_ps
+    ]
+    candidates = [d for d in wrapped if abs(d) <= 2 * half_width_ps]
+    n_far = len(wrapped) - len(candidates)
+    n_background = n_far / (period_ps - 4 * half_width_ps) * (2 * half_width_ps)
+    shift = 0.0
+    for _ in range(_REFINE_ITERATIONS):
+        near = [d - shift for d in candidates if abs(d - shift) <= half_width_ps]
+        n_signal = len(near) - n_background
+        if n_signal < 1.0:
+            break
+        total = 0.0
+        for e in near:
+            total += e
+        step = total / n_signal
+        shift += step
+        if abs(step) < 1e-3:
+            break
+    return shift
 
 
 def estimate_clock_offset_ps(
@@ -99,48 +195,29 @@ def estimate_clock_offset_ps(
     qkd_start_ps: int,
     pulse_period_ps: float,
 ) -> float:
-    """Estimate the tagger clock offset in (-period/2, period/2] from the tags' timing phase."""
+    """Estimate the tagger clock offset in [-period/2, period/2) from the tags' timing phase.
+
+    The phase of (t - delay - start) modulo the period is histogrammed; the peak (signal
+    tags pile up there, dark tags are uniform) is refined by a local circular mean with the
+    uniform background subtracted, so dark counts do not bias it.
+    """
     timestamp_ps, predicted_delay_ps = _validate_tags(timestamp_ps, predicted_delay_ps)
     qkd_start_ps, period_ps = _validate_timing(qkd_start_ps, pulse_period_ps)
     if timestamp_ps.size == 0:
         raise InputError("timestamp_ps: need at least one tag to estimate the clock offset")
-    phase = _phase_offset_from_period_start(
-        timestamp_ps, predicted_delay_ps, qkd_start_ps, period_ps
+    phase = np.empty(timestamp_ps.size, dtype=np.float64)
+    counts = np.zeros(_PHASE_BINS, dtype=np.int64)
+    _phase_histogram_kernel(
+        timestamp_ps, predicted_delay_ps, np.int64(qkd_start_ps), period_ps, phase, counts
     )
-    return _robust_phase_centre(phase, period_ps)
-
-
-def _robust_phase_centre(phase: np.ndarray, period_ps: float) -> float:
-    """Return the centre of the timing peak in wrapped phases over a uniform background."""
-    # Coarse: the histogram peak (circularly smoothed), where signal tags pile up.
-    bin_width = period_ps / _PHASE_BINS
-    bins = np.floor((phase + period_ps / 2) / bin_width).astype(np.int64) % _PHASE_BINS
-    counts = np.bincount(bins, minlength=_PHASE_BINS).astype(np.float64)
+    # Coarse: the histogram peak, circularly smoothed so a peak split across bins still wins.
     half = _PEAK_SMOOTHING_BINS // 2
     smoothed = sum(np.roll(counts, s) for s in range(-half, half + 1))
+    bin_width = period_ps / _PHASE_BINS
     coarse = (int(np.argmax(smoothed)) + 0.5) * bin_width - period_ps / 2
-
-    # Fine: mean of the phases near the peak, unwrapped around the coarse centre (a local
-    # circular mean), with the uniform dark-count background subtracted so that it does not
-    # pull the estimate towards the window centre.
-    half_width = period_ps * _REFINE_HALF_WIDTH_FRACTION
-    d = _wrap(phase - coarse, period_ps)
-    # Background density from tags further than twice the window (pure dark counts).
-    n_far = int(np.count_nonzero(np.abs(d) > 2 * half_width))
-    n_background = n_far / (period_ps - 4 * half_width) * (2 * half_width)
-    candidates = d[np.abs(d) <= 2 * half_width]
-    shift = 0.0
-    for _ in range(_REFINE_ITERATIONS):
-        near = candidates[np.abs(candidates - shift) <= half_width]
-        n_signal = near.size - n_background
-        if n_signal < 1.0:
-            break
-        # The background is uniform around the current centre, so its mean offset is zero.
-        step = float((near - shift).sum()) / n_signal
-        shift += step
-        if abs(step) < 1e-3:
-            break
-    return float(_wrap(coarse + shift, period_ps))
+    shift = _refine_peak_kernel(phase, coarse, period_ps, period_ps * _REFINE_HALF_WIDTH_FRACTION)
+    centre = coarse + shift
+    return float(centre - period_ps * math.floor(centre / period_ps + 0.5))
 
 
 @numba.njit(cache=True)
@@ -157,6 +234,7 @@ def _assign_kernel(
     residual_ps: np.ndarray,
     in_window: np.ndarray,
 ) -> None:
+    """Per tag: nearest pulse index, residual to its predicted arrival, and window flag."""
     for i in range(timestamp_ps.size):
         relative = np.float64(timestamp_ps[i] - qkd_start_ps) - predicted_delay_ps[i]
         offset = offset_ps + drift_per_ps * np.float64(timestamp_ps[i] - reference_ps)
@@ -223,18 +301,89 @@ def _run_assignment(
     return pulse_index, residual_ps, in_window
 
 
+@numba.njit(cache=True)
+def _gated_line_fit_kernel(
+    timestamp_ps: np.ndarray, residual_ps: np.ndarray, gate_ps: float, reference_ps: np.int64
+) -> tuple[int, float, float, float, float]:
+    """Least-squares line residual = r_mean + b (t - reference - t_mean) over tags with
+    |residual| <= gate: return (n, t_mean, r_mean, b, standard error of b).
+
+    b = 0 with an infinite error when n < 3 or all the selected tags share one time.
+    """
+    n = 0
+    t_sum = 0.0
+    r_sum = 0.0
+    for i in range(timestamp_ps.size):
+        if abs(residual_ps[i]) <= gate_ps:
+            n += 1
+            t_sum += np.float64(timestamp_ps[i] - reference_ps)
+            r_sum += residual_ps[i]
+    if n == 0:
+        return 0, 0.0, 0.0, 0.0, np.inf
+    t_mean = t_sum / n
+    r_mean = r_sum / n
+    sxx = 0.0
+    sxr = 0.0
+    for i in range(timestamp_ps.size):
+        if abs(residual_ps[i]) <= gate_ps:
+            dt = np.float64(timestamp_ps[i] - reference_ps) - t_mean
+            sxx += dt * dt
+            sxr += dt * (residual_ps[i] - r_mean)
+    if n < 3 or sxx == 0.0:
+        return n, t_mean, r_mean, 0.0, np.inf
+    slope = sxr / sxx
+    ss = 0.0
+    for i in range(timestamp_ps.size):
+        if abs(residual_ps[i]) <= gate_ps:
+            dt = np.float64(timestamp_ps[i] - reference_ps) - t_mean
+            e = residual_ps[i] - r_mean - slope * dt
+            ss += e * e
+    return n, t_mean, r_mean, slope, np.sqrt(ss / (n - 2) / sxx)
+
+
+def _gated_line_fit_kernel_reference(
+    timestamp_ps: np.ndarray, residual_ps: np.ndarray, gate_ps: float, reference_ps: int
+) -> tuple[int, float, float, float, float]:
+    """Plain-Python reference for _gated_line_fit_kernel."""
+    points = [
+        (float(int(t) - reference_ps), float(r))
+        for t, r in zip(timestamp_ps, residual_ps, strict=True)
+        if abs(r) <= gate_ps
+    ]
+    n = len(points)
+    if n == 0:
+        return 0, 0.0, 0.0, 0.0, math.inf
+    t_sum = r_sum = 0.0
+    for t, r in points:
+        t_sum += t
+        r_sum += r
+    t_mean, r_mean = t_sum / n, r_sum / n
+    sxx = sxr = 0.0
+    for t, r in points:
+        sxx += (t - t_mean) * (t - t_mean)
+        sxr += (t - t_mean) * (r - r_mean)
+    if n < 3 or sxx == 0.0:
+        return n, t_mean, r_mean, 0.0, math.inf
+    slope = sxr / sxx
+    ss = 0.0
+    for t, r in points:
+        e = r - r_mean - slope * (t - t_mean)
+        ss += e * e
+    return n, t_mean, r_mean, slope, math.sqrt(ss / (n - 2) / sxx)
+
+
 def _fit_offset_and_drift(
-    timestamp_ps: np.ndarray, residual_ps: np.ndarray, selected: np.ndarray, reference_ps: int
+    timestamp_ps: np.ndarray, residual_ps: np.ndarray, gate_ps: float, reference_ps: int
 ) -> tuple[float, float]:
-    """Least-squares line residual = a + b (t - reference) over the selected tags."""
-    t = (timestamp_ps[selected] - np.int64(reference_ps)).astype(np.float64)
-    r = residual_ps[selected]
-    if t.size < _MIN_TAGS_FOR_DRIFT or np.ptp(t) == 0.0:
-        return (float(r.mean()) if r.size else 0.0), 0.0
-    t_mean = t.mean()
-    r_mean = r.mean()
-    slope = float(np.dot(t - t_mean, r - r_mean) / np.dot(t - t_mean, t - t_mean))
-    return float(r_mean - slope * t_mean), slope
+    """Return (offset correction at reference_ps, drift correction per ps) from gated tags."""
+    n, t_mean, r_mean, slope, slope_error = _gated_line_fit_kernel(
+        timestamp_ps, residual_ps, gate_ps, np.int64(reference_ps)
+    )
+    # Keep the slope only when the data resolve it (|slope| > 3 standard errors) from enough
+    # tags; otherwise a few tags, or dark tags in a wide gate, would tilt the offset by chance.
+    if n < _MIN_TAGS_FOR_DRIFT or not abs(slope) > _DRIFT_SIGNIFICANCE * slope_error:
+        return float(r_mean), 0.0
+    return float(r_mean - slope * t_mean), float(slope)
 
 
 def assign_pulse_indices(
@@ -283,17 +432,16 @@ def assign_pulse_indices(
     drift_per_ps = 0.0
     if clock_offset_ps is None:
         offset = estimate_clock_offset_ps(timestamp_ps, predicted_delay_ps, qkd_start_ps, period_ps)
-        # Two refinement passes: first a wide gate (dark tags there are uniform and do not bias
-        # a line fit) so a drift of up to +-period/4 is caught, then the caller's window.
-        for gate in (period_ps / 4, half_window):
+        # Refinement passes with narrowing gates: the first, wide gate catches a drift of up to
+        # +-period/4 (dark tags in it are uniform, so they add noise but no bias to the line
+        # fit); narrower gates then shed most dark tags before the fit in the caller's window.
+        gates = [g for g in (period_ps / 4, period_ps / 16) if g > half_window] + [half_window]
+        for gate in gates:
             _, residual, _ = _run_assignment(
                 timestamp_ps, predicted_delay_ps, qkd_start_ps, period_ps,
                 offset, drift_per_ps, reference_ps, gate,
             )  # fmt: skip
-            selected = np.abs(residual) <= gate
-            d_offset, d_drift = _fit_offset_and_drift(
-                timestamp_ps, residual, selected, reference_ps
-            )
+            d_offset, d_drift = _fit_offset_and_drift(timestamp_ps, residual, gate, reference_ps)
             offset += d_offset
             drift_per_ps += d_drift
     else:

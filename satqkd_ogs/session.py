@@ -295,9 +295,12 @@ class OgsSession:
             await self._post_process()
         except PassAborted as exc:
             self.result.abort_reason = str(exc)
-        except ProtocolError as exc:
-            self.result.abort_reason = f"protocol error: {exc}"
-            await self.channel.send("ABORT", plan_id=self.plan.plan_id, reason=str(exc)[:500])
+        except Exception as exc:
+            kind = "protocol error" if isinstance(exc, ProtocolError) else "station error"
+            self.result.abort_reason = f"{kind}: {exc}"
+            await self.channel.send(
+                "ABORT", plan_id=self.plan.plan_id, reason=self.result.abort_reason[:500]
+            )
         finally:
             self.result.finished = True
 
@@ -377,8 +380,7 @@ class OgsSession:
         result.finite_key = final.as_dict()
         result.pa_input_bits = n
         if final.key_length_bits <= 0:
-            await self._expect("PA_SEED")  # the payload aborts; _expect raises with its reason
-            raise PassAborted(no_key_reason(final, leak))
+            raise PassAborted(no_key_reason(final, leak))  # the payload reaches the same end
         pa = await self._expect("PA_SEED")
         m = final.key_length_bits
         if int(pa["output_bits"]) != m:

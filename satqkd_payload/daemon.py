@@ -17,7 +17,7 @@ from drivers.node import NodeRuntime, QkdChannel
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope
-from satqkd_core.errors import InputError, ProtocolError
+from satqkd_core.errors import ProtocolError
 from satqkd_core.pass_decisions import ProtocolParameters
 from satqkd_payload.session import PayloadSession
 
@@ -133,12 +133,17 @@ class PayloadDaemon:
             if session is None:
                 raise ProtocolError(f"{envelope.spec.name} for unknown plan {plan_id}")
             await session.handle(envelope)
-        except (ProtocolError, InputError) as exc:
+        except ProtocolError as exc:
             self.runtime.counters.qkd_rejected += 1
             await self.runtime.emit_event(
                 "QKD_MESSAGE_REJECTED", f"{link.station}: {envelope.spec.name}: {exc}"
             )
             return
+        except Exception as exc:
+            self.runtime.counters.qkd_rejected += 1
+            reason = f"payload could not process {envelope.spec.name}: {exc}"
+            await self.runtime.emit_event("QKD_MESSAGE_REJECTED", f"{link.station}: {reason}")
+            await session.abort(reason)
         if session.finished:
             await self._report_session_end(session)
 

@@ -28,6 +28,7 @@ from satqkd_core.pass_decisions import (
 from satqkd_core.privacy_amplification import toeplitz_hash, toeplitz_seed_bits
 from satqkd_core.sifting import pack_intensity_labels, sift_mask
 from satqkd_core.verification import (
+    random_verification_hash_key,
     verification_hash_key_words,
     verification_tag,
     verification_tag_bits,
@@ -196,8 +197,9 @@ class PayloadSession:
             return
         self._leak_ec_bits = self._responder.leak_bits
         n = int(self._reference_key.size)
-        words = self._random_words(
-            "verification", verification_hash_key_words(self.params.eps_cor, n)
+        words = random_verification_hash_key(
+            np.random.default_rng(self._random_words("verification", 1)[0]),
+            verification_hash_key_words(self.params.eps_cor, n),
         )
         tag = verification_tag(self._reference_key, words)
         await self.channel.send("VERIFY", plan_id=self.plan_id, hash_key=words, tag=tag)
@@ -250,6 +252,11 @@ class PayloadSession:
     async def _on_abort(self, f: dict) -> None:
         self.outcome.abort_reason = str(f["reason"]) or "aborted by the station"
         self._finished = True
+
+    async def abort(self, reason: str) -> None:
+        """Control: end the pass without a key and tell the station why."""
+        if not self._finished:
+            await self._abort(reason)
 
     async def _abort(self, reason: str) -> None:
         self.outcome.abort_reason = reason

@@ -240,40 +240,42 @@ def signal_clicks(
         base = np.uint64(j) * np.uint64(_DRAWS_PER_CANDIDATE)
         state_basis = np.int64(basis[j])
         state_bit = np.int64(bit[j])
-        if attack_fraction > 0.0:
-            if rng.word_to_unit(rng.counter_word(key, key2, base + np.uint64(1))) < attack_fraction:
-                eve_basis = (
-                    0 if rng.word_to_unit(rng.counter_word(key, key2, base + np.uint64(2))) < 0.5
-                    else 1
-                )
-                if eve_basis != state_basis:
-                    # Eve's result in the wrong basis is random; she resends that state.
-                    state_basis = eve_basis
-                    state_bit = (
-                        0
-                        if rng.word_to_unit(rng.counter_word(key, key2, base + np.uint64(3))) < 0.5
-                        else 1
-                    )
+        attacked = (
+            attack_fraction > 0.0
+            and rng.word_to_unit(rng.counter_word(key, key2, base + np.uint64(1))) < attack_fraction
+        )
+        if attacked:
+            eve_u = rng.word_to_unit(rng.counter_word(key, key2, base + np.uint64(2)))
+            eve_basis = 0 if eve_u < 0.5 else 1
+            if eve_basis != state_basis:
+                # Eve's result in the wrong basis is random; she resends that state.
+                state_basis = eve_basis
+                eve_bit_u = rng.word_to_unit(rng.counter_word(key, key2, base + np.uint64(3)))
+                state_bit = 0 if eve_bit_u < 0.5 else 1
+        for arm in range(2):
+            arm_probability = receiver_x_probability if arm == 0 else 1.0 - receiver_x_probability
+            right = 1.0 - polarisation_error if arm == state_basis else 0.5
+            route[2 * arm + state_bit] = arm_probability * right
+            route[2 * arm + 1 - state_bit] = arm_probability * (1.0 - right)
+        threshold = rng.word_to_unit(rng.counter_word(key, key2, base)) * p_max
         mean_photons = mu[intensity[j]]
         if intensity_fluctuation > 0.0:
+            # Pulses rejected even at the largest fluctuation never need their Gaussian draw.
+            mean_high = mean_photons * (1.0 + _FLUCTUATION_CLIP_SIGMA * intensity_fluctuation)
+            reach = 0.0
+            for d in range(4):
+                reach += route[d] * efficiency[d]
+            if threshold >= -math.expm1(-(mean_high * transmittance) * reach):
+                continue
             z = _gaussian(key, key2, base + np.uint64(4))
             z = min(max(z, -_FLUCTUATION_CLIP_SIGMA), _FLUCTUATION_CLIP_SIGMA)
             mean_photons = max(mean_photons * (1.0 + intensity_fluctuation * z), 0.0)
         m = mean_photons * transmittance
-        for arm in range(2):
-            arm_probability = receiver_x_probability if arm == 0 else 1.0 - receiver_x_probability
-            if arm == state_basis:
-                right = 1.0 - polarisation_error
-            else:
-                right = 0.5
-            route[2 * arm + state_bit] = arm_probability * right
-            route[2 * arm + 1 - state_bit] = arm_probability * (1.0 - right)
         total = 0.0
         for d in range(4):
             x[d] = m * route[d] * efficiency[d]
             total += x[d]
-        p_click = -math.expm1(-total)
-        if rng.word_to_unit(rng.counter_word(key, key2, base)) * p_max >= p_click:
+        if threshold >= -math.expm1(-total):
             continue
         # Click vector conditioned on at least one click, detector by detector.
         mask = 0
@@ -358,22 +360,29 @@ def signal_clicks_reference(
             eve_basis = 0 if unit(base + 2) < 0.5 else 1
             if eve_basis != state_basis:
                 state_basis, state_bit = eve_basis, (0 if unit(base + 3) < 0.5 else 1)
-        mean_photons = float(mu[int(intensity[j])])
-        if intensity_fluctuation > 0.0:
-            z = min(max(_gaussian_reference(key, base + 4), -5.0), 5.0)
-            mean_photons = max(mean_photons * (1.0 + intensity_fluctuation * z), 0.0)
-        m = mean_photons * transmittance
         route = [0.0] * 4
         for arm in range(2):
             arm_probability = receiver_x_probability if arm == 0 else 1.0 - receiver_x_probability
             right = 1.0 - polarisation_error if arm == state_basis else 0.5
             route[2 * arm + state_bit] = arm_probability * right
             route[2 * arm + 1 - state_bit] = arm_probability * (1.0 - right)
+        threshold = unit(base) * p_max
+        mean_photons = float(mu[int(intensity[j])])
+        if intensity_fluctuation > 0.0:
+            mean_high = mean_photons * (1.0 + 5.0 * intensity_fluctuation)
+            reach = 0.0
+            for d in range(4):
+                reach += route[d] * float(efficiency[d])
+            if threshold >= -math.expm1(-(mean_high * transmittance) * reach):
+                continue
+            z = min(max(_gaussian_reference(key, base + 4), -5.0), 5.0)
+            mean_photons = max(mean_photons * (1.0 + intensity_fluctuation * z), 0.0)
+        m = mean_photons * transmittance
         x = [m * route[d] * float(efficiency[d]) for d in range(4)]
         total = 0.0
         for value in x:
             total += value
-        if unit(base) * p_max >= -math.expm1(-total):
+        if threshold >= -math.expm1(-total):
             continue
         mask, remaining = 0, total
         for d in range(4):
@@ -457,8 +466,8 @@ def apply_dead_time(
                     v = rng.word_to_unit(rng.counter_word(key, key2, counter + np.uint64(1)))
                     counter += np.uint64(2)
                     if u < afterpulse_probability:
-                        pending[d] = tp + dead_time_ps - afterpulse_time_constant_ps * math.log1p(
-                            -v
+                        pending[d] = (
+                            tp + dead_time_ps - afterpulse_time_constant_ps * math.log1p(-v)
                         )
         if i >= n:
             continue
@@ -511,8 +520,8 @@ def apply_dead_time_reference(
                 if afterpulse_probability > 0.0:
                     u, v = draw_pair()
                     if u < afterpulse_probability:
-                        pending[d] = tp + dead_time_ps - afterpulse_time_constant_ps * math.log1p(
-                            -v
+                        pending[d] = (
+                            tp + dead_time_ps - afterpulse_time_constant_ps * math.log1p(-v)
                         )
         if i >= n:
             continue
@@ -640,7 +649,7 @@ def generate_frame_detections(
     delay_rate: float,
     clock_offset_ps: float,
     frame_seed: int,
-    attack: AttackModel = AttackModel(),  # noqa: B008 - frozen, immutable default
+    attack: AttackModel = AttackModel(),
 ) -> FrameDetections:
     """Get the tagger events caused by pulses first_pulse .. first_pulse + n_pulses - 1.
 

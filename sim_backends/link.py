@@ -123,7 +123,7 @@ class Atmosphere:
     scintillation_index_zenith is the variance of the normalised power collected in one
     budget time step (aperture- and time-averaged), scaled to other elevations by
     airmass^(11/6), the zenith-angle law of the downlink Rytov variance (Andrews & Phillips,
-    ch. 12).
+    ch. 12), capped at 1 (saturation).
     """
 
     zenith_loss_db: float = 0.8
@@ -142,7 +142,9 @@ class Atmosphere:
             )
         _positive(self.cloud_extra_loss_db, "Atmosphere.cloud_extra_loss_db", allow_zero=True)
         _positive(
-            self.scintillation_index_zenith, "Atmosphere.scintillation_index_zenith", allow_zero=True
+            self.scintillation_index_zenith,
+            "Atmosphere.scintillation_index_zenith",
+            allow_zero=True,
         )
         if (self.cloud_start_unix_s is None) != (self.cloud_stop_unix_s is None):
             raise InputError(
@@ -168,9 +170,7 @@ class Background:
                 f"got {self.sky_class!r}"
             )
         if self.radiance_w_m2_sr_nm is not None:
-            _positive(
-                self.radiance_w_m2_sr_nm, "Background.radiance_w_m2_sr_nm", allow_zero=True
-            )
+            _positive(self.radiance_w_m2_sr_nm, "Background.radiance_w_m2_sr_nm", allow_zero=True)
 
     @property
     def radiance(self) -> float:
@@ -275,7 +275,9 @@ def link_budget(
 
     scintillation_db = np.zeros(n)
     if scintillation_seed is not None and atmosphere.scintillation_index_zenith > 0.0:
-        index = atmosphere.scintillation_index_zenith * airmass ** (11.0 / 6.0)
+        # Capped at 1: the scintillation index saturates near unity in strong turbulence
+        # (Andrews & Phillips, ch. 9), which low elevations would otherwise overshoot.
+        index = np.minimum(atmosphere.scintillation_index_zenith * airmass ** (11.0 / 6.0), 1.0)
         sigma2 = np.log1p(index)
         normal = np.random.default_rng(scintillation_seed).standard_normal(n)
         # Log-normal with unit mean: ln I ~ N(-sigma^2/2, sigma^2).

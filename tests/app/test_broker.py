@@ -70,13 +70,12 @@ async def test_pa_seed_sized_qos1_message_goes_through() -> None:
 
 async def test_broker_logging_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    async with EmbeddedBroker() as broker:
-        async with MessageBus(broker.url, "quiet") as bus:
-            await bus.subscribe("quiet/t")
-            await bus.publish("quiet/t", b"x")
-            messages = bus.messages()
-            await asyncio.wait_for(anext(messages), 5.0)
-            await messages.aclose()
+    async with EmbeddedBroker() as broker, MessageBus(broker.url, "quiet") as bus:
+        await bus.subscribe("quiet/t")
+        await bus.publish("quiet/t", b"x")
+        messages = bus.messages()
+        await asyncio.wait_for(anext(messages), 5.0)
+        await messages.aclose()
     noisy = [
         record
         for record in caplog.records

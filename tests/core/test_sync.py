@@ -12,6 +12,12 @@ from satqkd_core.sync import (
     SyncResult,
     _assign_kernel,
     _assign_kernel_reference,
+    _gated_line_fit_kernel,
+    _gated_line_fit_kernel_reference,
+    _phase_histogram_kernel,
+    _phase_histogram_kernel_reference,
+    _refine_peak_kernel,
+    _refine_peak_kernel_reference,
     assign_pulse_indices,
     estimate_clock_offset_ps,
 )
@@ -218,3 +224,96 @@ def test_assign_kernel_matches_reference(n, seed, period, offset_fraction, drift
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[2], want[2])
+
+
+def test_small_frames_with_heavy_background_are_assigned():
+    # Few tags per frame (20 signal + 20 dark): no spurious drift may be fitted to them.
+    correct = total = 0
+    for seed in range(300):
+        offset = float((seed * 977) % 9_000 - 4_500)
+        tags, truth = synthetic_frame(seed, 20, offset, dark_fraction=0.5, n_pulses=2_000_000)
+        r = assign_pulse_indices(tags, predicted_delay_ps(tags), QKD_START_PS, PERIOD_PS, WINDOW_PS)
+        signal = truth >= 0
+        correct += int(((r.pulse_index[signal] == truth[signal]) & r.in_window[signal]).sum())
+        total += int(signal.sum())
+    # Jitter is 1/10 of the half-window, so every miss would be an estimation failure.
+    assert correct == total
+
+
+kernel_lengths = st.sampled_from([0, 1, 7, 8, 63, 64, 65, 200]) | st.integers(0, 300)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=kernel_lengths,
+    seed=st.integers(0, 2**32 - 1),
+    period=st.floats(100.0, 1e5),
+    n_bins=st.sampled_from([1, 7, 64, 256]),
+)
+def test_phase_histogram_kernel_matches_reference(n, seed, period, n_bins):
+    rng = np.random.default_rng(seed)
+    start = int(rng.integers(0, 2**50))
+    t = start + rng.integers(-(10**9), 10**13, n).astype(np.int64)
+    d = rng.uniform(0.0, 5e9, n)
+    phase_got, phase_want = np.empty(n), np.empty(n)
+    counts_got = np.zeros(n_bins, dtype=np.int64)
+    counts_want = np.zeros(n_bins, dtype=np.int64)
+    _phase_histogram_kernel(t, d, np.int64(start), period, phase_got, counts_got)
+    _phase_histogram_kernel_reference(t, d, start, period, phase_want, counts_want)
+    np.testing.assert_array_equal(phase_got, phase_want)
+    np.testing.assert_array_equal(counts_got, counts_want)
+    assert counts_got.sum() == n
+    assert np.all(np.abs(phase_got) <= period / 2)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=kernel_lengths,
+    seed=st.integers(0, 2**32 - 1),
+    centre_fraction=st.floats(-0.5, 0.5),
+    dark_fraction=st.floats(0.0, 1.0),
+    coarse_error=st.floats(-300.0, 300.0),
+)
+def test_refine_peak_kernel_matches_reference(n, seed, centre_fraction, dark_fraction,
+                                              coarse_error):  # fmt: skip
+    rng = np.random.default_rng(seed)
+    period = 10_000.0
+    centre = centre_fraction * period
+    phase = np.where(
+        rng.random(n) < dark_fraction,
+        rng.uniform(-period / 2, period / 2, n),
+        centre + rng.normal(0.0, 80.0, n),
+    )
+    phase = phase - period * np.floor(phase / period + 0.5)
+    coarse = centre + coarse_error
+    got = _refine_peak_kernel(phase, coarse, period, period / 8)
+    want = _refine_peak_kernel_reference(phase, coarse, period, period / 8)
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=kernel_lengths,
+    seed=st.integers(0, 2**32 - 1),
+    gate=st.floats(10.0, 5_000.0),
+    slope=st.floats(-1e-8, 1e-8),
+)
+def test_gated_line_fit_kernel_matches_reference(n, seed, gate, slope):
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, 10**11, n)).astype(np.int64)
+    r = rng.uniform(-5_000.0, 5_000.0, n) + slope * t
+    got = _gated_line_fit_kernel(t, r, gate, np.int64(5 * 10**10))
+    want = _gated_line_fit_kernel_reference(t, r, gate, 5 * 10**10)
+    assert got[0] == want[0]
+    for g, w in zip(got[1:], want[1:], strict=True):
+        assert g == pytest.approx(w, rel=1e-9, abs=1e-12) or (np.isinf(g) and np.isinf(w))
+
+
+def test_gated_line_fit_recovers_a_known_line():
+    t = np.arange(0, 10**9, 10**6, dtype=np.int64)
+    r = 12.5 + 3e-6 * (t - 5 * 10**8).astype(np.float64)
+    n, t_mean, r_mean, slope, slope_error = _gated_line_fit_kernel(t, r, 1e6, np.int64(5 * 10**8))
+    assert n == t.size
+    assert slope == pytest.approx(3e-6, rel=1e-9)
+    assert r_mean - slope * t_mean == pytest.approx(12.5, abs=1e-6)
+    assert slope_error < 1e-12

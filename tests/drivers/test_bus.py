@@ -322,3 +322,19 @@ async def test_stale_session_is_discarded_on_entry(mosquitto: MosquittoBroker) -
             received = await collector.wait_for_count(1)
             await asyncio.sleep(0.1)
     assert received == [BusMessage("fresh/t", b"fresh")]
+
+
+async def test_bus_can_be_reopened_after_closing(embedded_broker_url: str) -> None:
+    bus = fast_bus(embedded_broker_url, "reopen")
+    for round_number in range(2):
+        async with bus:
+            await bus.subscribe("reopen/t")
+            await bus.publish("reopen/t", bytes([round_number]))
+            messages = bus.messages()
+            received = await asyncio.wait_for(anext(messages), 5.0)
+            await messages.aclose()
+            assert received == BusMessage("reopen/t", bytes([round_number]))
+        assert not bus.connected
+        with pytest.raises(ConnectionError, match="not open"):
+            await bus.publish("reopen/t", b"closed")
+    assert bus.stats.published_messages == 2 and bus.stats.received_messages == 2
