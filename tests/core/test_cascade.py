@@ -174,6 +174,19 @@ def test_efficiency_on_ten_kilobit_frames() -> None:
         assert 0.9 < np.mean(efficiencies) < bound, (qber, efficiencies)
 
 
+def test_concurrent_searches_trade_leak_for_round_trips() -> None:
+    reference, noisy = _bsc_pair(10_000, 0.02, 21)
+    strict, _ = _reconcile(reference, noisy, 0.02, 21)
+    corrector = CascadeCorrector(noisy, 0.02, 21, 16, max_disturbance=1.0)
+    responder = CascadeResponder(reference, 21, 16)
+    while (query := corrector.next_query()) is not None:
+        corrector.apply_reply(responder.reply(query))
+    assert np.array_equal(corrector.corrected_key, reference)
+    assert corrector.leak_bits == responder.leak_bits
+    assert corrector.round_trips < strict.round_trips
+    assert corrector.leak_bits > strict.leak_bits
+
+
 def test_large_frame() -> None:
     reference, noisy = _bsc_pair(100_000, 0.03, 11)
     corrector, responder = _reconcile(reference, noisy, 0.03, 11)
@@ -296,6 +309,8 @@ def test_responder_rejects_bad_queries(query: object, match: str | None) -> None
         ({"qber_estimate": "high"}, "qber_estimate"),
         ({"seed": -1}, "seed"),
         ({"passes": 0}, "passes"),
+        ({"max_disturbance": -0.1}, "max_disturbance"),
+        ({"max_disturbance": float("nan")}, "max_disturbance"),
     ],
 )
 def test_corrector_rejects_bad_arguments(kwargs: dict, match: str) -> None:
