@@ -9,13 +9,14 @@ forgeries without processing them.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.bus import MessageBus
 from drivers.clock import Clock
+from drivers.keystore import KeyStore, KeyStoreError
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import (
@@ -124,9 +125,13 @@ class NodeRuntime:
 class QkdChannel:
     """The authenticated classical channel between one payload and one station.
 
-    Sequence numbers are per direction; the pad word for (direction, seq) is used once. A
-    message re-delivered with the same sequence number is dropped and counted as a duplicate.
+    Sequence numbers are per direction and only go up: the pad word for (direction, seq) is
+    used once, and a received message is accepted only if its seq is above every seq accepted
+    before, so a re-delivery or a replay is dropped and counted. With a `state_store` the two
+    counters survive a daemon restart (otherwise a restart would reuse pad words).
     """
+
+    STATE_NAME = "auth-sequence"
 
     def __init__(
         self,
@@ -134,33 +139,56 @@ class QkdChannel:
         authenticator: WegmanCarterAuthenticator,
         send_topic: str,
         receive_topic: str,
-        first_seq: int = 0,
-        on_sent: Callable[[int], None] | None = None,
+        state_store: KeyStore | None = None,
     ) -> None:
         self.runtime = runtime
         self.authenticator = authenticator
         self.send_topic = send_topic
         self.receive_topic = receive_topic
-        self._next_seq = first_seq
-        self._seen: set[int] = set()
-        self._on_sent = on_sent
+        self._store = state_store
+        self._next_seq = 0
+        self._highest_received = -1
+        if state_store is not None:
+            try:
+                state = json.loads(state_store.load_secret(self.STATE_NAME))
+                self._next_seq = int(state["next_send_seq"])
+                self._highest_received = int(state["highest_received_seq"])
+            except KeyStoreError:
+                pass
         self.sent_messages = 0
         self.sent_bytes = 0
         self.received_bytes = 0
+
+    @property
+    def next_send_seq(self) -> int:
+        """Get: the sequence number the next message will carry."""
+        return self._next_seq
+
+    @property
+    def pad_words_remaining(self) -> int:
+        """Get: messages this end can still send before the pre-shared pool runs out."""
+        return max(self.authenticator.max_sequence() - self._next_seq + 1, 0)
+
+    def _save_state(self) -> None:
+        if self._store is not None:
+            state = {
+                "next_send_seq": self._next_seq,
+                "highest_received_seq": self._highest_received,
+            }
+            self._store.store_secret(self.STATE_NAME, json.dumps(state).encode())
 
     async def send(self, name: str, **fields: Any) -> None:
         """Encode, authenticate and publish one QKD protocol message."""
         spec = dct.DICTIONARY[name]
         seq = self._next_seq
         self._next_seq += 1
+        self._save_state()  # before sending: a crash must not let this pad word be used twice
         unsigned = encode_envelope(spec, seq, fields)
         tag = self.authenticator.tag(authenticated_bytes(unsigned), seq)
         data = encode_envelope(spec, seq, fields, tag=tag)
         self.sent_messages += 1
         self.sent_bytes += len(data)
         await self.runtime.bus.publish(self.send_topic, data, qos=spec.qos)
-        if self._on_sent is not None:
-            self._on_sent(self._next_seq)
 
     async def accept(self, payload: bytes) -> Envelope | None:
         """Decode and verify a received message; None (counted, reported) unless it is new and
@@ -187,12 +215,13 @@ class QkdChannel:
                 "AUTH_FAILURE", f"{envelope.spec.name} seq {envelope.seq}: {exc}"
             )
             return None
-        if envelope.seq in self._seen:
+        if envelope.seq <= self._highest_received:
             counters.qkd_duplicates += 1
             await self.runtime.emit_event(
                 "DUPLICATE_MESSAGE", f"{envelope.spec.name} seq {envelope.seq} dropped"
             )
             return None
-        self._seen.add(envelope.seq)
+        self._highest_received = envelope.seq
+        self._save_state()
         counters.qkd_accepted += 1
         return envelope

@@ -262,7 +262,12 @@ _MESSAGES: tuple[MessageSpec, ...] = (
             _f("n_detections", "u32", "", "detections in that frame's report"),
             _f("keep", "bytes", "", "packed keep mask, one bit per detection (bases match)"),
             _f("n_kept", "u32", "", "set bits in the keep mask"),
-            _f("intensity", "bytes", "", "one u8 intensity label per kept detection"),
+            _f(
+                "intensity",
+                "bytes",
+                "",
+                "intensity labels of kept detections, 2 bits each (0 signal, 1 decoy, 2 vacuum), first in the high bits",
+            ),
             _f("z_bits", "bytes", "", "packed payload bits of the kept Z-basis (test) detections"),
         ),
         "Payload's on-board sifting of one frame.",

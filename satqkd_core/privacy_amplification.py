@@ -159,37 +159,42 @@ def _blocked(key: np.ndarray, seed: np.ndarray, m: int, block_bits: int) -> np.n
     # accumulators and the sliding cache of seed-segment spectra share the budget
     group = max(1, min(n_out, SPECTRA_BUDGET_BYTES // (2 * spectrum_bytes) - 1))
     out = np.empty(m, dtype=np.uint8)
-    for first in range(0, n_out, group):
-        blocks = list(range(first, min(first + group, n_out)))
-        sums = np.zeros((len(blocks), block_bits + 1), dtype=np.complex128)
-        segment_cache: dict[int, np.ndarray] = {}
-        for chunk in range(n_in):
-            x_spectrum = np.fft.rfft(_chunk(key, chunk, block_bits), size)
-            needed = {r - chunk for r in blocks}
-            for stale in [d for d in segment_cache if d not in needed]:
-                del segment_cache[stale]
+    product = np.empty(block_bits + 1, dtype=np.complex128)
+    # the input chunk's transform runs on a second core while this one transforms seed segments
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for first in range(0, n_out, group):
+            blocks = list(range(first, min(first + group, n_out)))
+            sums = np.zeros((len(blocks), block_bits + 1), dtype=np.complex128)
+            segment_cache: dict[int, np.ndarray] = {}
+            for chunk in range(n_in):
+                x_spectrum = pool.submit(_real_spectrum, _chunk(key, chunk, block_bits), size)
+                needed = [r - chunk for r in blocks]
+                for stale in [d for d in segment_cache if d not in needed]:
+                    del segment_cache[stale]
+                for d in needed:
+                    if d not in segment_cache:
+                        segment = _seed_segment(seed, d, n, block_bits)
+                        segment_cache[d] = _real_spectrum(segment, size)
+                spectrum = x_spectrum.result()
+                for row, d in enumerate(needed):
+                    np.multiply(segment_cache[d], spectrum, out=product)
+                    sums[row] += product
+                del spectrum
+            segment_cache.clear()
             for row, r in enumerate(blocks):
-                d = r - chunk
-                if d not in segment_cache:
-                    segment = _seed_segment(seed, d, n, block_bits).astype(np.float64)
-                    segment_cache[d] = np.fft.rfft(segment, size)
-                sums[row] += segment_cache[d] * x_spectrum
-            del x_spectrum
-        segment_cache.clear()
-        for row, r in enumerate(blocks):
-            start = r * block_bits
-            stop = min(start + block_bits, m)
-            values = np.fft.irfft(sums[row], size)[block_bits - 1 : block_bits - 1 + stop - start]
-            parity = _rounded_parity(values)
-            if parity is None:
-                parity = _exact_block(key, seed, r, stop - start, block_bits)
-            out[start:stop] = parity
-        del sums
+                start = r * block_bits
+                count = min(start + block_bits, m) - start
+                values = np.fft.irfft(sums[row], size)[block_bits - 1 : block_bits - 1 + count]
+                parity = _rounded_parity(values)
+                if parity is None:
+                    parity = _exact_block(key, seed, r, count, block_bits)
+                out[start : start + count] = parity
+            del sums
     return out
 
 
 def _chunk(key: np.ndarray, chunk: int, block_bits: int) -> np.ndarray:
-    return key[chunk * block_bits : (chunk + 1) * block_bits].astype(np.float64)
+    return key[chunk * block_bits : (chunk + 1) * block_bits]
 
 
 def _seed_segment(seed: np.ndarray, difference: int, n: int, block_bits: int) -> np.ndarray:

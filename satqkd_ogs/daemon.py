@@ -71,6 +71,7 @@ class OgsDaemon:
             WegmanCarterAuthenticator(keystore.load_secret("preshared-auth"), send_direction=UP),
             send_topic=dct.qkd_topic(settings.mission, settings.station, "up"),
             receive_topic=dct.qkd_topic(settings.mission, settings.station, "down"),
+            state_store=keystore,
         )
         self.sessions: dict[int, OgsSession] = {}
         self.pass_done: dict[int, asyncio.Event] = {}
@@ -245,7 +246,7 @@ class OgsDaemon:
             key_bits = self.keystore.total_bits()
         except Exception:
             key_bits = 0
-        remaining = self.channel.authenticator.max_sequence() - self.channel._next_seq
+        remaining = self.channel.pad_words_remaining
         await self.runtime.publish_telemetry(
             "HOUSEKEEPING",
             node=self.settings.node,

@@ -84,6 +84,7 @@ class PayloadDaemon:
                 WegmanCarterAuthenticator(preshared, send_direction=DOWN),
                 send_topic=dct.qkd_topic(self.settings.mission, station, "down"),
                 receive_topic=dct.qkd_topic(self.settings.mission, station, "up"),
+                state_store=store,
             )
             self.links[station] = _StationLink(station, store, channel)
 
@@ -258,7 +259,7 @@ class PayloadDaemon:
         for link in self.links.values():
             with contextlib.suppress(Exception):
                 key_bits += link.keystore.total_bits()
-            words += link.channel.authenticator.max_sequence() - link.channel._next_seq
+            words += link.channel.pad_words_remaining
         await self.runtime.publish_telemetry(
             "HOUSEKEEPING",
             node=NODE,
