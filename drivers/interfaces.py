@@ -110,3 +110,10 @@ class TimeTagger(Device):
     @abstractmethod
     async def read(self, timeout_s: float | None = None) -> TagBuffer | None:
         """Measure: the next buffer of tags, or None once the stream has stopped."""
+
+
+# --- appended for instrument drivers (issue 5) --------------------------------------------------
+
+
+class DeviceDisconnected(DeviceError, ConnectionError):
+    """The link to an instrument is lost or cannot be opened; the message names the resource."""

@@ -160,6 +160,8 @@ async def run_pass(
         pulses_sent = await _drive_pass(
             physics, clock, source, sequencer, tagger, ogs, plan_id, progress
         )
+        if progress is not None:
+            progress(1.0, "LOS: error correction, verification, privacy amplification")
         los_wall = time.perf_counter()
         await clock.advance_to(physics.window.los_unix_s)
         await _wait_for_end(payload, ogs, plan_id, station.name, timeout_s=300.0)

@@ -59,7 +59,6 @@ _THREADED_LENGTHS = (1 << 16, 1 << 23)  # a second core for the seed's transform
 ROUNDING_MARGIN_LIMIT = 0.25
 NTT_PRIME = 2013265921  # 15 * 2^27 + 1: cyclic lengths up to 2^27, sums up to 2e9 exact
 NTT_PRIMITIVE_ROOT = 31
-NTT_MAX_LENGTH = 1 << 27
 
 
 def toeplitz_seed_bits(input_bits: int, output_bits: int) -> int:
