@@ -1,1 +1,92 @@
-"""drivers."""
+"""Instrument interfaces, transports and drivers, in one flat namespace.
+
+    from drivers import Gimbal, PtuGimbal, open_transport
+
+Interfaces (`Gimbal`, `FastSteeringMirror`, `BeaconSensor`, `PhotonDetector`, `PulsedSource`,
+`TimeTagger`) are what daemons hold; the concrete drivers speak real command sets over a
+`Transport` chosen by a resource string (serial://, tcp://, visa://, visa-sim://).
+"""
+
+from drivers.beacon import QuadCellBeacon
+from drivers.commands import (
+    CommandInstrument,
+    CommandProperty,
+    DriverCounters,
+    control,
+    declared_commands,
+    measurement,
+    setting,
+    strict_discrete_set,
+    strict_int_range,
+    strict_range,
+)
+from drivers.fsm import PiGcsMirror
+from drivers.gimbal import PtuGimbal
+from drivers.interfaces import (
+    BeaconSensor,
+    BeaconSpot,
+    Device,
+    DeviceDisconnected,
+    DeviceError,
+    DeviceStatus,
+    DeviceTimeout,
+    FastSteeringMirror,
+    Gimbal,
+    GimbalLimits,
+    MirrorRange,
+    PhotonDetector,
+    PulsedSource,
+    PulsePatternRecord,
+    TagBuffer,
+    TimeTagger,
+)
+from drivers.scpi import ScpiBiasSupply, ScpiInstrument, ScpiLaserSource
+from drivers.transport import (
+    ScriptedTransport,
+    SerialTransport,
+    TcpTransport,
+    Transport,
+    VisaTransport,
+    open_transport,
+)
+
+__all__ = [
+    "BeaconSensor",
+    "BeaconSpot",
+    "CommandInstrument",
+    "CommandProperty",
+    "Device",
+    "DeviceDisconnected",
+    "DeviceError",
+    "DeviceStatus",
+    "DeviceTimeout",
+    "DriverCounters",
+    "FastSteeringMirror",
+    "Gimbal",
+    "GimbalLimits",
+    "MirrorRange",
+    "PhotonDetector",
+    "PiGcsMirror",
+    "PtuGimbal",
+    "PulsePatternRecord",
+    "PulsedSource",
+    "QuadCellBeacon",
+    "ScpiBiasSupply",
+    "ScpiInstrument",
+    "ScpiLaserSource",
+    "ScriptedTransport",
+    "SerialTransport",
+    "TagBuffer",
+    "TcpTransport",
+    "TimeTagger",
+    "Transport",
+    "VisaTransport",
+    "control",
+    "declared_commands",
+    "measurement",
+    "open_transport",
+    "setting",
+    "strict_discrete_set",
+    "strict_int_range",
+    "strict_range",
+]

@@ -117,3 +117,152 @@ class TimeTagger(Device):
 
 class DeviceDisconnected(DeviceError, ConnectionError):
     """The link to an instrument is lost or cannot be opened; the message names the resource."""
+
+
+@dataclass(frozen=True)
+class GimbalLimits:
+    """The travel a gimbal allows, in degrees."""
+
+    az_min_deg: float
+    az_max_deg: float
+    el_min_deg: float
+    el_max_deg: float
+
+    def contains(self, az_deg: float, el_deg: float) -> bool:
+        """Get: whether a pointing lies within the limits."""
+        return (
+            self.az_min_deg <= az_deg <= self.az_max_deg
+            and self.el_min_deg <= el_deg <= self.el_max_deg
+        )
+
+
+class Gimbal(Device):
+    """A two-axis (azimuth/elevation) mount: coarse pointing of the telescope."""
+
+    @abstractmethod
+    async def move_to(self, az_deg: float, el_deg: float) -> None:
+        """Control: slew to an absolute pointing (position mode)."""
+
+    @abstractmethod
+    async def set_rate(self, az_rate_deg_s: float, el_rate_deg_s: float) -> None:
+        """Control: move at constant signed rates (velocity mode, for tracking)."""
+
+    @abstractmethod
+    async def halt(self) -> None:
+        """Control: stop both axes."""
+
+    @abstractmethod
+    async def position(self) -> tuple[float, float]:
+        """Measure: the current (azimuth, elevation) in degrees."""
+
+    @abstractmethod
+    async def rate(self) -> tuple[float, float]:
+        """Get: the commanded (azimuth, elevation) rates in degrees per second."""
+
+    @abstractmethod
+    async def limits(self) -> GimbalLimits:
+        """Get: the travel limits."""
+
+    @property
+    @abstractmethod
+    def limit_hits(self) -> tuple[str, ...]:
+        """Get: the axes ('az' or 'el') that ran into a limit, oldest first, since connect."""
+
+
+@dataclass(frozen=True)
+class MirrorRange:
+    """The tip/tilt travel of a fast-steering mirror, in microradians."""
+
+    tip_min_urad: float
+    tip_max_urad: float
+    tilt_min_urad: float
+    tilt_max_urad: float
+
+
+class FastSteeringMirror(Device):
+    """A tip/tilt mirror: fine pointing inside the telescope's field of view."""
+
+    @abstractmethod
+    async def set_servo(self, enabled: bool) -> None:
+        """Control: close (True) or open (False) the position servo loop on both axes."""
+
+    @abstractmethod
+    async def servo_enabled(self) -> bool:
+        """Get: whether the servo loop is closed on both axes."""
+
+    @abstractmethod
+    async def move_to(self, tip_urad: float, tilt_urad: float) -> None:
+        """Control: command an absolute tip/tilt."""
+
+    @abstractmethod
+    async def move_by(self, tip_step_urad: float, tilt_step_urad: float) -> None:
+        """Control: command a relative tip/tilt step."""
+
+    @abstractmethod
+    async def position(self) -> tuple[float, float]:
+        """Measure: the sensor readback (tip, tilt) in microradians."""
+
+    @abstractmethod
+    async def on_target(self) -> bool:
+        """Measure: whether both axes have settled on their targets."""
+
+    @abstractmethod
+    async def travel_range(self) -> MirrorRange:
+        """Get: the travel range."""
+
+
+@dataclass(frozen=True)
+class BeaconSpot:
+    """One beacon measurement: spot centroid (angle from boresight) and optical power."""
+
+    x_urad: float
+    y_urad: float
+    power_nw: float
+    valid: bool
+    frame: int
+
+
+class BeaconSensor(Device):
+    """A quad cell or camera on the beacon: where the satellite's beacon spot is."""
+
+    @abstractmethod
+    async def read_spot(self) -> BeaconSpot:
+        """Measure: the latest spot centroid and power."""
+
+    @abstractmethod
+    async def set_exposure(self, exposure_us: float) -> None:
+        """Set: integration (exposure) time in microseconds."""
+
+    @abstractmethod
+    async def exposure(self) -> float:
+        """Get: integration (exposure) time in microseconds."""
+
+
+class PhotonDetector(Device):
+    """Single-photon detectors behind one bias/gate controller, channels numbered from 1."""
+
+    channel_count: int
+
+    @abstractmethod
+    async def set_bias(self, channel: int, bias_v: float) -> None:
+        """Set: the bias voltage of a channel."""
+
+    @abstractmethod
+    async def bias(self, channel: int) -> float:
+        """Get: the bias set-point of a channel in volts."""
+
+    @abstractmethod
+    async def set_gate(self, channel: int, enabled: bool) -> None:
+        """Control: arm (True) or disarm (False) a channel's gate."""
+
+    @abstractmethod
+    async def gate_enabled(self, channel: int) -> bool:
+        """Get: whether a channel's gate is armed."""
+
+    @abstractmethod
+    async def temperature(self, channel: int) -> float:
+        """Measure: a channel's detector temperature in degrees Celsius."""
+
+    @abstractmethod
+    async def count_rate(self, channel: int) -> float:
+        """Measure: a channel's count rate in counts per second."""

@@ -99,7 +99,7 @@ class ProtocolConfig(_Model):
     eps_sec: Annotated[float, Field(gt=0.0, lt=1e-3)] = 1e-9
     eps_cor: Annotated[float, Field(gt=0.0, lt=1e-3)] = 1e-15
     qber_abort_threshold: Annotated[float, Field(gt=0.0, le=0.5)] = 0.11
-    cascade_passes: Annotated[int, Field(ge=1, le=16)] = 4
+    cascade_passes: Annotated[int, Field(ge=1, le=32)] = 16
     ec_efficiency_estimate: Annotated[float, Field(ge=1.0, le=2.0)] = 1.16
     sync_window_ps: Annotated[float, Field(gt=0.0, le=1e6)] = 1000.0
     frame_s: Annotated[float, Field(ge=0.01, le=10.0)] = 1.0
@@ -158,6 +158,45 @@ class AtpConfig(_Model):
     tracking_bandwidth_hz: Annotated[float, Field(gt=0.0, le=10000.0)] = 100.0
 
 
+class PolarisationConfig(_Model):
+    # predicted: a half-wave plate follows the ephemeris-predicted frame rotation;
+    # none: the frames are aligned once at QKD start and left alone.
+    compensation: Literal["predicted", "none"] = "predicted"
+    compensation_error_rms_deg: Annotated[float, Field(ge=0.0, le=90.0)] = 0.0
+
+
+class TaggerConfig(_Model):
+    resolution_ps: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+
+
+class TrackPointConfig(_Model):
+    unix_s: Annotated[float, Field(ge=0.0, le=4102444800.0)]
+    latitude_deg: Annotated[float, Field(ge=-90.0, le=90.0)]
+    longitude_deg: Annotated[float, Field(ge=-180.0, le=180.0)]
+    altitude_m: Annotated[float, Field(ge=-500.0, le=9000.0)] = 0.0
+
+
+class TrackConfig(_Model):
+    """A moving station's positions: a CSV file (relative to the station file's folder, columns
+    unix_s, latitude_deg, longitude_deg, altitude_m) or the points themselves."""
+
+    csv: str | None = None
+    points: list[TrackPointConfig] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TrackConfig:
+        if (self.csv is None) == (self.points is None):
+            raise ValueError("give exactly one of csv or points")
+        if self.points is not None:
+            if len(self.points) < 2:
+                raise ValueError(f"points needs at least 2 entries, got {len(self.points)}")
+            times = [p.unix_s for p in self.points]
+            for k in range(1, len(times)):
+                if not times[k] > times[k - 1]:
+                    raise ValueError(f"points[{k}].unix_s must be after points[{k - 1}].unix_s")
+        return self
+
+
 class StationConfig(_Model):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     description: str = ""
@@ -168,6 +207,9 @@ class StationConfig(_Model):
     atmosphere: AtmosphereConfig = AtmosphereConfig()
     background: BackgroundConfig = BackgroundConfig()
     atp: AtpConfig = AtpConfig()
+    polarisation: PolarisationConfig = PolarisationConfig()
+    tagger: TaggerConfig = TaggerConfig()
+    track: TrackConfig | None = None
 
 
 # --- scenario ----------------------------------------------------------------------------------
@@ -194,11 +236,25 @@ class WeatherConfig(_Model):
 
 class AttackConfig(_Model):
     intercept_resend_fraction: Fraction = 0.0
+    photon_number_splitting: bool = False
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> AttackConfig:
+        if self.photon_number_splitting and self.intercept_resend_fraction > 0.0:
+            raise ValueError(
+                "photon_number_splitting replaces the whole channel; "
+                "set intercept_resend_fraction to 0"
+            )
+        return self
 
 
 class SimulationConfig(_Model):
     clock_offset_ps: Annotated[float, Field(ge=-4000.0, le=4000.0)] = 1234.0
     preshared_auth_messages: Annotated[int, Field(ge=1000, le=10_000_000)] = 65536
+    # payload oscillator frequency offset against the station's clock (+ = payload fast)
+    clock_drift_ppb: Annotated[float, Field(ge=-10_000.0, le=10_000.0)] = 0.0
+    # start QKD no earlier than this after AOS (e.g. a short test pass near culmination)
+    qkd_start_after_aos_s: NonNegative | None = None
 
 
 class ScenarioConfig(_Model):
@@ -333,6 +389,12 @@ def load_scenario(path: str | Path, seed: int | None = None) -> Scenario:
     mission = load_model(MissionConfig, mission_path)
     station = load_model(StationConfig, station_path)
     return Scenario(path=path, scenario=scenario, mission=mission, station=station)
+
+
+def station_path(scenario: Scenario) -> Path:
+    """The station YAML file a loaded scenario names (for files the station refers to)."""
+    root = configs_root_for(scenario.path)
+    return _resolve_named(root, "stations", scenario.scenario.station, scenario.path, "station")
 
 
 def unix_seconds(instant: datetime) -> float:

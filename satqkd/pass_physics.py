@@ -1,12 +1,15 @@
 """The physics of one scenario's pass: which pass, its geometry frame by frame, the link
-budget with the ATP residual, and the detections the station's tagger sees in each frame.
+budget with the ATP residual, the polarisation frames, and the detections the station's
+tagger sees in each frame.
 
-This is the scenario's "nature": it knows the source's true pattern (photons carry it) and the
-true clock offset between payload and station, which the daemons must discover themselves.
+This is the scenario's "nature": it knows the source's true pattern (photons carry it), the
+true clock offset and oscillator drift between payload and station, and what an eavesdropper
+does, which the daemons must discover themselves.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,10 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from firmware_shims.source_sequencer import PulsePattern
-from satqkd.config import ConfigError, Scenario, unix_seconds
-from satqkd.wiring import station_of
+from satqkd.config import ConfigError, Scenario, station_path, unix_seconds
 from satqkd_core import rng
-from satqkd_core.ephemeris import topocentric
+from satqkd_core.ephemeris import (
+    Geometry,
+    Station,
+    StationTrack,
+    polarisation_frame_rotation_deg,
+    topocentric,
+)
+from satqkd_core.errors import InputError
 from satqkd_core.light_time import LightTimeModel
 from sim_backends import atp as atp_model
 from sim_backends.channel import (
@@ -26,11 +35,26 @@ from sim_backends.channel import (
     SourceModel,
     generate_frame_detections,
 )
-from sim_backends.link import Atmosphere, Background, ReceiverOptics, TransmitterOptics, link_budget
+from sim_backends.link import (
+    Atmosphere,
+    Background,
+    LinkBudget,
+    ReceiverOptics,
+    TransmitterOptics,
+    link_budget,
+)
 from sim_backends.orbit import PassWindow, find_passes, load_sample_tle, sun_synchronous_tle
+from sim_backends.polarisation import (
+    PolarisationCompensation,
+    combined_polarisation_error,
+    residual_misalignment_deg,
+)
+from sim_backends.station_track import read_station_track_csv, station_track_from_rows
+from sim_backends.tagger import TaggerModel, quantise_timestamps
 
 EPHEMERIS_STEP_S = 1.0
 PLAN_LEAD_S = 30.0
+_SPEED_OF_LIGHT_M_S = 299_792_458.0
 
 
 class NoPassError(ConfigError):
@@ -64,6 +88,18 @@ class PassPhysics:
     attack: AttackModel
     clock_offset_ps: float
     frame_seed_key: int
+    # polarisation frames per QKD frame: the geometric rotation, what compensation leaves of
+    # it, and the source's error with that misalignment added (probability of a bit flip)
+    frame_polarisation_rotation_deg: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros(0)
+    )
+    frame_polarisation_residual_deg: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros(0)
+    )
+    frame_polarisation_error: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    frame_elevation_deg: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    tagger: TaggerModel = dataclasses.field(default_factory=TaggerModel)
+    clock_drift_ppb: float = 0.0
 
     @property
     def n_frames(self) -> int:
@@ -81,23 +117,33 @@ class PassPhysics:
         first_pulse = k * self.pulses_per_frame
         qkd_start_ps = round((self.qkd_start_unix_s - tagger_epoch_unix_s) * 1e12)
         emission_start_ps = qkd_start_ps + first_pulse * period_ps
+        # The payload oscillator runs (1 + drift) fast: its pulses, and so its frames, come
+        # 1 / (1 + drift) as far apart as the station's clock expects.
+        drift = self.clock_drift_ppb * 1e-9
+        scale = 1.0 / (1.0 + drift)
+        frame_offset_s = k * self.frame_s * scale
         frame_start_rel_s = (
-            self.qkd_start_unix_s + k * self.frame_s - self.light_time.grid_start_unix_s
+            self.qkd_start_unix_s + frame_offset_s - self.light_time.grid_start_unix_s
         )
         delay0 = float(self.light_time.delay_at_emission_ps(np.array([frame_start_rel_s]))[0])
-        rate = float(np.interp(frame_start_rel_s, *self._range_rate_grid()) / 299_792_458.0)
+        rate = float(np.interp(frame_start_rel_s, *self._range_rate_grid()) / _SPEED_OF_LIGHT_M_S)
+        source = self.source
+        if self.frame_polarisation_error.size:
+            source = dataclasses.replace(
+                source, polarisation_error=float(self.frame_polarisation_error[k])
+            )
         frame = generate_frame_detections(
             pattern,
             first_pulse,
             self.pulses_per_frame,
-            self.source,
+            source,
             self.detectors,
             float(self.frame_transmittance[k]),
             float(self.frame_background_cps[k]),
             emission_start_ps,
             delay0,
-            rate,
-            self.clock_offset_ps,
+            rate if drift == 0.0 else (1.0 + rate) * scale - 1.0,
+            self.clock_offset_ps + (frame_offset_s - k * self.frame_s) * 1e12,
             int(rng.random_u64(self.frame_seed_key, np.array([k], dtype=np.int64))[0] >> 1),
             self.attack,
         )
@@ -106,16 +152,35 @@ class PassPhysics:
         if signal.any():
             # the channel model takes the delay as linear over the frame; light time curves
             # by up to ~100 ns over a second near culmination, so put the exact delay back in
-            emitted_ps = (frame.truth_pulse_index[signal] - first_pulse) * period_ps
+            emitted_ps = (frame.truth_pulse_index[signal] - first_pulse) * (period_ps * scale)
             exact = self.light_time.delay_at_emission_ps(frame_start_rel_s + emitted_ps * 1e-12)
             linear = delay0 + rate * emitted_ps
             ts[signal] += np.rint(exact - linear).astype(np.int64)
+        ts = quantise_timestamps(ts, self.tagger.resolution_ps)
         order = np.argsort(ts, kind="stable")
         return frame.channel[order], ts[order]
 
     def _range_rate_grid(self) -> tuple[np.ndarray, np.ndarray]:
         lt = self.light_time
         return lt.step_s * np.arange(lt.range_m.size), lt.range_rate_m_s
+
+
+def station_geometry(scenario: Scenario) -> Station | StationTrack:
+    """Where the station is for the ephemeris: its location, or its track if it moves."""
+    station = scenario.station
+    track = station.track
+    if track is None:
+        loc = station.location
+        return Station(loc.latitude_deg, loc.longitude_deg, loc.altitude_m)
+    source = station_path(scenario)
+    try:
+        if track.csv is not None:
+            return read_station_track_csv(source.parent / track.csv)
+        return station_track_from_rows(
+            (p.unix_s, p.latitude_deg, p.longitude_deg, p.altitude_m) for p in track.points or []
+        )
+    except InputError as exc:
+        raise ConfigError(f"{source}: track: {exc}") from None
 
 
 def _tle_for(scenario: Scenario, search_start: float) -> tuple[str, str]:
@@ -132,16 +197,17 @@ def choose_pass(scenario: Scenario) -> tuple[tuple[str, str], PassWindow]:
     """The scenario's pass: the n-th one in the search window that meets its criteria."""
     search = scenario.scenario.search
     start = unix_seconds(search.start_utc)
+    stop = start + search.days * 86400.0
     tle = _tle_for(scenario, start)
-    station = station_of(scenario.station)
-    passes = find_passes(
-        tle[0],
-        tle[1],
-        station,
-        start,
-        start + search.days * 86400.0,
-        scenario.station.min_elevation_deg,
-    )
+    station = station_geometry(scenario)
+    if isinstance(station, StationTrack) and not (
+        station.start_unix_s <= start and stop <= station.stop_unix_s
+    ):
+        raise ConfigError(
+            f"{scenario.path}: search: window {start:.0f} .. {stop:.0f} (unix s) must lie "
+            f"inside the station track {station.start_unix_s:.0f} .. {station.stop_unix_s:.0f}"
+        )
+    passes = find_passes(tle[0], tle[1], station, start, stop, scenario.station.min_elevation_deg)
     eligible = [
         p
         for p in passes
@@ -158,34 +224,134 @@ def choose_pass(scenario: Scenario) -> tuple[tuple[str, str], PassWindow]:
     return tle, eligible[search.pass_index]
 
 
-def plan_pass(scenario: Scenario, max_duration_s: float | None = None) -> PassPhysics:
-    """Everything about the pass that does not depend on what the daemons do."""
-    mission, station_cfg, sc = scenario.mission, scenario.station, scenario.scenario
-    tle, window = choose_pass(scenario)
-    station = station_of(station_cfg)
-    grid_start = math.floor(window.aos_unix_s) - 60.0
-    n_grid = math.ceil((window.los_unix_s + 60.0 - grid_start) / EPHEMERIS_STEP_S) + 1
-    grid = grid_start + EPHEMERIS_STEP_S * np.arange(n_grid)
-    geometry = topocentric(tle[0], tle[1], station, grid)
-    light_time = LightTimeModel(
-        grid_start, EPHEMERIS_STEP_S, geometry.range_m, geometry.range_rate_m_s
-    )
+@dataclass(frozen=True)
+class LinkTimeline:
+    """The link at chosen instants: geometry, ATP residual, budget and polarisation frames."""
 
-    atp_cfg = station_cfg.atp
-    atp = atp_model.AtpModel(
+    geometry: Geometry
+    pointing_error_urad: np.ndarray
+    budget: LinkBudget
+    polarisation_rotation_deg: np.ndarray
+    polarisation_residual_deg: np.ndarray
+    polarisation_error: np.ndarray
+
+
+def atp_of(scenario: Scenario) -> atp_model.AtpModel:
+    """The ATP model: the station's acquisition and loop, the payload's pointing residual."""
+    atp_cfg = scenario.station.atp
+    return atp_model.AtpModel(
         initial_pointing_uncertainty_urad=atp_cfg.initial_pointing_uncertainty_urad,
         acquisition_field_of_view_urad=atp_cfg.acquisition_field_of_view_urad,
         spiral_scan_rate_urad_per_s=atp_cfg.spiral_scan_rate_urad_per_s,
-        tracking_residual_rms_urad=mission.transmitter.pointing_residual_rms_urad,
+        tracking_residual_rms_urad=scenario.mission.transmitter.pointing_residual_rms_urad,
         tracking_bandwidth_hz=atp_cfg.tracking_bandwidth_hz,
     )
-    acquisition_s = float(atp_model.acquisition_time_s(atp, rng.derive_key(sc.seed, "atp/acq")))
+
+
+def link_timeline(
+    scenario: Scenario, tle: tuple[str, str], window: PassWindow, unix_s: np.ndarray
+) -> LinkTimeline:
+    """The link budget, ATP residual and polarisation frames at the given instants."""
+    mission, station_cfg, sc = scenario.mission, scenario.station, scenario.scenario
+    station = station_geometry(scenario)
+    geometry = topocentric(tle[0], tle[1], station, unix_s)
+    pointing = atp_model.tracking_residual_urad(
+        atp_of(scenario), unix_s, rng.derive_key(sc.seed, "atp/track")
+    )
+    tx_cfg, rx_cfg, atm_cfg = mission.transmitter, station_cfg.receiver, station_cfg.atmosphere
+    cloud = sc.weather.cloud
+    budget = link_budget(
+        geometry,
+        TransmitterOptics(
+            mission.source.wavelength_nm,
+            tx_cfg.aperture_diameter_m,
+            tx_cfg.divergence_urad,
+            tx_cfg.optics_efficiency,
+        ),
+        ReceiverOptics(
+            rx_cfg.aperture_diameter_m,
+            rx_cfg.optics_efficiency,
+            rx_cfg.field_of_view_urad,
+            rx_cfg.obscuration_diameter_m,
+            rx_cfg.filter_bandwidth_nm,
+        ),
+        Atmosphere(
+            zenith_loss_db=atm_cfg.zenith_loss_db,
+            weather=sc.weather.profile,
+            cloud_start_unix_s=window.aos_unix_s + cloud.start_s_after_aos if cloud else None,
+            cloud_stop_unix_s=window.aos_unix_s + cloud.start_s_after_aos + cloud.duration_s
+            if cloud
+            else None,
+            cloud_extra_loss_db=cloud.extra_loss_db if cloud else 0.0,
+            scintillation_index_zenith=atm_cfg.scintillation_index,
+        ),
+        Background(station_cfg.background.sky, station_cfg.background.radiance_w_m2_sr_nm),
+        pointing,
+        rng.derive_key(sc.seed, "scintillation"),
+    )
+    rotation = polarisation_frame_rotation_deg(tle[0], tle[1], station, unix_s)
+    pol = station_cfg.polarisation
+    residual = residual_misalignment_deg(
+        rotation,
+        PolarisationCompensation(pol.compensation, pol.compensation_error_rms_deg),
+        rng.derive_key(sc.seed, "polarisation/compensation"),
+    )
+    error = combined_polarisation_error(mission.source.polarisation_error, residual)
+    return LinkTimeline(geometry, pointing, budget, rotation, residual, error)
+
+
+def source_model(scenario: Scenario) -> SourceModel:
+    """The payload's source as the channel model takes it."""
+    src = scenario.mission.source
+    return SourceModel(
+        repetition_rate_hz=src.repetition_rate_hz,
+        intensities=tuple(src.intensities),
+        probabilities=tuple(src.probabilities),
+        basis_x_probability=src.basis_x_probability,
+        polarisation_error=src.polarisation_error,
+        intensity_fluctuation=src.intensity_fluctuation,
+    )
+
+
+def detector_model(scenario: Scenario) -> DetectorModel:
+    """The station's detectors as the channel model takes them."""
+    det = scenario.station.detectors
+    return DetectorModel(
+        efficiency=tuple(det.efficiency),
+        dark_count_rate_hz=det.dark_count_rate_hz,
+        timing_jitter_ps=det.timing_jitter_ps,
+        dead_time_ps=det.dead_time_ns * 1e3,
+        afterpulse_probability=det.afterpulse_probability,
+        basis_x_probability=det.basis_x_probability,
+    )
+
+
+def plan_pass(scenario: Scenario, max_duration_s: float | None = None) -> PassPhysics:
+    """Everything about the pass that does not depend on what the daemons do."""
+    mission, sc = scenario.mission, scenario.scenario
+    tle, window = choose_pass(scenario)
+    station = station_geometry(scenario)
+    grid_start = math.floor(window.aos_unix_s) - 60.0
+    n_grid = math.ceil((window.los_unix_s + 60.0 - grid_start) / EPHEMERIS_STEP_S) + 1
+    grid = grid_start + EPHEMERIS_STEP_S * np.arange(n_grid)
+    if isinstance(station, StationTrack):
+        # a moving station's grid must stay on its track (the track bounds the search window)
+        grid = grid[(grid >= station.start_unix_s) & (grid <= station.stop_unix_s)]
+    geometry = topocentric(tle[0], tle[1], station, grid)
+    light_time = LightTimeModel(
+        float(grid[0]), EPHEMERIS_STEP_S, geometry.range_m, geometry.range_rate_m_s
+    )
+    acquisition_s = float(
+        atp_model.acquisition_time_s(atp_of(scenario), rng.derive_key(sc.seed, "atp/acq"))
+    )
 
     # QKD from when the beacon is acquired and the elevation is above the mission's mask
     above = grid[geometry.elevation_deg >= mission.protocol.min_qkd_elevation_deg]
     if above.size == 0:
         raise NoPassError(f"{scenario.path}: pass never rises above the QKD elevation mask")
     start = max(math.ceil(above[0]), math.ceil(window.aos_unix_s + acquisition_s))
+    if sc.simulation.qkd_start_after_aos_s is not None:
+        start = max(start, math.ceil(window.aos_unix_s + sc.simulation.qkd_start_after_aos_s))
     stop = min(math.floor(above[-1]), math.floor(window.los_unix_s))
     frame_s = mission.protocol.frame_s
     if max_duration_s is not None:
@@ -202,45 +368,8 @@ def plan_pass(scenario: Scenario, max_duration_s: float | None = None) -> PassPh
             f"{scenario.path}: protocol.frame_s x source.repetition_rate_hz must be whole pulses"
         )
     frame_mid = start + frame_s * (np.arange(n_frames) + 0.5)
-    frame_geometry = topocentric(tle[0], tle[1], station, frame_mid)
-    pointing = atp_model.tracking_residual_urad(
-        atp, frame_mid, rng.derive_key(sc.seed, "atp/track")
-    )
-
-    tx_cfg, rx_cfg, atm_cfg = mission.transmitter, station_cfg.receiver, station_cfg.atmosphere
-    weather = sc.weather
-    cloud = weather.cloud
-    budget = link_budget(
-        frame_geometry,
-        TransmitterOptics(
-            mission.source.wavelength_nm,
-            tx_cfg.aperture_diameter_m,
-            tx_cfg.divergence_urad,
-            tx_cfg.optics_efficiency,
-        ),
-        ReceiverOptics(
-            rx_cfg.aperture_diameter_m,
-            rx_cfg.optics_efficiency,
-            rx_cfg.field_of_view_urad,
-            rx_cfg.obscuration_diameter_m,
-            rx_cfg.filter_bandwidth_nm,
-        ),
-        Atmosphere(
-            zenith_loss_db=atm_cfg.zenith_loss_db,
-            weather=weather.profile,
-            cloud_start_unix_s=window.aos_unix_s + cloud.start_s_after_aos if cloud else None,
-            cloud_stop_unix_s=window.aos_unix_s + cloud.start_s_after_aos + cloud.duration_s
-            if cloud
-            else None,
-            cloud_extra_loss_db=cloud.extra_loss_db if cloud else 0.0,
-            scintillation_index_zenith=atm_cfg.scintillation_index,
-        ),
-        Background(station_cfg.background.sky, station_cfg.background.radiance_w_m2_sr_nm),
-        pointing,
-        rng.derive_key(sc.seed, "scintillation"),
-    )
-    src = mission.source
-    det = station_cfg.detectors
+    link = link_timeline(scenario, tle, window, frame_mid)
+    attacks = sc.attacks
     return PassPhysics(
         tle=tle,
         window=window,
@@ -253,30 +382,25 @@ def plan_pass(scenario: Scenario, max_duration_s: float | None = None) -> PassPh
         elevation_grid_unix_s=grid,
         elevation_grid_deg=geometry.elevation_deg,
         frame_mid_unix_s=frame_mid,
-        frame_range_m=frame_geometry.range_m,
-        frame_transmittance=budget.transmittance,
-        frame_background_cps=budget.background_counts_per_s,
-        frame_total_loss_db=budget.total_loss_db,
-        frame_pointing_loss_db=budget.pointing_loss_db,
+        frame_range_m=link.geometry.range_m,
+        frame_transmittance=link.budget.transmittance,
+        frame_background_cps=link.budget.background_counts_per_s,
+        frame_total_loss_db=link.budget.total_loss_db,
+        frame_pointing_loss_db=link.budget.pointing_loss_db,
         acquisition_time_s=acquisition_s,
-        tracking_rms_urad=float(np.sqrt(np.mean(pointing**2))),
-        source=SourceModel(
-            repetition_rate_hz=src.repetition_rate_hz,
-            intensities=tuple(src.intensities),
-            probabilities=tuple(src.probabilities),
-            basis_x_probability=src.basis_x_probability,
-            polarisation_error=src.polarisation_error,
-            intensity_fluctuation=src.intensity_fluctuation,
+        tracking_rms_urad=float(np.sqrt(np.mean(link.pointing_error_urad**2))),
+        source=source_model(scenario),
+        detectors=detector_model(scenario),
+        attack=AttackModel(
+            intercept_resend_fraction=attacks.intercept_resend_fraction,
+            photon_number_splitting=attacks.photon_number_splitting,
         ),
-        detectors=DetectorModel(
-            efficiency=tuple(det.efficiency),
-            dark_count_rate_hz=det.dark_count_rate_hz,
-            timing_jitter_ps=det.timing_jitter_ps,
-            dead_time_ps=det.dead_time_ns * 1e3,
-            afterpulse_probability=det.afterpulse_probability,
-            basis_x_probability=det.basis_x_probability,
-        ),
-        attack=AttackModel(intercept_resend_fraction=sc.attacks.intercept_resend_fraction),
         clock_offset_ps=sc.simulation.clock_offset_ps,
         frame_seed_key=rng.derive_key(sc.seed, "channel/frames"),
+        frame_polarisation_rotation_deg=link.polarisation_rotation_deg,
+        frame_polarisation_residual_deg=link.polarisation_residual_deg,
+        frame_polarisation_error=link.polarisation_error,
+        frame_elevation_deg=link.geometry.elevation_deg,
+        tagger=TaggerModel(scenario.station.tagger.resolution_ps),
+        clock_drift_ppb=sc.simulation.clock_drift_ppb,
     )

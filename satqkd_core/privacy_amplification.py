@@ -18,7 +18,7 @@ bounded by a few N-point arrays plus `SPECTRA_BUDGET_BYTES` of cached spectra, w
 
 Rounding bound. For a cyclic convolution of real vectors a, b by a radix-2 FFT of length
 N = 2^k in IEEE double precision (eps = 2^-53) with twiddle factors accurate to eps, Percival
-(Math. Comp. 72 (2003) 387, Thm 5.1) gives, to first order,
+(Math. Comp. 72 (2003) 387, the error bound for FFT convolution) gives, to first order,
     ||computed - exact||_inf <= ||a||_2 ||b||_2 * eps * (3k + sqrt(5) (3k + 1) + 3k)
                              <= ||a||_2 ||b||_2 * eps * (13 k + 3).
 Here a, b are 0/1 vectors: in the blocked path ||x_c||_2 <= sqrt(B) and ||seed segment||_2 <=

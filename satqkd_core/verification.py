@@ -4,8 +4,8 @@ After error correction both ends hash their key with the same random hash key; t
 sends its tag and the ground compares. A key that still differs passes only if the hash
 collides.
 
-Hash family (Carter-Wegman polynomial hashing; e.g. Bernstein, "The Poly1305-AES message
-authentication code", 2005, Sec. 3, and Krawczyk, CRYPTO 1994, for the root-counting bound).
+Hash family: polynomial evaluation over a prime field (den Boer, J. Computer Security 2 (1993);
+the same construction as Bernstein's Poly1305, FSE 2005, over 2^61 - 1 here).
 The data bytes are cut into L words of 7 bytes (big-endian, the last one zero-padded), so every
 word is < 2^56 < p = 2^61 - 1; a final word holds the data length in bits, so that inputs of
 different lengths (or differing only in padding) never share a word list. For a hash key k in

@@ -24,6 +24,7 @@ import numpy as np
 from firmware_shims.source_sequencer import PulsePattern
 from satqkd_core import rng
 from satqkd_core.errors import InputError
+from sim_backends import pns
 
 __all__ = [
     "AFTERPULSE_TIME_CONSTANT_PS",
@@ -106,14 +107,30 @@ class SourceModel:
 
 @dataclass(frozen=True)
 class AttackModel:
-    """Intercept-resend on a fraction of the pulses (random basis; QBER 25 % on those)."""
+    """Eavesdropping on the quantum channel.
+
+    intercept_resend_fraction: Eve measures that fraction of the pulses in a random basis and
+    resends what she found (QBER 25 % on those). photon_number_splitting: Eve replaces the
+    channel by a lossless one and forwards only multi-photon pulses (sim_backends.pns).
+    """
 
     intercept_resend_fraction: float = 0.0
+    photon_number_splitting: bool = False
 
     def __post_init__(self) -> None:
         _check_range(
             self.intercept_resend_fraction, "AttackModel.intercept_resend_fraction", 0.0, 1.0
         )
+        if not isinstance(self.photon_number_splitting, bool):
+            raise InputError(
+                "AttackModel.photon_number_splitting must be a bool, "
+                f"got {self.photon_number_splitting!r}"
+            )
+        if self.photon_number_splitting and self.intercept_resend_fraction > 0.0:
+            raise InputError(
+                "AttackModel: photon_number_splitting replaces the whole channel; "
+                "intercept_resend_fraction must then be 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -679,33 +696,65 @@ def generate_frame_detections(
     mu = np.asarray(source.intensities, dtype=np.float64)
     efficiency = np.asarray(detectors.efficiency, dtype=np.float64)
     fluctuation_bound = 1.0 + _FLUCTUATION_CLIP_SIGMA * source.intensity_fluctuation
-    # Sum over detectors of route * efficiency never exceeds the best efficiency.
-    p_max = -math.expm1(-float(mu.max()) * fluctuation_bound * transmittance * efficiency.max())
+    if attack.photon_number_splitting:
+        # Eve calibrates on the mean detector efficiency: a balanced passive receiver sends
+        # each photon to a detector chosen at random.
+        forward = pns.forwarding_probability(
+            source.intensities, source.probabilities, float(efficiency.mean()), transmittance
+        )
+        # The click probability grows with mu and with the detection probability per photon.
+        p_max = forward * pns.multi_photon_click_probability(
+            min(float(mu.max()) * fluctuation_bound, 100.0), float(efficiency.max())
+        )
+    else:
+        # Sum over detectors of route * efficiency never exceeds the best efficiency.
+        p_max = -math.expm1(-float(mu.max()) * fluctuation_bound * transmittance * efficiency.max())
 
     offsets = candidate_offsets(
         np.uint64(rng.derive_key(frame_seed, "channel.candidates")), np.int64(n_pulses), p_max
     )
     basis, bit, intensity = _check_pattern(pattern(offsets + first_pulse), offsets.shape[0])
-    signal_t, signal_d, signal_g = signal_clicks(
-        np.uint64(rng.derive_key(frame_seed, "channel.signal")),
-        offsets,
-        basis,
-        bit,
-        intensity,
-        mu,
-        p_max,
-        transmittance,
-        efficiency,
-        detectors.basis_x_probability,
-        source.polarisation_error,
-        source.intensity_fluctuation,
-        attack.intercept_resend_fraction,
-        period_ps,
-        delay_ps,
-        delay_rate,
-        clock_offset_ps,
-        detectors.timing_jitter_ps,
-    )
+    if attack.photon_number_splitting:
+        signal_t, signal_d, signal_g = pns.pns_clicks(
+            np.uint64(rng.derive_key(frame_seed, "channel.signal")),
+            offsets,
+            basis,
+            bit,
+            intensity,
+            mu,
+            p_max,
+            forward,
+            efficiency,
+            detectors.basis_x_probability,
+            source.polarisation_error,
+            source.intensity_fluctuation,
+            period_ps,
+            delay_ps,
+            delay_rate,
+            clock_offset_ps,
+            detectors.timing_jitter_ps,
+        )
+    else:
+        signal_t, signal_d, signal_g = signal_clicks(
+            np.uint64(rng.derive_key(frame_seed, "channel.signal")),
+            offsets,
+            basis,
+            bit,
+            intensity,
+            mu,
+            p_max,
+            transmittance,
+            efficiency,
+            detectors.basis_x_probability,
+            source.polarisation_error,
+            source.intensity_fluctuation,
+            attack.intercept_resend_fraction,
+            period_ps,
+            delay_ps,
+            delay_rate,
+            clock_offset_ps,
+            detectors.timing_jitter_ps,
+        )
 
     # Dark and background counts: Poisson per detector, uniform over the frame's arrival span.
     frame_start = delay_ps + clock_offset_ps

@@ -1,0 +1,536 @@
+"""The spacecraft link to the QKD payload controller: ECSS PUS over CCSDS space packets.
+
+`PayloadLink` sends PUS-C telecommands (built with the `spacepackets` package) over a serial
+`Transport` and receives telemetry: service 1 verification (each TC waits for its acceptance
+and completion reports), 3 housekeeping, 5 event reports and 17 are-you-alive. Each packet on
+the line is preceded by the CCSDS attached sync marker 0x1ACFFC1D; a packet whose CRC-16 does
+not check, or whose header makes no sense, is counted and skipped, and the receiver
+re-synchronises on the next marker. The interface control document (APID, functions, failure
+codes, events, housekeeping layout) is declared below; the firmware side
+(`firmware_shims/payload_controller.py`) declares the same values and a test holds them equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import contextlib
+import enum
+import math
+import struct
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from spacepackets.ccsds.spacepacket import PacketType, SpacePacketHeader
+from spacepackets.ccsds.time import CdsShortTimestamp
+from spacepackets.ecss.tc import PusTc
+from spacepackets.ecss.tm import PusTm
+
+from drivers.interfaces import Device, DeviceError, DeviceStatus, DeviceTimeout
+from drivers.transport import Transport
+from satqkd_core.errors import InputError
+
+__all__ = [
+    "ASM",
+    "EVENTS",
+    "HOUSEKEEPING_FIELDS",
+    "PAYLOAD_APID",
+    "FunctionId",
+    "HousekeepingReport",
+    "LinkCounters",
+    "PayloadEvent",
+    "PayloadLink",
+    "TelecommandError",
+]
+
+# --- interface control document (mirrors firmware_shims/payload_controller.py) ----------------
+
+PAYLOAD_APID = 0x065
+ASM = bytes.fromhex("1ACFFC1D")
+HOUSEKEEPING_SID = 1
+MAX_PACKET_BYTES = 1024
+_TIMESTAMP_BYTES = 7  # CDS short, with its P-field
+
+
+class FunctionId(enum.IntEnum):
+    """Service 8 function ids: (8,1) app data is the id (u16) then the arguments."""
+
+    SOURCE_CONFIGURE = 0x0001
+    SOURCE_ENABLE = 0x0002
+    SOURCE_DISABLE = 0x0003
+    LOAD_PASS_PLAN = 0x0010
+    CLEAR_PASS_PLAN = 0x0011
+    RESET_COUNTERS = 0x0020
+
+
+FAILURE_CODES: dict[int, str] = {
+    1: "CRC_ERROR",
+    2: "UNKNOWN_SERVICE",
+    3: "BAD_APP_DATA",
+    4: "UNKNOWN_FUNCTION",
+    10: "INTERLOCK",
+    11: "INVALID_PARAMETER",
+    12: "UNKNOWN_SID",
+}
+
+EVENTS: dict[int, tuple[str, int, str, tuple[str, ...]]] = {
+    0x0101: ("SOURCE_ENABLED", 1, ">d", ("first_pulse_unix_s",)),
+    0x0102: ("SOURCE_DISABLED", 1, ">B", ("reason",)),
+    0x0103: ("PASS_PLAN_LOADED", 1, ">I", ("plan_id",)),
+    0x0104: ("PASS_PLAN_CLEARED", 1, ">I", ("plan_id",)),
+    0x0105: ("COUNTERS_RESET", 1, ">", ()),
+    0x0201: ("TC_REJECTED", 2, ">BBB", ("service", "subtype", "code")),
+    0x0401: ("LINK_LOST_SOURCE_SAFED", 4, ">f", ("silence_s",)),
+}
+
+HOUSEKEEPING_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("source_enabled", "B", ""),
+    ("disable_reason", "B", ""),
+    ("repetition_rate_hz", "d", "Hz"),
+    ("plan_id", "I", ""),
+    ("tc_accepted", "I", ""),
+    ("tc_rejected", "I", ""),
+    ("tc_failed", "I", ""),
+    ("bad_packets", "I", ""),
+    ("watchdog_trips", "H", ""),
+    ("link_silence_s", "f", "s"),
+    ("uptime_s", "d", "s"),
+    ("tm_dropped", "I", ""),
+)
+_HOUSEKEEPING = struct.Struct(">H" + "".join(code for _, code, _ in HOUSEKEEPING_FIELDS))
+_ACK_ACCEPTANCE_AND_COMPLETION = 0b1001
+_POLL_S = 0.5
+
+
+class _Clock(Protocol):
+    def now_unix_s(self) -> float: ...
+
+    async def sleep_until(self, unix_s: float) -> None: ...
+
+
+class TelecommandError(DeviceError):
+    """The payload controller refused or failed a telecommand; carries the failure code."""
+
+    def __init__(self, message: str, code: int, reason: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class HousekeepingReport:
+    """One (3,25) report: its SID, on-board time and the declared parameters."""
+
+    sid: int
+    unix_s: float
+    values: dict[str, float]
+
+
+@dataclass(frozen=True)
+class PayloadEvent:
+    """One (5,x) event report: id, name, severity (1 info .. 4 high), time and aux data."""
+
+    event_id: int
+    name: str
+    severity: int
+    unix_s: float
+    aux: dict[str, float]
+
+
+@dataclass
+class LinkCounters:
+    """Link statistics on the ground side."""
+
+    tc_sent: int = 0
+    tc_accepted: int = 0
+    tc_rejected: int = 0
+    tc_failed: int = 0
+    tc_timed_out: int = 0
+    tm_received: int = 0
+    bad_packets: int = 0
+    skipped_bytes: int = 0
+    unknown_tm: int = 0
+    unmatched_verifications: int = 0
+
+
+@dataclass
+class _PendingTc:
+    label: str
+    completed: asyncio.Future[None]
+    accepted: bool = False
+    reports: list[int] = field(default_factory=list)
+
+
+class PayloadLink(Device):
+    """Ground (or platform) side of the payload controller's PUS link over a transport."""
+
+    def __init__(
+        self,
+        name: str,
+        transport: Transport,
+        *,
+        apid: int = PAYLOAD_APID,
+        source_id: int = 1,
+        reply_timeout_s: float = 2.0,
+    ) -> None:
+        super().__init__(name)
+        if not isinstance(transport, Transport):
+            raise InputError(f"transport must be a Transport, got {type(transport).__name__}")
+        if not isinstance(apid, int) or not 0 <= apid < 0x7FF:
+            raise InputError(f"apid must be in 0..0x7FE, got {apid!r}")
+        if not isinstance(source_id, int) or not 0 <= source_id <= 0xFFFF:
+            raise InputError(f"source_id must be in 0..65535, got {source_id!r}")
+        if not isinstance(reply_timeout_s, (int, float)) or not reply_timeout_s > 0:
+            raise InputError(f"reply_timeout_s must be > 0, got {reply_timeout_s!r}")
+        self.transport = transport
+        self.apid = apid
+        self.source_id = source_id
+        self.reply_timeout_s = float(reply_timeout_s)
+        self.counters = LinkCounters()
+        self.housekeeping: dict[int, HousekeepingReport] = {}
+        self.events: list[PayloadEvent] = []
+        self.last_error = ""
+        self._sequence = 0
+        self._pending: dict[int, _PendingTc] = {}
+        self._rx = bytearray()
+        self._event_queue: asyncio.Queue[PayloadEvent] = asyncio.Queue()
+        self._housekeeping_arrived = asyncio.Event()
+        self._alive_replies = 0
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    async def connect(self, timeout_s: float = 5.0) -> None:
+        """Control: open the line, start receiving telemetry and check the controller answers."""
+        await self.transport.open(timeout_s)
+        self._rx.clear()
+        self._reader = asyncio.create_task(self._receive(), name=f"{self.name} telemetry")
+        await self.ping()
+
+    async def close(self) -> None:
+        """Control: stop receiving and release the line (the controller keeps its own state)."""
+        task, self._reader = self._reader, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.transport.close()
+
+    async def status(self) -> DeviceStatus:
+        """Measure: link state, counters and the latest housekeeping."""
+        latest = self.housekeeping.get(HOUSEKEEPING_SID)
+        receiving = self._reader is not None and not self._reader.done()
+        return DeviceStatus(
+            self.name,
+            f"PUS payload controller APID 0x{self.apid:03X}",
+            self.transport.connected,
+            self.transport.connected and receiving,
+            {
+                **asdict(self.counters),
+                "last_error": self.last_error,
+                "housekeeping": dict(latest.values) if latest else {},
+            },
+        )
+
+    # --- telecommands -------------------------------------------------------------------------
+
+    async def send_telecommand(
+        self, service: int, subtype: int, app_data: bytes = b"", *, label: str = ""
+    ) -> None:
+        """Control: send one TC and wait for its acceptance and completion reports."""
+        label = label or f"TC({service},{subtype})"
+        if self._reader is None or self._reader.done():
+            raise DeviceError(f"{self.name}: not connected")
+        async with self._lock:  # one sequence count per TC, in order on the line
+            sequence = self._sequence
+            self._sequence = (self._sequence + 1) & 0x3FFF
+            tc = PusTc(
+                service=service,
+                message_subtype=subtype,
+                apid=self.apid,
+                app_data=app_data,
+                seq_count=sequence,
+                source_id=self.source_id,
+                ack_flags=_ACK_ACCEPTANCE_AND_COMPLETION,
+            )
+            loop = asyncio.get_running_loop()
+            pending = _PendingTc(label, loop.create_future())
+            self._pending[sequence] = pending
+            try:
+                await self.transport.write(ASM + bytes(tc.pack()))
+            except DeviceError:
+                del self._pending[sequence]
+                raise
+            self.counters.tc_sent += 1
+        try:
+            await asyncio.wait_for(asyncio.shield(pending.completed), self.reply_timeout_s)
+        except TimeoutError:
+            self.counters.tc_timed_out += 1
+            stage = "completion" if pending.accepted else "acceptance"
+            raise DeviceTimeout(
+                f"{self.name}: no {stage} report for {label} within {self.reply_timeout_s:g} s"
+            ) from None
+        finally:
+            self._pending.pop(sequence, None)
+
+    async def ping(self) -> float:
+        """Measure: send are-you-alive (17,1); returns the round trip in seconds."""
+        replies = self._alive_replies
+        started = time.perf_counter()
+        await self.send_telecommand(17, 1, label="ARE_YOU_ALIVE")
+        if self._alive_replies == replies:
+            raise DeviceError(f"{self.name}: (17,1) completed without a (17,2) reply")
+        return time.perf_counter() - started
+
+    async def request_housekeeping(self, sid: int = HOUSEKEEPING_SID) -> HousekeepingReport:
+        """Measure: one-shot (3,27) report of a SID."""
+        self.housekeeping.pop(sid, None)
+        await self.send_telecommand(3, 27, struct.pack(">BH", 1, sid), label=f"HK_ONE_SHOT({sid})")
+        report = self.housekeeping.get(sid)
+        if report is None:
+            raise DeviceError(f"{self.name}: (3,27) completed without a report for SID {sid}")
+        return report
+
+    async def enable_periodic_housekeeping(self, sid: int = HOUSEKEEPING_SID) -> None:
+        """Control: (3,5) enable periodic reports of a SID."""
+        await self.send_telecommand(3, 5, struct.pack(">BH", 1, sid), label=f"HK_ENABLE({sid})")
+
+    async def disable_periodic_housekeeping(self, sid: int = HOUSEKEEPING_SID) -> None:
+        """Control: (3,6) disable periodic reports of a SID."""
+        await self.send_telecommand(3, 6, struct.pack(">BH", 1, sid), label=f"HK_DISABLE({sid})")
+
+    async def set_housekeeping_interval(
+        self, interval_s: float, sid: int = HOUSEKEEPING_SID
+    ) -> None:
+        """Set: (3,31) collection interval of a SID (>= 0.1 s, whole ms)."""
+        if not isinstance(interval_s, (int, float)) or not 0.1 <= interval_s <= 86_400:
+            raise InputError(f"interval_s must be in 0.1..86400 s, got {interval_s!r}")
+        data = struct.pack(">BHI", 1, sid, round(interval_s * 1000))
+        await self.send_telecommand(3, 31, data, label=f"HK_INTERVAL({sid})")
+
+    async def _function(self, function: FunctionId, arguments: bytes = b"") -> None:
+        data = struct.pack(">H", function) + arguments
+        await self.send_telecommand(8, 1, data, label=function.name)
+
+    async def configure_source(self, repetition_rate_hz: float) -> None:
+        """Set: the source's pulse repetition rate."""
+        await self._function(FunctionId.SOURCE_CONFIGURE, _f64(repetition_rate_hz, "rate"))
+
+    async def enable_source(self, first_pulse_unix_s: float) -> None:
+        """Control: start emitting, pulse 0 at first_pulse_unix_s (inside the loaded plan)."""
+        arguments = _f64(first_pulse_unix_s, "first_pulse_unix_s")
+        await self._function(FunctionId.SOURCE_ENABLE, arguments)
+
+    async def disable_source(self) -> None:
+        """Control: put the source in its safe state."""
+        await self._function(FunctionId.SOURCE_DISABLE)
+
+    async def load_pass_plan(
+        self,
+        plan_id: int,
+        station_id: int,
+        qkd_start_unix_s: float,
+        qkd_stop_unix_s: float,
+        repetition_rate_hz: float,
+    ) -> None:
+        """Control: load the pass plan whose QKD window the source interlock enforces."""
+        if not isinstance(plan_id, int) or not 0 <= plan_id <= 0xFFFFFFFF:
+            raise InputError(f"plan_id must be a u32, got {plan_id!r}")
+        if not isinstance(station_id, int) or not 0 <= station_id <= 0xFFFF:
+            raise InputError(f"station_id must be a u16, got {station_id!r}")
+        arguments = struct.pack(">IH", plan_id, station_id) + b"".join(
+            _f64(v, n)
+            for v, n in (
+                (qkd_start_unix_s, "qkd_start_unix_s"),
+                (qkd_stop_unix_s, "qkd_stop_unix_s"),
+                (repetition_rate_hz, "repetition_rate_hz"),
+            )
+        )
+        await self._function(FunctionId.LOAD_PASS_PLAN, arguments)
+
+    async def clear_pass_plan(self, plan_id: int) -> None:
+        """Control: unload a plan (and put the source in its safe state)."""
+        if not isinstance(plan_id, int) or not 0 <= plan_id <= 0xFFFFFFFF:
+            raise InputError(f"plan_id must be a u32, got {plan_id!r}")
+        await self._function(FunctionId.CLEAR_PASS_PLAN, struct.pack(">I", plan_id))
+
+    async def reset_counters(self) -> None:
+        """Control: RESET-COUNTERS on the controller."""
+        await self._function(FunctionId.RESET_COUNTERS)
+
+    async def next_event(self, timeout_s: float) -> PayloadEvent:
+        """Measure: the next event report (in arrival order)."""
+        try:
+            return await asyncio.wait_for(self._event_queue.get(), timeout_s)
+        except TimeoutError:
+            raise DeviceTimeout(f"{self.name}: no event report within {timeout_s:g} s") from None
+
+    async def keep_alive(self, interval_s: float, clock: _Clock) -> None:
+        """Control: ping every interval_s of `clock` (feeds the controller's link watchdog)."""
+        if not isinstance(interval_s, (int, float)) or not interval_s > 0:
+            raise InputError(f"interval_s must be > 0, got {interval_s!r}")
+        next_ping = clock.now_unix_s()
+        while True:
+            try:
+                await self.ping()
+            except DeviceError as exc:
+                self.last_error = str(exc)  # keep trying: the watchdog decides, not this loop
+            next_ping += interval_s
+            await clock.sleep_until(next_ping)
+
+    # --- telemetry ----------------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        while True:
+            try:
+                chunk = await self.transport.read_available(_POLL_S)
+            except DeviceTimeout:
+                continue
+            except DeviceError as exc:
+                self.last_error = str(exc)
+                for pending in self._pending.values():
+                    if not pending.completed.done():
+                        pending.completed.set_exception(
+                            DeviceError(f"{self.name}: link lost: {exc}")
+                        )
+                return
+            self._rx += chunk
+            for packet in self._extract_packets():
+                self._dispatch(packet)
+
+    def _extract_packets(self) -> list[bytes]:
+        """Cut sync-marked packets with a good CRC out of the buffer; count and skip the rest."""
+        packets = []
+        while True:
+            start = self._rx.find(ASM)
+            if start < 0:
+                keep = len(ASM) - 1
+                if len(self._rx) > keep:
+                    self.counters.skipped_bytes += len(self._rx) - keep
+                    del self._rx[: len(self._rx) - keep]
+                return packets
+            if start:
+                self.counters.skipped_bytes += start
+                del self._rx[:start]
+            if len(self._rx) < len(ASM) + 6:
+                return packets
+            length = struct.unpack_from(">H", self._rx, len(ASM) + 4)[0] + 7
+            if length > MAX_PACKET_BYTES:
+                self._bad_packet(f"length {length} > {MAX_PACKET_BYTES}")
+                continue
+            if len(self._rx) < len(ASM) + length:
+                return packets
+            packet = bytes(self._rx[len(ASM) : len(ASM) + length])
+            if binascii.crc_hqx(packet, 0xFFFF) != 0:  # CRC-16/CCITT incl. the packet's CRC
+                self._bad_packet("CRC-16 mismatch")
+                continue
+            del self._rx[: len(ASM) + length]
+            packets.append(packet)
+
+    def _bad_packet(self, reason: str) -> None:
+        # drop only the marker: the real next packet may start inside what looked like this one
+        self.counters.bad_packets += 1
+        self.counters.skipped_bytes += 1
+        self.last_error = f"bad packet: {reason}"
+        del self._rx[:1]
+
+    def _dispatch(self, packet: bytes) -> None:
+        header = SpacePacketHeader.unpack(packet)
+        if header.packet_type != PacketType.TM or header.apid != self.apid:
+            self.counters.unknown_tm += 1
+            return
+        try:
+            tm = PusTm.unpack(packet, timestamp_len=_TIMESTAMP_BYTES)
+            unix_s = CdsShortTimestamp.unpack(tm.timestamp).as_unix_seconds()
+        except Exception as exc:  # malformed secondary header or timestamp
+            self.counters.bad_packets += 1
+            self.last_error = f"bad packet: {exc}"
+            return
+        self.counters.tm_received += 1
+        data = bytes(tm.source_data)
+        handlers = {1: self._on_verification, 3: self._on_housekeeping, 5: self._on_event}
+        if tm.service == 17 and tm.message_subtype == 2:
+            self._alive_replies += 1
+        elif tm.service in handlers:
+            try:
+                handlers[tm.service](tm.message_subtype, data, unix_s)
+            except (struct.error, KeyError, ValueError) as exc:
+                self.counters.bad_packets += 1
+                self.last_error = f"bad ({tm.service},{tm.message_subtype}) report: {exc}"
+        else:
+            self.counters.unknown_tm += 1
+
+    def _on_verification(self, subtype: int, data: bytes, unix_s: float) -> None:
+        packet_id, control = struct.unpack_from(">HH", data)
+        pending = self._pending.get(control & 0x3FFF)
+        tc_apid = packet_id & 0x7FF
+        if pending is None or tc_apid != self.apid:
+            self.counters.unmatched_verifications += 1
+            return
+        pending.reports.append(subtype)
+        if subtype == 1:
+            pending.accepted = True
+            self.counters.tc_accepted += 1
+            return
+        if pending.completed.done():
+            return  # a report after the outcome (a duplicate on the line): nothing to decide
+        if subtype == 7:
+            pending.completed.set_result(None)
+            return
+        code = data[4] if len(data) > 4 else 0
+        reason = data[5:].decode("utf-8", errors="replace")
+        name = FAILURE_CODES.get(code, f"code {code}")
+        if subtype == 2:
+            self.counters.tc_rejected += 1
+            stage = "rejected"
+        else:
+            self.counters.tc_failed += 1
+            stage = "failed"
+        pending.completed.set_exception(
+            TelecommandError(
+                f"{self.name}: {pending.label} {stage}: {name}: {reason}", code, reason
+            )
+        )
+
+    def _on_housekeeping(self, subtype: int, data: bytes, unix_s: float) -> None:
+        if subtype != 25:
+            self.counters.unknown_tm += 1
+            return
+        sid, *values = _HOUSEKEEPING.unpack(data)
+        if sid != HOUSEKEEPING_SID:
+            raise KeyError(f"SID {sid}")
+        names = [name for name, _, _ in HOUSEKEEPING_FIELDS]
+        self.housekeeping[sid] = HousekeepingReport(
+            sid, unix_s, dict(zip(names, values, strict=True))
+        )
+        self._housekeeping_arrived.set()
+
+    def _on_event(self, subtype: int, data: bytes, unix_s: float) -> None:
+        (event_id,) = struct.unpack_from(">H", data)
+        name, severity, layout, fields = EVENTS[event_id]
+        if severity != subtype:
+            raise ValueError(f"event {name} reported with severity {subtype}, declared {severity}")
+        aux = struct.unpack(layout, data[2:])
+        event = PayloadEvent(event_id, name, severity, unix_s, dict(zip(fields, aux, strict=True)))
+        self.events.append(event)
+        self._event_queue.put_nowait(event)
+
+    async def wait_for_housekeeping(self, timeout_s: float) -> HousekeepingReport:
+        """Measure: the next housekeeping report to arrive (periodic or one-shot)."""
+        self._housekeeping_arrived.clear()
+        try:
+            await asyncio.wait_for(self._housekeeping_arrived.wait(), timeout_s)
+        except TimeoutError:
+            raise DeviceTimeout(
+                f"{self.name}: no housekeeping report within {timeout_s:g} s"
+            ) from None
+        return self.housekeeping[HOUSEKEEPING_SID]
+
+
+def _f64(value: Any, name: str) -> bytes:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    return struct.pack(">d", float(value))

@@ -1,0 +1,629 @@
+"""The payload controller firmware behind the spacecraft link: ECSS PUS over CCSDS on a serial line.
+
+The QKD payload's controller (an MCU next to the source) takes telecommands from the platform
+and answers with telemetry, as CCSDS space packets (CCSDS 133.0-B-2) carrying ECSS-E-ST-70-41C
+(PUS-C) services, each packet preceded by the CCSDS attached sync marker 0x1ACFFC1D
+(CCSDS 131.0-B) so a receiver can find packet boundaries again after line noise. Every packet
+ends with the PUS CRC-16/CCITT (init 0xFFFF). This shim runs as an asyncio task on a pty, so the
+ground-side driver (`drivers.payload_link.PayloadLink`) opens a real serial device.
+
+Services (the interface control document; `drivers/payload_link.py` mirrors it and a test holds
+the two equal):
+
+| TC | app data | effect |
+|---|---|---|
+| (17,1) are-you-alive / NO-OP | - | TM (17,2) |
+| (3,27) one-shot housekeeping | N u8, N x SID u16 | TM (3,25) per SID |
+| (3,5) / (3,6) enable / disable periodic housekeeping | N u8, N x SID u16 | |
+| (3,31) modify collection interval | N u8, N x (SID u16, interval_ms u32) | |
+| (8,1) perform function | function id u16, arguments | see FunctionId |
+
+TM: (1,1)/(1,2) acceptance success/failure, (1,7)/(1,8) completion success/failure (failure
+notice: code u8, then a UTF-8 reason), (3,25) housekeeping report (SID u16, then the fields of
+HOUSEKEEPING_FIELDS), (5,1..4) event reports by severity (event id u16, then EVENTS' aux data),
+(17,2) alive. Success reports follow the TC's acknowledgement flags; failures are always sent.
+
+The source interlock: the source may only be enabled inside a loaded pass plan's QKD window, is
+disabled at the window's end, and is put in its safe state (disabled) when no valid telecommand
+has arrived for `link_timeout_s` ("the laser goes to its safe state when the payload loses its
+link"). Counters follow flight practice (F Prime, cFS): accepted, rejected at acceptance,
+failed at completion, bad packets; RESET_COUNTERS clears them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import contextlib
+import enum
+import math
+import os
+import struct
+import tty
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from spacepackets.ccsds.spacepacket import PacketType, SpacePacketHeader
+from spacepackets.ccsds.time import CdsShortTimestamp
+from spacepackets.ecss.tc import PusTc
+from spacepackets.ecss.tm import PusTm
+
+from satqkd_core.errors import InputError
+
+__all__ = [
+    "ASM",
+    "EVENTS",
+    "HOUSEKEEPING_FIELDS",
+    "HOUSEKEEPING_SID",
+    "PAYLOAD_APID",
+    "ControllerCounters",
+    "DisableReason",
+    "FailureCode",
+    "FunctionId",
+    "PayloadController",
+]
+
+PAYLOAD_APID = 0x065
+ASM = bytes.fromhex("1ACFFC1D")
+MAX_PACKET_BYTES = 1024
+HOUSEKEEPING_SID = 1
+_HEADER_BYTES = 6
+_TIMESTAMP_BYTES = 7
+_TX_LIMIT_BYTES = 64 * 1024  # telemetry queued for a reader that does not read is dropped
+
+
+class FunctionId(enum.IntEnum):
+    """Service 8 functions: (8,1) app data is the id (u16) then the arguments shown."""
+
+    SOURCE_CONFIGURE = 0x0001  # f64 repetition_rate_hz
+    SOURCE_ENABLE = 0x0002  # f64 first_pulse_unix_s
+    SOURCE_DISABLE = 0x0003  # -
+    LOAD_PASS_PLAN = 0x0010  # u32 plan_id, u16 station_id, f64 qkd_start, f64 qkd_stop, f64 rate
+    CLEAR_PASS_PLAN = 0x0011  # u32 plan_id
+    RESET_COUNTERS = 0x0020  # -
+
+
+FUNCTION_ARGUMENTS: dict[FunctionId, str] = {
+    FunctionId.SOURCE_CONFIGURE: ">d",
+    FunctionId.SOURCE_ENABLE: ">d",
+    FunctionId.SOURCE_DISABLE: ">",
+    FunctionId.LOAD_PASS_PLAN: ">IHddd",
+    FunctionId.CLEAR_PASS_PLAN: ">I",
+    FunctionId.RESET_COUNTERS: ">",
+}
+
+
+class FailureCode(enum.IntEnum):
+    """Failure notice codes of (1,2) acceptance and (1,8) completion failures."""
+
+    CRC_ERROR = 1
+    UNKNOWN_SERVICE = 2
+    BAD_APP_DATA = 3
+    UNKNOWN_FUNCTION = 4
+    INTERLOCK = 10
+    INVALID_PARAMETER = 11
+    UNKNOWN_SID = 12
+
+
+class DisableReason(enum.IntEnum):
+    """Why the source last went to its safe state."""
+
+    NONE = 0
+    COMMANDED = 1
+    PLAN_ENDED = 2
+    LINK_WATCHDOG = 3
+    PLAN_CLEARED = 4
+
+
+# Event id -> (name, PUS severity subtype 1 info .. 4 high, aux struct format, aux field names)
+EVENTS: dict[int, tuple[str, int, str, tuple[str, ...]]] = {
+    0x0101: ("SOURCE_ENABLED", 1, ">d", ("first_pulse_unix_s",)),
+    0x0102: ("SOURCE_DISABLED", 1, ">B", ("reason",)),
+    0x0103: ("PASS_PLAN_LOADED", 1, ">I", ("plan_id",)),
+    0x0104: ("PASS_PLAN_CLEARED", 1, ">I", ("plan_id",)),
+    0x0105: ("COUNTERS_RESET", 1, ">", ()),
+    0x0201: ("TC_REJECTED", 2, ">BBB", ("service", "subtype", "code")),
+    0x0401: ("LINK_LOST_SOURCE_SAFED", 4, ">f", ("silence_s",)),
+}
+_EVENT_ID = {name: event_id for event_id, (name, *_rest) in EVENTS.items()}
+
+# SID 1 housekeeping: (name, struct code, unit), packed big-endian in this order after the SID.
+HOUSEKEEPING_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("source_enabled", "B", ""),
+    ("disable_reason", "B", ""),
+    ("repetition_rate_hz", "d", "Hz"),
+    ("plan_id", "I", ""),
+    ("tc_accepted", "I", ""),
+    ("tc_rejected", "I", ""),
+    ("tc_failed", "I", ""),
+    ("bad_packets", "I", ""),
+    ("watchdog_trips", "H", ""),
+    ("link_silence_s", "f", "s"),
+    ("uptime_s", "d", "s"),
+    ("tm_dropped", "I", ""),
+)
+_HOUSEKEEPING = struct.Struct(">H" + "".join(code for _, code, _ in HOUSEKEEPING_FIELDS))
+
+
+class _Clock(Protocol):
+    def now_unix_s(self) -> float: ...
+
+    async def sleep_until(self, unix_s: float) -> None: ...
+
+
+@dataclass
+class ControllerCounters:
+    """Command and packet counters reported in housekeeping."""
+
+    tc_accepted: int = 0
+    tc_rejected: int = 0
+    tc_failed: int = 0
+    bad_packets: int = 0
+    foreign_packets: int = 0
+    watchdog_trips: int = 0
+    tm_sent: int = 0
+    tm_dropped: int = 0
+
+
+@dataclass(frozen=True)
+class _PassPlan:
+    plan_id: int
+    station_id: int
+    qkd_start_unix_s: float
+    qkd_stop_unix_s: float
+    repetition_rate_hz: float
+
+
+class _CommandFailure(Exception):
+    def __init__(self, code: FailureCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class PayloadController:
+    """Payload controller firmware emulation on a pty (or any pair of file descriptors)."""
+
+    def __init__(
+        self,
+        clock: _Clock,
+        *,
+        link_timeout_s: float = 10.0,
+        housekeeping_interval_s: float = 5.0,
+        tick_s: float = 0.1,
+        apid: int = PAYLOAD_APID,
+    ) -> None:
+        for value, name in (
+            (link_timeout_s, "link_timeout_s"),
+            (housekeeping_interval_s, "housekeeping_interval_s"),
+            (tick_s, "tick_s"),
+        ):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise InputError(f"{name} must be a positive number of seconds, got {value!r}")
+        if not isinstance(apid, int) or not 0 <= apid < 0x7FF:
+            raise InputError(f"apid must be in 0..0x7FE, got {apid!r}")
+        self.clock = clock
+        self.link_timeout_s = float(link_timeout_s)
+        self.tick_s = float(tick_s)
+        self.apid = apid
+        self.counters = ControllerCounters()
+        self.source_enabled = False
+        self.disable_reason = DisableReason.NONE
+        self.repetition_rate_hz = 0.0
+        self.first_pulse_unix_s: float | None = None
+        self.plan: _PassPlan | None = None
+        self.source_history: list[tuple[float, bool, DisableReason]] = []
+        self.events: list[tuple[float, str, tuple]] = []
+        self.periodic_housekeeping = True
+        self.housekeeping_interval_s = float(housekeeping_interval_s)
+        self.on_source_change: Callable[[bool], None] | None = None
+        self._boot_unix_s = clock.now_unix_s()
+        self._last_valid_tc_unix_s = self._boot_unix_s
+        self._next_housekeeping_unix_s = self._boot_unix_s + self.housekeeping_interval_s
+        self._tm_sequence = 0
+        self._message_counter = 0
+        self._rx = bytearray()
+        self._rx_ready = asyncio.Event()
+        self._tx = bytearray()
+        self._fd: int | None = None
+        self._slave_fd: int | None = None
+        self.port_path: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- the serial line ----------------------------------------------------------------------
+
+    def open_pty(self) -> str:
+        """Control: create a raw pty; returns the device path the ground driver opens."""
+        master, slave = os.openpty()
+        tty.setraw(slave)  # no echo, no line editing: a binary serial line
+        os.set_blocking(master, False)
+        self._fd, self._slave_fd = master, slave
+        self.port_path = os.ttyname(slave)
+        return self.port_path
+
+    async def start(self) -> None:
+        """Control: start reading the line and the periodic (housekeeping, watchdog) loop."""
+        if self._fd is None:
+            self.open_pty()
+        assert self._fd is not None
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._fd, self._on_readable)
+        self._tasks = [
+            asyncio.create_task(self._serve_line(), name="payload controller line"),
+            asyncio.create_task(self._periodic(), name="payload controller periodic"),
+        ]
+
+    async def close(self) -> None:
+        """Control: stop the tasks and close the pty."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._fd is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._fd)
+            loop.remove_writer(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        if self._slave_fd is not None:
+            os.close(self._slave_fd)
+            self._slave_fd = None
+
+    async def __aenter__(self) -> PayloadController:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _on_readable(self) -> None:
+        assert self._fd is not None
+        try:
+            data = os.read(self._fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # EIO while no slave is open: nothing to read
+        self._rx += data
+        self._rx_ready.set()
+
+    def _send(self, packet: bytes) -> None:
+        if len(self._tx) + len(packet) + len(ASM) > _TX_LIMIT_BYTES:
+            self.counters.tm_dropped += 1
+            return
+        self._tx += ASM + packet
+        self.counters.tm_sent += 1
+        self._flush_tx()
+
+    def _flush_tx(self) -> None:
+        if self._fd is None:
+            return
+        loop = asyncio.get_running_loop()
+        while self._tx:
+            try:
+                written = os.write(self._fd, self._tx)
+            except BlockingIOError:
+                loop.add_writer(self._fd, self._flush_tx)
+                return
+            del self._tx[:written]
+        loop.remove_writer(self._fd)
+
+    # --- receive side ---------------------------------------------------------------------------
+
+    async def _serve_line(self) -> None:
+        while True:
+            await self._rx_ready.wait()
+            self._rx_ready.clear()
+            for packet in self._extract_packets():
+                self._handle_packet(packet)
+
+    def _extract_packets(self) -> list[bytes]:
+        """Cut whole sync-marked packets out of the receive buffer; count what is not one."""
+        packets = []
+        while True:
+            start = self._rx.find(ASM)
+            if start < 0:
+                keep = len(ASM) - 1  # a marker may straddle the next read
+                if len(self._rx) > keep:
+                    del self._rx[: len(self._rx) - keep]
+                return packets
+            if start > 0:
+                del self._rx[:start]
+            if len(self._rx) < len(ASM) + _HEADER_BYTES:
+                return packets
+            length = struct.unpack_from(">H", self._rx, len(ASM) + 4)[0] + 7
+            if length > MAX_PACKET_BYTES:
+                self.counters.bad_packets += 1
+                del self._rx[:1]  # a false marker or a corrupt length: look for the next one
+                continue
+            if len(self._rx) < len(ASM) + length:
+                return packets
+            packets.append(bytes(self._rx[len(ASM) : len(ASM) + length]))
+            del self._rx[: len(ASM) + length]
+
+    def _handle_packet(self, packet: bytes) -> None:
+        header = SpacePacketHeader.unpack(packet)
+        if header.packet_type != PacketType.TC or header.apid != self.apid:
+            self.counters.foreign_packets += 1
+            return
+        if binascii.crc_hqx(packet, 0xFFFF) != 0:  # CRC-16/CCITT over packet and its CRC
+            self.counters.bad_packets += 1
+            self._reject_unparsed(packet, FailureCode.CRC_ERROR, "CRC-16 mismatch")
+            return
+        try:
+            tc = PusTc.unpack(packet)
+        except Exception as exc:  # spacepackets raises several types for malformed headers
+            self.counters.bad_packets += 1
+            self._reject_unparsed(packet, FailureCode.BAD_APP_DATA, f"malformed TC: {exc}")
+            return
+        self._last_valid_tc_unix_s = self.clock.now_unix_s()
+        self._execute(tc)
+
+    def _reject_unparsed(self, packet: bytes, code: FailureCode, reason: str) -> None:
+        """Acceptance failure for a TC whose primary header is readable but whose body is not."""
+        self.counters.tc_rejected += 1
+        service = packet[7] if len(packet) > 8 else 0
+        subtype = packet[8] if len(packet) > 8 else 0
+        self._verification(packet[:4], 2, code, reason)
+        self._event("TC_REJECTED", service, subtype, int(code))
+
+    # --- command execution ----------------------------------------------------------------------
+
+    def _execute(self, tc: PusTc) -> None:
+        request_id = bytes(tc.sp_header.pack()[:4])
+        ack = tc.pus_tc_sec_header.ack_flags
+        key = (tc.service, tc.message_subtype)
+        handler = self._handlers().get(key)
+        try:
+            if handler is None:
+                raise _CommandFailure(FailureCode.UNKNOWN_SERVICE, f"no TC ({key[0]},{key[1]})")
+            action = handler(bytes(tc.app_data))  # parse: failures here are acceptance failures
+        except _CommandFailure as failure:
+            self.counters.tc_rejected += 1
+            self._verification(request_id, 2, failure.code, failure.reason)
+            self._event("TC_REJECTED", tc.service, tc.message_subtype, int(failure.code))
+            return
+        self.counters.tc_accepted += 1
+        if ack & 0b1000:
+            self._verification(request_id, 1)
+        try:
+            action()
+        except _CommandFailure as failure:
+            self.counters.tc_failed += 1
+            self._verification(request_id, 8, failure.code, failure.reason)
+            return
+        if ack & 0b0001:
+            self._verification(request_id, 7)
+
+    def _handlers(self) -> dict[tuple[int, int], Callable[[bytes], Callable[[], None]]]:
+        return {
+            (17, 1): lambda data: self._parse_none(data, lambda: self._send_tm(17, 2, b"")),
+            (3, 27): lambda data: self._parse_sids(data, self._one_shot_housekeeping),
+            (3, 5): lambda data: self._parse_sids(data, lambda _: self._set_periodic(True)),
+            (3, 6): lambda data: self._parse_sids(data, lambda _: self._set_periodic(False)),
+            (3, 31): self._parse_interval,
+            (8, 1): self._parse_function,
+        }
+
+    @staticmethod
+    def _parse_none(data: bytes, action: Callable[[], None]) -> Callable[[], None]:
+        if data:
+            raise _CommandFailure(
+                FailureCode.BAD_APP_DATA, f"expected no app data, got {len(data)}"
+            )
+        return action
+
+    def _parse_sids(self, data: bytes, action: Callable[[list[int]], None]) -> Callable[[], None]:
+        if not data or len(data) != 1 + 2 * data[0]:
+            raise _CommandFailure(FailureCode.BAD_APP_DATA, "expected N u8 then N SIDs u16")
+        sids = list(struct.unpack_from(f">{data[0]}H", data, 1))
+
+        def run() -> None:
+            unknown = [sid for sid in sids if sid != HOUSEKEEPING_SID]
+            if unknown:
+                raise _CommandFailure(FailureCode.UNKNOWN_SID, f"no housekeeping SID {unknown}")
+            action(sids)
+
+        return run
+
+    def _parse_interval(self, data: bytes) -> Callable[[], None]:
+        if not data or len(data) != 1 + 6 * data[0]:
+            raise _CommandFailure(FailureCode.BAD_APP_DATA, "expected N u8 then N (SID, ms)")
+        pairs = [struct.unpack_from(">HI", data, 1 + 6 * i) for i in range(data[0])]
+
+        def run() -> None:
+            for sid, interval_ms in pairs:
+                if sid != HOUSEKEEPING_SID:
+                    raise _CommandFailure(FailureCode.UNKNOWN_SID, f"no housekeeping SID {sid}")
+                if interval_ms < 100:
+                    raise _CommandFailure(
+                        FailureCode.INVALID_PARAMETER, f"interval {interval_ms} ms < 100 ms"
+                    )
+                self.housekeeping_interval_s = interval_ms / 1000.0
+                self._next_housekeeping_unix_s = (
+                    self.clock.now_unix_s() + self.housekeeping_interval_s
+                )
+
+        return run
+
+    def _parse_function(self, data: bytes) -> Callable[[], None]:
+        if len(data) < 2:
+            raise _CommandFailure(FailureCode.BAD_APP_DATA, "expected a function id u16")
+        raw_id = struct.unpack_from(">H", data)[0]
+        try:
+            function = FunctionId(raw_id)
+        except ValueError:
+            raise _CommandFailure(
+                FailureCode.UNKNOWN_FUNCTION, f"no function 0x{raw_id:04X}"
+            ) from None
+        layout = struct.Struct(FUNCTION_ARGUMENTS[function])
+        if len(data) - 2 != layout.size:
+            raise _CommandFailure(
+                FailureCode.BAD_APP_DATA,
+                f"{function.name} takes {layout.size} argument bytes, got {len(data) - 2}",
+            )
+        arguments = layout.unpack_from(data, 2)
+        if any(isinstance(a, float) and not math.isfinite(a) for a in arguments):
+            raise _CommandFailure(FailureCode.BAD_APP_DATA, f"{function.name}: non-finite argument")
+        return lambda: self._perform(function, arguments)
+
+    def _perform(self, function: FunctionId, arguments: tuple) -> None:
+        now = self.clock.now_unix_s()
+        if function is FunctionId.SOURCE_CONFIGURE:
+            (rate,) = arguments
+            if not 0.0 < rate <= 10e9:
+                raise _CommandFailure(FailureCode.INVALID_PARAMETER, f"rate {rate} Hz")
+            if self.source_enabled:
+                raise _CommandFailure(FailureCode.INTERLOCK, "cannot change rate while emitting")
+            self.repetition_rate_hz = rate
+        elif function is FunctionId.SOURCE_ENABLE:
+            self._enable_source(arguments[0], now)
+        elif function is FunctionId.SOURCE_DISABLE:
+            self._set_source(False, DisableReason.COMMANDED)
+        elif function is FunctionId.LOAD_PASS_PLAN:
+            plan = _PassPlan(*arguments)
+            if not plan.qkd_start_unix_s < plan.qkd_stop_unix_s or plan.qkd_stop_unix_s <= now:
+                raise _CommandFailure(
+                    FailureCode.INVALID_PARAMETER, "need qkd_start < qkd_stop and stop in future"
+                )
+            if not 0.0 < plan.repetition_rate_hz <= 10e9:
+                raise _CommandFailure(FailureCode.INVALID_PARAMETER, "repetition rate")
+            if self.source_enabled:
+                raise _CommandFailure(FailureCode.INTERLOCK, "a plan is executing")
+            self.plan = plan
+            self.repetition_rate_hz = plan.repetition_rate_hz
+            self._event("PASS_PLAN_LOADED", plan.plan_id)
+        elif function is FunctionId.CLEAR_PASS_PLAN:
+            (plan_id,) = arguments
+            if self.plan is None or self.plan.plan_id != plan_id:
+                raise _CommandFailure(FailureCode.INVALID_PARAMETER, f"plan {plan_id} not loaded")
+            self._set_source(False, DisableReason.PLAN_CLEARED)
+            self.plan = None
+            self._event("PASS_PLAN_CLEARED", plan_id)
+        else:  # RESET_COUNTERS
+            # the watchdog trip count is a safety record, not a command counter: it survives
+            self.counters = ControllerCounters(watchdog_trips=self.counters.watchdog_trips)
+            self._event("COUNTERS_RESET")
+
+    def _enable_source(self, first_pulse_unix_s: float, now: float) -> None:
+        plan = self.plan
+        if plan is None:
+            raise _CommandFailure(FailureCode.INTERLOCK, "no pass plan loaded")
+        if not plan.qkd_start_unix_s <= first_pulse_unix_s < plan.qkd_stop_unix_s:
+            raise _CommandFailure(
+                FailureCode.INTERLOCK, f"first pulse outside plan {plan.plan_id}'s QKD window"
+            )
+        if now >= plan.qkd_stop_unix_s:
+            raise _CommandFailure(FailureCode.INTERLOCK, f"plan {plan.plan_id}'s window is over")
+        if self.repetition_rate_hz <= 0.0:
+            raise _CommandFailure(FailureCode.INTERLOCK, "repetition rate not configured")
+        self.first_pulse_unix_s = first_pulse_unix_s
+        self._set_source(True, DisableReason.NONE)
+
+    def _set_source(self, enabled: bool, reason: DisableReason) -> None:
+        if enabled == self.source_enabled:
+            return
+        self.source_enabled = enabled
+        self.disable_reason = reason
+        self.source_history.append((self.clock.now_unix_s(), enabled, reason))
+        if enabled:
+            self._event("SOURCE_ENABLED", self.first_pulse_unix_s)
+        else:
+            self._event("SOURCE_DISABLED", int(reason))
+        if self.on_source_change is not None:
+            self.on_source_change(enabled)
+
+    def _set_periodic(self, enabled: bool) -> None:
+        self.periodic_housekeeping = enabled
+        self._next_housekeeping_unix_s = self.clock.now_unix_s() + self.housekeeping_interval_s
+
+    def _one_shot_housekeeping(self, sids: list[int]) -> None:
+        for _ in sids:
+            self._send_housekeeping()
+
+    # --- periodic duties ------------------------------------------------------------------------
+
+    async def _periodic(self) -> None:
+        next_tick = self.clock.now_unix_s() + self.tick_s
+        while True:
+            await self.clock.sleep_until(next_tick)
+            now = self.clock.now_unix_s()
+            self.check_interlocks(now)
+            if self.periodic_housekeeping and now >= self._next_housekeeping_unix_s:
+                self._send_housekeeping()
+                self._next_housekeeping_unix_s = now + self.housekeeping_interval_s
+            next_tick += self.tick_s
+            if next_tick <= now:  # overrun (a stalled loop): skip ahead, keep the phase
+                next_tick += math.ceil((now - next_tick) / self.tick_s + 1e-9) * self.tick_s
+
+    def check_interlocks(self, now: float) -> None:
+        """Control: apply the link watchdog and the pass-plan window at time `now`."""
+        silence = now - self._last_valid_tc_unix_s
+        if self.source_enabled and silence >= self.link_timeout_s:
+            self.counters.watchdog_trips += 1
+            self._event("LINK_LOST_SOURCE_SAFED", silence)
+            self._set_source(False, DisableReason.LINK_WATCHDOG)
+        plan = self.plan
+        if self.source_enabled and plan is not None and now >= plan.qkd_stop_unix_s:
+            self._set_source(False, DisableReason.PLAN_ENDED)
+
+    # --- telemetry ------------------------------------------------------------------------------
+
+    def housekeeping_values(self) -> dict[str, float]:
+        """Get the SID 1 housekeeping parameters now."""
+        now = self.clock.now_unix_s()
+        c = self.counters
+        return {
+            "source_enabled": int(self.source_enabled),
+            "disable_reason": int(self.disable_reason),
+            "repetition_rate_hz": self.repetition_rate_hz,
+            "plan_id": self.plan.plan_id if self.plan is not None else 0,
+            "tc_accepted": c.tc_accepted,
+            "tc_rejected": c.tc_rejected,
+            "tc_failed": c.tc_failed,
+            "bad_packets": c.bad_packets,
+            "watchdog_trips": min(c.watchdog_trips, 0xFFFF),
+            "link_silence_s": now - self._last_valid_tc_unix_s,
+            "uptime_s": now - self._boot_unix_s,
+            "tm_dropped": c.tm_dropped,
+        }
+
+    def _send_housekeeping(self) -> None:
+        values = self.housekeeping_values()
+        body = _HOUSEKEEPING.pack(HOUSEKEEPING_SID, *(values[n] for n, _, _ in HOUSEKEEPING_FIELDS))
+        self._send_tm(3, 25, body)
+
+    def _event(self, name: str, *aux: object) -> None:
+        event_id = _EVENT_ID[name]
+        _, severity, layout, _ = EVENTS[event_id]
+        self.events.append((self.clock.now_unix_s(), name, aux))
+        self._send_tm(5, severity, struct.pack(">H", event_id) + struct.pack(layout, *aux))
+
+    def _verification(
+        self, request_id: bytes, subtype: int, code: FailureCode | None = None, reason: str = ""
+    ) -> None:
+        body = request_id
+        if code is not None:
+            body += bytes([int(code)]) + reason.encode("utf-8")[:200]
+        self._send_tm(1, subtype, body)
+
+    def _send_tm(self, service: int, subtype: int, source_data: bytes) -> None:
+        now = self.clock.now_unix_s()
+        days = math.floor(now / 86400.0)
+        ms_of_day = min(math.floor((now - days * 86400.0) * 1000.0), 86_399_999)
+        stamp = CdsShortTimestamp.from_unix_days(days, ms_of_day).pack()
+        tm = PusTm(
+            service=service,
+            message_subtype=subtype,
+            timestamp=stamp,
+            source_data=source_data,
+            apid=self.apid,
+            seq_count=self._tm_sequence,
+            message_counter=self._message_counter,
+        )
+        self._tm_sequence = (self._tm_sequence + 1) & 0x3FFF
+        self._message_counter = (self._message_counter + 1) & 0xFFFF
+        self._send(bytes(tm.pack()))
