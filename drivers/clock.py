@@ -16,6 +16,10 @@ from typing import Protocol
 class Clock(Protocol):
     """What a daemon may ask of time."""
 
+    #: whether lateness against this clock means anything: a scenario advances simulated time
+    #: without waiting for daemons' I/O, so only the real clock can judge loop overruns
+    judges_overruns: bool
+
     def now_unix_s(self) -> float:
         """Get the current UTC time in seconds since the Unix epoch."""
         ...
@@ -27,6 +31,8 @@ class Clock(Protocol):
 
 class RealClock:
     """Wall-clock UTC time."""
+
+    judges_overruns = True
 
     def now_unix_s(self) -> float:
         """Get UTC now."""
@@ -41,6 +47,8 @@ class RealClock:
 
 class SimClock:
     """Simulated time, moved forward only by `advance_to`; sleepers wake in deadline order."""
+
+    judges_overruns = False
 
     def __init__(self, start_unix_s: float) -> None:
         self._now = float(start_unix_s)

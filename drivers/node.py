@@ -9,8 +9,10 @@ forgeries without processing them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +122,53 @@ class NodeRuntime:
             accepted=False,
             reason=reason[:200],
         )
+
+    async def execute_common(self, envelope: Envelope, stopped: asyncio.Event) -> bool:
+        """Execute a telecommand every node has (NOOP, RESET_COUNTERS, SHUTDOWN); False if
+        the command is not one of them."""
+        name = envelope.spec.name
+        if name == "RESET_COUNTERS":
+            self.counters.reset()
+        elif name == "SHUTDOWN":
+            await self.emit_event("SHUTTING_DOWN", "by telecommand")
+            stopped.set()
+        elif name != "NOOP":
+            return False
+        await self.accept_telecommand(envelope)
+        return True
+
+    async def housekeeping_loop(
+        self, period_s: float, snapshot: Callable[[], tuple[str, int, int]]
+    ) -> None:
+        """Publish housekeeping every `period_s` on the node's clock, on absolute deadlines;
+        `snapshot` gives (mode, key bits stored, authentication words remaining)."""
+        deadline = self.clock.now_unix_s()
+        while True:
+            # lateness is judged at wake-up: work done after it (a publish waiting on the
+            # broker) is not the loop's overrun, and in simulation time moves on meanwhile
+            late_s = self.clock.now_unix_s() - deadline
+            if late_s > 0.5 * period_s:
+                if self.clock.judges_overruns:
+                    await self.emit_event("LOOP_OVERRUN", f"housekeeping {late_s:.3f} s late")
+                deadline = self.clock.now_unix_s()
+            mode, key_bits, auth_words = snapshot()
+            c = self.counters
+            await self.publish_telemetry(
+                "HOUSEKEEPING",
+                node=self.node,
+                mode=mode,
+                uptime_s=self.clock.now_unix_s() - self.started_unix_s,
+                clock_unix_s=self.clock.now_unix_s(),
+                tc_accepted=c.tc_accepted,
+                tc_rejected=c.tc_rejected,
+                qkd_accepted=c.qkd_accepted,
+                qkd_rejected=c.qkd_rejected,
+                qkd_duplicates=c.qkd_duplicates,
+                key_bits_stored=key_bits,
+                auth_words_remaining=auth_words,
+            )
+            deadline += period_s
+            await self.clock.sleep_until(deadline)
 
 
 class QkdChannel:

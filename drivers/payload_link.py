@@ -19,7 +19,6 @@ import enum
 import math
 import struct
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 

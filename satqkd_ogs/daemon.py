@@ -83,7 +83,11 @@ class OgsDaemon:
         """Control: serve until SHUTDOWN or cancellation."""
         await self.bus.subscribe(self.runtime.telecommand_topic)
         await self.bus.subscribe(self.channel.receive_topic)
-        housekeeping = asyncio.create_task(self._housekeeping_loop())
+        housekeeping = asyncio.create_task(
+            self.runtime.housekeeping_loop(
+                self.settings.housekeeping_period_s, self._housekeeping_snapshot
+            )
+        )
         try:
             await self.runtime.emit_event("NODE_STARTED", f"station {self.settings.station} up")
             async for message in self.bus.messages():
@@ -120,12 +124,9 @@ class OgsDaemon:
 
     async def _execute(self, envelope: Envelope) -> None:
         name, f = envelope.spec.name, envelope.fields
-        if name == "NOOP":
-            await self.runtime.accept_telecommand(envelope)
-        elif name == "RESET_COUNTERS":
-            self.runtime.counters.reset()
-            await self.runtime.accept_telecommand(envelope)
-        elif name == "LOAD_PASS_PLAN":
+        if await self.runtime.execute_common(envelope, self.stopped):
+            return
+        if name == "LOAD_PASS_PLAN":
             try:
                 plan = self._plan_from(f)
                 session = OgsSession(
@@ -154,9 +155,6 @@ class OgsDaemon:
             session.result.abort_reason = f"aborted by command: {f['reason']}"
             await self.tagger.stop()
             await self.runtime.accept_telecommand(envelope)
-        elif name == "SHUTDOWN":
-            await self.runtime.accept_telecommand(envelope)
-            self.stopped.set()
         else:
             await self.runtime.reject_telecommand(envelope, f"{name} is not a station command")
 
@@ -232,35 +230,8 @@ class OgsDaemon:
                 )
             self.pass_done[plan.plan_id].set()
 
-    async def _housekeeping_loop(self) -> None:
-        deadline = self.clock.now_unix_s()
-        while True:
-            await self.publish_housekeeping()
-            deadline += self.settings.housekeeping_period_s
-            await self.clock.sleep_until(deadline)
-
-    async def publish_housekeeping(self) -> None:
-        """Publish one housekeeping packet."""
-        c = self.runtime.counters
-        try:
-            key_bits = self.keystore.total_bits()
-        except Exception:
-            key_bits = 0
-        remaining = self.channel.pad_words_remaining
-        await self.runtime.publish_telemetry(
-            "HOUSEKEEPING",
-            node=self.settings.node,
-            mode=self.mode,
-            uptime_s=self.clock.now_unix_s() - self.runtime.started_unix_s,
-            clock_unix_s=self.clock.now_unix_s(),
-            tc_accepted=c.tc_accepted,
-            tc_rejected=c.tc_rejected,
-            qkd_accepted=c.qkd_accepted,
-            qkd_rejected=c.qkd_rejected,
-            qkd_duplicates=c.qkd_duplicates,
-            key_bits_stored=key_bits,
-            auth_words_remaining=max(remaining, 0),
-        )
+    def _housekeeping_snapshot(self) -> tuple[str, int, int]:
+        return self.mode, self.keystore.total_bits(), self.channel.pad_words_remaining
 
 
 def _running_qber(session: OgsSession) -> float:

@@ -4,7 +4,6 @@ station, housekeeping. Talks to the ground only through the message bus."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +97,11 @@ class PayloadDaemon:
         await self.bus.subscribe(self.runtime.telecommand_topic)
         for link in self.links.values():
             await self.bus.subscribe(link.channel.receive_topic)
-        housekeeping = asyncio.create_task(self._housekeeping_loop())
+        housekeeping = asyncio.create_task(
+            self.runtime.housekeeping_loop(
+                self.settings.housekeeping_period_s, self._housekeeping_snapshot
+            )
+        )
         try:
             await self.runtime.emit_event(
                 "NODE_STARTED", f"payload serving stations {sorted(self.links)}"
@@ -166,12 +169,9 @@ class PayloadDaemon:
 
     async def _execute(self, envelope: Envelope) -> None:
         name, f = envelope.spec.name, envelope.fields
-        if name == "NOOP":
-            await self.runtime.accept_telecommand(envelope)
-        elif name == "RESET_COUNTERS":
-            self.runtime.counters.reset()
-            await self.runtime.accept_telecommand(envelope)
-        elif name == "LOAD_PASS_PLAN":
+        if await self.runtime.execute_common(envelope, self.stopped):
+            return
+        if name == "LOAD_PASS_PLAN":
             reason = self._check_plan(f)
             if reason:
                 await self.runtime.reject_telecommand(envelope, reason)
@@ -200,9 +200,6 @@ class PayloadDaemon:
             else:
                 await self.source.disable()
             await self.runtime.accept_telecommand(envelope)
-        elif name == "SHUTDOWN":
-            await self.runtime.accept_telecommand(envelope)
-            self.stopped.set()
         else:
             await self.runtime.reject_telecommand(envelope, f"{name} is not a payload command")
 
@@ -243,34 +240,7 @@ class PayloadDaemon:
         self.mode = "idle"
         await self.runtime.emit_event("PASS_ENDED", f"source off after {plan['station']} pass")
 
-    async def _housekeeping_loop(self) -> None:
-        period = self.settings.housekeeping_period_s
-        deadline = self.clock.now_unix_s()
-        while True:
-            await self.publish_housekeeping()
-            deadline += period
-            await self.clock.sleep_until(deadline)
-
-    async def publish_housekeeping(self) -> None:
-        """Publish one housekeeping packet."""
-        c = self.runtime.counters
-        key_bits = 0
-        words = 0
-        for link in self.links.values():
-            with contextlib.suppress(Exception):
-                key_bits += link.keystore.total_bits()
-            words += link.channel.pad_words_remaining
-        await self.runtime.publish_telemetry(
-            "HOUSEKEEPING",
-            node=NODE,
-            mode=self.mode,
-            uptime_s=self.clock.now_unix_s() - self.runtime.started_unix_s,
-            clock_unix_s=self.clock.now_unix_s(),
-            tc_accepted=c.tc_accepted,
-            tc_rejected=c.tc_rejected,
-            qkd_accepted=c.qkd_accepted,
-            qkd_rejected=c.qkd_rejected,
-            qkd_duplicates=c.qkd_duplicates,
-            key_bits_stored=key_bits,
-            auth_words_remaining=max(words, 0),
-        )
+    def _housekeeping_snapshot(self) -> tuple[str, int, int]:
+        key_bits = sum(link.keystore.total_bits() for link in self.links.values())
+        words = sum(link.channel.pad_words_remaining for link in self.links.values())
+        return self.mode, key_bits, words
