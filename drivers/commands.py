@@ -17,9 +17,9 @@ import asyncio
 import math
 import re
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from drivers.interfaces import (
     Device,
@@ -31,7 +31,6 @@ from drivers.interfaces import (
 from drivers.transport import Transport
 from satqkd_core.errors import InputError
 
-T = TypeVar("T")
 DOC_PREFIXES = ("Control", "Measure", "Get", "Set")
 
 
@@ -504,14 +503,6 @@ class CommandInstrument(Device):
     def reset_counters(self) -> None:
         """Control: zero the counters (F Prime RESET-COUNTERS)."""
         self.counters = DriverCounters()
-
-
-async def with_timeout(awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
-    """Get: the awaitable's result, or DeviceTimeout naming `what` after `timeout_s`."""
-    try:
-        return await asyncio.wait_for(awaitable, timeout_s)
-    except TimeoutError:
-        raise DeviceTimeout(f"{what}: no answer within {timeout_s:g} s") from None
 
 
 def parse_float(text: str) -> float:

@@ -4,7 +4,8 @@ Wire protocol (FLIR/DirectedPerception PTU-D46/D48 style, terse feedback, echo d
 
 - Each command ends with LF, e.g. ``PP1200\\n``. Pan is azimuth, tilt is elevation.
 - Every command is answered by one line ending CR LF: ``*`` (done), ``* <value>`` (a query's
-  value) or ``! <message>`` (rejected).
+  value) or ``! <message>`` (rejected). A unit that powered up with echo on first repeats the
+  command on a line of its own; the handshake's ``ED`` turns that off.
 - The controller may also send ``!P`` or ``!T`` on its own line at any time: the pan or tilt
   axis ran into a limit (in velocity mode). The driver records these as `limit_hits`.
 - Positions and speeds are in controller counts; ``PR``/``TR`` give the resolution in arc
@@ -174,6 +175,8 @@ class PtuGimbal(CommandInstrument, Gimbal):
             if line in _LIMIT_EVENTS:
                 self._limit_hits.append(_LIMIT_EVENTS[line])
                 continue
+            if line == command:
+                continue  # echo from a unit powered up with echo on (the handshake's ED stops it)
             break
         if line.startswith("! "):
             raise self.instrument_error(command, line[2:])
@@ -221,12 +224,10 @@ class PtuGimbal(CommandInstrument, Gimbal):
         az_deg, el_deg = await self.position()
         limits = self._limits_from_counts()
         inside = limits.contains(az_deg, el_deg)
-        detail = {
-            "az_deg": round(az_deg, 4),
-            "el_deg": round(el_deg, 4),
-            "mode": self._mode or "unknown",
-            "limit_hits": len(self._limit_hits),
-        }
+        detail: dict[str, Any] = {"az_deg": round(az_deg, 4), "el_deg": round(el_deg, 4)}
+        if self._mode is not None:
+            detail["mode"] = self._mode
+        detail["limit_hits"] = len(self._limit_hits)
         return inside, detail
 
     # --- unit conversion ---------------------------------------------------------------------

@@ -207,7 +207,11 @@ class PayloadLink(Device):
         await self.transport.open(timeout_s)
         self._rx.clear()
         self._reader = asyncio.create_task(self._receive(), name=f"{self.name} telemetry")
-        await self.ping()
+        try:
+            await self.ping()
+        except BaseException:
+            await self.close()  # leave nothing half open behind a failed connect
+            raise
 
     async def close(self) -> None:
         """Control: stop receiving and release the line (the controller keeps its own state)."""

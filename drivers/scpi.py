@@ -94,8 +94,11 @@ class ScpiInstrument(CommandInstrument):
         await self.send("*RST")
 
     async def _error_free(self) -> tuple[bool, dict[str, Any]]:
-        async with self._lock:
-            code, message = await self._read_error("a health check")
+        reply = await self.ask("SYST:ERR?")
+        match = _ERROR_REPLY.match(reply)
+        if match is None:
+            raise self.garbled("SYST:ERR?", reply, "not an error-queue entry")
+        code, message = int(match.group(1)), match.group(2)
         if code == 0:
             return True, {}
         self.counters.instrument_errors += 1

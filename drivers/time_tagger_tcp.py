@@ -193,15 +193,19 @@ class TcpTimeTagger(TimeTagger):
         """Control: open the transport, read identity and channel count, apply settings."""
         self._connect_timeout_s = float(timeout_s)
         await self.transport.open(timeout_s)
-        await self._flush_input()
-        self.identity = await self._command("*IDN?")
-        channels = await self._command("CHAN?")
-        if not channels.isdigit() or not 1 <= int(channels) <= 255:
-            raise DeviceError(f"{self.name}: CHAN? answered {channels!r}, not a channel count")
-        self.n_channels = int(channels)
-        for channel, settings in sorted(self.channel_settings.items()):
-            for setting, value in settings.items():
-                await self.set_channel_setting(channel, setting, value)
+        try:
+            await self._flush_input()
+            self.identity = await self._command("*IDN?")
+            channels = await self._command("CHAN?")
+            if not channels.isdigit() or not 1 <= int(channels) <= 255:
+                raise DeviceError(f"{self.name}: CHAN? answered {channels!r}, not a channel count")
+            self.n_channels = int(channels)
+            for channel, settings in sorted(self.channel_settings.items()):
+                for setting, value in settings.items():
+                    await self.set_channel_setting(channel, setting, value)
+        except BaseException:
+            await self.transport.close()  # leave nothing half open behind a failed connect
+            raise
 
     async def close(self) -> None:
         """Control: stop any acquisition and release the transport."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from types import TracebackType
 from typing import Any
 
@@ -15,20 +17,29 @@ _log = logging.getLogger(__name__)
 def _quiet_broker_logging() -> None:
     for name in _QUIET_LOGGERS:
         logger = logging.getLogger(name)
-        if logger.getEffectiveLevel() < logging.ERROR:
-            logger.setLevel(logging.ERROR)
+        if logger.getEffectiveLevel() < logging.CRITICAL:
+            # its ERROR lines are client-side time-outs it recovers from, with tracebacks
+            logger.setLevel(logging.CRITICAL)
 
 
 class EmbeddedBroker:
-    """An amqtt broker on a free loopback port, as an async context manager."""
+    """An amqtt broker on a free loopback port, as an async context manager.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    With `own_thread=True` (the default) the broker runs its own event loop in a daemon
+    thread, so a client process that keeps its loop busy (numba compiling on first use, a long
+    privacy-amplification hash) cannot stall the broker into acknowledgement time-outs.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, own_thread: bool = True) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port: must be 0 (pick a free one) or 1..65535, got {port!r}")
         self.host = host
         self._requested_port = port
         self._broker: Any = None
         self._port: int | None = None
+        self._own_thread = own_thread
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -44,6 +55,29 @@ class EmbeddedBroker:
 
     async def __aenter__(self) -> EmbeddedBroker:
         """Start the broker and find the port it bound."""
+        if not self._own_thread:
+            return await self._start()
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="embedded-mqtt-broker", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+        try:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._start(), loop))
+        except BaseException:
+            self._stop_thread()
+            raise
+        return self
+
+    def _stop_thread(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            if not thread.is_alive():
+                loop.close()
+
+    async def _start(self) -> EmbeddedBroker:
         _quiet_broker_logging()
         from amqtt.broker import Broker  # imported here: amqtt is only needed when embedding
 
@@ -80,7 +114,15 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         """Stop the broker and close its port."""
-        await self._shutdown()
+        if self._loop is None:
+            await self._shutdown()
+            return
+        try:
+            await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+            )
+        finally:
+            self._stop_thread()
 
     async def _shutdown(self) -> None:
         broker, self._broker = self._broker, None

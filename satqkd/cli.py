@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING - 10 * args.verbose
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("amqtt", "transitions", "numba"):
-        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+        logging.getLogger(noisy).setLevel(max(level, logging.CRITICAL))
     try:
         if args.group == "sim":
             return _sim_pass(args)

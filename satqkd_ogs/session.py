@@ -182,10 +182,16 @@ class OgsSession:
         channel = np.asarray(buffer.channel, dtype=np.uint8)
         epoch_rel = self.tagger_epoch_unix_s - self.light_time.grid_start_unix_s
         arrival_rel_s = epoch_rel + ts.astype(np.float64) * 1e-12
-        predicted_delay_ps = self.light_time.delay_at_arrival_ps(arrival_rel_s)
         qkd_start_ps = round((plan.qkd_start_unix_s - self.tagger_epoch_unix_s) * 1e12)
-        sync = assign_pulse_indices(
-            ts, predicted_delay_ps, qkd_start_ps, float(plan.pulse_period_ps), self.sync_window_ps
+        # the CPU-heavy steps run off the event loop so the bus stays serviced meanwhile
+        sync = await asyncio.to_thread(
+            lambda: assign_pulse_indices(
+                ts,
+                self.light_time.delay_at_arrival_ps(arrival_rel_s),
+                qkd_start_ps,
+                float(plan.pulse_period_ps),
+                self.sync_window_ps,
+            )
         )
         ok = sync.in_window & (sync.pulse_index >= 0) & (sync.pulse_index < plan.total_pulses)
         ok &= (channel >= 1) & (channel <= 4)
@@ -210,7 +216,7 @@ class OgsSession:
         self.result.chunks.append(record)
         self.result.detections += record.detections
         self._sift_waiters[chunk_id] = asyncio.get_running_loop().create_future()
-        report = encode_detection_report(index, basis)
+        report = await asyncio.to_thread(encode_detection_report, index, basis)
         self.result.report_bytes += len(report)
         await self.channel.send(
             "DETECTION_REPORT",
@@ -338,9 +344,11 @@ class OgsSession:
         noisy = _concat([c.x_bits for c in chunks])
         qber_z = sum(result.z_errors) / max(sum(result.z_detections), 1)
         seed = int(self._random_words("cascade-seed", 1)[0] >> np.uint64(1))
-        corrector = CascadeCorrector(noisy, max(qber_z, 1e-3), seed, self.cascade_passes)
+        corrector = await asyncio.to_thread(
+            CascadeCorrector, noisy, max(qber_z, 1e-3), seed, self.cascade_passes
+        )
         round_no = 0
-        while (query := corrector.next_query()) is not None:
+        while (query := await asyncio.to_thread(corrector.next_query)) is not None:
             await self.channel.send(
                 "EC_QUERY",
                 plan_id=plan.plan_id,
@@ -354,7 +362,7 @@ class OgsSession:
             if int(reply["round"]) != round_no or int(reply["n"]) != query.shape[0]:
                 raise ProtocolError(f"EC_REPLY does not answer round {round_no}")
             bits = np.unpackbits(np.frombuffer(reply["parities"], np.uint8), bitorder="big")
-            corrector.apply_reply(bits[: query.shape[0]])
+            await asyncio.to_thread(corrector.apply_reply, bits[: query.shape[0]])
             round_no += 1
         corrected = corrector.corrected_key
         result.leak_ec_bits, result.ec_rounds = corrector.leak_bits, corrector.round_trips
@@ -369,7 +377,10 @@ class OgsSession:
             round_trips=corrector.round_trips,
         )
         verify = await self._expect("VERIFY")
-        ok = verification_tag(corrected, np.asarray(verify["hash_key"], np.uint64)) == verify["tag"]
+        own_tag = await asyncio.to_thread(
+            verification_tag, corrected, np.asarray(verify["hash_key"], np.uint64)
+        )
+        ok = own_tag == verify["tag"]
         await self.channel.send("VERIFY_RESULT", plan_id=plan.plan_id, ok=bool(ok))
         if not ok:
             raise PassAborted("verification failed: keys differ after error correction")
@@ -389,7 +400,7 @@ class OgsSession:
         if n_seed != toeplitz_seed_bits(n, m):
             raise ProtocolError("PA_SEED seed length does not match the key lengths")
         seed_bits = np.unpackbits(np.frombuffer(pa["seed"], np.uint8), bitorder="big")[:n_seed]
-        key = toeplitz_hash(corrected, seed_bits, m)
+        key = await asyncio.to_thread(toeplitz_hash, corrected, seed_bits, m)
         self.keystore.store(
             pa["key_id"], key, "payload", plan.plan_id, self.channel.runtime.clock.now_unix_s()
         )

@@ -4,6 +4,7 @@ post-processing (the payload holds the reference key; the station corrects towar
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -111,7 +112,8 @@ class PayloadSession:
             return
         if self._reference_key is not None:
             raise ProtocolError(f"DETECTION_REPORT chunk {chunk} after parameter estimation")
-        pulse_index, ogs_basis = decode_detection_report(f["report"])
+        # the CPU-heavy steps run off the event loop so the bus stays serviced meanwhile
+        pulse_index, ogs_basis = await asyncio.to_thread(decode_detection_report, f["report"])
         if pulse_index.size != f["n_detections"]:
             raise ProtocolError(
                 f"chunk {chunk}: report holds {pulse_index.size} detections, "
@@ -173,11 +175,14 @@ class PayloadSession:
         if self._reference_key is None:
             raise ProtocolError("EC_QUERY before parameter estimation")
         if self._responder is None:
-            self._responder = CascadeResponder(
-                self._reference_key, int(f["permutation_seed"]), int(f["passes"])
+            self._responder = await asyncio.to_thread(
+                CascadeResponder,
+                self._reference_key,
+                int(f["permutation_seed"]),
+                int(f["passes"]),
             )
         query = np.asarray(f["query"], dtype=np.int64).reshape(-1, 3)
-        parities = self._responder.reply(query)
+        parities = await asyncio.to_thread(self._responder.reply, query)
         await self.channel.send(
             "EC_REPLY",
             plan_id=self.plan_id,
@@ -201,7 +206,7 @@ class PayloadSession:
             np.random.default_rng(self._random_words("verification", 1)[0]),
             verification_hash_key_words(self.params.eps_cor, n),
         )
-        tag = verification_tag(self._reference_key, words)
+        tag = await asyncio.to_thread(verification_tag, self._reference_key, words)
         await self.channel.send("VERIFY", plan_id=self.plan_id, hash_key=words, tag=tag)
 
     async def _on_verify_result(self, f: dict) -> None:
@@ -223,7 +228,7 @@ class PayloadSession:
         n_seed = toeplitz_seed_bits(n, m)
         words = self._random_words("privacy-amplification", (n_seed + 63) // 64)
         seed = np.unpackbits(words.astype(">u8").view(np.uint8), bitorder="big")[:n_seed]
-        final_key = toeplitz_hash(self._reference_key, seed, m)
+        final_key = await asyncio.to_thread(toeplitz_hash, self._reference_key, seed, m)
         key_id = str(
             uuid.UUID(bytes=self._random_words("key-id", 2).astype(">u8").tobytes(), version=4)
         )

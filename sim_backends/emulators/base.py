@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from drivers.clock import Clock, RealClock
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -174,9 +177,13 @@ class LineEmulator(ABC):
         while True:
             command = await self._commands.get()
             self.commands_received.append(command)
-            if self.tick_period_s is not None:
-                await self.tick()
-            reply = self.respond(command)
+            try:
+                if self.tick_period_s is not None:
+                    await self.tick()
+                reply = self.respond(command)
+            except Exception:  # an emulator bug must not silently stop all answers
+                _log.exception("emulator %s failed on command %r", self.name, command)
+                continue
             if self.faults.silent or reply is None:
                 continue
             if self.faults.reply_delay_s > 0:

@@ -16,6 +16,21 @@ from sim_backends.emulators.base import LineEmulator
 
 _STEP_S = 1e-3
 _IDENTITY = "Pan-Tilt Controller v3.4.3 (satqkd emulator)"
+# verbose feedback (FV, the power-on mode) words query replies; FT (terse) gives the bare value
+_VERBOSE = {
+    "PP": "Current pan position",
+    "TP": "Current tilt position",
+    "PS": "Target pan speed",
+    "TS": "Target tilt speed",
+    "PA": "Pan acceleration",
+    "TA": "Tilt acceleration",
+    "PN": "Minimum pan position",
+    "PX": "Maximum pan position",
+    "TN": "Minimum tilt position",
+    "TX": "Maximum tilt position",
+    "PR": "Pan resolution",
+    "TR": "Tilt resolution",
+}
 
 
 @dataclass
@@ -85,7 +100,7 @@ class PtuEmulator(LineEmulator):
         self.pan = _Axis("P", *pan_limits)
         self.tilt = _Axis("T", *tilt_limits)
         self.velocity_mode = False
-        self.echo = True
+        self.echo = True  # power-on state of the unit: echo on, verbose feedback
         self.terse = False
         self._updated_unix_s = self.clock.now_unix_s()
 
@@ -121,8 +136,11 @@ class PtuEmulator(LineEmulator):
             return b"! Illegal command\r\n"
         if not text:
             return None
+        echo = f"{command.decode('ascii').strip()}\r\n" if self.echo else ""
         reply = self._execute(text)
-        return f"{reply}\r\n".encode("ascii")
+        if not self.terse and reply.startswith("* ") and text in _VERBOSE:
+            reply = f"* {_VERBOSE[text]} is {reply[2:]}"
+        return f"{echo}{reply}\r\n".encode("ascii")
 
     def _execute(self, text: str) -> str:
         simple = {

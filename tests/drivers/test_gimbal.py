@@ -157,6 +157,14 @@ async def test_wrong_resolution_or_identity_fails_connect() -> None:
         await gimbal.connect(timeout_s=1.0)
 
 
+async def test_power_on_echo_is_skipped_until_echo_is_disabled() -> None:
+    echoed = [(b"ED\n", b"ED\r\n*\r\n"), *HANDSHAKE[1:], (b"PP\n", b"* 3\r\n")]
+    gimbal = PtuGimbal("gimbal", ScriptedTransport(echoed))
+    await gimbal.connect(timeout_s=1.0)
+    assert await gimbal.pan_position.get() == 3
+    gimbal.transport.assert_all_consumed()  # type: ignore[attr-defined]
+
+
 async def test_silent_instrument_times_out_naming_it() -> None:
     gimbal = PtuGimbal("az-el mount", ScriptedTransport([(b"ED\n", b"")]), timeout_s=0.05)
     with pytest.raises(DeviceTimeout, match=r"az-el mount \(scripted\).*'ED'"):

@@ -29,9 +29,14 @@ FAST_BACKOFF = {"reconnect_backoff_s": 0.01, "reconnect_backoff_max_s": 0.04}
 async def test_gimbal_slew_follows_a_trapezoidal_profile() -> None:
     clock = SimClock(T0)
     unit = PtuEmulator(clock)
+    # power-on state: echo and verbose feedback, as the driver's handshake expects to find
+    assert unit.respond(b"PP") == b"PP\r\n* Current pan position is 0\r\n"
+    assert unit.respond(b"ED") == b"ED\r\n*\r\n"
+    assert unit.respond(b"FT") == b"*\r\n"
     assert unit.respond(b"PS2000") == b"*\r\n"
     assert unit.respond(b"PA1000") == b"*\r\n"
     assert unit.respond(b"PP10000") == b"*\r\n"
+
     # accelerate 2 s (2000 counts), cruise 3 s at 2000 counts/s, decelerate 2 s: 7 s in all
     # (integrated in 1 ms steps: within a couple of counts of the exact profile)
     def pan() -> int:
@@ -54,6 +59,7 @@ async def test_gimbal_slew_follows_a_trapezoidal_profile() -> None:
 async def test_gimbal_velocity_mode_stops_at_the_limit() -> None:
     clock = SimClock(T0)
     unit = PtuEmulator(clock, tilt_limits=(-100, 100))
+    unit.echo, unit.terse = False, True
     sent: list[bytes] = []
     unit.send_unsolicited = sent.append  # type: ignore[method-assign]
     unit.respond(b"TA100000")

@@ -1,0 +1,163 @@
+"""`satqkd instruments check CONFIG`: connect to every instrument of a bench and report health.
+
+All instruments are tried in parallel, each within its own connect timeout; an instrument that
+does not answer costs its timeout, not the others'. Emulated instruments (``emulator://NAME``)
+are started in-process for the check. Output is a rich table on a terminal and plain lines
+otherwise. Exit status: 0 all healthy, 1 any unhealthy or unreachable, 2 a bad config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from drivers.interfaces import DeviceError
+from satqkd.config import ConfigError
+from satqkd.instruments_config import (
+    EMULATOR_SCHEME,
+    InstrumentsConfig,
+    build_instrument,
+    load_instruments_config,
+)
+from sim_backends.emulators import LineEmulator, start_emulator
+
+EXIT_HEALTHY = 0
+EXIT_UNHEALTHY = 1
+EXIT_BAD_CONFIG = 2
+_CLOSE_TIMEOUT_S = 2.0
+
+
+@dataclass
+class InstrumentCheck:
+    """The outcome of checking one instrument."""
+
+    name: str
+    driver: str
+    resource: str
+    identity: str = ""
+    healthy: bool = False
+    verdict: str = ""
+    readings: dict[str, Any] = field(default_factory=dict)
+
+
+def _reason(detail: dict[str, Any]) -> str:
+    for key in ("error", "too_warm_channels", "saturated", "error_code"):
+        if detail.get(key):
+            return f"{key}: {detail[key]}"
+    return "instrument reports a fault"
+
+
+async def check_instrument(name: str, entry: Any, resource: str | None = None) -> InstrumentCheck:
+    """Measure: connect to one instrument, read its status, close it (never raises for it)."""
+    shown = resource or entry.resource
+    result = InstrumentCheck(name, entry.driver, shown)
+    try:
+        device = build_instrument(name, entry, resource)
+    except ValueError as exc:
+        result.verdict = f"FAIL ({exc})"
+        return result
+    try:
+        await device.connect(entry.connect_timeout_s)
+        result.identity = device.identity
+        status = await asyncio.wait_for(device.status(), entry.connect_timeout_s)
+        result.readings = {k: v for k, v in status.detail.items() if k != "counters"}
+        result.healthy = status.healthy
+        result.verdict = "OK" if status.healthy else f"UNHEALTHY ({_reason(status.detail)})"
+    except (DeviceError, OSError, TimeoutError) as exc:
+        result.verdict = f"FAIL ({exc})"
+    finally:
+        with contextlib.suppress(DeviceError, OSError, TimeoutError):
+            await asyncio.wait_for(device.close(), _CLOSE_TIMEOUT_S)
+    return result
+
+
+async def check_instruments(config: InstrumentsConfig) -> list[InstrumentCheck]:
+    """Measure: check every instrument of a bench in parallel (emulators started as needed)."""
+    emulators: list[LineEmulator] = []
+    try:
+        resources: dict[str, str | None] = {}
+        for name, entry in config.instruments.items():
+            if entry.resource.startswith(EMULATOR_SCHEME):
+                emulator = await start_emulator(entry.resource[len(EMULATOR_SCHEME) :])
+                emulators.append(emulator)
+                resources[name] = emulator.resource
+            else:
+                resources[name] = None
+        return list(
+            await asyncio.gather(
+                *(
+                    check_instrument(name, entry, resources[name])
+                    for name, entry in config.instruments.items()
+                )
+            )
+        )
+    finally:
+        for emulator in emulators:
+            await emulator.stop()
+
+
+def _format_readings(readings: dict[str, Any]) -> str:
+    parts = []
+    for key, value in readings.items():
+        if isinstance(value, float):
+            value = f"{value:g}"
+        elif isinstance(value, list):
+            value = "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def render_checks(
+    results: list[InstrumentCheck], stream: TextIO, tty: bool, width: int | None = None
+) -> None:
+    """Control: print one row per instrument: a rich table on a terminal, plain lines otherwise."""
+    healthy = sum(result.healthy for result in results)
+    summary = f"{len(results)} instrument(s): {healthy} healthy, {len(results) - healthy} not"
+    if tty:
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title="Instruments")
+        for column in ("instrument", "driver", "resource", "identity", "status", "verdict"):
+            table.add_column(column)
+        for result in results:
+            # Text cells: an instrument's reply must never be read as rich markup
+            table.add_row(
+                Text(result.name),
+                Text(result.driver),
+                Text(result.resource),
+                Text(result.identity or "-"),
+                Text(_format_readings(result.readings) or "-"),
+                Text(result.verdict, style="green" if result.healthy else "red"),
+            )
+        console = Console(file=stream, force_terminal=True, width=width, highlight=False)
+        console.print(table)
+        console.print(Text(summary))
+        return
+    for result in results:
+        fields = [
+            result.name,
+            result.driver,
+            result.resource,
+            result.identity or "-",
+            _format_readings(result.readings) or "-",
+            result.verdict,
+        ]
+        print("  ".join(fields), file=stream)
+    print(summary, file=stream)
+
+
+def run_instruments_check(config: str) -> int:
+    """Control: the `satqkd instruments check CONFIG` command; returns the exit status."""
+    try:
+        bench = load_instruments_config(config)
+    except ConfigError as exc:
+        print(f"satqkd: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    results = asyncio.run(check_instruments(bench))
+    render_checks(results, sys.stdout, tty=sys.stdout.isatty())
+    return EXIT_HEALTHY if all(result.healthy for result in results) else EXIT_UNHEALTHY

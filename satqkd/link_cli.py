@@ -1,0 +1,215 @@
+"""`satqkd sim link CONFIG --out DIR`: the link of a scenario's pass, second by second, from
+the physics alone (no daemons): every loss term, the transmittance, the background, the
+polarisation frames and what the station should expect to count.
+
+Writes DIR/link.json (schema satqkd.link/1) and DIR/link.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from satqkd.config import ConfigError, Scenario, load_scenario
+from satqkd.pass_physics import (
+    choose_pass,
+    detector_model,
+    link_timeline,
+    source_model,
+    station_geometry,
+)
+from satqkd_core.ephemeris import StationTrack
+from satqkd_core.errors import InputError
+from sim_backends.expected import ExpectedRates, expected_rates
+
+SCHEMA = "satqkd.link/1"
+STEP_S = 1.0
+INTENSITY_LABELS = ("signal", "decoy", "vacuum")
+LOSS_TERMS = (
+    "geometric_loss_db",
+    "pointing_loss_db",
+    "atmospheric_loss_db",
+    "scintillation_loss_db",
+    "transmitter_optics_loss_db",
+    "receiver_optics_loss_db",
+)
+EXIT_USAGE = 2
+
+
+def _number(value: float, digits: int) -> float | None:
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def _utc(unix_s: float) -> str:
+    stamp = datetime.fromtimestamp(unix_s, tz=UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def link_report(scenario: Scenario) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The link.json content and the arrays the figure is drawn from."""
+    tle, window = choose_pass(scenario)
+    start, stop = math.ceil(window.aos_unix_s), math.floor(window.los_unix_s)
+    station = station_geometry(scenario)
+    if isinstance(station, StationTrack):
+        start = max(start, math.ceil(station.start_unix_s))
+        stop = min(stop, math.floor(station.stop_unix_s))
+    times = np.arange(start, stop + STEP_S / 2, STEP_S, dtype=np.float64)
+    link = link_timeline(scenario, tle, window, times)
+    mission = scenario.mission
+    rates: ExpectedRates = expected_rates(
+        source_model(scenario),
+        detector_model(scenario),
+        link.budget.transmittance,
+        link.budget.background_counts_per_s,
+        mission.protocol.sync_window_ps,
+        link.polarisation_error,
+    )
+    in_qkd = link.geometry.elevation_deg >= mission.protocol.min_qkd_elevation_deg
+    budget = link.budget
+    steps = []
+    for i in range(times.size):
+        step: dict[str, Any] = {
+            "unix_s": float(times[i]),
+            "t_after_aos_s": round(float(times[i] - window.aos_unix_s), 3),
+            "elevation_deg": _number(link.geometry.elevation_deg[i], 4),
+            "azimuth_deg": _number(link.geometry.azimuth_deg[i], 4),
+            "range_km": _number(link.geometry.range_m[i] / 1e3, 4),
+            "range_rate_m_s": _number(link.geometry.range_rate_m_s[i], 3),
+            "pointing_error_urad": _number(link.pointing_error_urad[i], 4),
+        }
+        for term in LOSS_TERMS:
+            step[term] = _number(getattr(budget, term)[i], 4)
+        step["total_loss_db"] = _number(budget.total_loss_db[i], 4)
+        step["transmittance"] = float(f"{budget.transmittance[i]:.6e}")
+        step["background_counts_per_s"] = _number(budget.background_counts_per_s[i], 3)
+        step["polarisation_rotation_deg"] = _number(link.polarisation_rotation_deg[i], 4)
+        step["polarisation_residual_deg"] = _number(link.polarisation_residual_deg[i], 4)
+        step["polarisation_error"] = _number(link.polarisation_error[i], 6)
+        step["expected_counts_per_s"] = {
+            label: _number(rates.counts_per_s[i, k], 3) for k, label in enumerate(INTENSITY_LABELS)
+        }
+        step["expected_qber"] = {
+            label: _number(rates.qber[i, k], 6) for k, label in enumerate(INTENSITY_LABELS)
+        }
+        step["expected_detections_per_s"] = _number(rates.detections_per_s[i], 3)
+        step["expected_sifted_bits_per_s"] = _number(rates.sifted_bits_per_s[i], 3)
+        step["expected_overall_qber"] = _number(rates.overall_qber[i], 6)
+        step["in_qkd_window"] = bool(in_qkd[i])
+        steps.append(step)
+
+    qkd = in_qkd
+    detections = float(rates.detections_per_s[qkd].sum() * STEP_S)
+    sifted = float(rates.sifted_bits_per_s[qkd].sum() * STEP_S)
+    errors = float((rates.detections_per_s * rates.overall_qber)[qkd].sum() * STEP_S)
+    report = {
+        "schema": SCHEMA,
+        "mission": mission.name,
+        "station": scenario.station.name,
+        "scenario": scenario.scenario.name,
+        "seed": scenario.scenario.seed,
+        "step_s": STEP_S,
+        "pass": {
+            "aos_utc": _utc(window.aos_unix_s),
+            "los_utc": _utc(window.los_unix_s),
+            "max_elevation_deg": round(float(window.max_elevation_deg), 4),
+            "min_range_km": round(float(link.geometry.range_m.min()) / 1e3, 3),
+            "mobile_station": isinstance(station, StationTrack),
+        },
+        "summary": {
+            "qkd_window_s": float(qkd.sum() * STEP_S),
+            "expected_detections": round(detections),
+            "expected_sifted_bits": round(sifted),
+            "expected_qber": round(errors / detections, 6) if detections else 0.0,
+            "min_total_loss_db": _number(np.min(budget.total_loss_db[qkd]), 4)
+            if qkd.any()
+            else None,
+            "max_abs_polarisation_rotation_change_deg_per_s": _number(
+                np.max(np.abs(np.diff(np.unwrap(link.polarisation_rotation_deg, period=180.0))))
+                / STEP_S
+                if times.size > 1
+                else 0.0,
+                4,
+            ),
+        },
+        "steps": steps,
+    }
+    arrays = {
+        "t": times - window.aos_unix_s,
+        "qkd": in_qkd,
+        "counts": rates.counts_per_s,
+        "qber": rates.overall_qber,
+        "residual": link.polarisation_residual_deg,
+        **{term: getattr(budget, term) for term in (*LOSS_TERMS, "total_loss_db")},
+    }
+    return report, arrays
+
+
+def write_link_plot(arrays: dict[str, np.ndarray], title: str, path: Path) -> None:
+    """Loss terms, expected counts per intensity and expected QBER against time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = arrays["t"]
+    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    ax = axes[0]
+    for term in LOSS_TERMS:
+        ax.plot(t, arrays[term], label=term.removesuffix("_loss_db").replace("_", " "))
+    ax.plot(t, arrays["total_loss_db"], "k", lw=2, label="total")
+    ax.set(ylabel="loss (dB)", title=title)
+    ax.legend(fontsize=7, ncol=4)
+    ax = axes[1]
+    for k, label in enumerate(INTENSITY_LABELS):
+        ax.semilogy(t, np.maximum(arrays["counts"][:, k], 1e-3), label=label)
+    ax.set(ylabel="expected detections per s")
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    ax.plot(t, 100 * arrays["qber"], label="expected QBER")
+    twin = ax.twinx()
+    twin.plot(t, arrays["residual"], "C3", lw=0.8, label="polarisation residual")
+    twin.set_ylabel("polarisation residual (deg)")
+    ax.set(xlabel="time after AOS (s)", ylabel="QBER (%)")
+    ax.legend(loc="upper left", fontsize=8)
+    twin.legend(loc="upper right", fontsize=8)
+    for axis in axes:
+        if arrays["qkd"].any():
+            axis.axvspan(t[arrays["qkd"]][0], t[arrays["qkd"]][-1], color="0.9", zorder=0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_sim_link(config: str, out: str | None) -> int:
+    """Write link.json and link.png for a scenario's pass; 2 with one line on a bad config."""
+    try:
+        scenario = load_scenario(config)
+        report, arrays = link_report(scenario)
+    except (ConfigError, InputError) as exc:
+        print(f"satqkd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = Path(out) if out else Path("runs") / f"link-{stamp}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"satqkd: cannot create output directory {out_dir}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    (out_dir / "link.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+    title = f"{report['mission']} over {report['station']} ({report['scenario']})"
+    write_link_plot(arrays, title, out_dir / "link.png")
+    summary = report["summary"]
+    print(
+        f"{title}: max elevation {report['pass']['max_elevation_deg']:.1f} deg, "
+        f"{summary['qkd_window_s']:.0f} s of QKD, expected {summary['expected_detections']} "
+        f"detections, {summary['expected_sifted_bits']} sifted bits, QBER "
+        f"{100 * summary['expected_qber']:.2f} %. Link: {out_dir / 'link.json'}"
+    )
+    return 0

@@ -1,0 +1,197 @@
+"""The payload controller firmware shim on a real pty, driven through the real PayloadLink."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+from spacepackets.ecss.tc import PusTc
+
+from drivers.clock import SimClock
+from drivers.interfaces import DeviceTimeout
+from drivers.payload_link import ASM, PayloadLink, TelecommandError
+from drivers.transport import SerialTransport
+from firmware_shims.payload_controller import DisableReason, PayloadController
+from satqkd_core.errors import InputError
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def clock() -> SimClock:
+    return SimClock(T0)
+
+
+@pytest.fixture
+async def controller(clock: SimClock) -> AsyncIterator[PayloadController]:
+    async with PayloadController(
+        clock, link_timeout_s=3.0, housekeeping_interval_s=2.0, tick_s=0.1
+    ) as controller:
+        yield controller
+
+
+@pytest.fixture
+async def link(controller: PayloadController) -> AsyncIterator[PayloadLink]:
+    assert controller.port_path is not None
+    link = PayloadLink("payload-link", SerialTransport(controller.port_path, 115200))
+    await link.connect(timeout_s=2.0)
+    yield link
+    await link.close()
+
+
+async def _step_to(clock: SimClock, unix_s: float) -> None:
+    """Advance simulated time and give the real pty a moment to carry what that produced."""
+    await clock.advance_to(unix_s)
+    await asyncio.sleep(0.02)
+
+
+async def _events_until(link: PayloadLink, name: str) -> list[str]:
+    seen = []
+    while True:
+        event = await link.next_event(2.0)
+        seen.append(event.name)
+        if event.name == name:
+            return seen
+
+
+async def test_noop_counts_and_reset_counters_clears(link: PayloadLink) -> None:
+    await link.ping()
+    await link.ping()
+    hk = await link.request_housekeeping()
+    assert hk.values["tc_accepted"] == 4  # connect's ping, two pings, this request
+    assert hk.values["tc_rejected"] == hk.values["tc_failed"] == 0
+    await link.reset_counters()
+    assert await _events_until(link, "COUNTERS_RESET") == ["COUNTERS_RESET"]
+    assert (await link.request_housekeeping()).values["tc_accepted"] == 1
+
+
+async def test_bad_telecommands_are_rejected_counted_and_reported(link: PayloadLink) -> None:
+    with pytest.raises(TelecommandError, match="rejected: UNKNOWN_SERVICE") as unknown:
+        await link.send_telecommand(9, 9)
+    with pytest.raises(TelecommandError, match="rejected: BAD_APP_DATA"):
+        await link.send_telecommand(8, 1, b"\x00")
+    with pytest.raises(TelecommandError, match="rejected: UNKNOWN_FUNCTION: no function 0x7777"):
+        await link.send_telecommand(8, 1, b"\x77\x77")
+    with pytest.raises(TelecommandError, match="rejected: BAD_APP_DATA: SOURCE_ENABLE takes 8"):
+        await link.send_telecommand(8, 1, b"\x00\x02\x01")
+    with pytest.raises(TelecommandError, match="failed: UNKNOWN_SID"):
+        await link.send_telecommand(3, 27, struct.pack(">BH", 1, 9))
+    assert unknown.value.code == 2
+    hk = await link.request_housekeeping()
+    assert (hk.values["tc_rejected"], hk.values["tc_failed"]) == (4, 1)
+    rejected = [e.aux for e in link.events if e.name == "TC_REJECTED"]
+    assert rejected[0] == {"service": 9, "subtype": 9, "code": 2}
+    assert len(rejected) == 4
+
+
+async def test_corrupt_and_foreign_packets_on_the_line(
+    link: PayloadLink, controller: PayloadController
+) -> None:
+    corrupt = bytearray(PusTc(service=17, message_subtype=1, apid=0x065, seq_count=900).pack())
+    corrupt[-1] ^= 0x01
+    foreign = PusTc(service=17, message_subtype=1, apid=0x123, seq_count=901).pack()
+    await link.transport.write(b"\x00\x55noise" + ASM + bytes(corrupt) + ASM + bytes(foreign))
+    assert await _events_until(link, "TC_REJECTED") == ["TC_REJECTED"]
+    await link.ping()  # the line still works after the noise
+    hk = await link.request_housekeeping()
+    assert hk.values["bad_packets"] == 1 and hk.values["tc_rejected"] == 1
+    assert controller.counters.foreign_packets == 1
+    assert link.counters.unmatched_verifications == 1  # the (1,2) for a TC this link never sent
+
+
+async def test_the_source_needs_a_plan_and_stays_inside_its_window(
+    link: PayloadLink, controller: PayloadController, clock: SimClock
+) -> None:
+    changes: list[bool] = []
+    controller.on_source_change = changes.append
+    with pytest.raises(TelecommandError, match="SOURCE_ENABLE failed: INTERLOCK: no pass plan"):
+        await link.enable_source(T0 + 10)
+    await link.load_pass_plan(5, 1, T0 + 10, T0 + 12, 100e6)
+    with pytest.raises(TelecommandError, match="INTERLOCK: first pulse outside plan 5"):
+        await link.enable_source(T0 + 5)
+    await link.enable_source(T0 + 10)
+    assert controller.source_enabled and controller.repetition_rate_hz == 100e6
+    with pytest.raises(TelecommandError, match="INTERLOCK: cannot change rate while emitting"):
+        await link.configure_source(50e6)
+    for second in range(1, 13):  # keep the link alive while the plan runs out
+        await _step_to(clock, T0 + second)
+        await link.ping()
+    await _step_to(clock, T0 + 12.2)
+    assert (await _events_until(link, "SOURCE_DISABLED"))[-1:] == ["SOURCE_DISABLED"]
+    assert not controller.source_enabled
+    assert controller.disable_reason == DisableReason.PLAN_ENDED
+    assert changes == [True, False]
+    hk = await link.request_housekeeping()
+    assert hk.values["tc_failed"] == 3 and hk.values["watchdog_trips"] == 0
+
+
+async def test_the_source_goes_safe_when_the_link_goes_silent(
+    link: PayloadLink, controller: PayloadController, clock: SimClock
+) -> None:
+    await link.load_pass_plan(6, 1, T0 + 1, T0 + 600, 100e6)
+    await link.enable_source(T0 + 1)  # last telecommand at T0
+    await _step_to(clock, T0 + 2.9)
+    assert controller.source_enabled
+    await _step_to(clock, T0 + 3.2)
+    assert not controller.source_enabled
+    assert controller.disable_reason == DisableReason.LINK_WATCHDOG
+    seen = await _events_until(link, "SOURCE_DISABLED")
+    assert seen[-2:] == ["LINK_LOST_SOURCE_SAFED", "SOURCE_DISABLED"]
+    safed = next(e for e in link.events if e.name == "LINK_LOST_SOURCE_SAFED")
+    assert safed.severity == 4 and 3.0 <= safed.aux["silence_s"] < 3.2
+    hk = await link.request_housekeeping()
+    assert hk.values["watchdog_trips"] == 1 and hk.values["source_enabled"] == 0
+    assert hk.values["disable_reason"] == DisableReason.LINK_WATCHDOG
+    await link.enable_source(T0 + 4)  # the link is back: the operator may re-enable
+    assert controller.source_enabled
+
+
+async def test_keep_alive_pings_feed_the_watchdog(
+    link: PayloadLink, controller: PayloadController, clock: SimClock
+) -> None:
+    await link.load_pass_plan(7, 1, T0 + 1, T0 + 600, 100e6)
+    await link.enable_source(T0 + 1)
+    pinger = asyncio.create_task(link.keep_alive(1.0, clock))
+    for step in range(1, 41):  # 10 s in quarter seconds, three watchdog periods
+        await _step_to(clock, T0 + 0.25 * step)
+    pinger.cancel()
+    assert controller.source_enabled and controller.counters.watchdog_trips == 0
+    assert controller.counters.tc_accepted >= 8
+
+
+async def test_periodic_housekeeping_follows_its_interval(
+    link: PayloadLink, clock: SimClock
+) -> None:
+    waiter = asyncio.create_task(link.wait_for_housekeeping(2.0))
+    await _step_to(clock, T0 + 2.15)  # due at 2.0, sent on the 0.1 s tick at 2.1
+    report = await waiter
+    assert report.unix_s == pytest.approx(T0 + 2.1, abs=0.01)
+    assert report.values["uptime_s"] == pytest.approx(2.1, abs=0.01)
+    await link.set_housekeeping_interval(0.5)
+    waiter = asyncio.create_task(link.wait_for_housekeeping(2.0))
+    await _step_to(clock, T0 + 2.75)
+    assert (await waiter).unix_s == pytest.approx(T0 + 2.7, abs=0.01)
+    await link.disable_periodic_housekeeping()
+    waiter = asyncio.create_task(link.wait_for_housekeeping(0.2))
+    await _step_to(clock, T0 + 6.0)
+    with pytest.raises(DeviceTimeout, match=r"no housekeeping report within 0\.2 s"):
+        await waiter
+
+
+async def test_telemetry_nobody_reads_is_dropped_and_counted(clock: SimClock) -> None:
+    async with PayloadController(clock, housekeeping_interval_s=0.1, tick_s=0.1) as controller:
+        await asyncio.sleep(0.01)  # let its periodic loop start waiting on the clock
+        await clock.advance_to(T0 + 200.0)  # 2000 reports of ~70 bytes into an unread pty
+        assert controller.counters.tm_dropped > 0
+        produced = controller.counters.tm_sent + controller.counters.tm_dropped
+        assert 1990 <= produced <= 2000  # one report per 0.1 s tick
+        assert controller.counters.tm_sent * 70 < 200_000  # pty buffer + 64 KiB queue, not more
+
+
+def test_bad_configuration_is_named(clock: SimClock) -> None:
+    with pytest.raises(InputError, match="link_timeout_s must be a positive number"):
+        PayloadController(clock, link_timeout_s=0.0)
+    with pytest.raises(InputError, match="apid must be in"):
+        PayloadController(clock, apid=0x7FF)
