@@ -42,6 +42,15 @@ def _build_parser() -> argparse.ArgumentParser:
     sim_pass.add_argument("--broker", default=None, help="mqtt://HOST:PORT (default: embedded)")
     sim_pass.add_argument("--max-duration-s", type=float, default=None, help="cap QKD time")
     sim_pass.add_argument("--quiet", action="store_true", help="no progress output")
+    sim_link = sim.add_parser("link", help="link budget over a pass, without daemons")
+    sim_link.add_argument("config", help="scenario YAML")
+    sim_link.add_argument("--out", default=None, help="output directory (default runs/<time>)")
+
+    instruments = sub.add_parser("instruments", help="lab instruments").add_subparsers(
+        dest="command", required=True
+    )
+    check = instruments.add_parser("check", help="connect to every instrument and report health")
+    check.add_argument("config", help="instrument config (configs/instruments/...)")
 
     keyrate = sub.add_parser("keyrate", help="finite-key analysis").add_subparsers(
         dest="command", required=True
@@ -81,8 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("amqtt", "transitions", "numba"):
         logging.getLogger(noisy).setLevel(max(level, logging.CRITICAL))
     try:
+        if args.group == "sim" and args.command == "link":
+            from satqkd.link_cli import run_sim_link
+
+            return run_sim_link(args.config, args.out)
         if args.group == "sim":
             return _sim_pass(args)
+        if args.group == "instruments":
+            from satqkd.instruments_cli import run_instruments_check
+
+            return run_instruments_check(args.config)
         if args.group == "keyrate":
             from satqkd.keyrate_cli import run_keyrate_estimate
 

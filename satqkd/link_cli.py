@@ -213,3 +213,18 @@ def run_sim_link(config: str, out: str | None) -> int:
         f"{100 * summary['expected_qber']:.2f} %. Link: {out_dir / 'link.json'}"
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m satqkd.link_cli CONFIG [--out DIR]` (same as `satqkd sim link`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="satqkd sim link", description=__doc__)
+    parser.add_argument("config", help="scenario YAML (configs/scenarios/...)")
+    parser.add_argument("--out", default=None, help="output directory (default runs/link-<time>)")
+    args = parser.parse_args(argv)
+    return run_sim_link(args.config, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -405,3 +405,37 @@ async def test_vendor_adapter_maps_the_sdk_stream_to_tag_buffers(
     await adapter.close()
     assert calls[:2] == [("trigger", 1, -0.3), ("dead", 1, 20_000)]
     assert ("stop",) in calls and calls[-1] == ("free",)
+
+
+async def test_a_stop_lost_with_the_link_is_sent_again_after_the_resume() -> None:
+    tagger, transport = tagger_for(
+        [
+            (b"START\n", EPOCH_REPLY + frame(0, 0, PS, [(1, 3)])),
+            (b"STOP\n", b"\x00"),  # line noise instead of the end of the stream
+            (b"RESUME 1\n", EPOCH_REPLY),  # still running: this STOP never arrived
+            (b"STOP\n", end_frame(1, PS) + b"OK 1\n"),
+        ]
+    )
+    await tagger.connect()
+    await tagger.start()
+    await tagger.stop()
+    first = await tagger.read(1.0)
+    assert first is not None and first.timestamp_ps.tolist() == [3]
+    assert await tagger.read(1.0) is None
+    assert tagger.counters.reconnects == 1
+    transport.assert_all_consumed()
+
+
+async def test_a_stop_that_arrived_before_the_link_dropped_is_not_repeated() -> None:
+    tagger, transport = tagger_for(
+        [
+            (b"START\n", EPOCH_REPLY),
+            (b"STOP\n", b"\x00"),
+            (b"RESUME 0\n", EPOCH_REPLY + end_frame(0, 0)),  # the tagger had stopped
+        ]
+    )
+    await tagger.connect()
+    await tagger.start()
+    await tagger.stop()
+    assert await tagger.read(1.0) is None
+    transport.assert_all_consumed()
