@@ -17,6 +17,7 @@ import asyncio
 import math
 import re
 from abc import abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -302,7 +303,8 @@ class CommandInstrument(Device):
         self.reconnect_backoff_max_s = float(reconnect_backoff_max_s)
         self.identity = ""
         self.counters = DriverCounters()
-        self.reconnect_delays_s: list[float] = []
+        # the most recent backoff delays, for status and tests (bounded: daemons run for months)
+        self.reconnect_delays_s: deque[float] = deque(maxlen=64)
         self._lock = asyncio.Lock()
         self._resync_needed = False
 

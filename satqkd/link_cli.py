@@ -146,6 +146,7 @@ def link_report(scenario: Scenario) -> tuple[dict[str, Any], dict[str, np.ndarra
         "counts": rates.counts_per_s,
         "qber": rates.overall_qber,
         "residual": link.polarisation_residual_deg,
+        "rotation": link.polarisation_rotation_deg,
         **{term: getattr(budget, term) for term in (*LOSS_TERMS, "total_loss_db")},
     }
     return report, arrays
@@ -174,8 +175,9 @@ def write_link_plot(arrays: dict[str, np.ndarray], title: str, path: Path) -> No
     ax = axes[2]
     ax.plot(t, 100 * arrays["qber"], label="expected QBER")
     twin = ax.twinx()
-    twin.plot(t, arrays["residual"], "C3", lw=0.8, label="polarisation residual")
-    twin.set_ylabel("polarisation residual (deg)")
+    twin.plot(t, arrays["rotation"], "C2--", lw=0.8, label="frame rotation")
+    twin.plot(t, arrays["residual"], "C3", lw=0.8, label="residual after compensation")
+    twin.set(ylabel="polarisation angle (deg)", ylim=(-90, 90))
     ax.set(xlabel="time after AOS (s)", ylabel="QBER (%)")
     ax.legend(loc="upper left", fontsize=8)
     twin.legend(loc="upper right", fontsize=8)

@@ -172,7 +172,7 @@ async def test_tcp_disconnect_is_reconnected_with_backoff() -> None:
         assert await mirror.servo_enabled()  # the query is repeated on the new link
         assert mirror.counters.reconnects == 1
         assert emulator.connections == 2
-        assert mirror.reconnect_delays_s == [0.01]
+        assert list(mirror.reconnect_delays_s) == [0.01]
         # a relative step is not idempotent: after a drop it is not sent twice
         await emulator.disconnect()
         await asyncio.sleep(0.02)
@@ -211,7 +211,7 @@ async def test_instrument_gone_for_good_gives_up_after_doubling_delays() -> None
     await asyncio.sleep(0.02)
     with pytest.raises(DeviceDisconnected, match=rf"fsm \({resource}\).*after 4 attempt"):
         await mirror.position()
-    assert mirror.reconnect_delays_s == [0.01, 0.02, 0.04, 0.04]
+    assert list(mirror.reconnect_delays_s) == [0.01, 0.02, 0.04, 0.04]
     assert not mirror.connected
     await mirror.close()
 
