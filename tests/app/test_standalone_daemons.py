@@ -105,21 +105,27 @@ async def test_daemon_alone_is_commanded_and_counts_bad_input(
             await occ.publish(qkd_in, forged)
             await occ.publish(qkd_in, b"SQ\x01")
 
+            wanted_events = {"TC_REJECTED", "AUTH_FAILURE", "QKD_MESSAGE_REJECTED"}
+
+            def event_names(seen: list) -> set[str]:
+                return {
+                    dct.event_by_id(e.fields["event_id"]).name
+                    for _, e in seen
+                    if e.spec.name == "EVENT"
+                }
+
             def done(seen: list) -> bool:
+                # telemetry and events are separate topics, with no order between them
                 hk = [e.fields for _, e in seen if e.spec.name == "HOUSEKEEPING"]
-                return bool(hk) and hk[-1]["tc_rejected"] == 2 and hk[-1]["qkd_rejected"] == 2
+                counted = bool(hk) and hk[-1]["tc_rejected"] == 2 and hk[-1]["qkd_rejected"] == 2
+                return counted and wanted_events <= event_names(seen)
 
             seen = await _collect(occ, done)
             acks = [e.fields for _, e in seen if e.spec.name == "TC_ACK"]
             assert {(a["command_seq"], a["accepted"]) for a in acks} >= {(1, True), (2, False)}
             rejected_plan = next(a for a in acks if a["command_seq"] == 2)
             assert "atlantis" in rejected_plan["reason"]
-            events = {
-                dct.event_by_id(e.fields["event_id"]).name
-                for _, e in seen
-                if e.spec.name == "EVENT"
-            }
-            assert {"TC_REJECTED", "AUTH_FAILURE", "QKD_MESSAGE_REJECTED"} <= events
+            assert wanted_events <= event_names(seen)
             hk = [e.fields for _, e in seen if e.spec.name == "HOUSEKEEPING"][-1]
             assert hk["tc_accepted"] == 1 and hk["node"] == node
             await occ.publish(tc_topic, _tc("SHUTDOWN", 3))
