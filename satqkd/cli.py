@@ -42,6 +42,13 @@ def _build_parser() -> argparse.ArgumentParser:
     sim_pass.add_argument("--broker", default=None, help="mqtt://HOST:PORT (default: embedded)")
     sim_pass.add_argument("--max-duration-s", type=float, default=None, help="cap QKD time")
     sim_pass.add_argument("--quiet", action="store_true", help="no progress output")
+    sim_pass.add_argument(
+        "--instruments",
+        choices=("in-process", "emulator"),
+        default=None,
+        help="reach every instrument in-process or through its wire-level emulator "
+        "(default: as the scenario says)",
+    )
     sim_link = sim.add_parser("link", help="link budget over a pass, without daemons")
     sim_link.add_argument("config", help="scenario YAML")
     sim_link.add_argument("--out", default=None, help="output directory (default runs/<time>)")
@@ -134,7 +141,11 @@ def _sim_pass(args: argparse.Namespace) -> int:
         if show_progress:
             run = _run_with_progress(scenario, out_dir, args)
         else:
-            run = asyncio.run(run_pass(scenario, out_dir, args.broker, None, args.max_duration_s))
+            run = asyncio.run(
+                run_pass(
+                    scenario, out_dir, args.broker, None, args.max_duration_s, args.instruments
+                )
+            )
     except SimulationError as exc:
         return _fail(str(exc))
     except ConnectionError as exc:

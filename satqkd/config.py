@@ -248,6 +248,17 @@ class AttackConfig(_Model):
         return self
 
 
+InstrumentPath = Literal["in-process", "emulator"]
+
+
+class SimInstrumentsConfig(_Model):
+    """How each simulated instrument is reached: in-process, or its wire-level emulator
+    (the same driver code as on a bench, over a loopback socket)."""
+
+    source: InstrumentPath = "in-process"
+    tagger: InstrumentPath = "in-process"
+
+
 class SimulationConfig(_Model):
     clock_offset_ps: Annotated[float, Field(ge=-4000.0, le=4000.0)] = 1234.0
     preshared_auth_messages: Annotated[int, Field(ge=1000, le=10_000_000)] = 65536
@@ -255,6 +266,7 @@ class SimulationConfig(_Model):
     clock_drift_ppb: Annotated[float, Field(ge=-10_000.0, le=10_000.0)] = 0.0
     # start QKD no earlier than this after AOS (e.g. a short test pass near culmination)
     qkd_start_after_aos_s: NonNegative | None = None
+    instruments: SimInstrumentsConfig = SimInstrumentsConfig()
 
 
 class ScenarioConfig(_Model):

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +21,12 @@ import numpy as np
 
 from drivers.bus import MessageBus
 from drivers.clock import SimClock
-from drivers.interfaces import TagBuffer
+from drivers.interfaces import PulsedSource, TagBuffer, TimeTagger
 from drivers.keystore import KeyStore
+from drivers.scpi import ScpiLaserSource
 from drivers.sim import SimPulsedSource, SimTimeTagger
+from drivers.time_tagger_tcp import TcpTimeTagger
+from drivers.transport import open_transport
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.broker import EmbeddedBroker
 from satqkd.config import Scenario
@@ -34,6 +37,8 @@ from satqkd_core import rng
 from satqkd_core.codec import decode_envelope, encode_envelope
 from satqkd_ogs.daemon import OgsDaemon
 from satqkd_payload.daemon import PayloadDaemon
+from sim_backends.emulators.scpi import LaserSourceEmulator
+from sim_backends.emulators.time_tagger import TimeTaggerEmulator
 
 log = logging.getLogger("satqkd.sim")
 
@@ -56,6 +61,70 @@ class PassRun:
     key_ready_after_los_s: float
     pulses_sent: int
     bus_bytes: dict[str, int]
+
+
+@dataclass
+class SimBench:
+    """The instruments of a simulated pass and the scenario's view of them (what the physics
+    needs to know: when the source emits, when the tagger started, where tags go)."""
+
+    source: PulsedSource
+    tagger: TimeTagger
+    source_emitting: Callable[[], bool]
+    tagger_started: asyncio.Event
+    tagger_epoch: Callable[[], float | None]
+    feed: Callable[[TagBuffer], Awaitable[None]]
+    paths: dict[str, str]
+
+
+async def build_bench(
+    paths: dict[str, str],
+    clock: SimClock,
+    sequencer: SourceSequencer,
+    stack: contextlib.AsyncExitStack,
+) -> SimBench:
+    """Instruments in-process, or behind their wire-level emulators on loopback sockets (the
+    daemons then drive them through the same drivers as on a bench)."""
+    if paths["source"] == "emulator":
+        laser = LaserSourceEmulator(clock)
+        await laser.start_tcp()
+        stack.push_async_callback(laser.stop)
+        source: PulsedSource = ScpiLaserSource(
+            "source", open_transport(laser.resource), pattern=sequencer.pattern
+        )
+
+        def source_emitting() -> bool:
+            return bool(laser.settings["OUTP:STAT"].value)
+
+    else:
+        sim_source = SimPulsedSource("source", sequencer.pattern, clock)
+        source = sim_source
+
+        def source_emitting() -> bool:
+            return sim_source.enabled
+
+    await source.connect(timeout_s=10.0)
+    stack.push_async_callback(source.close)
+    if paths["tagger"] == "emulator":
+        emulator = TimeTaggerEmulator(clock, n_channels=4)
+        await emulator.start()
+        stack.push_async_callback(emulator.close)
+        tagger: TimeTagger = TcpTimeTagger("tagger", open_transport(emulator.resource))
+        started, feed = emulator.started, emulator.feed
+
+        def tagger_epoch() -> float | None:
+            return emulator.epoch_unix_s
+
+    else:
+        sim_tagger = SimTimeTagger("tagger", clock)
+        tagger, started, feed = sim_tagger, sim_tagger.started, sim_tagger.feed
+
+        def tagger_epoch() -> float | None:
+            return sim_tagger.epoch_unix_s
+
+    await tagger.connect(timeout_s=10.0)
+    stack.push_async_callback(tagger.close)
+    return SimBench(source, tagger, source_emitting, started, tagger_epoch, feed, dict(paths))
 
 
 async def _wait_acks(
@@ -89,6 +158,7 @@ async def run_pass(
     broker_url: str | None = None,
     progress: Callable[[float, str], None] | None = None,
     max_duration_s: float | None = None,
+    instruments: str | None = None,
 ) -> PassRun:
     """Run one pass; returns what the report needs. Raises SimulationError for a pass that
     could not run (no pass in the search window, a daemon that does not answer)."""
@@ -111,12 +181,13 @@ async def run_pass(
         mission.source.probabilities,
         mission.source.basis_x_probability,
     )
-    source = SimPulsedSource("source", sequencer.pattern, clock)
-    tagger = SimTimeTagger("tagger", clock)
-    await source.connect()
-    await tagger.connect()
+    chosen = scenario.scenario.simulation.instruments
+    paths = {"source": chosen.source, "tagger": chosen.tagger}
+    if instruments is not None:
+        paths = dict.fromkeys(paths, instruments)
 
     async with contextlib.AsyncExitStack() as stack:
+        bench = await build_bench(paths, clock, sequencer, stack)
         if broker_url is None:
             broker = await stack.enter_async_context(EmbeddedBroker())
             broker_url = broker.url
@@ -127,7 +198,7 @@ async def run_pass(
             payload_settings(mission),
             payload_bus,
             clock,
-            source,
+            bench.source,
             payload_keys,
             rng.derive_key(seed, "payload/entropy"),
         )
@@ -135,7 +206,7 @@ async def run_pass(
             ogs_settings(mission, station),
             ogs_bus,
             clock,
-            tagger,
+            bench.tagger,
             ogs_store,
             rng.derive_key(seed, "ogs/entropy"),
         )
@@ -157,9 +228,7 @@ async def run_pass(
         if refused:
             raise SimulationError(f"pass plan refused: {refused}")
 
-        pulses_sent = await _drive_pass(
-            physics, clock, source, sequencer, tagger, ogs, plan_id, progress
-        )
+        pulses_sent = await _drive_pass(physics, clock, bench, sequencer, ogs, plan_id, progress)
         if progress is not None:
             progress(1.0, "LOS: error correction, verification, privacy amplification")
         los_wall = time.perf_counter()
@@ -209,26 +278,26 @@ async def _wait_for_end(
 async def _drive_pass(
     physics: PassPhysics,
     clock: SimClock,
-    source: SimPulsedSource,
+    bench: SimBench,
     sequencer: SourceSequencer,
-    tagger: SimTimeTagger,
     ogs: OgsDaemon,
     plan_id: int,
     progress: Callable[[float, str], None] | None,
 ) -> int:
     """Advance simulated time frame by frame; feed the tagger what the channel detects."""
     await clock.advance_to(physics.qkd_start_unix_s - 1.0)
-    await _await_event(tagger.started, "the station did not start its time tagger", 30.0)
+    await _await_event(bench.tagger_started, "the station did not start its time tagger", 30.0)
     await clock.advance_to(physics.qkd_start_unix_s)
-    await _await_event(source.enabled_changed, "the payload did not enable its source", 30.0)
-    epoch = tagger.epoch_unix_s
-    assert epoch is not None
+    await _await_condition(bench.source_emitting, "the payload did not enable its source", 30.0)
+    epoch = bench.tagger_epoch()
+    if epoch is None:
+        raise SimulationError("the time tagger reports no epoch after starting")
     pulses_sent = 0
     n_frames = physics.n_frames
     for k in range(n_frames):
         t0 = physics.qkd_start_unix_s + k * physics.frame_s
         t1 = t0 + physics.frame_s
-        emitting = source.enabled
+        emitting = bench.source_emitting()
         await clock.advance_to(t1)
         if emitting:
             frame = physics.detections_for_frame(k, sequencer.pattern, epoch)
@@ -236,11 +305,19 @@ async def _drive_pass(
         else:
             frame = (np.zeros(0, np.uint8), np.zeros(0, np.int64))
         channel, timestamp_ps = frame
-        await tagger.feed(TagBuffer(channel, timestamp_ps, t0, t1))
+        await bench.feed(TagBuffer(channel, timestamp_ps, t0, t1))
         if progress is not None:
             detections = ogs.sessions[plan_id].result.detections
             progress((k + 1) / n_frames, f"{detections} detections")
     return pulses_sent
+
+
+async def _await_condition(condition: Callable[[], bool], what: str, timeout_s: float) -> None:
+    deadline = time.perf_counter() + timeout_s
+    while not condition():
+        if time.perf_counter() > deadline:
+            raise SimulationError(what)
+        await asyncio.sleep(0.001)
 
 
 async def _await_event(event: asyncio.Event, what: str, timeout_s: float) -> None:

@@ -182,10 +182,12 @@ def candidate_offsets(key: np.uint64, n_pulses: np.int64, p_max: float) -> np.nd
         u = rng.word_to_unit(rng.counter_word(key, key2, counter))
         counter += np.uint64(1)
         # Geometric gap on {1, 2, ...}: P(gap = k) = (1 - p)^(k-1) p (inversion of 1 - u).
-        gap = math.floor(math.log1p(-u) / log_q) + 1.0
-        if gap >= n_pulses - position:
+        # floor(r) + 1 >= m exactly when r >= m - 1; testing r first keeps a subnormal p_max
+        # (r = inf) away from floor.
+        ratio = math.log1p(-u) / log_q
+        if ratio >= n_pulses - position - 1:
             break
-        position += np.int64(gap)
+        position += np.int64(math.floor(ratio) + 1.0)
         if count == out.shape[0]:
             grown = np.empty(2 * out.shape[0], dtype=np.int64)
             grown[:count] = out[:count]
@@ -206,10 +208,10 @@ def candidate_offsets_reference(key: int, n_pulses: int, p_max: float) -> np.nda
     while True:
         u = rng.word_to_unit_reference(rng.counter_word_reference(key, counter))
         counter += 1
-        gap = math.floor(math.log1p(-u) / log_q) + 1.0
-        if gap >= n_pulses - position:
+        ratio = math.log1p(-u) / log_q
+        if ratio >= n_pulses - position - 1:
             break
-        position += int(gap)
+        position += int(math.floor(ratio) + 1.0)
         out.append(position)
     return np.array(out, dtype=np.int64)
 

@@ -421,3 +421,11 @@ def test_jinan1_like_night_pass_over_xinglong_gives_a_usable_sifted_key() -> Non
     assert 1e5 < sifted < 2e6, sifted
     assert 0.005 < qber < 0.05, qber
     assert detections == pytest.approx(2 * sifted, rel=0.02)
+
+
+@pytest.mark.parametrize("p_max", [5e-324, 1e-310, 1e-300])
+def test_candidate_offsets_with_a_vanishing_probability_choose_nothing(p_max: float) -> None:
+    # log1p(-u) / log1p(-p_max) overflows to inf for subnormal p_max: no candidate, no error.
+    for key in (0, 1, 2**64 - 1):
+        assert candidate_offsets(np.uint64(key), np.int64(1000), p_max).size == 0
+        assert candidate_offsets_reference(key, 1000, p_max).size == 0

@@ -19,6 +19,10 @@ from sim_backends.channel import (
     generate_frame_detections,
 )
 from sim_backends.pns import (
+    _binomial_inverse,
+    _binomial_inverse_reference,
+    _multi_photon_click,
+    _multi_photon_click_reference,
     forwarding_probability,
     multi_photon_click_probability,
     pns_clicks,
@@ -168,3 +172,24 @@ def test_attack_model_is_validated() -> None:
         multi_photon_click_probability(0.8, 1.5)
     with pytest.raises(InputError, match="transmittance"):
         forwarding_probability((0.8,), (1.0,), 0.5, 2.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(mu=st.floats(0.0, 100.0), miss=st.floats(0.0, 1.0))
+def test_multi_photon_click_kernel_matches_reference(mu: float, miss: float) -> None:
+    assert _multi_photon_click(mu, miss) == _multi_photon_click_reference(mu, miss)
+
+
+@settings(max_examples=200, deadline=None)
+@given(trials=st.integers(-1, 300), p=st.floats(0.0, 1.0), u=st.floats(0.0, 1.0, exclude_max=True))
+def test_binomial_inverse_kernel_matches_reference(trials: int, p: float, u: float) -> None:
+    got = _binomial_inverse(trials, p, u)
+    assert got == _binomial_inverse_reference(trials, p, u)
+    assert 0 <= got <= max(trials, 0)
+
+
+def test_binomial_inverse_has_the_binomial_distribution() -> None:
+    u = np.random.default_rng(1).random(100_000)
+    draws = np.array([_binomial_inverse(10, 0.3, float(x)) for x in u])
+    assert draws.mean() == pytest.approx(3.0, abs=0.02)  # n p; 3 sigma = 0.0043 * 3
+    assert draws.var() == pytest.approx(2.1, rel=0.03)  # n p (1 - p)
