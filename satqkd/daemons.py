@@ -66,7 +66,7 @@ async def run_ogs_daemon(args: argparse.Namespace, entropy: int) -> None:
         ) from None
     async with MessageBus(args.broker, f"satqkd-ogs-{station.name}") as bus:
         settings = dataclasses.replace(
-            ogs_settings(mission, station), housekeeping_period_s=_period(args)
+            ogs_settings(mission, station, Path(args.config)), housekeeping_period_s=_period(args)
         )
         daemon = OgsDaemon(settings, bus, clock, tagger, store, rng.derive_key(entropy, "e"))
         await daemon.run()

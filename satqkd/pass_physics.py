@@ -18,6 +18,7 @@ import numpy as np
 
 from firmware_shims.source_sequencer import PulsePattern
 from satqkd.config import ConfigError, Scenario, station_path, unix_seconds
+from satqkd.wiring import station_position
 from satqkd_core import rng
 from satqkd_core.ephemeris import (
     Geometry,
@@ -26,7 +27,6 @@ from satqkd_core.ephemeris import (
     polarisation_frame_rotation_deg,
     topocentric,
 )
-from satqkd_core.errors import InputError
 from satqkd_core.light_time import LightTimeModel
 from sim_backends import atp as atp_model
 from sim_backends.channel import (
@@ -49,7 +49,6 @@ from sim_backends.polarisation import (
     combined_polarisation_error,
     residual_misalignment_deg,
 )
-from sim_backends.station_track import read_station_track_csv, station_track_from_rows
 from sim_backends.tagger import TaggerModel, quantise_timestamps
 
 EPHEMERIS_STEP_S = 1.0
@@ -167,20 +166,7 @@ class PassPhysics:
 
 def station_geometry(scenario: Scenario) -> Station | StationTrack:
     """Where the station is for the ephemeris: its location, or its track if it moves."""
-    station = scenario.station
-    track = station.track
-    if track is None:
-        loc = station.location
-        return Station(loc.latitude_deg, loc.longitude_deg, loc.altitude_m)
-    source = station_path(scenario)
-    try:
-        if track.csv is not None:
-            return read_station_track_csv(source.parent / track.csv)
-        return station_track_from_rows(
-            (p.unix_s, p.latitude_deg, p.longitude_deg, p.altitude_m) for p in track.points or []
-        )
-    except InputError as exc:
-        raise ConfigError(f"{source}: track: {exc}") from None
+    return station_position(scenario.station, station_path(scenario))
 
 
 def _tle_for(scenario: Scenario, search_start: float) -> tuple[str, str]:

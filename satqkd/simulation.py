@@ -29,7 +29,7 @@ from drivers.time_tagger_tcp import TcpTimeTagger
 from drivers.transport import open_transport
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.broker import EmbeddedBroker
-from satqkd.config import Scenario
+from satqkd.config import Scenario, station_path
 from satqkd.pass_physics import PassPhysics, plan_pass
 from satqkd.wiring import ogs_settings, pass_plan_fields, payload_settings, preshared_auth_key
 from satqkd_core import dictionary as dct
@@ -203,7 +203,7 @@ async def run_pass(
             rng.derive_key(seed, "payload/entropy"),
         )
         ogs = OgsDaemon(
-            ogs_settings(mission, station),
+            ogs_settings(mission, station, station_path(scenario)),
             ogs_bus,
             clock,
             bench.tagger,

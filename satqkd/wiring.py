@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from satqkd.config import MissionConfig, Scenario, StationConfig
+from satqkd.config import ConfigError, MissionConfig, Scenario, StationConfig
 from satqkd_core import rng
 from satqkd_core.authentication import preshared_key_bytes
-from satqkd_core.ephemeris import Station
+from satqkd_core.ephemeris import Station, StationTrack
+from satqkd_core.errors import InputError
 from satqkd_core.pass_decisions import ProtocolParameters
 from satqkd_ogs.daemon import OgsSettings
 from satqkd_payload.daemon import PayloadSettings
+from sim_backends.station_track import read_station_track_csv, station_track_from_rows
 
 if TYPE_CHECKING:
     from satqkd.pass_physics import PassPhysics
@@ -31,10 +34,21 @@ def protocol_parameters(mission: MissionConfig) -> ProtocolParameters:
     )
 
 
-def station_of(station: StationConfig) -> Station:
-    """The station's position for the ephemeris."""
-    loc = station.location
-    return Station(loc.latitude_deg, loc.longitude_deg, loc.altitude_m)
+def station_position(station: StationConfig, station_file: Path) -> Station | StationTrack:
+    """Where the station is for the ephemeris: its fixed location, or its track if it moves
+    (a CSV beside the station file, or points given inline)."""
+    track = station.track
+    if track is None:
+        loc = station.location
+        return Station(loc.latitude_deg, loc.longitude_deg, loc.altitude_m)
+    try:
+        if track.csv is not None:
+            return read_station_track_csv(station_file.parent / track.csv)
+        return station_track_from_rows(
+            (p.unix_s, p.latitude_deg, p.longitude_deg, p.altitude_m) for p in track.points or []
+        )
+    except InputError as exc:
+        raise ConfigError(f"{station_file}: track: {exc}") from None
 
 
 def payload_settings(mission: MissionConfig) -> PayloadSettings:
@@ -46,12 +60,12 @@ def payload_settings(mission: MissionConfig) -> PayloadSettings:
     )
 
 
-def ogs_settings(mission: MissionConfig, station: StationConfig) -> OgsSettings:
+def ogs_settings(mission: MissionConfig, station: StationConfig, station_file: Path) -> OgsSettings:
     """Settings of the station daemon for one mission."""
     return OgsSettings(
         mission=mission.name,
         station=station.name,
-        location=station_of(station),
+        location=station_position(station, station_file),
         protocol=protocol_parameters(mission),
         sync_window_ps=mission.protocol.sync_window_ps,
         cascade_passes=mission.protocol.cascade_passes,

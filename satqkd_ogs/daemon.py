@@ -16,7 +16,7 @@ from drivers.node import NodeRuntime, QkdChannel
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope
-from satqkd_core.ephemeris import Station
+from satqkd_core.ephemeris import Station, StationTrack
 from satqkd_core.errors import InputError, ProtocolError
 from satqkd_core.pass_decisions import ProtocolParameters
 from satqkd_ogs.session import OgsSession, PassPlan
@@ -32,7 +32,7 @@ class OgsSettings:
 
     mission: str
     station: str
-    location: Station
+    location: Station | StationTrack
     protocol: ProtocolParameters
     sync_window_ps: float
     cascade_passes: int

@@ -18,7 +18,7 @@ from satqkd_core import rng
 from satqkd_core.cascade import CascadeCorrector
 from satqkd_core.codec import Envelope
 from satqkd_core.detection_report import encode_detection_report
-from satqkd_core.ephemeris import Station, topocentric
+from satqkd_core.ephemeris import Station, StationTrack, topocentric
 from satqkd_core.errors import ProtocolError
 from satqkd_core.light_time import LightTimeModel
 from satqkd_core.pass_decisions import (
@@ -136,7 +136,7 @@ class OgsSession:
     def __init__(
         self,
         plan: PassPlan,
-        station: Station,
+        station: Station | StationTrack,
         channel: QkdChannel,
         keystore: KeyStore,
         params: ProtocolParameters,
