@@ -5,6 +5,7 @@
 Interfaces (`Gimbal`, `FastSteeringMirror`, `BeaconSensor`, `PhotonDetector`, `PulsedSource`,
 `TimeTagger`) are what daemons hold; the concrete drivers speak real command sets over a
 `Transport` chosen by a resource string (serial://, tcp://, visa://, visa-sim://).
+`VendorTaggerAdapter` loads its vendor SDK only when used, so importing this package never does.
 """
 
 from drivers.beacon import QuadCellBeacon
@@ -40,7 +41,9 @@ from drivers.interfaces import (
     TagBuffer,
     TimeTagger,
 )
+from drivers.payload_link import PayloadLink
 from drivers.scpi import ScpiBiasSupply, ScpiInstrument, ScpiLaserSource
+from drivers.time_tagger_tcp import TcpTimeTagger, VendorTaggerAdapter
 from drivers.transport import (
     ScriptedTransport,
     SerialTransport,
@@ -65,6 +68,7 @@ __all__ = [
     "Gimbal",
     "GimbalLimits",
     "MirrorRange",
+    "PayloadLink",
     "PhotonDetector",
     "PiGcsMirror",
     "PtuGimbal",
@@ -77,9 +81,11 @@ __all__ = [
     "ScriptedTransport",
     "SerialTransport",
     "TagBuffer",
+    "TcpTimeTagger",
     "TcpTransport",
     "TimeTagger",
     "Transport",
+    "VendorTaggerAdapter",
     "VisaTransport",
     "control",
     "declared_commands",

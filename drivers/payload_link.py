@@ -5,19 +5,16 @@
 and completion reports), 3 housekeeping, 5 event reports and 17 are-you-alive. Each packet on
 the line is preceded by the CCSDS attached sync marker 0x1ACFFC1D; a packet whose CRC-16 does
 not check, or whose header makes no sense, is counted and skipped, and the receiver
-re-synchronises on the next marker. The interface control document (APID, functions, failure
-codes, events, housekeeping layout) is declared below; the firmware side
-(`firmware_shims/payload_controller.py`) declares the same values and a test holds them equal.
+re-synchronises on the next marker. The interface control data (APID, functions, failure
+codes, events, housekeeping layout, framing) is declared once in `satqkd_core.payload_icd`,
+which the firmware side (`firmware_shims/payload_controller.py`) uses too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import binascii
 import contextlib
-import enum
 import math
-import struct
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -30,13 +27,25 @@ from spacepackets.ecss.tm import PusTm
 from drivers.interfaces import Device, DeviceError, DeviceStatus, DeviceTimeout
 from drivers.transport import Transport
 from satqkd_core.errors import InputError
+from satqkd_core.payload_icd import (
+    ACK_ACCEPTANCE,
+    ACK_COMPLETION,
+    HOUSEKEEPING_SID,
+    PAYLOAD_APID,
+    TIMESTAMP_BYTES,
+    FunctionId,
+    extract_frames,
+    failure_code_name,
+    frame_packet,
+    pack_function,
+    pack_housekeeping_intervals,
+    pack_sid_list,
+    unpack_event,
+    unpack_housekeeping,
+    unpack_verification,
+)
 
 __all__ = [
-    "ASM",
-    "EVENTS",
-    "HOUSEKEEPING_FIELDS",
-    "PAYLOAD_APID",
-    "FunctionId",
     "HousekeepingReport",
     "LinkCounters",
     "PayloadEvent",
@@ -44,62 +53,6 @@ __all__ = [
     "TelecommandError",
 ]
 
-# --- interface control document (mirrors firmware_shims/payload_controller.py) ----------------
-
-PAYLOAD_APID = 0x065
-ASM = bytes.fromhex("1ACFFC1D")
-HOUSEKEEPING_SID = 1
-MAX_PACKET_BYTES = 1024
-_TIMESTAMP_BYTES = 7  # CDS short, with its P-field
-
-
-class FunctionId(enum.IntEnum):
-    """Service 8 function ids: (8,1) app data is the id (u16) then the arguments."""
-
-    SOURCE_CONFIGURE = 0x0001
-    SOURCE_ENABLE = 0x0002
-    SOURCE_DISABLE = 0x0003
-    LOAD_PASS_PLAN = 0x0010
-    CLEAR_PASS_PLAN = 0x0011
-    RESET_COUNTERS = 0x0020
-
-
-FAILURE_CODES: dict[int, str] = {
-    1: "CRC_ERROR",
-    2: "UNKNOWN_SERVICE",
-    3: "BAD_APP_DATA",
-    4: "UNKNOWN_FUNCTION",
-    10: "INTERLOCK",
-    11: "INVALID_PARAMETER",
-    12: "UNKNOWN_SID",
-}
-
-EVENTS: dict[int, tuple[str, int, str, tuple[str, ...]]] = {
-    0x0101: ("SOURCE_ENABLED", 1, ">d", ("first_pulse_unix_s",)),
-    0x0102: ("SOURCE_DISABLED", 1, ">B", ("reason",)),
-    0x0103: ("PASS_PLAN_LOADED", 1, ">I", ("plan_id",)),
-    0x0104: ("PASS_PLAN_CLEARED", 1, ">I", ("plan_id",)),
-    0x0105: ("COUNTERS_RESET", 1, ">", ()),
-    0x0201: ("TC_REJECTED", 2, ">BBB", ("service", "subtype", "code")),
-    0x0401: ("LINK_LOST_SOURCE_SAFED", 4, ">f", ("silence_s",)),
-}
-
-HOUSEKEEPING_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("source_enabled", "B", ""),
-    ("disable_reason", "B", ""),
-    ("repetition_rate_hz", "d", "Hz"),
-    ("plan_id", "I", ""),
-    ("tc_accepted", "I", ""),
-    ("tc_rejected", "I", ""),
-    ("tc_failed", "I", ""),
-    ("bad_packets", "I", ""),
-    ("watchdog_trips", "H", ""),
-    ("link_silence_s", "f", "s"),
-    ("uptime_s", "d", "s"),
-    ("tm_dropped", "I", ""),
-)
-_HOUSEKEEPING = struct.Struct(">H" + "".join(code for _, code, _ in HOUSEKEEPING_FIELDS))
-_ACK_ACCEPTANCE_AND_COMPLETION = 0b1001
 _POLL_S = 0.5
 
 
@@ -257,13 +210,13 @@ class PayloadLink(Device):
                 app_data=app_data,
                 seq_count=sequence,
                 source_id=self.source_id,
-                ack_flags=_ACK_ACCEPTANCE_AND_COMPLETION,
+                ack_flags=ACK_ACCEPTANCE | ACK_COMPLETION,
             )
             loop = asyncio.get_running_loop()
             pending = _PendingTc(label, loop.create_future())
             self._pending[sequence] = pending
             try:
-                await self.transport.write(ASM + bytes(tc.pack()))
+                await self.transport.write(frame_packet(bytes(tc.pack())))
             except DeviceError:
                 del self._pending[sequence]
                 raise
@@ -291,7 +244,7 @@ class PayloadLink(Device):
     async def request_housekeeping(self, sid: int = HOUSEKEEPING_SID) -> HousekeepingReport:
         """Measure: one-shot (3,27) report of a SID."""
         self.housekeeping.pop(sid, None)
-        await self.send_telecommand(3, 27, struct.pack(">BH", 1, sid), label=f"HK_ONE_SHOT({sid})")
+        await self.send_telecommand(3, 27, pack_sid_list([sid]), label=f"HK_ONE_SHOT({sid})")
         report = self.housekeeping.get(sid)
         if report is None:
             raise DeviceError(f"{self.name}: (3,27) completed without a report for SID {sid}")
@@ -299,11 +252,11 @@ class PayloadLink(Device):
 
     async def enable_periodic_housekeeping(self, sid: int = HOUSEKEEPING_SID) -> None:
         """Control: (3,5) enable periodic reports of a SID."""
-        await self.send_telecommand(3, 5, struct.pack(">BH", 1, sid), label=f"HK_ENABLE({sid})")
+        await self.send_telecommand(3, 5, pack_sid_list([sid]), label=f"HK_ENABLE({sid})")
 
     async def disable_periodic_housekeeping(self, sid: int = HOUSEKEEPING_SID) -> None:
         """Control: (3,6) disable periodic reports of a SID."""
-        await self.send_telecommand(3, 6, struct.pack(">BH", 1, sid), label=f"HK_DISABLE({sid})")
+        await self.send_telecommand(3, 6, pack_sid_list([sid]), label=f"HK_DISABLE({sid})")
 
     async def set_housekeeping_interval(
         self, interval_s: float, sid: int = HOUSEKEEPING_SID
@@ -311,21 +264,20 @@ class PayloadLink(Device):
         """Set: (3,31) collection interval of a SID (>= 0.1 s, whole ms)."""
         if not isinstance(interval_s, (int, float)) or not 0.1 <= interval_s <= 86_400:
             raise InputError(f"interval_s must be in 0.1..86400 s, got {interval_s!r}")
-        data = struct.pack(">BHI", 1, sid, round(interval_s * 1000))
+        data = pack_housekeeping_intervals([(sid, round(interval_s * 1000))])
         await self.send_telecommand(3, 31, data, label=f"HK_INTERVAL({sid})")
 
-    async def _function(self, function: FunctionId, arguments: bytes = b"") -> None:
-        data = struct.pack(">H", function) + arguments
-        await self.send_telecommand(8, 1, data, label=function.name)
+    async def _function(self, function: FunctionId, *arguments: float) -> None:
+        await self.send_telecommand(8, 1, pack_function(function, *arguments), label=function.name)
 
     async def configure_source(self, repetition_rate_hz: float) -> None:
         """Set: the source's pulse repetition rate."""
-        await self._function(FunctionId.SOURCE_CONFIGURE, _f64(repetition_rate_hz, "rate"))
+        await self._function(FunctionId.SOURCE_CONFIGURE, _finite(repetition_rate_hz, "rate"))
 
     async def enable_source(self, first_pulse_unix_s: float) -> None:
         """Control: start emitting, pulse 0 at first_pulse_unix_s (inside the loaded plan)."""
-        arguments = _f64(first_pulse_unix_s, "first_pulse_unix_s")
-        await self._function(FunctionId.SOURCE_ENABLE, arguments)
+        first_pulse = _finite(first_pulse_unix_s, "first_pulse_unix_s")
+        await self._function(FunctionId.SOURCE_ENABLE, first_pulse)
 
     async def disable_source(self) -> None:
         """Control: put the source in its safe state."""
@@ -344,21 +296,21 @@ class PayloadLink(Device):
             raise InputError(f"plan_id must be a u32, got {plan_id!r}")
         if not isinstance(station_id, int) or not 0 <= station_id <= 0xFFFF:
             raise InputError(f"station_id must be a u16, got {station_id!r}")
-        arguments = struct.pack(">IH", plan_id, station_id) + b"".join(
-            _f64(v, n)
+        window_and_rate = [
+            _finite(v, n)
             for v, n in (
                 (qkd_start_unix_s, "qkd_start_unix_s"),
                 (qkd_stop_unix_s, "qkd_stop_unix_s"),
                 (repetition_rate_hz, "repetition_rate_hz"),
             )
-        )
-        await self._function(FunctionId.LOAD_PASS_PLAN, arguments)
+        ]
+        await self._function(FunctionId.LOAD_PASS_PLAN, plan_id, station_id, *window_and_rate)
 
     async def clear_pass_plan(self, plan_id: int) -> None:
         """Control: unload a plan (and put the source in its safe state)."""
         if not isinstance(plan_id, int) or not 0 <= plan_id <= 0xFFFFFFFF:
             raise InputError(f"plan_id must be a u32, got {plan_id!r}")
-        await self._function(FunctionId.CLEAR_PASS_PLAN, struct.pack(">I", plan_id))
+        await self._function(FunctionId.CLEAR_PASS_PLAN, plan_id)
 
     async def reset_counters(self) -> None:
         """Control: RESET-COUNTERS on the controller."""
@@ -406,39 +358,12 @@ class PayloadLink(Device):
 
     def _extract_packets(self) -> list[bytes]:
         """Cut sync-marked packets with a good CRC out of the buffer; count and skip the rest."""
-        packets = []
-        while True:
-            start = self._rx.find(ASM)
-            if start < 0:
-                keep = len(ASM) - 1
-                if len(self._rx) > keep:
-                    self.counters.skipped_bytes += len(self._rx) - keep
-                    del self._rx[: len(self._rx) - keep]
-                return packets
-            if start:
-                self.counters.skipped_bytes += start
-                del self._rx[:start]
-            if len(self._rx) < len(ASM) + 6:
-                return packets
-            length = struct.unpack_from(">H", self._rx, len(ASM) + 4)[0] + 7
-            if length > MAX_PACKET_BYTES:
-                self._bad_packet(f"length {length} > {MAX_PACKET_BYTES}")
-                continue
-            if len(self._rx) < len(ASM) + length:
-                return packets
-            packet = bytes(self._rx[len(ASM) : len(ASM) + length])
-            if binascii.crc_hqx(packet, 0xFFFF) != 0:  # CRC-16/CCITT incl. the packet's CRC
-                self._bad_packet("CRC-16 mismatch")
-                continue
-            del self._rx[: len(ASM) + length]
-            packets.append(packet)
-
-    def _bad_packet(self, reason: str) -> None:
-        # drop only the marker: the real next packet may start inside what looked like this one
-        self.counters.bad_packets += 1
-        self.counters.skipped_bytes += 1
-        self.last_error = f"bad packet: {reason}"
-        del self._rx[:1]
+        scan = extract_frames(self._rx, check_crc=True)
+        self.counters.skipped_bytes += scan.skipped_bytes
+        if scan.rejected:
+            self.counters.bad_packets += len(scan.rejected)
+            self.last_error = f"bad packet: {scan.rejected[-1]}"
+        return scan.packets
 
     def _dispatch(self, packet: bytes) -> None:
         header = SpacePacketHeader.unpack(packet)
@@ -446,7 +371,7 @@ class PayloadLink(Device):
             self.counters.unknown_tm += 1
             return
         try:
-            tm = PusTm.unpack(packet, timestamp_len=_TIMESTAMP_BYTES)
+            tm = PusTm.unpack(packet, timestamp_len=TIMESTAMP_BYTES)
             unix_s = CdsShortTimestamp.unpack(tm.timestamp).as_unix_seconds()
         except Exception as exc:  # malformed secondary header or timestamp
             self.counters.bad_packets += 1
@@ -460,17 +385,16 @@ class PayloadLink(Device):
         elif tm.service in handlers:
             try:
                 handlers[tm.service](tm.message_subtype, data, unix_s)
-            except (struct.error, KeyError, ValueError) as exc:
+            except (KeyError, ValueError) as exc:  # InputError is a ValueError
                 self.counters.bad_packets += 1
                 self.last_error = f"bad ({tm.service},{tm.message_subtype}) report: {exc}"
         else:
             self.counters.unknown_tm += 1
 
     def _on_verification(self, subtype: int, data: bytes, unix_s: float) -> None:
-        packet_id, control = struct.unpack_from(">HH", data)
-        pending = self._pending.get(control & 0x3FFF)
-        tc_apid = packet_id & 0x7FF
-        if pending is None or tc_apid != self.apid:
+        report = unpack_verification(data)
+        pending = self._pending.get(report.tc_sequence)
+        if pending is None or report.tc_apid != self.apid:
             self.counters.unmatched_verifications += 1
             return
         pending.reports.append(subtype)
@@ -483,9 +407,8 @@ class PayloadLink(Device):
         if subtype == 7:
             pending.completed.set_result(None)
             return
-        code = data[4] if len(data) > 4 else 0
-        reason = data[5:].decode("utf-8", errors="replace")
-        name = FAILURE_CODES.get(code, f"code {code}")
+        code, reason = report.code, report.reason
+        name = failure_code_name(code)
         if subtype == 2:
             self.counters.tc_rejected += 1
             stage = "rejected"
@@ -502,22 +425,15 @@ class PayloadLink(Device):
         if subtype != 25:
             self.counters.unknown_tm += 1
             return
-        sid, *values = _HOUSEKEEPING.unpack(data)
+        sid, values = unpack_housekeeping(data)
         if sid != HOUSEKEEPING_SID:
             raise KeyError(f"SID {sid}")
-        names = [name for name, _, _ in HOUSEKEEPING_FIELDS]
-        self.housekeeping[sid] = HousekeepingReport(
-            sid, unix_s, dict(zip(names, values, strict=True))
-        )
+        self.housekeeping[sid] = HousekeepingReport(sid, unix_s, values)
         self._housekeeping_arrived.set()
 
     def _on_event(self, subtype: int, data: bytes, unix_s: float) -> None:
-        (event_id,) = struct.unpack_from(">H", data)
-        name, severity, layout, fields = EVENTS[event_id]
-        if severity != subtype:
-            raise ValueError(f"event {name} reported with severity {subtype}, declared {severity}")
-        aux = struct.unpack(layout, data[2:])
-        event = PayloadEvent(event_id, name, severity, unix_s, dict(zip(fields, aux, strict=True)))
+        report = unpack_event(subtype, data)
+        event = PayloadEvent(report.event_id, report.name, report.severity, unix_s, report.aux)
         self.events.append(event)
         self._event_queue.put_nowait(event)
 
@@ -533,7 +449,7 @@ class PayloadLink(Device):
         return self.housekeeping[HOUSEKEEPING_SID]
 
 
-def _f64(value: Any, name: str) -> bytes:
+def _finite(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InputError(f"{name} must be a finite number, got {value!r}")
-    return struct.pack(">d", float(value))
+    return float(value)

@@ -1,27 +1,12 @@
 """The payload controller firmware behind the spacecraft link: ECSS PUS over CCSDS on a serial line.
 
 The QKD payload's controller (an MCU next to the source) takes telecommands from the platform
-and answers with telemetry, as CCSDS space packets (CCSDS 133.0-B-2) carrying ECSS-E-ST-70-41C
-(PUS-C) services, each packet preceded by the CCSDS attached sync marker 0x1ACFFC1D
-(CCSDS 131.0-B) so a receiver can find packet boundaries again after line noise. Every packet
-ends with the PUS CRC-16/CCITT (init 0xFFFF). This shim runs as an asyncio task on a pty, so the
-ground-side driver (`drivers.payload_link.PayloadLink`) opens a real serial device.
-
-Services (the interface control document; `drivers/payload_link.py` mirrors it and a test holds
-the two equal):
-
-| TC | app data | effect |
-|---|---|---|
-| (17,1) are-you-alive / NO-OP | - | TM (17,2) |
-| (3,27) one-shot housekeeping | N u8, N x SID u16 | TM (3,25) per SID |
-| (3,5) / (3,6) enable / disable periodic housekeeping | N u8, N x SID u16 | |
-| (3,31) modify collection interval | N u8, N x (SID u16, interval_ms u32) | |
-| (8,1) perform function | function id u16, arguments | see FunctionId |
-
-TM: (1,1)/(1,2) acceptance success/failure, (1,7)/(1,8) completion success/failure (failure
-notice: code u8, then a UTF-8 reason), (3,25) housekeeping report (SID u16, then the fields of
-HOUSEKEEPING_FIELDS), (5,1..4) event reports by severity (event id u16, then EVENTS' aux data),
-(17,2) alive. Success reports follow the TC's acknowledgement flags; failures are always sent.
+and answers with telemetry, as CCSDS space packets carrying ECSS-E-ST-70-41C (PUS-C) services,
+each preceded by the CCSDS attached sync marker and ending with the PUS CRC-16. The services,
+byte layouts and framing (the interface control data) are declared once in
+`satqkd_core.payload_icd`, which the ground-side driver (`drivers.payload_link.PayloadLink`)
+uses too. This shim runs as an asyncio task on a pty, so that driver opens a real serial device.
+Success reports follow the TC's acknowledgement flags; failures are always sent.
 
 The source interlock: the source may only be enabled inside a loaded pass plan's QKD window, is
 disabled at the window's end, and is put in its safe state (disabled) when no valid telecommand
@@ -33,9 +18,7 @@ failed at completion, bad packets; RESET_COUNTERS clears them.
 from __future__ import annotations
 
 import asyncio
-import binascii
 import contextlib
-import enum
 import math
 import os
 import struct
@@ -50,100 +33,31 @@ from spacepackets.ecss.tc import PusTc
 from spacepackets.ecss.tm import PusTm
 
 from satqkd_core.errors import InputError
+from satqkd_core.payload_icd import (
+    ACK_ACCEPTANCE,
+    ACK_COMPLETION,
+    FUNCTION_ARGUMENTS,
+    HOUSEKEEPING_SID,
+    PAYLOAD_APID,
+    DisableReason,
+    FailureCode,
+    FunctionId,
+    crc16_ok,
+    extract_frames,
+    frame_packet,
+    pack_event,
+    pack_housekeeping,
+    pack_verification,
+    unpack_housekeeping_intervals,
+    unpack_sid_list,
+)
 
 __all__ = [
-    "ASM",
-    "EVENTS",
-    "HOUSEKEEPING_FIELDS",
-    "HOUSEKEEPING_SID",
-    "PAYLOAD_APID",
     "ControllerCounters",
-    "DisableReason",
-    "FailureCode",
-    "FunctionId",
     "PayloadController",
 ]
 
-PAYLOAD_APID = 0x065
-ASM = bytes.fromhex("1ACFFC1D")
-MAX_PACKET_BYTES = 1024
-HOUSEKEEPING_SID = 1
-_HEADER_BYTES = 6
-_TIMESTAMP_BYTES = 7
 _TX_LIMIT_BYTES = 64 * 1024  # telemetry queued for a reader that does not read is dropped
-
-
-class FunctionId(enum.IntEnum):
-    """Service 8 functions: (8,1) app data is the id (u16) then the arguments shown."""
-
-    SOURCE_CONFIGURE = 0x0001  # f64 repetition_rate_hz
-    SOURCE_ENABLE = 0x0002  # f64 first_pulse_unix_s
-    SOURCE_DISABLE = 0x0003  # -
-    LOAD_PASS_PLAN = 0x0010  # u32 plan_id, u16 station_id, f64 qkd_start, f64 qkd_stop, f64 rate
-    CLEAR_PASS_PLAN = 0x0011  # u32 plan_id
-    RESET_COUNTERS = 0x0020  # -
-
-
-FUNCTION_ARGUMENTS: dict[FunctionId, str] = {
-    FunctionId.SOURCE_CONFIGURE: ">d",
-    FunctionId.SOURCE_ENABLE: ">d",
-    FunctionId.SOURCE_DISABLE: ">",
-    FunctionId.LOAD_PASS_PLAN: ">IHddd",
-    FunctionId.CLEAR_PASS_PLAN: ">I",
-    FunctionId.RESET_COUNTERS: ">",
-}
-
-
-class FailureCode(enum.IntEnum):
-    """Failure notice codes of (1,2) acceptance and (1,8) completion failures."""
-
-    CRC_ERROR = 1
-    UNKNOWN_SERVICE = 2
-    BAD_APP_DATA = 3
-    UNKNOWN_FUNCTION = 4
-    INTERLOCK = 10
-    INVALID_PARAMETER = 11
-    UNKNOWN_SID = 12
-
-
-class DisableReason(enum.IntEnum):
-    """Why the source last went to its safe state."""
-
-    NONE = 0
-    COMMANDED = 1
-    PLAN_ENDED = 2
-    LINK_WATCHDOG = 3
-    PLAN_CLEARED = 4
-
-
-# Event id -> (name, PUS severity subtype 1 info .. 4 high, aux struct format, aux field names)
-EVENTS: dict[int, tuple[str, int, str, tuple[str, ...]]] = {
-    0x0101: ("SOURCE_ENABLED", 1, ">d", ("first_pulse_unix_s",)),
-    0x0102: ("SOURCE_DISABLED", 1, ">B", ("reason",)),
-    0x0103: ("PASS_PLAN_LOADED", 1, ">I", ("plan_id",)),
-    0x0104: ("PASS_PLAN_CLEARED", 1, ">I", ("plan_id",)),
-    0x0105: ("COUNTERS_RESET", 1, ">", ()),
-    0x0201: ("TC_REJECTED", 2, ">BBB", ("service", "subtype", "code")),
-    0x0401: ("LINK_LOST_SOURCE_SAFED", 4, ">f", ("silence_s",)),
-}
-_EVENT_ID = {name: event_id for event_id, (name, *_rest) in EVENTS.items()}
-
-# SID 1 housekeeping: (name, struct code, unit), packed big-endian in this order after the SID.
-HOUSEKEEPING_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("source_enabled", "B", ""),
-    ("disable_reason", "B", ""),
-    ("repetition_rate_hz", "d", "Hz"),
-    ("plan_id", "I", ""),
-    ("tc_accepted", "I", ""),
-    ("tc_rejected", "I", ""),
-    ("tc_failed", "I", ""),
-    ("bad_packets", "I", ""),
-    ("watchdog_trips", "H", ""),
-    ("link_silence_s", "f", "s"),
-    ("uptime_s", "d", "s"),
-    ("tm_dropped", "I", ""),
-)
-_HOUSEKEEPING = struct.Struct(">H" + "".join(code for _, code, _ in HOUSEKEEPING_FIELDS))
 
 
 class _Clock(Protocol):
@@ -291,10 +205,11 @@ class PayloadController:
         self._rx_ready.set()
 
     def _send(self, packet: bytes) -> None:
-        if len(self._tx) + len(packet) + len(ASM) > _TX_LIMIT_BYTES:
+        framed = frame_packet(packet)
+        if len(self._tx) + len(framed) > _TX_LIMIT_BYTES:
             self.counters.tm_dropped += 1
             return
-        self._tx += ASM + packet
+        self._tx += framed
         self.counters.tm_sent += 1
         self._flush_tx()
 
@@ -322,34 +237,17 @@ class PayloadController:
 
     def _extract_packets(self) -> list[bytes]:
         """Cut whole sync-marked packets out of the receive buffer; count what is not one."""
-        packets = []
-        while True:
-            start = self._rx.find(ASM)
-            if start < 0:
-                keep = len(ASM) - 1  # a marker may straddle the next read
-                if len(self._rx) > keep:
-                    del self._rx[: len(self._rx) - keep]
-                return packets
-            if start > 0:
-                del self._rx[:start]
-            if len(self._rx) < len(ASM) + _HEADER_BYTES:
-                return packets
-            length = struct.unpack_from(">H", self._rx, len(ASM) + 4)[0] + 7
-            if length > MAX_PACKET_BYTES:
-                self.counters.bad_packets += 1
-                del self._rx[:1]  # a false marker or a corrupt length: look for the next one
-                continue
-            if len(self._rx) < len(ASM) + length:
-                return packets
-            packets.append(bytes(self._rx[len(ASM) : len(ASM) + length]))
-            del self._rx[: len(ASM) + length]
+        # the CRC is checked per packet later, so a corrupt TC can still be answered with (1,2)
+        scan = extract_frames(self._rx, check_crc=False)
+        self.counters.bad_packets += len(scan.rejected)
+        return scan.packets
 
     def _handle_packet(self, packet: bytes) -> None:
         header = SpacePacketHeader.unpack(packet)
         if header.packet_type != PacketType.TC or header.apid != self.apid:
             self.counters.foreign_packets += 1
             return
-        if binascii.crc_hqx(packet, 0xFFFF) != 0:  # CRC-16/CCITT over packet and its CRC
+        if not crc16_ok(packet):
             self.counters.bad_packets += 1
             self._reject_unparsed(packet, FailureCode.CRC_ERROR, "CRC-16 mismatch")
             return
@@ -387,7 +285,7 @@ class PayloadController:
             self._event("TC_REJECTED", tc.service, tc.message_subtype, int(failure.code))
             return
         self.counters.tc_accepted += 1
-        if ack & 0b1000:
+        if ack & ACK_ACCEPTANCE:
             self._verification(request_id, 1)
         try:
             action()
@@ -395,7 +293,7 @@ class PayloadController:
             self.counters.tc_failed += 1
             self._verification(request_id, 8, failure.code, failure.reason)
             return
-        if ack & 0b0001:
+        if ack & ACK_COMPLETION:
             self._verification(request_id, 7)
 
     def _handlers(self) -> dict[tuple[int, int], Callable[[bytes], Callable[[], None]]]:
@@ -417,9 +315,12 @@ class PayloadController:
         return action
 
     def _parse_sids(self, data: bytes, action: Callable[[list[int]], None]) -> Callable[[], None]:
-        if not data or len(data) != 1 + 2 * data[0]:
-            raise _CommandFailure(FailureCode.BAD_APP_DATA, "expected N u8 then N SIDs u16")
-        sids = list(struct.unpack_from(f">{data[0]}H", data, 1))
+        try:
+            sids = unpack_sid_list(data)
+        except InputError:
+            raise _CommandFailure(
+                FailureCode.BAD_APP_DATA, "expected N u8 then N SIDs u16"
+            ) from None
 
         def run() -> None:
             unknown = [sid for sid in sids if sid != HOUSEKEEPING_SID]
@@ -430,9 +331,12 @@ class PayloadController:
         return run
 
     def _parse_interval(self, data: bytes) -> Callable[[], None]:
-        if not data or len(data) != 1 + 6 * data[0]:
-            raise _CommandFailure(FailureCode.BAD_APP_DATA, "expected N u8 then N (SID, ms)")
-        pairs = [struct.unpack_from(">HI", data, 1 + 6 * i) for i in range(data[0])]
+        try:
+            pairs = unpack_housekeeping_intervals(data)
+        except InputError:
+            raise _CommandFailure(
+                FailureCode.BAD_APP_DATA, "expected N u8 then N (SID, ms)"
+            ) from None
 
         def run() -> None:
             for sid, interval_ms in pairs:
@@ -592,22 +496,17 @@ class PayloadController:
         }
 
     def _send_housekeeping(self) -> None:
-        values = self.housekeeping_values()
-        body = _HOUSEKEEPING.pack(HOUSEKEEPING_SID, *(values[n] for n, _, _ in HOUSEKEEPING_FIELDS))
-        self._send_tm(3, 25, body)
+        self._send_tm(3, 25, pack_housekeeping(self.housekeeping_values(), HOUSEKEEPING_SID))
 
     def _event(self, name: str, *aux: object) -> None:
-        event_id = _EVENT_ID[name]
-        _, severity, layout, _ = EVENTS[event_id]
+        severity, body = pack_event(name, *aux)
         self.events.append((self.clock.now_unix_s(), name, aux))
-        self._send_tm(5, severity, struct.pack(">H", event_id) + struct.pack(layout, *aux))
+        self._send_tm(5, severity, body)
 
     def _verification(
         self, request_id: bytes, subtype: int, code: FailureCode | None = None, reason: str = ""
     ) -> None:
-        body = request_id
-        if code is not None:
-            body += bytes([int(code)]) + reason.encode("utf-8")[:200]
+        body = pack_verification(request_id, None if code is None else int(code), reason)
         self._send_tm(1, subtype, body)
 
     def _send_tm(self, service: int, subtype: int, source_data: bytes) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import binascii
 import struct
+import subprocess
+import sys
 
 import pytest
 
-import firmware_shims.payload_controller as firmware
-from drivers import payload_link as ground
 from drivers.interfaces import DeviceTimeout
 from drivers.payload_link import PayloadLink, TelecommandError
 from drivers.transport import ScriptedTransport
+from satqkd_core import payload_icd as icd
 from satqkd_core.errors import InputError
 
 ASM = bytes.fromhex("1ACFFC1D")
@@ -67,18 +68,6 @@ def test_the_hand_written_tc_matches_the_spacepackets_docstring_example() -> Non
     assert (head + body + _crc(head + body)).hex(",") == "18,01,c0,16,00,06,2f,11,01,00,00,ab,62"
 
 
-def test_ground_and_firmware_declare_the_same_interface() -> None:
-    assert ground.PAYLOAD_APID == firmware.PAYLOAD_APID and ground.ASM == firmware.ASM
-    assert ground.HOUSEKEEPING_FIELDS == firmware.HOUSEKEEPING_FIELDS
-    assert ground.HOUSEKEEPING_SID == firmware.HOUSEKEEPING_SID
-    assert ground.EVENTS == firmware.EVENTS
-    assert {f.name: f.value for f in ground.FunctionId} == {
-        f.name: f.value for f in firmware.FunctionId
-    }
-    assert {c.value: c.name for c in firmware.FailureCode} == ground.FAILURE_CODES
-    assert ground.MAX_PACKET_BYTES == firmware.MAX_PACKET_BYTES
-
-
 async def test_connect_pings_and_every_byte_is_as_scripted() -> None:
     link, transport = link_for([(tc(1, 17, 1), verified(1, 3, tm(4, 17, 2, b"")))])
     await link.connect()
@@ -98,7 +87,7 @@ async def test_one_shot_housekeeping_is_decoded_by_the_declared_layout() -> None
     await link.connect()
     hk = await link.request_housekeeping()
     assert hk.sid == 1 and hk.unix_s == T0 + 1.25
-    names = [name for name, _, _ in ground.HOUSEKEEPING_FIELDS]
+    names = [name for name, _, _ in icd.HOUSEKEEPING_FIELDS]
     assert hk.values == dict(zip(names, values, strict=True))
     assert (await link.status()).detail["housekeeping"]["plan_id"] == 42
     await link.close()
@@ -230,3 +219,29 @@ async def test_arguments_are_checked_before_anything_is_sent() -> None:
     with pytest.raises(InputError, match="transport must be a Transport"):
         PayloadLink("x", "serial:///dev/null")  # type: ignore[arg-type]
     transport.assert_all_consumed()
+
+
+def test_the_flat_namespace_exports_the_link_and_the_taggers_without_any_vendor_sdk() -> None:
+    # a fresh interpreter whose importer refuses (and records) any vendor SDK module
+    probe = """
+import importlib.abc, sys
+asked = []
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("TimeTagger", "Swabian"):
+            asked.append(name)
+            raise ImportError(name)
+        return None
+sys.meta_path.insert(0, Refuse())
+import drivers, drivers.payload_link, drivers.time_tagger_tcp
+assert drivers.PayloadLink is drivers.payload_link.PayloadLink
+assert drivers.TcpTimeTagger is drivers.time_tagger_tcp.TcpTimeTagger
+assert drivers.VendorTaggerAdapter is drivers.time_tagger_tcp.VendorTaggerAdapter
+assert {"PayloadLink", "TcpTimeTagger", "VendorTaggerAdapter"} <= set(drivers.__all__)
+print(asked)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

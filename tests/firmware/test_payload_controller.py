@@ -11,10 +11,11 @@ from spacepackets.ecss.tc import PusTc
 
 from drivers.clock import SimClock
 from drivers.interfaces import DeviceTimeout
-from drivers.payload_link import ASM, PayloadLink, TelecommandError
+from drivers.payload_link import PayloadLink, TelecommandError
 from drivers.transport import SerialTransport
-from firmware_shims.payload_controller import DisableReason, PayloadController
+from firmware_shims.payload_controller import PayloadController
 from satqkd_core.errors import InputError
+from satqkd_core.payload_icd import ASM, DisableReason
 
 T0 = 1_700_000_000.0
 
