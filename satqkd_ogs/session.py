@@ -29,7 +29,7 @@ from satqkd_core.pass_decisions import (
 )
 from satqkd_core.privacy_amplification import toeplitz_hash, toeplitz_seed_bits
 from satqkd_core.sifting import count_bit_errors, unpack_intensity_labels
-from satqkd_core.sync import assign_pulse_indices
+from satqkd_core.sync import TimingState, track_pulse_indices
 from satqkd_core.verification import verification_tag, verification_tag_bits
 
 log = logging.getLogger("satqkd.ogs")
@@ -98,7 +98,12 @@ class OgsPassResult:
     detections: int = 0
     in_window_tags: int = 0
     residual_sq_sum_ps2: float = 0.0
+    # per synchronised frame: the tracked clock offset at pulse 0's arrival (whole periods
+    # included), comparable with the offset the station was assumed to have at QKD start
     clock_offsets_ps: list[float] = field(default_factory=list)
+    # payload clock rate against the station's as last tracked (positive: payload fast);
+    # None until the synchronisation has acquired
+    clock_drift_ppb: float | None = None
     chunks: list[ChunkRecord] = field(default_factory=list)
     x_detections: tuple[int, int, int] = (0, 0, 0)
     z_detections: tuple[int, int, int] = (0, 0, 0)
@@ -173,6 +178,10 @@ class OgsSession:
 
     # --- during the pass ---------------------------------------------------------------
 
+    # The clock offset line tracked from frame to frame; a session starts acquiring (frozen,
+    # so the class-level default is never shared mutably).
+    timing_state: TimingState = TimingState()
+
     async def process_buffer(self, buffer: TagBuffer) -> None:
         """Synchronise one tag buffer and send its detection report to the payload."""
         if self.tagger_epoch_unix_s is None:
@@ -184,8 +193,9 @@ class OgsSession:
         arrival_rel_s = epoch_rel + ts.astype(np.float64) * 1e-12
         qkd_start_ps = round((plan.qkd_start_unix_s - self.tagger_epoch_unix_s) * 1e12)
         # the CPU-heavy steps run off the event loop so the bus stays serviced meanwhile
-        sync = await asyncio.to_thread(
-            lambda: assign_pulse_indices(
+        sync, timing = await asyncio.to_thread(
+            lambda: track_pulse_indices(
+                self.timing_state,
                 ts,
                 self.light_time.delay_at_arrival_ps(arrival_rel_s),
                 qkd_start_ps,
@@ -193,12 +203,22 @@ class OgsSession:
                 self.sync_window_ps,
             )
         )
+        self.timing_state = timing
+        if timing.message:
+            chunk = len(self.result.chunks)
+            log.warning("plan %d chunk %d sync: %s", plan.plan_id, chunk, timing.message)
         ok = sync.in_window & (sync.pulse_index >= 0) & (sync.pulse_index < plan.total_pulses)
         ok &= (channel >= 1) & (channel <= 4)
         self.result.tags += int(ts.size)
         self.result.in_window_tags += int(ok.sum())
         self.result.residual_sq_sum_ps2 += float(np.sum(sync.residual_ps[ok] ** 2))
-        self.result.clock_offsets_ps.append(float(sync.clock_offset_ps))
+        if timing.last_frame in ("acquired", "tracked"):
+            start_rel_s = plan.qkd_start_unix_s - self.light_time.grid_start_unix_s
+            delay0_ps = float(self.light_time.delay_at_emission_ps(np.array([start_rel_s]))[0])
+            self.result.clock_offsets_ps.append(
+                timing.offset_at_ps(qkd_start_ps + round(delay0_ps))
+            )
+            self.result.clock_drift_ppb = timing.drift_ppb
         chunk_id = len(self.result.chunks)
         index, basis, bit = self._squash(sync.pulse_index[ok], channel[ok] - 1, chunk_id)
         mid = 0.5 * (buffer.start_unix_s + buffer.stop_unix_s)

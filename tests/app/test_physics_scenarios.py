@@ -259,3 +259,24 @@ def test_source_intensity_fluctuation_reaches_the_channel() -> None:
     mission = scenario.mission.model_copy(update={"source": source})
     physics = plan_pass(scenario.model_copy(update={"mission": mission}), max_duration_s=2.0)
     assert physics.source.intensity_fluctuation == 0.1
+
+
+def test_station_tracks_a_drifting_payload_clock_and_makes_a_key(tmp_path: Path) -> None:
+    # One minute near culmination of the 100 ppb scenario: the offset walks 6 us (600 periods),
+    # which a station without frame-to-frame tracking turns into a ~50 % QBER.
+    scenario = _with_simulation(
+        load_scenario(SCENARIOS / "jinan1-xinglong-clock-drift.yaml"), qkd_start_after_aos_s=190.0
+    )
+    assert scenario.scenario.simulation.clock_drift_ppb == 100.0
+    run = asyncio.run(run_pass(scenario, tmp_path, None, None, 60.0))
+    report = build_report(run)
+    key = report["key"]
+    assert key["abort_reason"] is None
+    assert key["secret_key_bits"] > 0
+    assert key["sha256_payload"] == key["sha256_ogs"]
+    assert report["quantum"]["qber"] < 0.03
+    result = run.ogs.sessions[run.plan_id].result
+    assert result.clock_drift_ppb == pytest.approx(100.0, abs=0.05)
+    # Offsets are referred to pulse 0's arrival, where the scenario puts its 1234 ps.
+    assert np.median(result.clock_offsets_ps) == pytest.approx(1234.0, abs=30.0)
+    assert len(result.clock_offsets_ps) == len(result.chunks) == 60
