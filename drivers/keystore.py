@@ -35,12 +35,13 @@ class KeyMetadata:
     state: str
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _write_private(path: Path, data: bytes, durable: bool = True) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
@@ -108,12 +109,13 @@ class KeyStore:
             h.update(self._paths(key_id)[0].read_bytes())
         return h.hexdigest()
 
-    def store_secret(self, name: str, data: bytes) -> Path:
-        """Control: store a named secret (e.g. the pre-shared authentication key), owner-only."""
+    def store_secret(self, name: str, data: bytes, durable: bool = True) -> Path:
+        """Control: store a named secret (e.g. the pre-shared authentication key), owner-only;
+        `durable` waits until it is on disk (fsync), not just handed to the OS."""
         if not re.fullmatch(r"[a-z0-9_.-]+", name):
             raise KeyStoreError(f"secret name {name!r} not allowed")
         path = self.directory / f"{name}.secret"
-        _write_private(path, data)
+        _write_private(path, data, durable)
         return path
 
     def load_secret(self, name: str) -> bytes:

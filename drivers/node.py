@@ -178,9 +178,15 @@ class QkdChannel:
     used once, and a received message is accepted only if its seq is above every seq accepted
     before, so a re-delivery or a replay is dropped and counted. With a `state_store` the two
     counters survive a daemon restart (otherwise a restart would reuse pad words).
+
+    Send sequence numbers are reserved in durable blocks (one fsync per `SEQ_RESERVATION`
+    messages): after a crash the channel resumes at the end of the reserved block, skipping at
+    most one block of pad words and never reusing one. The receive watermark is written on
+    every message without waiting for the disk.
     """
 
     STATE_NAME = "auth-sequence"
+    SEQ_RESERVATION = 256
 
     def __init__(
         self,
@@ -204,6 +210,7 @@ class QkdChannel:
                 self._highest_received = int(state["highest_received_seq"])
             except KeyStoreError:
                 pass
+        self._reserved_until = self._next_seq
         self.sent_messages = 0
         self.sent_bytes = 0
         self.received_bytes = 0
@@ -218,20 +225,24 @@ class QkdChannel:
         """Get: messages this end can still send before the pre-shared pool runs out."""
         return max(self.authenticator.max_sequence() - self._next_seq + 1, 0)
 
-    def _save_state(self) -> None:
+    def _save_state(self, durable: bool) -> None:
         if self._store is not None:
+            # a restart resumes sending at the end of the reserved block
             state = {
-                "next_send_seq": self._next_seq,
+                "next_send_seq": self._reserved_until,
                 "highest_received_seq": self._highest_received,
             }
-            self._store.store_secret(self.STATE_NAME, json.dumps(state).encode())
+            self._store.store_secret(self.STATE_NAME, json.dumps(state).encode(), durable)
 
     async def send(self, name: str, **fields: Any) -> None:
         """Encode, authenticate and publish one QKD protocol message."""
         spec = dct.DICTIONARY[name]
         seq = self._next_seq
         self._next_seq += 1
-        self._save_state()  # before sending: a crash must not let this pad word be used twice
+        if seq >= self._reserved_until:
+            # on disk before sending: a crash must not let this pad word be used twice
+            self._reserved_until = seq + self.SEQ_RESERVATION
+            self._save_state(durable=True)
         unsigned = encode_envelope(spec, seq, fields)
         tag = self.authenticator.tag(authenticated_bytes(unsigned), seq)
         data = encode_envelope(spec, seq, fields, tag=tag)
@@ -271,6 +282,6 @@ class QkdChannel:
             )
             return None
         self._highest_received = envelope.seq
-        self._save_state()
+        self._save_state(durable=False)
         counters.qkd_accepted += 1
         return envelope

@@ -41,6 +41,12 @@ def _build_parser() -> argparse.ArgumentParser:
     sim_pass.add_argument("--out", default=None, help="output directory (default runs/<time>)")
     sim_pass.add_argument("--broker", default=None, help="mqtt://HOST:PORT (default: embedded)")
     sim_pass.add_argument("--max-duration-s", type=float, default=None, help="cap QKD time")
+    sim_pass.add_argument(
+        "--start-after-aos-s",
+        type=float,
+        default=None,
+        help="start QKD no earlier than this after AOS (e.g. a short pass near culmination)",
+    )
     sim_pass.add_argument("--quiet", action="store_true", help="no progress output")
     sim_pass.add_argument(
         "--instruments",
@@ -130,6 +136,15 @@ def _sim_pass(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.config, seed=args.seed)
     if args.max_duration_s is not None and args.max_duration_s <= 0:
         return _fail("--max-duration-s must be positive", EXIT_USAGE)
+    if args.start_after_aos_s is not None:
+        if args.start_after_aos_s < 0:
+            return _fail("--start-after-aos-s must not be negative", EXIT_USAGE)
+        simulation = scenario.scenario.simulation.model_copy(
+            update={"qkd_start_after_aos_s": args.start_after_aos_s}
+        )
+        scenario = scenario.model_copy(
+            update={"scenario": scenario.scenario.model_copy(update={"simulation": simulation})}
+        )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = Path(args.out) if args.out else Path("runs") / stamp
     try:

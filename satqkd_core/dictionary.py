@@ -266,7 +266,8 @@ _MESSAGES: tuple[MessageSpec, ...] = (
                 "intensity",
                 "bytes",
                 "",
-                "intensity labels of kept detections, 2 bits each (0 signal, 1 decoy, 2 vacuum), first in the high bits",
+                "intensity labels of kept detections, 2 bits each "
+                "(0 signal, 1 decoy, 2 vacuum), first in the high bits",
             ),
             _f("z_bits", "bytes", "", "packed payload bits of the kept Z-basis (test) detections"),
         ),

@@ -119,7 +119,7 @@ def _phase_histogram_kernel(
         x -= offset_ps + drift_per_ps * np.float64(timestamp_ps[i] - reference_ps)
         p = x - period_ps * np.floor(x / period_ps + 0.5)
         phase_ps[i] = p
-        b = np.int64(np.floor((p + period_ps / 2) / bin_width))
+        b = int(np.floor((p + period_ps / 2) / bin_width))
         counts[min(max(b, 0), n_bins - 1)] += 1
 
 
@@ -609,7 +609,7 @@ def _phasor_bins_kernel(
     for i in range(timestamp_ps.size):
         x = np.float64(timestamp_ps[i] - qkd_start_ps) - predicted_delay_ps[i]
         angle = 2.0 * np.pi * ((x - period_ps * np.floor(x / period_ps)) / period_ps)
-        b = np.int64(np.floor(np.float64(timestamp_ps[i] - first_ps) / bin_width_ps))
+        b = int(np.floor(np.float64(timestamp_ps[i] - first_ps) / bin_width_ps))
         b = min(max(b, 0), n_bins - 1)
         phasor_re[b] += np.cos(angle)
         phasor_im[b] += np.sin(angle)

@@ -98,8 +98,8 @@ class OgsPassResult:
     detections: int = 0
     in_window_tags: int = 0
     residual_sq_sum_ps2: float = 0.0
-    # per synchronised frame: the tracked clock offset at pulse 0's arrival (whole periods
-    # included), comparable with the offset the station was assumed to have at QKD start
+    # per frame that measured it: the clock offset at the frame centre, whole pulse periods
+    # included (with a clock drift it moves from frame to frame)
     clock_offsets_ps: list[float] = field(default_factory=list)
     # payload clock rate against the station's as last tracked (positive: payload fast);
     # None until the synchronisation has acquired
@@ -213,11 +213,7 @@ class OgsSession:
         self.result.in_window_tags += int(ok.sum())
         self.result.residual_sq_sum_ps2 += float(np.sum(sync.residual_ps[ok] ** 2))
         if timing.last_frame in ("acquired", "tracked"):
-            start_rel_s = plan.qkd_start_unix_s - self.light_time.grid_start_unix_s
-            delay0_ps = float(self.light_time.delay_at_emission_ps(np.array([start_rel_s]))[0])
-            self.result.clock_offsets_ps.append(
-                timing.offset_at_ps(qkd_start_ps + round(delay0_ps))
-            )
+            self.result.clock_offsets_ps.append(float(sync.clock_offset_ps))
             self.result.clock_drift_ppb = timing.drift_ppb
         chunk_id = len(self.result.chunks)
         index, basis, bit = self._squash(sync.pulse_index[ok], channel[ok] - 1, chunk_id)

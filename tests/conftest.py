@@ -57,6 +57,8 @@ class MosquittoBroker:
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
+            # small packets at once: QoS 1 acknowledgements must not wait for delayed ACKs
+            "set_tcp_nodelay true",
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {workdir}/",
             "autosave_interval 0",

@@ -17,7 +17,8 @@ def _run(out: Path, instruments: str) -> dict:
     status = main(
         [
             "sim", "pass", str(CLEAR), "--seed", "5", "--out", str(out), "--quiet",
-            "--max-duration-s", "120", "--instruments", instruments,
+            "--start-after-aos-s", "190", "--max-duration-s", "60",
+            "--instruments", instruments,
         ]
     )  # fmt: skip
     assert status == 0

@@ -262,21 +262,26 @@ def test_source_intensity_fluctuation_reaches_the_channel() -> None:
 
 
 def test_station_tracks_a_drifting_payload_clock_and_makes_a_key(tmp_path: Path) -> None:
-    # One minute near culmination of the 100 ppb scenario: the offset walks 6 us (600 periods),
-    # which a station without frame-to-frame tracking turns into a ~50 % QBER.
+    # 20 s near culmination of the 100 ppb scenario: the offset walks 2 us (200 pulse periods)
+    # over the frames, so every frame's whole-period count must come from the tracked line.
     scenario = _with_simulation(
         load_scenario(SCENARIOS / "jinan1-xinglong-clock-drift.yaml"), qkd_start_after_aos_s=190.0
     )
     assert scenario.scenario.simulation.clock_drift_ppb == 100.0
-    run = asyncio.run(run_pass(scenario, tmp_path, None, None, 60.0))
+    run = asyncio.run(run_pass(scenario, tmp_path, None, None, 20.0))
     report = build_report(run)
     key = report["key"]
     assert key["abort_reason"] is None
     assert key["secret_key_bits"] > 0
     assert key["sha256_payload"] == key["sha256_ogs"]
     assert report["quantum"]["qber"] < 0.03
-    result = run.ogs.sessions[run.plan_id].result
-    assert result.clock_drift_ppb == pytest.approx(100.0, abs=0.05)
-    # Offsets are referred to pulse 0's arrival, where the scenario puts its 1234 ps.
-    assert np.median(result.clock_offsets_ps) == pytest.approx(1234.0, abs=30.0)
-    assert len(result.clock_offsets_ps) == len(result.chunks) == 60
+    assert report["sync"]["assigned_fraction"] > 0.98
+    session = run.ogs.sessions[run.plan_id]
+    assert session.timing_state.frames_measured == len(session.result.chunks) == 20
+    assert session.result.clock_drift_ppb == pytest.approx(100.0, abs=0.05)
+    # Offsets at the frame centres, whole periods (10 ns) included: 1234 ps at QKD start, then
+    # 100 ns less per second.
+    offsets = session.result.clock_offsets_ps
+    assert offsets[0] == pytest.approx(1234.0 - 0.5e5, abs=2_000.0)
+    assert offsets[-1] == pytest.approx(1234.0 - 19.5e5, abs=2_000.0)
+    assert np.diff(offsets) == pytest.approx(np.full(19, -1e5), abs=50.0)

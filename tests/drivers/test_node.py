@@ -49,7 +49,8 @@ def _last_qkd(bus: RecordingBus) -> bytes:
 
 
 async def test_accept_once_reject_forgery_and_survive_restart(tmp_path: Path) -> None:
-    preshared = bytes(np.random.default_rng(3).integers(0, 256, preshared_key_bytes(64), np.uint8))
+    n_bytes = preshared_key_bytes(1024)
+    preshared = bytes(np.random.default_rng(3).integers(0, 256, n_bytes, np.uint8))
     ogs, payload, bus = _pair(tmp_path, preshared)
     await ogs.send("ABORT", plan_id=1, reason="first")
     first = _last_qkd(bus)
@@ -66,12 +67,13 @@ async def test_accept_once_reject_forgery_and_survive_restart(tmp_path: Path) ->
 
     # restart both ends from their key stores: no pad word reuse, no replay accepted
     ogs2, payload2, bus2 = _pair(tmp_path, preshared)
-    assert ogs2.next_send_seq == 1
+    # resumes after the block of sequence numbers reserved before the first send
+    assert ogs2.next_send_seq == QkdChannel.SEQ_RESERVATION
     assert await payload2.accept(first) is None
     assert payload2.runtime.counters.qkd_duplicates == 1
     await ogs2.send("ABORT", plan_id=1, reason="second")
     second = _last_qkd(bus2)
-    assert decode_envelope(second).seq == 1
+    assert decode_envelope(second).seq == QkdChannel.SEQ_RESERVATION
     accepted = await payload2.accept(second)
     assert accepted is not None and accepted.fields["reason"] == "second"
-    assert ogs2.pad_words_remaining == ogs.pad_words_remaining - 1
+    assert ogs2.pad_words_remaining == ogs.pad_words_remaining - QkdChannel.SEQ_RESERVATION
