@@ -96,10 +96,11 @@ def build_report(run: PassRun) -> dict[str, Any]:
         "sync": {
             "assigned_fraction": round(result.assigned_fraction, 6),
             "timing_residual_rms_ps": round(result.residual_rms_ps, 3),
-            "clock_offset_ps": round(float(np.median(result.clock_offsets_ps)), 3)
-            if result.clock_offsets_ps
-            else 0.0,
+            # as tracked at the end of the pass, referred to the QKD start instant
+            "clock_offset_ps": round(float(result.clock_offset_at_qkd_start_ps or 0.0), 3),
+            "clock_drift_ppb": round(float(result.clock_drift_ppb or 0.0), 4),
             "true_clock_offset_ps": float(sc.scenario.simulation.clock_offset_ps),
+            "true_clock_drift_ppb": float(sc.scenario.simulation.clock_drift_ppb),
         },
         "postprocessing": {
             "blocks": 1,

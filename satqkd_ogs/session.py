@@ -104,6 +104,7 @@ class OgsPassResult:
     # payload clock rate against the station's as last tracked (positive: payload fast);
     # None until the synchronisation has acquired
     clock_drift_ppb: float | None = None
+    clock_offset_at_qkd_start_ps: float | None = None
     chunks: list[ChunkRecord] = field(default_factory=list)
     x_detections: tuple[int, int, int] = (0, 0, 0)
     z_detections: tuple[int, int, int] = (0, 0, 0)
@@ -215,6 +216,7 @@ class OgsSession:
         if timing.last_frame in ("acquired", "tracked"):
             self.result.clock_offsets_ps.append(float(sync.clock_offset_ps))
             self.result.clock_drift_ppb = timing.drift_ppb
+            self.result.clock_offset_at_qkd_start_ps = timing.offset_at_ps(qkd_start_ps)
         chunk_id = len(self.result.chunks)
         index, basis, bit = self._squash(sync.pulse_index[ok], channel[ok] - 1, chunk_id)
         mid = 0.5 * (buffer.start_unix_s + buffer.stop_unix_s)
