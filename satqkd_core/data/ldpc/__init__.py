@@ -1,0 +1,1 @@
+"""LDPC mother codes (parity-check matrices), written by satqkd_core.ldpc_construction."""

@@ -1,0 +1,465 @@
+"""Rate-adaptive blind LDPC reconciliation between the payload (sender) and the ground (receiver).
+
+Direct reconciliation: the payload holds the reference key and runs `LdpcSender`; the ground
+station holds the noisy key and runs `LdpcReceiver`, which corrects it to the reference.
+
+Protocol (messages are flat dicts of ints, 1-D uint32 arrays and bytes; bit strings are packed
+big-endian, as `np.packbits(..., bitorder="big")`):
+1. sender -> receiver, `first_message()`: the code (id and digest), the frame shape (key,
+   shortened and punctured symbols per frame, see `satqkd_core.ldpc.plan_frames`), the blind
+   step, the positions seed and the syndromes of every frame. The key is permuted with the
+   shared positions seed and cut into frames of k bits; the tail of fewer than k bits is
+   discarded at both ends.
+2. receiver: decodes every frame. While some frame fails and still has punctured symbols,
+   `next_request()` asks for the values of up to `reveal_step` more of them for each failed
+   frame (blind reconciliation, Martinez-Mateo, Elkouss, Martin, QIC 12, 791 (2012)), and the
+   sender's `reply()` discloses them in the public reveal order; the receiver continues
+   decoding from where it stopped. A frame that fails with nothing left to reveal is given up.
+3. receiver -> sender, the final request: which frames decoded. Frames that did not are
+   discarded by both ends (`kept_mask()`); the sender acknowledges and the exchange ends.
+
+Leakage (Elkouss, Martinez-Mateo, Martin, QIC 11, 226 (2011), eq. 3): a frame's syndrome of
+m bits tells at most m - p bits about its key bits when p of its symbols are punctured with
+private uniform bits whose columns of H are independent (untainted puncturing makes them so:
+no two share a check); every punctured value revealed later adds one bit, so a frame decoded
+with p symbols still punctured has leaked exactly m - p. Nothing else is subtracted: frames
+that fail keep counting (their syndromes were public), and requests carry only which frames
+failed and how many symbols to reveal, never key-dependent data. `leak_bits` is this sum over
+all frames, equal at both ends.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+
+from satqkd_core.bits import as_bit_array, as_count
+from satqkd_core.cascade import reconciliation_efficiency
+from satqkd_core.errors import InputError, ProtocolError
+from satqkd_core.ldpc import (
+    KNOWN_SYMBOL_LLR,
+    FrameLayout,
+    FramePlan,
+    LdpcCode,
+    channel_llr_magnitude,
+    check_syndrome,
+    decode_syndrome,
+    frame_layout,
+    mother_codes,
+    plan_frames,
+)
+from satqkd_core.rng import derive_key
+
+__all__ = [
+    "MESSAGE_VERSION",
+    "LdpcReceiver",
+    "LdpcSender",
+    "reconciliation_efficiency",
+]
+
+MESSAGE_VERSION = 1
+KIND_FIRST = 1
+KIND_REVEAL_REQUEST = 2
+KIND_REVEAL_REPLY = 3
+KIND_FINAL = 4
+KIND_FINAL_ACK = 5
+# Iterations of one decoding attempt (a blind round). A frame stops once it stalls: early in a
+# round that will be followed by more reveals (the decoder resumes from its messages, so
+# little is lost), later when nothing is left to reveal and the frame would be given up.
+ROUND_MAX_ITERATIONS = 200
+ROUND_STALL_ITERATIONS = 8
+LAST_ROUND_STALL_ITERATIONS = 32
+
+
+def _positions_seed(seed: object) -> int:
+    """Shared seed of the frame layout, from the pass seed (63 bits: fits every codec int)."""
+    return derive_key(as_count(seed, "seed"), "ldpc.positions") & ((1 << 63) - 1)
+
+
+def _codes(codes: tuple[LdpcCode, ...] | None) -> tuple[LdpcCode, ...]:
+    family = mother_codes() if codes is None else tuple(codes)
+    if not family or not all(isinstance(c, LdpcCode) for c in family):
+        raise InputError("codes must be a non-empty sequence of LdpcCode")
+    if len({c.code_id for c in family}) != len(family):
+        raise InputError("codes must have distinct code_id values")
+    return family
+
+
+def _packed(bits: np.ndarray) -> bytes:
+    return np.packbits(bits.reshape(-1).astype(np.uint8), bitorder="big").tobytes()
+
+
+def _unpacked(message: dict, field: str, count: int) -> np.ndarray:
+    value = _field_array(message, field, np.uint8)
+    if value.size != (count + 7) // 8:
+        raise ProtocolError(f"{field} must hold {(count + 7) // 8} bytes, got {value.size}")
+    return np.unpackbits(value, count=count, bitorder="big")
+
+
+def _field_int(message: dict, field: str) -> int:
+    if field not in message:
+        raise ProtocolError(f"message lacks field {field!r}")
+    value = message[field]
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise ProtocolError(f"{field} must be an integer, got {type(value).__name__}")
+    return int(value)
+
+
+def _field_array(message: dict, field: str, dtype: type) -> np.ndarray:
+    if field not in message:
+        raise ProtocolError(f"message lacks field {field!r}")
+    value = message[field]
+    if isinstance(value, bytes | bytearray) and dtype is np.uint8:
+        return np.frombuffer(bytes(value), dtype=np.uint8)
+    if not isinstance(value, np.ndarray) or value.ndim != 1:
+        raise ProtocolError(f"{field} must be a 1-D numpy array")
+    if value.size and value.dtype != np.dtype(dtype):
+        raise ProtocolError(f"{field} must have dtype {np.dtype(dtype).name}, got {value.dtype}")
+    return np.ascontiguousarray(value, dtype=dtype)
+
+
+def _check_kind(message: object, kind: int) -> dict:
+    if not isinstance(message, dict):
+        raise ProtocolError(f"message must be a dict, got {type(message).__name__}")
+    if _field_int(message, "version") != MESSAGE_VERSION:
+        raise ProtocolError(f"unsupported message version {message['version']}")
+    if _field_int(message, "kind") != kind:
+        raise ProtocolError(f"expected message kind {kind}, got {message['kind']}")
+    return message
+
+
+class LdpcSender:
+    """Payload side: discloses syndromes and, on request, punctured values; counts the leak.
+
+    The punctured symbols are filled with private random bits: the leak bound m - p relies on
+    them being uniform and unknown to an eavesdropper, so by default they come from the
+    operating system's CSPRNG (`secrets`); `fill_seed` makes them reproducible (PCG64) for
+    simulations and tests only. `frame_ok` is known after the final request.
+    """
+
+    def __init__(
+        self,
+        reference_key: np.ndarray,
+        qber_estimate: float,
+        seed: int,
+        eps_frame: float = 1e-3,
+        *,
+        codes: tuple[LdpcCode, ...] | None = None,
+        fill_seed: int | None = None,
+    ) -> None:
+        key = as_bit_array(reference_key, "reference_key", allow_empty=True)
+        self._codes = _codes(codes)
+        self.plan: FramePlan = plan_frames(qber_estimate, self._codes, eps_frame=eps_frame)
+        self._positions_seed = _positions_seed(seed)
+        self.layout: FrameLayout = frame_layout(self.plan, self._positions_seed, key.size)
+        code, k = self.plan.code, self.plan.frame_key_bits
+        self.frames = key.size // k
+        self._key_bits = key.size
+        self._punctured_values = _private_bits((self.frames, self.plan.punctured), fill_seed)
+        self._syndromes = np.empty((self.frames, code.m), dtype=np.uint8)
+        word = np.zeros(code.n, dtype=np.uint8)
+        for f in range(self.frames):
+            word[self.layout.key_positions] = key[self.layout.key_order[f * k : (f + 1) * k]]
+            word[self.layout.punctured_positions] = self._punctured_values[f]
+            self._syndromes[f] = check_syndrome(code.check_ptr, code.check_vars, word)
+        self._revealed = np.zeros(self.frames, dtype=np.int64)
+        self._active = np.ones(self.frames, dtype=bool)  # frames the receiver may still ask for
+        self.frame_ok = np.zeros(self.frames, dtype=bool)
+        self.leak_bits = self.frames * (code.m - self.plan.punctured)
+        self.done = False
+        self._round = 0
+        self._last: tuple[int, int, bytes, dict] | None = None
+
+    def first_message(self) -> dict:
+        """Get the opening message: code, frame shape, blind step, seed, packed syndromes."""
+        return {
+            "version": MESSAGE_VERSION,
+            "kind": KIND_FIRST,
+            "code_id": self.plan.code.code_id,
+            "code_digest": self.plan.code.digest,
+            "key_bits": self._key_bits,
+            "frames": self.frames,
+            "frame_key_bits": self.plan.frame_key_bits,
+            "shortened": self.plan.shortened,
+            "punctured": self.plan.punctured,
+            "reveal_step": self.plan.reveal_step,
+            "positions_seed": self._positions_seed,
+            "syndromes": _packed(self._syndromes),
+        }
+
+    def reply(self, request: dict) -> dict:
+        """Answer a reveal request with punctured values, or acknowledge the final request."""
+        if not isinstance(request, dict):
+            raise ProtocolError(f"request must be a dict, got {type(request).__name__}")
+        kind = _field_int(request, "kind")
+        round_index = _field_int(request, "round")
+        fingerprint = _request_fingerprint(request)
+        if self._last is not None and self._last[:3] == (kind, round_index, fingerprint):
+            return self._last[3]  # re-delivery of the last request: same answer, no new leak
+        if kind == KIND_FINAL:
+            answer = self._apply_final(_check_kind(request, KIND_FINAL), round_index)
+        else:
+            answer = self._reveal(_check_kind(request, KIND_REVEAL_REQUEST), round_index)
+        self._last = (kind, round_index, fingerprint, answer)
+        return answer
+
+    def kept_mask(self) -> np.ndarray:
+        """Bits of the reference key that survive: those of frames the receiver decoded."""
+        return _kept_mask(self.layout, self.plan.frame_key_bits, self.frame_ok, self._key_bits)
+
+    def _reveal(self, request: dict, round_index: int) -> dict:
+        if self.done:
+            raise ProtocolError("reconciliation already finished")
+        if round_index != self._round + 1:
+            raise ProtocolError(f"expected round {self._round + 1}, got {round_index}")
+        frames = _field_array(request, "frames", np.uint32).astype(np.int64)
+        counts = _field_array(request, "counts", np.uint32).astype(np.int64)
+        if frames.size == 0 or frames.size != counts.size:
+            raise ProtocolError("frames and counts must be non-empty and of equal length")
+        if np.any(frames >= self.frames) or np.any(np.diff(frames) <= 0):
+            raise ProtocolError("frames must be increasing indices of existing frames")
+        if not np.all(self._active[frames]):
+            raise ProtocolError("a requested frame was already finished by the receiver")
+        left = self.plan.punctured - self._revealed[frames]
+        if np.any(counts < 1) or np.any(counts > left):
+            raise ProtocolError("counts must lie between 1 and the frame's punctured symbols left")
+        self._active[:] = False
+        self._active[frames] = True
+        pieces = [
+            self._punctured_values[f, self._revealed[f] : self._revealed[f] + c]
+            for f, c in zip(frames.tolist(), counts.tolist(), strict=True)
+        ]
+        self._revealed[frames] += counts
+        self.leak_bits += int(counts.sum())
+        self._round = round_index
+        return {
+            "version": MESSAGE_VERSION,
+            "kind": KIND_REVEAL_REPLY,
+            "round": round_index,
+            "revealed_bits": int(counts.sum()),
+            "values": _packed(np.concatenate(pieces)),
+        }
+
+    def _apply_final(self, request: dict, round_index: int) -> dict:
+        if self.done:
+            raise ProtocolError("reconciliation already finished")
+        if round_index != self._round + 1:
+            raise ProtocolError(f"expected round {self._round + 1}, got {round_index}")
+        self.frame_ok = _unpacked(request, "frame_ok", self.frames).astype(bool)
+        self._active[:] = False
+        self.done = True
+        self._round = round_index
+        return {"version": MESSAGE_VERSION, "kind": KIND_FINAL_ACK, "round": round_index}
+
+
+def _private_bits(shape: tuple[int, int], fill_seed: int | None) -> np.ndarray:
+    count = shape[0] * shape[1]
+    if fill_seed is None:
+        # a CSPRNG: revealed fill bits must not let anyone predict the unrevealed ones
+        raw = np.frombuffer(secrets.token_bytes((count + 7) // 8), dtype=np.uint8)
+        return np.unpackbits(raw, count=count).reshape(shape)
+    rng = np.random.default_rng(as_count(fill_seed, "fill_seed"))
+    return rng.integers(0, 2, shape, dtype=np.uint8)
+
+
+def _request_fingerprint(request: dict) -> bytes:
+    parts = []
+    for field in ("frames", "counts", "frame_ok"):
+        value = request.get(field)
+        if isinstance(value, np.ndarray):
+            parts.append(field.encode() + value.tobytes())
+        elif isinstance(value, bytes | bytearray):
+            parts.append(field.encode() + bytes(value))
+    return b"|".join(parts)
+
+
+def _kept_mask(layout: FrameLayout, k: int, frame_ok: np.ndarray, key_bits: int) -> np.ndarray:
+    mask = np.zeros(key_bits, dtype=bool)
+    for f in np.flatnonzero(frame_ok):
+        mask[layout.key_order[f * k : (f + 1) * k]] = True
+    return mask
+
+
+class LdpcReceiver:
+    """Ground side: decodes every frame, asks for punctured values until done, keeps the rest.
+
+    `corrected_key` holds the corrected bits of decoded frames (the noisy bits elsewhere);
+    `frame_ok`, `leak_bits` and `round_trips` (reveal exchanges) describe the outcome.
+    """
+
+    def __init__(
+        self,
+        noisy_key: np.ndarray,
+        qber_estimate: float,
+        seed: int,
+        *,
+        codes: tuple[LdpcCode, ...] | None = None,
+    ) -> None:
+        self._key = as_bit_array(noisy_key, "noisy_key", allow_empty=True)
+        self._channel = channel_llr_magnitude(qber_estimate)
+        self._codes = _codes(codes)
+        self._positions_seed = _positions_seed(seed)
+        self.corrected_key = self._key.copy()
+        self.frame_ok = np.zeros(0, dtype=bool)
+        self.leak_bits = 0
+        self.round_trips = 0
+        self.decoder_iterations = 0
+        self.done = False
+        self._started = False
+        self._round = 0
+        self._final_sent = False
+
+    def apply_first(self, message: dict) -> None:
+        """Take the sender's opening message and decode every frame once."""
+        if self._started:
+            raise ProtocolError("the first message was already applied")
+        message = _check_kind(message, KIND_FIRST)
+        code = self._code_for(message)
+        if _field_int(message, "positions_seed") != self._positions_seed:
+            raise ProtocolError("positions_seed does not match this pass's seed")
+        key_bits = _field_int(message, "key_bits")
+        if key_bits != self._key.size:
+            raise ProtocolError(f"key_bits {key_bits} != the noisy key's {self._key.size}")
+        k = _field_int(message, "frame_key_bits")
+        shortened = _field_int(message, "shortened")
+        punctured = _field_int(message, "punctured")
+        step = _field_int(message, "reveal_step")
+        if min(k, shortened, punctured) < 0 or k < 1 or step < 1:
+            raise ProtocolError("frame shape fields must be non-negative and k, step >= 1")
+        if k + shortened + punctured != code.n or punctured > code.rate_adaptive_symbols:
+            raise ProtocolError("frame shape does not fit the code")
+        frames = _field_int(message, "frames")
+        if frames != self._key.size // k:
+            raise ProtocolError(f"frames {frames} != {self._key.size} // {k}")
+        self.plan = FramePlan(code, k, shortened, punctured, step)
+        self.layout = frame_layout(self.plan, self._positions_seed, self._key.size)
+        self._syndromes = _unpacked(message, "syndromes", frames * code.m).reshape(frames, code.m)
+        self.frames = frames
+        self.frame_ok = np.zeros(frames, dtype=bool)
+        self._revealed = np.zeros(frames, dtype=np.int64)
+        self._revealed_values = np.zeros((frames, punctured), dtype=np.uint8)
+        self._messages: dict[int, np.ndarray] = {}  # decoder state of pending frames
+        self._pending = np.ones(frames, dtype=bool)
+        self.leak_bits = frames * (code.m - punctured)
+        self._started = True
+        self._decode(np.arange(frames))
+
+    def next_request(self) -> dict | None:
+        """Get the next request for the sender, or None once the exchange is over."""
+        if not self._started:
+            raise ProtocolError("apply the first message before asking for a request")
+        if self.done:
+            return None
+        pending = np.flatnonzero(self._pending)
+        if pending.size:
+            left = self.plan.punctured - self._revealed[pending]
+            counts = np.minimum(left, self.plan.reveal_step)
+            return {
+                "version": MESSAGE_VERSION,
+                "kind": KIND_REVEAL_REQUEST,
+                "round": self._round + 1,
+                "frames": pending.astype(np.uint32),
+                "counts": counts.astype(np.uint32),
+            }
+        self._final_sent = True
+        return {
+            "version": MESSAGE_VERSION,
+            "kind": KIND_FINAL,
+            "round": self._round + 1,
+            "frame_ok": _packed(self.frame_ok),
+        }
+
+    def apply_reply(self, reply: dict) -> None:
+        """Take the sender's answer: decode on with the revealed values, or finish."""
+        if not self._started or self.done:
+            raise ProtocolError("no reply is expected now")
+        if not isinstance(reply, dict):
+            raise ProtocolError(f"reply must be a dict, got {type(reply).__name__}")
+        round_index = _field_int(reply, "round")
+        if round_index == self._round:
+            return  # re-delivery of the reply already applied
+        if round_index != self._round + 1:
+            raise ProtocolError(f"expected a reply to round {self._round + 1}, got {round_index}")
+        if _field_int(reply, "kind") == KIND_FINAL_ACK:
+            _check_kind(reply, KIND_FINAL_ACK)
+            if not self._final_sent or np.any(self._pending):
+                raise ProtocolError("final acknowledgement before the final request")
+            self._round = round_index
+            self.done = True
+            return
+        reply = _check_kind(reply, KIND_REVEAL_REPLY)
+        pending = np.flatnonzero(self._pending)
+        counts = np.minimum(self.plan.punctured - self._revealed[pending], self.plan.reveal_step)
+        total = int(counts.sum())
+        if _field_int(reply, "revealed_bits") != total:
+            raise ProtocolError(f"revealed_bits must be {total}")
+        values = _unpacked(reply, "values", total)
+        offset = 0
+        for f, c in zip(pending.tolist(), counts.tolist(), strict=True):
+            start = int(self._revealed[f])
+            self._revealed_values[f, start : start + c] = values[offset : offset + c]
+            self._revealed[f] += c
+            offset += c
+        self.leak_bits += total
+        self.round_trips += 1
+        self._round = round_index
+        self._decode(pending)
+
+    def kept_mask(self) -> np.ndarray:
+        """Bits of the key that survive: those of decoded frames (failed frames are dropped)."""
+        if not self._started:
+            return np.zeros(self._key.size, dtype=bool)
+        return _kept_mask(self.layout, self.plan.frame_key_bits, self.frame_ok, self._key.size)
+
+    def _code_for(self, message: dict) -> LdpcCode:
+        code_id = _field_int(message, "code_id")
+        matches = [c for c in self._codes if c.code_id == code_id]
+        if not matches:
+            raise ProtocolError(f"unknown code_id {code_id}")
+        if _field_int(message, "code_digest") != matches[0].digest:
+            raise ProtocolError(f"code {code_id} differs from the sender's (digest mismatch)")
+        return matches[0]
+
+    def _decode(self, frames: np.ndarray) -> None:
+        code, k, layout = self.plan.code, self.plan.frame_key_bits, self.layout
+        llr = np.empty(code.n, dtype=np.float64)
+        for f in frames.tolist():
+            noisy = self._key[layout.key_order[f * k : (f + 1) * k]]
+            llr[layout.key_positions] = (1.0 - 2.0 * noisy) * self._channel
+            llr[layout.shortened_positions] = KNOWN_SYMBOL_LLR
+            llr[layout.punctured_positions] = 0.0
+            shown = int(self._revealed[f])
+            llr[layout.punctured_positions[:shown]] = (
+                1.0 - 2.0 * self._revealed_values[f, :shown]
+            ) * KNOWN_SYMBOL_LLR
+            stored = self._messages.get(f)
+            if stored is None:
+                messages = np.zeros(code.edges, dtype=np.float64)
+            else:
+                messages = stored.astype(np.float64)
+            last_chance = shown >= self.plan.punctured  # nothing left to reveal: be patient
+            result = decode_syndrome(
+                code,
+                self._syndromes[f],
+                llr,
+                messages,
+                max_iterations=ROUND_MAX_ITERATIONS,
+                stall_iterations=LAST_ROUND_STALL_ITERATIONS
+                if last_chance
+                else ROUND_STALL_ITERATIONS,
+            )
+            self.decoder_iterations += result.iterations
+            if result.converged:
+                self.frame_ok[f] = True
+                self._pending[f] = False
+                self._messages.pop(f, None)
+                self.corrected_key[layout.key_order[f * k : (f + 1) * k]] = result.word[
+                    layout.key_positions
+                ]
+            elif last_chance:
+                self._pending[f] = False  # given up: discarded at both ends
+                self._messages.pop(f, None)
+            else:
+                # kept for the next round in float32: half the memory (~1.6 MB per 2^16 frame)
+                self._messages[f] = messages.astype(np.float32)
