@@ -42,3 +42,51 @@ async def test_real_clock_sleeps_until_deadline() -> None:
     start = clock.now_unix_s()
     await clock.sleep_until(start + 0.02)
     assert clock.now_unix_s() >= start + 0.02
+
+
+async def test_lockstep_participant_does_slow_io_at_every_deadline() -> None:
+    """A loop that does wall-clock I/O between sleeps still sees every one of its instants:
+    time waits for it (without lockstep, advance_to would run past its deadlines)."""
+    clock = SimClock(0.0)
+    seen: list[float] = []
+
+    async def loop() -> None:
+        with clock.participating("atp loop"):
+            for k in range(1, 11):
+                await clock.sleep_until(0.1 * k)
+                seen.append(clock.now_unix_s())
+                await asyncio.sleep(0.005)  # a round trip to an emulator, in wall time
+                seen.append(clock.now_unix_s())
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0)
+    await clock.advance_to(0.55)
+    assert seen == pytest.approx([round(0.1 * k, 10) for k in range(1, 6) for _ in (0, 1)])
+    await clock.advance_to(2.0)
+    await task
+    assert len(seen) == 20 and seen[-1] == pytest.approx(1.0)
+
+
+async def test_stalled_participant_stops_the_simulation_naming_it() -> None:
+    from drivers.clock import SimulationStalled
+
+    clock = SimClock(0.0, settle_timeout_s=0.05)
+    release = asyncio.Event()
+
+    async def stuck() -> None:
+        with clock.participating("gimbal program track"):
+            await clock.sleep_until(1.0)
+            await release.wait()  # an I/O that never completes
+
+    task = asyncio.create_task(stuck())
+    await asyncio.sleep(0)
+    with pytest.raises(SimulationStalled, match="gimbal program track"):
+        await clock.advance_to(2.0)
+    release.set()
+    await task
+    await clock.advance_to(3.0)  # the participant left: time moves freely again
+
+
+async def test_real_clock_participation_is_a_no_op() -> None:
+    with RealClock().participating("anything"):
+        pass
