@@ -250,9 +250,15 @@ def _phase_error_rate_upper_bound(v_z1: float, s_z1: float, s_x1: float, eps_sec
     if s_z1 <= 0.0 or s_x1 <= 0.0:
         return 0.5
     b = v_z1 / s_z1
-    if b >= 0.5:
+    # Eq. (5)'s deviation has the shape b (1 - b) log(1 / (b (1 - b))), which goes to 0 with b:
+    # read literally it charges no sampling deviation at all when v_Z1 = 0, as if a test sample
+    # without (bounded) errors proved the key basis free of phase errors. Evaluate the deviation
+    # at no less than one error's worth, b = 1 / s_Z1 (the resolution of the observed rate). This
+    # equals the paper wherever v_Z1 >= 1 and is conservative below (decision 0010).
+    b_deviation = max(b, 1.0 / s_z1)
+    if b_deviation >= 0.5:
         return 0.5
-    return min(b + _gamma(eps_sec, b, s_z1, s_x1), 0.5)
+    return min(b + _gamma(eps_sec, b_deviation, s_z1, s_x1), 0.5)
 
 
 def finite_key_length(

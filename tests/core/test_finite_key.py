@@ -156,6 +156,27 @@ def test_no_single_photons_gives_phase_error_half_and_no_key():
     assert result.key_length_bits == 0
 
 
+def test_no_single_photon_errors_still_charges_the_sampling_deviation():
+    """With v_Z1 = 0 the literal Eq. (5) gives phi_X = 0; the bound charges the deviation of
+    one error's worth instead (decision 0010), so phi_X > 0 and the key is shorter."""
+    stats = DecoyStatistics((0.8, 0.1, 0.0), (0.5, 0.25, 0.25),
+                            (400_000, 30_000, 2_000), (0, 0, 0),
+                            (100_000, 8_000, 500), (0, 0, 0))  # fmt: skip
+    result = finite_key_length(stats, 1e-9, 1e-15, 0)
+    assert result.v_z1 == 0.0 and result.s_z1 > 0 and result.s_x1 > 0
+    c, d, b = result.s_z1, result.s_x1, 1.0 / result.s_z1
+    gamma = math.sqrt(
+        (c + d) * (1 - b) * b / (c * d * math.log(2))
+        * math.log2((c + d) / (c * d * (1 - b) * b) * 21**2 / 1e-9**2)
+    )  # fmt: skip
+    assert result.phi_x == pytest.approx(gamma, rel=1e-12)
+    assert 0.0 < result.phi_x < 0.05
+    h = -gamma * math.log2(gamma) - (1 - gamma) * math.log2(1 - gamma)
+    literal = result.s_x0 + result.s_x1 - 6 * math.log2(21 / 1e-9) - math.log2(2 / 1e-15)
+    assert result.key_length_bits == max(math.floor(literal - result.s_x1 * h), 0)
+    assert result.key_length_bits < math.floor(literal)
+
+
 def test_as_dict_is_json_ready_with_contract_keys():
     result = finite_key_length(_stats(KNOWN_CASES["positive_key"]), 1e-9, 1e-15, 958823)
     d = result.as_dict()
