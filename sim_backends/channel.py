@@ -25,6 +25,16 @@ from firmware_shims.source_sequencer import PulsePattern
 from satqkd_core import rng
 from satqkd_core.errors import InputError
 from sim_backends import pns
+from sim_backends.clicks import (
+    DRAWS_PER_CANDIDATE,
+    clicks_from_mask_reference,
+    clicks_from_masks,
+    clicks_reference_arrays,
+    fill_route,
+    gaussian,
+    gaussian_reference,
+    route_reference,
+)
 
 __all__ = [
     "AFTERPULSE_TIME_CONSTANT_PS",
@@ -49,7 +59,6 @@ AFTERPULSE_TIME_CONSTANT_PS = 100_000.0
 # Intensity fluctuations are clipped at this many standard deviations so that the candidate
 # probability bounds every pulse's click probability.
 _FLUCTUATION_CLIP_SIGMA = 5.0
-_DRAWS_PER_CANDIDATE = 32
 _MAX_PULSES_PER_FRAME = 1 << 40
 
 
@@ -219,14 +228,6 @@ def candidate_offsets_reference(key: int, n_pulses: int, p_max: float) -> np.nda
 # ---------------------------------------------------------------- signal clicks
 
 
-@numba.njit(cache=True, inline="always")
-def _gaussian(key: np.uint64, key2: np.uint64, counter: np.uint64) -> float:
-    # Box-Muller from two counter words; 1 - u keeps the logarithm finite.
-    u1 = rng.word_to_unit(rng.counter_word(key, key2, counter))
-    u2 = rng.word_to_unit(rng.counter_word(key, key2, counter + np.uint64(1)))
-    return math.sqrt(-2.0 * math.log1p(-u1)) * math.cos(2.0 * math.pi * u2)
-
-
 @numba.njit(cache=True)
 def signal_clicks(
     key: np.uint64,
@@ -254,9 +255,8 @@ def signal_clicks(
     masks = np.zeros(n, dtype=np.uint8)
     route = np.empty(4)
     x = np.empty(4)
-    total_clicks = 0
     for j in range(n):
-        base = np.uint64(j) * np.uint64(_DRAWS_PER_CANDIDATE)
+        base = np.uint64(j) * np.uint64(DRAWS_PER_CANDIDATE)
         state_basis = np.int64(basis[j])
         state_bit = np.int64(bit[j])
         attacked = (
@@ -271,11 +271,7 @@ def signal_clicks(
                 state_basis = eve_basis
                 eve_bit_u = rng.word_to_unit(rng.counter_word(key, key2, base + np.uint64(3)))
                 state_bit = 0 if eve_bit_u < 0.5 else 1
-        for arm in range(2):
-            arm_probability = receiver_x_probability if arm == 0 else 1.0 - receiver_x_probability
-            right = 1.0 - polarisation_error if arm == state_basis else 0.5
-            route[2 * arm + state_bit] = arm_probability * right
-            route[2 * arm + 1 - state_bit] = arm_probability * (1.0 - right)
+        fill_route(route, state_basis, state_bit, receiver_x_probability, polarisation_error)
         threshold = rng.word_to_unit(rng.counter_word(key, key2, base)) * p_max
         mean_photons = mu[intensity[j]]
         if intensity_fluctuation > 0.0:
@@ -286,7 +282,7 @@ def signal_clicks(
                 reach += route[d] * efficiency[d]
             if threshold >= -math.expm1(-(mean_high * transmittance) * reach):
                 continue
-            z = _gaussian(key, key2, base + np.uint64(4))
+            z = gaussian(key, key2, base + np.uint64(4))
             z = min(max(z, -_FLUCTUATION_CLIP_SIGMA), _FLUCTUATION_CLIP_SIGMA)
             mean_photons = max(mean_photons * (1.0 + intensity_fluctuation * z), 0.0)
         m = mean_photons * transmittance
@@ -316,34 +312,9 @@ def signal_clicks(
                     mask = 1 << d
                     break
         masks[j] = mask
-        for d in range(4):
-            total_clicks += (mask >> d) & 1
-    times = np.empty(total_clicks, dtype=np.float64)
-    detectors = np.empty(total_clicks, dtype=np.uint8)
-    groups = np.empty(total_clicks, dtype=np.int64)
-    k = 0
-    for j in range(n):
-        if masks[j] == 0:
-            continue
-        base = np.uint64(j) * np.uint64(_DRAWS_PER_CANDIDATE)
-        elapsed = offsets[j] * period_ps
-        arrival = elapsed + delay_rate * elapsed + delay_ps + clock_offset_ps
-        for d in range(4):
-            if (masks[j] >> d) & 1:
-                jitter = 0.0
-                if jitter_ps > 0.0:
-                    jitter = jitter_ps * _gaussian(key, key2, base + np.uint64(10 + 2 * d))
-                times[k] = arrival + jitter
-                detectors[k] = d
-                groups[k] = j
-                k += 1
-    return times, detectors, groups
-
-
-def _gaussian_reference(key: int, counter: int) -> float:
-    u1 = rng.word_to_unit_reference(rng.counter_word_reference(key, counter))
-    u2 = rng.word_to_unit_reference(rng.counter_word_reference(key, counter + 1))
-    return math.sqrt(-2.0 * math.log1p(-u1)) * math.cos(2.0 * math.pi * u2)
+    return clicks_from_masks(
+        key, key2, masks, offsets, period_ps, delay_ps, delay_rate, clock_offset_ps, jitter_ps
+    )
 
 
 def signal_clicks_reference(
@@ -371,20 +342,15 @@ def signal_clicks_reference(
     def unit(counter: int) -> float:
         return rng.word_to_unit_reference(rng.counter_word_reference(key, counter))
 
-    times, detectors, groups = [], [], []
+    clicks: tuple[list, list, list] = ([], [], [])
     for j in range(len(offsets)):
-        base = j * _DRAWS_PER_CANDIDATE
+        base = j * DRAWS_PER_CANDIDATE
         state_basis, state_bit = int(basis[j]), int(bit[j])
         if attack_fraction > 0.0 and unit(base + 1) < attack_fraction:
             eve_basis = 0 if unit(base + 2) < 0.5 else 1
             if eve_basis != state_basis:
                 state_basis, state_bit = eve_basis, (0 if unit(base + 3) < 0.5 else 1)
-        route = [0.0] * 4
-        for arm in range(2):
-            arm_probability = receiver_x_probability if arm == 0 else 1.0 - receiver_x_probability
-            right = 1.0 - polarisation_error if arm == state_basis else 0.5
-            route[2 * arm + state_bit] = arm_probability * right
-            route[2 * arm + 1 - state_bit] = arm_probability * (1.0 - right)
+        route = route_reference(state_basis, state_bit, receiver_x_probability, polarisation_error)
         threshold = unit(base) * p_max
         mean_photons = float(mu[int(intensity[j])])
         if intensity_fluctuation > 0.0:
@@ -394,7 +360,7 @@ def signal_clicks_reference(
                 reach += route[d] * float(efficiency[d])
             if threshold >= -math.expm1(-(mean_high * transmittance) * reach):
                 continue
-            z = min(max(_gaussian_reference(key, base + 4), -5.0), 5.0)
+            z = min(max(gaussian_reference(key, base + 4), -5.0), 5.0)
             mean_photons = max(mean_photons * (1.0 + intensity_fluctuation * z), 0.0)
         m = mean_photons * transmittance
         x = [m * route[d] * float(efficiency[d]) for d in range(4)]
@@ -416,19 +382,11 @@ def signal_clicks_reference(
                 mask |= 1 << d
         if mask == 0:
             mask = next((1 << d for d in range(3, -1, -1) if x[d] > 0.0), 0)
-        elapsed = int(offsets[j]) * period_ps
-        arrival = elapsed + delay_rate * elapsed + delay_ps + clock_offset_ps
-        for d in range(4):
-            if (mask >> d) & 1:
-                jitter = jitter_ps * _gaussian_reference(key, base + 10 + 2 * d) if jitter_ps else 0
-                times.append(arrival + jitter)
-                detectors.append(d)
-                groups.append(j)
-    return (
-        np.array(times, dtype=np.float64),
-        np.array(detectors, dtype=np.uint8),
-        np.array(groups, dtype=np.int64),
-    )
+        clicks_from_mask_reference(
+            clicks, key, j, mask, offsets[j], period_ps, delay_ps, delay_rate, clock_offset_ps,
+            jitter_ps,
+        )  # fmt: skip
+    return clicks_reference_arrays(clicks)
 
 
 # ---------------------------------------------------------------- dead time and afterpulses

@@ -24,6 +24,16 @@ import numpy as np
 
 from satqkd_core import rng
 from satqkd_core.errors import InputError
+from sim_backends.clicks import (
+    DRAWS_PER_CANDIDATE,
+    clicks_from_mask_reference,
+    clicks_from_masks,
+    clicks_reference_arrays,
+    fill_route,
+    gaussian,
+    gaussian_reference,
+    route_reference,
+)
 
 __all__ = [
     "forwarding_probability",
@@ -32,7 +42,6 @@ __all__ = [
     "pns_clicks_reference",
 ]
 
-_DRAWS_PER_CANDIDATE = 32  # same counter layout per candidate as the honest channel
 _FLUCTUATION_CLIP_SIGMA = 5.0
 _MAX_PHOTONS = 2000  # far beyond Poisson(100), the largest intensity a SourceModel allows
 
@@ -100,14 +109,6 @@ def _unit(key: np.uint64, key2: np.uint64, counter: np.uint64) -> float:
     return rng.word_to_unit(rng.counter_word(key, key2, counter))
 
 
-@numba.njit(cache=True, inline="always")
-def _gaussian(key: np.uint64, key2: np.uint64, counter: np.uint64) -> float:
-    # Box-Muller from two counter words; 1 - u keeps the logarithm finite.
-    u1 = _unit(key, key2, counter)
-    u2 = _unit(key, key2, counter + np.uint64(1))
-    return math.sqrt(-2.0 * math.log1p(-u1)) * math.cos(2.0 * math.pi * u2)
-
-
 @numba.njit(cache=True)
 def _binomial_inverse(trials: int, p: float, u: float) -> int:
     """Binomial(trials, p) by inversion of the cumulative sum from 0 upwards."""
@@ -154,16 +155,11 @@ def pns_clicks(
     n = offsets.shape[0]
     masks = np.zeros(n, dtype=np.uint8)
     route = np.empty(4)
-    total_clicks = 0
     for j in range(n):
-        base = np.uint64(j) * np.uint64(_DRAWS_PER_CANDIDATE)
+        base = np.uint64(j) * np.uint64(DRAWS_PER_CANDIDATE)
         state_basis = np.int64(basis[j])
         state_bit = np.int64(bit[j])
-        for arm in range(2):
-            arm_probability = receiver_x_probability if arm == 0 else 1.0 - receiver_x_probability
-            right = 1.0 - polarisation_error if arm == state_basis else 0.5
-            route[2 * arm + state_bit] = arm_probability * right
-            route[2 * arm + 1 - state_bit] = arm_probability * (1.0 - right)
+        fill_route(route, state_basis, state_bit, receiver_x_probability, polarisation_error)
         detect = 0.0
         for d in range(4):
             detect += route[d] * efficiency[d]
@@ -174,7 +170,7 @@ def pns_clicks(
             mean_high = mean_photons * (1.0 + _FLUCTUATION_CLIP_SIGMA * intensity_fluctuation)
             if threshold >= forward_probability * _multi_photon_click(mean_high, miss):
                 continue
-            z = _gaussian(key, key2, base + np.uint64(1))
+            z = gaussian(key, key2, base + np.uint64(1))
             z = min(max(z, -_FLUCTUATION_CLIP_SIGMA), _FLUCTUATION_CLIP_SIGMA)
             mean_photons = max(mean_photons * (1.0 + intensity_fluctuation * z), 0.0)
         click = _multi_photon_click(mean_photons, miss)
@@ -227,34 +223,9 @@ def pns_clicks(
         if remaining > 0:
             mask |= 1 << last
         masks[j] = mask
-        for d in range(4):
-            total_clicks += (mask >> d) & 1
-    times = np.empty(total_clicks, dtype=np.float64)
-    detectors = np.empty(total_clicks, dtype=np.uint8)
-    groups = np.empty(total_clicks, dtype=np.int64)
-    k = 0
-    for j in range(n):
-        if masks[j] == 0:
-            continue
-        base = np.uint64(j) * np.uint64(_DRAWS_PER_CANDIDATE)
-        elapsed = offsets[j] * period_ps
-        arrival = elapsed + delay_rate * elapsed + delay_ps + clock_offset_ps
-        for d in range(4):
-            if (masks[j] >> d) & 1:
-                jitter = 0.0
-                if jitter_ps > 0.0:
-                    jitter = jitter_ps * _gaussian(key, key2, base + np.uint64(10 + 2 * d))
-                times[k] = arrival + jitter
-                detectors[k] = d
-                groups[k] = j
-                k += 1
-    return times, detectors, groups
-
-
-def _gaussian_reference(key: int, counter: int) -> float:
-    u1 = rng.word_to_unit_reference(rng.counter_word_reference(key, counter))
-    u2 = rng.word_to_unit_reference(rng.counter_word_reference(key, counter + 1))
-    return math.sqrt(-2.0 * math.log1p(-u1)) * math.cos(2.0 * math.pi * u2)
+    return clicks_from_masks(
+        key, key2, masks, offsets, period_ps, delay_ps, delay_rate, clock_offset_ps, jitter_ps
+    )
 
 
 def _multi_photon_click_reference(mu: float, miss: float) -> float:
@@ -307,16 +278,11 @@ def pns_clicks_reference(
     def unit(counter: int) -> float:
         return rng.word_to_unit_reference(rng.counter_word_reference(key, counter))
 
-    times, detectors, groups = [], [], []
+    clicks: tuple[list, list, list] = ([], [], [])
     for j in range(len(offsets)):
-        base = j * _DRAWS_PER_CANDIDATE
+        base = j * DRAWS_PER_CANDIDATE
         state_basis, state_bit = int(basis[j]), int(bit[j])
-        route = [0.0] * 4
-        for arm in range(2):
-            arm_probability = receiver_x_probability if arm == 0 else 1.0 - receiver_x_probability
-            right = 1.0 - polarisation_error if arm == state_basis else 0.5
-            route[2 * arm + state_bit] = arm_probability * right
-            route[2 * arm + 1 - state_bit] = arm_probability * (1.0 - right)
+        route = route_reference(state_basis, state_bit, receiver_x_probability, polarisation_error)
         detect = 0.0
         for d in range(4):
             detect += route[d] * float(efficiency[d])
@@ -327,7 +293,7 @@ def pns_clicks_reference(
             mean_high = mean_photons * (1.0 + 5.0 * intensity_fluctuation)
             if threshold >= forward_probability * _multi_photon_click_reference(mean_high, miss):
                 continue
-            z = min(max(_gaussian_reference(key, base + 1), -5.0), 5.0)
+            z = min(max(gaussian_reference(key, base + 1), -5.0), 5.0)
             mean_photons = max(mean_photons * (1.0 + intensity_fluctuation * z), 0.0)
         click = _multi_photon_click_reference(mean_photons, miss)
         if threshold >= forward_probability * click:
@@ -370,16 +336,8 @@ def pns_clicks_reference(
                 break
         if remaining > 0:
             mask |= 1 << last
-        elapsed = int(offsets[j]) * period_ps
-        arrival = elapsed + delay_rate * elapsed + delay_ps + clock_offset_ps
-        for d in range(4):
-            if (mask >> d) & 1:
-                jitter = jitter_ps * _gaussian_reference(key, base + 10 + 2 * d) if jitter_ps else 0
-                times.append(arrival + jitter)
-                detectors.append(d)
-                groups.append(j)
-    return (
-        np.array(times, dtype=np.float64),
-        np.array(detectors, dtype=np.uint8),
-        np.array(groups, dtype=np.int64),
-    )
+        clicks_from_mask_reference(
+            clicks, key, j, mask, offsets[j], period_ps, delay_ps, delay_rate, clock_offset_ps,
+            jitter_ps,
+        )  # fmt: skip
+    return clicks_reference_arrays(clicks)
