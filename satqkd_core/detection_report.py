@@ -62,7 +62,7 @@ def rice_parameter_for_mean_gap(mean_value: float) -> int:
     return int(np.argmin(costs))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _rice_stream_bits(pulse_index: np.ndarray, k: int) -> np.int64:
     total = np.int64(0)
     for i in range(1, pulse_index.size):
@@ -71,22 +71,49 @@ def _rice_stream_bits(pulse_index: np.ndarray, k: int) -> np.int64:
     return total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
+def _put_bits(
+    out: np.ndarray, byte: int, pending: np.uint64, n_pending: int, value: np.uint64, length: int
+) -> tuple[int, np.uint64, int]:
+    """Append the `length` (<= 56) low bits of value, most significant first, after the
+    n_pending (<= 7) bits held in `pending`; write out the whole bytes. Return the new state."""
+    pending = (pending << np.uint64(length)) | value
+    n_pending += length
+    while n_pending >= 8:
+        n_pending -= 8
+        out[byte] = np.uint8((pending >> np.uint64(n_pending)) & np.uint64(0xFF))
+        byte += 1
+    pending &= (np.uint64(1) << np.uint64(n_pending)) - np.uint64(1)
+    return byte, pending, n_pending
+
+
+@numba.njit(cache=True, nogil=True)
 def _rice_encode_kernel(pulse_index: np.ndarray, k: int, out: np.ndarray) -> np.int64:
     """Write the Rice code of the gaps into the zeroed buffer out; return the bits written."""
-    pos = np.int64(0)
+    # Bits gather in a 64-bit word and leave a byte at a time (not one memory update per bit).
+    byte = 0
+    pending = np.uint64(0)
+    n_pending = 0
+    ones = np.uint64((1 << 56) - 1)
     for i in range(1, pulse_index.size):
         v = pulse_index[i] - pulse_index[i - 1] - 1
         q = v >> k
-        for _ in range(q):
-            out[pos >> 3] |= np.uint8(0x80 >> (pos & 7))
-            pos += 1
-        pos += 1  # the terminating zero bit (buffer is zeroed)
-        for b in range(k - 1, -1, -1):
-            if (v >> b) & 1:
-                out[pos >> 3] |= np.uint8(0x80 >> (pos & 7))
-            pos += 1
-    return pos
+        while q >= 56:
+            byte, pending, n_pending = _put_bits(out, byte, pending, n_pending, ones, 56)
+            q -= 56
+        unary = (np.uint64(1) << np.uint64(q)) - np.uint64(1)
+        byte, pending, n_pending = _put_bits(out, byte, pending, n_pending, unary, q)
+        # The terminating zero, then the k low bits of v: k + 1 <= 63 bits, in two pieces.
+        low = np.uint64(v) & ((np.uint64(1) << np.uint64(k)) - np.uint64(1))
+        high_length = (k + 1) // 2
+        low_length = k + 1 - high_length
+        high = low >> np.uint64(low_length)
+        rest = low & ((np.uint64(1) << np.uint64(low_length)) - np.uint64(1))
+        byte, pending, n_pending = _put_bits(out, byte, pending, n_pending, high, high_length)
+        byte, pending, n_pending = _put_bits(out, byte, pending, n_pending, rest, low_length)
+    if n_pending:
+        out[byte] = np.uint8(pending << np.uint64(8 - n_pending))
+    return np.int64(byte) * 8 + n_pending
 
 
 def _rice_encode_kernel_reference(pulse_index: np.ndarray, k: int, out: np.ndarray) -> int:
@@ -104,7 +131,7 @@ def _rice_encode_kernel_reference(pulse_index: np.ndarray, k: int, out: np.ndarr
     return len(stream)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _rice_decode_kernel(
     stream: np.ndarray, k: int, first_index: np.int64, out: np.ndarray
 ) -> tuple[int, np.int64]:

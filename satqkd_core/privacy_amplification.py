@@ -7,58 +7,70 @@ y = T x over GF(2): y[i] = sum_j s[i - j + n - 1] x[j] mod 2. Toeplitz matrices 
 seed form a 2-universal family (Krawczyk, CRYPTO 1994; Mansour, Nisan, Tiwari, STOC 1990), as
 the leftover hash lemma needs.
 
-Fast path. sum_j s[i - j + n - 1] x[j] is entry i + n - 1 of the integer convolution s * x, so
-y is a slice of that convolution mod 2. The convolution is computed with numpy's float64 FFT:
-in one cyclic transform of fast length L >= n + m - 1 when n + m - 1 <= ONE_SHOT_MAX_LENGTH = 2^25,
-else in blocks: output blocks and input chunks of B = FFT_BLOCK_BITS bits, each pair a B x B
-Toeplitz product done as a cyclic convolution of length N = 2B, summed in the frequency domain
-before one inverse transform per output block (blocks depend only on the difference of block
-indices, so each seed segment is transformed once per group of output blocks). Memory stays
-bounded by a few N-point arrays plus `SPECTRA_BUDGET_BYTES` of cached spectra, whatever n.
+Method. y[i] is coefficient i + n - 1 of the product s(z) x(z) in GF(2)[z] (s(z) = sum s[t] z^t,
+x(z) = sum x[j] z^j): the hash is a middle product of two binary polynomials, computed with
+carry-less multiplication (64 x 64 -> 128-bit products in GF(2)[z]; Gueron and Kounavis, Intel
+white paper 323640, 2014) and no rounding anywhere. Bits are packed 64 to a word, coefficient
+64 w + t in bit t of word w. The matrix is cut along its columns into square Toeplitz blocks of
+K = 64 k >= m rows (rows past m see zero seed and are dropped): y = sum_c T_c x_c. A square
+block is split in four half-size Toeplitz blocks, T = [[A, B], [C, A]], and
+    y0 = A (x0 + x1) + (A + B) x1,    y1 = A (x0 + x1) + (A + C) x0,
+three half-size products instead of four: the Toeplitz matrix-vector form of Karatsuba's method
+(Fan and Hasan, IEEE Trans. Computers 56, 224 (2007), section 3). The split recurses down to
+blocks of b words (8 <= b <= 64, a multiple of 8), multiplied word by word: 3^L b (b + 1) word
+products for k = b 2^L, O(k^1.585), and 8 k words of workspace whatever n.
 
-Rounding bound. For a cyclic convolution of real vectors a, b by a radix-2 FFT of length
-N = 2^k in IEEE double precision (eps = 2^-53) with twiddle factors accurate to eps, Percival
-(Math. Comp. 72 (2003) 387, the error bound for FFT convolution) gives, to first order,
-    ||computed - exact||_inf <= ||a||_2 ||b||_2 * eps * (3k + sqrt(5) (3k + 1) + 3k)
-                             <= ||a||_2 ||b||_2 * eps * (13 k + 3).
-Here a, b are 0/1 vectors: in the blocked path ||x_c||_2 <= sqrt(B) and ||seed segment||_2 <=
-sqrt(2B), and at most C = ceil(n / B) pair products are summed, so with B = 2^22, k = 23 and
-n <= 1e8 (C <= 24) the error is <= 24 * sqrt(2) * 2^22 * 2^-53 * 302 < 5e-6; in the one-shot
-path (n + m - 1 <= 2^25, k <= 25) it is <= 2^25 * 2^-53 * 328 < 2e-6. Both are far below the
-0.5 that rounding to the nearest integer tolerates (pocketfft's mixed radices have constants of
-the same order). As defence in depth every block's margin max |v - round(v)| is checked at run
-time; a block whose margin reaches ROUNDING_MARGIN_LIMIT = 0.25 is recomputed on an exact path
-(a number-theoretic transform modulo the prime 15 * 2^27 + 1, larger than any sum here).
+Hardware. The word products use VPCLMULQDQ on 512-bit vectors (eight products per two
+instructions) when numba's target has AVX-512F and VPCLMULQDQ, else PCLMULQDQ. A target with
+neither (not x86-64, or NUMBA_CPU_NAME=generic without those features) takes the float64 FFT path
+of `privacy_amplification_fft`, which returns the same bits (decision 0006).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import platform
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils, config
+from numba.core.codegen import get_host_cpu_features
+from numba.extending import intrinsic
 
 from satqkd_core.bits import as_bit_array, as_count
 from satqkd_core.errors import InputError
+from satqkd_core.privacy_amplification_fft import toeplitz_product_parity_fft
 
 __all__ = [
-    "FFT_BLOCK_BITS",
-    "NTT_PRIME",
-    "ROUNDING_MARGIN_LIMIT",
-    "ntt_cyclic_convolution",
-    "ntt_cyclic_convolution_reference",
+    "CLMUL_INSTRUCTION",
     "toeplitz_hash",
     "toeplitz_hash_reference",
     "toeplitz_seed_bits",
 ]
 
-FFT_BLOCK_BITS = 1 << 22
-ONE_SHOT_MAX_LENGTH = 1 << 25  # one transform up to this length (~1 GB of float64 work arrays)
-SPECTRA_BUDGET_BYTES = 640 * 2**20
-_THREADED_LENGTHS = (1 << 16, 1 << 23)  # a second core for the seed's transform in this range
-ROUNDING_MARGIN_LIMIT = 0.25
-NTT_PRIME = 2013265921  # 15 * 2^27 + 1: cyclic lengths up to 2^27, sums up to 2e9 exact
-NTT_PRIMITIVE_ROOT = 31
+_WORD_MASK = (1 << 64) - 1
+# Leaf size b in words: a leaf costs b (b + 1) word products plus a fixed cost of about this many
+# (measured: stack handling and the half-size sums of its parent), which sets where to stop.
+_LEAF_OVERHEAD_PRODUCTS = 1000
+_MAX_LEAF_WORDS = 64
+
+
+def _target_clmul_instruction() -> str:
+    """The carry-less multiply numba's target machine has: "vpclmulqdq512", "pclmulqdq" or ""."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return ""
+    # numba compiles for these features (its own rule: NUMBA_CPU_FEATURES, else the host's)
+    flat = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    features = {f[1:] for f in flat.split(",") if f.startswith("+")}
+    if {"avx512f", "vpclmulqdq"} <= features:
+        return "vpclmulqdq512"
+    if "pclmul" in features:
+        return "pclmulqdq"
+    return ""
+
+
+CLMUL_INSTRUCTION = _target_clmul_instruction()
 
 
 def toeplitz_seed_bits(input_bits: int, output_bits: int) -> int:
@@ -73,7 +85,9 @@ def toeplitz_seed_bits(input_bits: int, output_bits: int) -> int:
 def toeplitz_hash(key: np.ndarray, seed: np.ndarray, output_bits: int) -> np.ndarray:
     """Toeplitz hash T x of `key` with T[i, j] = seed[i - j + n - 1]; m = output_bits (uint8)."""
     bits, seed_bits, m = _validated(key, seed, output_bits)
-    return _toeplitz_product_parity(bits, seed_bits, m)
+    if not CLMUL_INSTRUCTION:
+        return toeplitz_product_parity_fft(bits, seed_bits, m)
+    return _toeplitz_product_parity_clmul(bits, seed_bits, m)
 
 
 def toeplitz_hash_reference(key: np.ndarray, seed: np.ndarray, output_bits: int) -> np.ndarray:
@@ -106,224 +120,287 @@ def _validated(
     return bits, seed_bits, m
 
 
-def _toeplitz_product_parity(
-    key: np.ndarray,
-    seed: np.ndarray,
-    m: int,
-    block_bits: int = FFT_BLOCK_BITS,
-    one_shot_max: int = ONE_SHOT_MAX_LENGTH,
-) -> np.ndarray:
-    """Dispatch to the one-shot or the blocked FFT path (inputs already validated)."""
-    if key.size + m - 1 <= one_shot_max:
-        return _one_shot(key, seed, m)
-    return _blocked(key, seed, m, block_bits)
+def _toeplitz_product_parity_clmul(key: np.ndarray, seed: np.ndarray, m: int) -> np.ndarray:
+    """y = T x by carry-less multiplication (inputs already validated)."""
+    block_words, leaf_words = _block_shape(m)
+    out = np.empty(block_words, dtype=np.uint64)
+    _toeplitz_kernel(
+        _packed_words(key), _packed_words(seed), key.size, block_words, leaf_words, out
+    )
+    raw = out.astype("<u8", copy=False).view(np.uint8)
+    return np.unpackbits(raw, count=m, bitorder="little")
 
 
-def _one_shot(key: np.ndarray, seed: np.ndarray, m: int) -> np.ndarray:
-    n = key.size
-    length = _fast_length(n + m - 1)
-    # cyclic length >= n + m - 1 leaves entries n-1 .. n+m-2 free of wrap-around
-    if _THREADED_LENGTHS[0] <= length <= _THREADED_LENGTHS[1]:
-        # numpy's FFT releases the GIL: transform the seed on a second core meanwhile
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            seed_spectrum = pool.submit(_real_spectrum, seed, length)
-            spectrum = _real_spectrum(key, length)
-            spectrum *= seed_spectrum.result()
-    else:
-        spectrum = _real_spectrum(seed, length)
-        spectrum *= _real_spectrum(key, length)
-    values = np.fft.irfft(spectrum, length)[n - 1 : n - 1 + m]
-    del spectrum
-    parity = _rounded_parity(values)
-    if parity is not None:
-        return parity
-    exact_length = _next_power_of_two(n + m - 1)
-    a = np.zeros(exact_length, dtype=np.int64)
-    b = np.zeros(exact_length, dtype=np.int64)
-    a[:n] = key
-    b[: seed.size] = seed
-    return (ntt_cyclic_convolution(b, a)[n - 1 : n - 1 + m] & 1).astype(np.uint8)
+def _packed_words(bits: np.ndarray) -> np.ndarray:
+    """0/1 bytes -> uint64 words, bit t of word w holding bits[64 w + t], zero beyond the end."""
+    n_words = -(-bits.size // 64)
+    raw = np.zeros(8 * n_words, dtype=np.uint8)
+    raw[: -(-bits.size // 8)] = np.packbits(bits, bitorder="little")
+    return raw.view("<u8").astype(np.uint64, copy=False)
 
 
-def _real_spectrum(bits: np.ndarray, length: int) -> np.ndarray:
-    return np.fft.rfft(bits.astype(np.float64), length)
+def _block_shape(output_bits: int) -> tuple[int, int]:
+    """Square block size k = b 2^L words (64 k >= output_bits) and leaf size b of least cost."""
+    words = -(-output_bits // 64)
+    best = (0.0, 0, 0)
+    levels = 0
+    while True:
+        per_leaf = -(-words // (1 << levels))
+        leaf = 8 * -(-per_leaf // 8)
+        if leaf <= _MAX_LEAF_WORDS:
+            cost = 3.0**levels * (leaf * (leaf + 1) + _LEAF_OVERHEAD_PRODUCTS)
+            if not best[1] or cost < best[0]:
+                best = (cost, leaf << levels, leaf)
+        if per_leaf <= 8:
+            return best[1], best[2]
+        levels += 1
 
 
-def _blocked(key: np.ndarray, seed: np.ndarray, m: int, block_bits: int) -> np.ndarray:
-    n = key.size
-    size = 2 * block_bits
-    n_in = -(-n // block_bits)
-    n_out = -(-m // block_bits)
-    spectrum_bytes = (block_bits + 1) * 16
-    # accumulators and the sliding cache of seed-segment spectra share the budget
-    group = max(1, min(n_out, SPECTRA_BUDGET_BYTES // (2 * spectrum_bytes) - 1))
-    out = np.empty(m, dtype=np.uint8)
-    product = np.empty(block_bits + 1, dtype=np.complex128)
-    # the input chunk's transform runs on a second core while this one transforms seed segments
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        for first in range(0, n_out, group):
-            blocks = list(range(first, min(first + group, n_out)))
-            sums = np.zeros((len(blocks), block_bits + 1), dtype=np.complex128)
-            segment_cache: dict[int, np.ndarray] = {}
-            for chunk in range(n_in):
-                x_spectrum = pool.submit(_real_spectrum, _chunk(key, chunk, block_bits), size)
-                needed = [r - chunk for r in blocks]
-                for stale in [d for d in segment_cache if d not in needed]:
-                    del segment_cache[stale]
-                for d in needed:
-                    if d not in segment_cache:
-                        segment = _seed_segment(seed, d, n, block_bits)
-                        segment_cache[d] = _real_spectrum(segment, size)
-                spectrum = x_spectrum.result()
-                for row, d in enumerate(needed):
-                    np.multiply(segment_cache[d], spectrum, out=product)
-                    sums[row] += product
-                del spectrum
-            segment_cache.clear()
-            for row, r in enumerate(blocks):
-                start = r * block_bits
-                count = min(start + block_bits, m) - start
-                values = np.fft.irfft(sums[row], size)[block_bits - 1 : block_bits - 1 + count]
-                parity = _rounded_parity(values)
-                if parity is None:
-                    parity = _exact_block(key, seed, r, count, block_bits)
-                out[start : start + count] = parity
-            del sums
-    return out
+# ---- carry-less multiplication --------------------------------------------------------------
+
+_I8 = ir.IntType(8)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
 
 
-def _chunk(key: np.ndarray, chunk: int, block_bits: int) -> np.ndarray:
-    return key[chunk * block_bits : (chunk + 1) * block_bits]
+def _make_clmul_dot(instruction: str) -> object:
+    """Intrinsic clmul_dot(words, a_end, x_start, groups) -> (lo, hi): the XOR over
+    t < 8 groups of the 128-bit carry-less products words[a_end - t] * words[x_start + t]."""
+
+    def lane_constant(values: list[int]) -> ir.Constant:
+        return ir.Constant(ir.VectorType(_I32, len(values)), values)
+
+    def products_512(builder: ir.IRBuilder, data: ir.Value, args: list, acc: ir.Value) -> None:
+        v8 = ir.VectorType(_I64, 8)
+        fn = builder.module.declare_intrinsic(
+            "llvm.x86.pclmulqdq.512", fnty=ir.FunctionType(v8, [v8, v8, _I8])
+        )
+        a_end, x_start, groups = args
+        with cgutils.for_range(builder, groups) as loop:
+            offset = builder.mul(loop.index, ir.Constant(loop.index.type, 8))
+            a_first = builder.sub(builder.sub(a_end, offset), ir.Constant(a_end.type, 7))
+            a_ptr = builder.bitcast(builder.gep(data, [a_first]), v8.as_pointer())
+            x_ptr = builder.bitcast(
+                builder.gep(data, [builder.add(x_start, offset)]), v8.as_pointer()
+            )
+            # Lane t of the reversed seed words meets lane t of the key words: index sum a_end.
+            a = builder.shuffle_vector(
+                builder.load(a_ptr, align=8),
+                ir.Constant(v8, ir.Undefined),
+                lane_constant([7, 6, 5, 4, 3, 2, 1, 0]),
+            )
+            x = builder.load(x_ptr, align=8)
+            even = builder.call(fn, [a, x, ir.Constant(_I8, 0x00)])  # low words of 128-bit lanes
+            odd = builder.call(fn, [a, x, ir.Constant(_I8, 0x11)])  # high words
+            builder.store(builder.xor(builder.load(acc), builder.xor(even, odd)), acc)
+
+    def products_128(builder: ir.IRBuilder, data: ir.Value, args: list, acc: ir.Value) -> None:
+        v2 = ir.VectorType(_I64, 2)
+        fn = builder.module.declare_intrinsic(
+            "llvm.x86.pclmulqdq", fnty=ir.FunctionType(v2, [v2, v2, _I8])
+        )
+        a_end, x_start, groups = args
+        count = builder.mul(groups, ir.Constant(groups.type, 8))
+        undefined = ir.Constant(v2, ir.Undefined)
+        zero = ir.Constant(_I32, 0)
+        with cgutils.for_range(builder, count) as loop:
+            a = builder.load(builder.gep(data, [builder.sub(a_end, loop.index)]))
+            x = builder.load(builder.gep(data, [builder.add(x_start, loop.index)]))
+            product = builder.call(
+                fn,
+                [
+                    builder.insert_element(undefined, a, zero),
+                    builder.insert_element(undefined, x, zero),
+                    ir.Constant(_I8, 0x00),
+                ],
+            )
+            builder.store(builder.xor(builder.load(acc), product), acc)
+
+    @intrinsic
+    def clmul_dot(typingctx, words, a_end, x_start, groups):
+        if not instruction or not (
+            isinstance(words, types.Array) and words.dtype == types.uint64 and words.ndim == 1
+        ):
+            return None
+        signature = types.UniTuple(types.uint64, 2)(words, types.intp, types.intp, types.intp)
+
+        def codegen(context, builder, sig, args):
+            data = context.make_array(sig.args[0])(context, builder, args[0]).data
+            if instruction == "vpclmulqdq512":
+                v8 = ir.VectorType(_I64, 8)
+                acc = cgutils.alloca_once_value(builder, ir.Constant(v8, None))
+                products_512(builder, data, list(args[1:]), acc)
+                total = builder.load(acc)
+                # XOR the four 128-bit lanes into one.
+                half = builder.xor(
+                    builder.shuffle_vector(total, total, lane_constant([0, 1, 2, 3])),
+                    builder.shuffle_vector(total, total, lane_constant([4, 5, 6, 7])),
+                )
+                lanes = builder.xor(
+                    builder.shuffle_vector(half, half, lane_constant([0, 1])),
+                    builder.shuffle_vector(half, half, lane_constant([2, 3])),
+                )
+            else:
+                v2 = ir.VectorType(_I64, 2)
+                acc = cgutils.alloca_once_value(builder, ir.Constant(v2, None))
+                products_128(builder, data, list(args[1:]), acc)
+                lanes = builder.load(acc)
+            low = builder.extract_element(lanes, ir.Constant(_I32, 0))
+            high = builder.extract_element(lanes, ir.Constant(_I32, 1))
+            return context.make_tuple(builder, sig.return_type, [low, high])
+
+        return signature, codegen
+
+    return clmul_dot
 
 
-def _seed_segment(seed: np.ndarray, difference: int, n: int, block_bits: int) -> np.ndarray:
-    """Seed bits g[t] = seed[base + t], t < 2B - 1, for output block r = chunk + difference."""
-    # Output i = r B + u and input j = c B + v read seed[(r - c) B + n - 1 + u - v], and
-    # u - v + B - 1 runs over 0 .. 2B - 2: base = (r - c) B + n - B.
-    base = difference * block_bits + n - block_bits
-    segment = np.zeros(2 * block_bits - 1, dtype=np.uint8)
-    lo = max(base, 0)
-    hi = min(base + 2 * block_bits - 1, seed.size)
-    if hi > lo:
-        segment[lo - base : hi - base] = seed[lo:hi]
-    return segment
+_clmul_dot = _make_clmul_dot(CLMUL_INSTRUCTION)
 
 
-def _exact_block(
-    key: np.ndarray, seed: np.ndarray, r: int, count: int, block_bits: int
-) -> np.ndarray:
-    """Output block r by exact modular convolutions (the fallback when a margin check fails)."""
-    n = key.size
-    size = _next_power_of_two(2 * block_bits - 1)  # any cyclic length >= 2B - 1 avoids wrap-around
-    totals = np.zeros(count, dtype=np.int64)
-    for chunk in range(-(-n // block_bits)):
-        a = np.zeros(size, dtype=np.int64)
-        x = key[chunk * block_bits : (chunk + 1) * block_bits]
-        a[: x.size] = x
-        b = np.zeros(size, dtype=np.int64)
-        b[: 2 * block_bits - 1] = _seed_segment(seed, r - chunk, n, block_bits)
-        totals += ntt_cyclic_convolution(b, a)[block_bits - 1 : block_bits - 1 + count]
-    return (totals & 1).astype(np.uint8)
+@numba.njit(cache=True, nogil=True)
+def _clmul_dot_kernel(
+    words: np.ndarray, a_end: int, x_start: int, groups: int
+) -> tuple[np.uint64, np.uint64]:
+    """XOR of the 8 groups carry-less products words[a_end - t] words[x_start + t]: (lo, hi)."""
+    return _clmul_dot(words, a_end, x_start, groups)
 
 
-def _rounded_parity(values: np.ndarray) -> np.ndarray | None:
-    """Parities of the nearest integers, or None if any value sits too far from an integer."""
-    rounded = np.rint(values)
-    if values.size and float(np.max(np.abs(values - rounded))) >= ROUNDING_MARGIN_LIMIT:
-        return None
-    return (rounded.astype(np.int64) & 1).astype(np.uint8)
+def _clmul_dot_kernel_reference(
+    words: np.ndarray, a_end: int, x_start: int, groups: int
+) -> tuple[int, int]:
+    """Plain-Python reference for _clmul_dot_kernel (shift-and-XOR products of Python ints)."""
+    total = 0
+    for t in range(8 * groups):
+        a, x = int(words[a_end - t]), int(words[x_start + t])
+        for bit in range(64):
+            if (x >> bit) & 1:
+                total ^= a << bit
+    return total & _WORD_MASK, total >> 64
 
 
-def _fast_length(minimum: int) -> int:
-    """Smallest 2^a 3^b 5^c >= minimum (lengths pocketfft transforms fastest)."""
-    best = _next_power_of_two(minimum)
-    power5 = 1
-    while power5 < best:
-        power35 = power5
-        while power35 < best:
-            candidate = power35
-            while candidate < minimum:
-                candidate *= 2
-            best = min(best, candidate)
-            power35 *= 3
-        power5 *= 5
-    return best
+# ---- Toeplitz products on packed words -----------------------------------------------------
 
 
-def _next_power_of_two(minimum: int) -> int:
-    return 1 << max(0, (minimum - 1).bit_length())
+@numba.njit(cache=True, nogil=True)
+def _tmvp_kernel(
+    work: np.ndarray, seed_at: int, key_at: int, out_at: int, k: int, leaf: int, scratch_at: int
+) -> None:
+    """Square Toeplitz product in GF(2) on words of `work`: out[i] = sum_j u[64 k + i - j] x[j]
+    for bits i, j < 64 k, with u the 2 k seed words at seed_at, x the k key words at key_at and
+    the k output words at out_at; k = leaf 2^L, leaf a multiple of 8; uses 4 k words from
+    scratch_at. The recursion (three half-size products) runs on an explicit stack."""
+    # Frame: seed, key, out, size, scratch, stage (which of the three products comes next).
+    stack = np.empty((64, 6), dtype=np.int64)
+    stack[0, 0], stack[0, 1], stack[0, 2] = seed_at, key_at, out_at
+    stack[0, 3], stack[0, 4], stack[0, 5] = k, scratch_at, 0
+    depth = 0
+    while depth >= 0:
+        u, x, y = stack[depth, 0], stack[depth, 1], stack[depth, 2]
+        size, scratch, stage = stack[depth, 3], stack[depth, 4], stack[depth, 5]
+        if size <= leaf:
+            # Output word q - size is word q of the product: low halves of index sum q, high
+            # halves of index sum q - 1.
+            carry = np.uint64(0)
+            for q in range(size - 1, 2 * size):
+                low, high = _clmul_dot(work, u + q, x, size // 8)
+                if q >= size:
+                    work[y + q - size] = low ^ carry
+                carry = high
+            depth -= 1
+            continue
+        h = size // 2
+        seed_sum, key_sum, product = scratch, scratch + 2 * h, scratch + 3 * h
+        stack[depth, 5] = stage + 1
+        child = depth + 1
+        if stage == 0:  # (A + B) x1 -> y0, with A = u[h, 3h), B = u[0, 2h)
+            for i in range(2 * h):
+                work[seed_sum + i] = work[u + h + i] ^ work[u + i]
+            stack[child, 0], stack[child, 1], stack[child, 2] = seed_sum, x + h, y
+        elif stage == 1:  # (A + C) x0 -> y1, with C = u[2h, 4h)
+            for i in range(2 * h):
+                work[seed_sum + i] = work[u + h + i] ^ work[u + 2 * h + i]
+            stack[child, 0], stack[child, 1], stack[child, 2] = seed_sum, x, y + h
+        elif stage == 2:  # A (x0 + x1) -> product
+            for i in range(h):
+                work[key_sum + i] = work[x + i] ^ work[x + h + i]
+            stack[child, 0], stack[child, 1], stack[child, 2] = u + h, key_sum, product
+        else:
+            for i in range(h):
+                common = work[product + i]
+                work[y + i] ^= common
+                work[y + h + i] ^= common
+            depth -= 1
+            continue
+        stack[child, 3], stack[child, 4], stack[child, 5] = h, scratch + 4 * h, 0
+        depth = child
 
 
-@numba.njit(cache=True)
-def _power_mod(base: int, exponent: int, modulus: int) -> int:
-    result = 1
-    base %= modulus
-    while exponent > 0:
-        if exponent & 1:
-            result = result * base % modulus
-        base = base * base % modulus
-        exponent >>= 1
-    return result
+def _tmvp_kernel_reference(
+    work: np.ndarray, seed_at: int, key_at: int, out_at: int, k: int, leaf: int, scratch_at: int
+) -> None:
+    """Plain-Python reference for _tmvp_kernel: the definition, bit by bit."""
+    del leaf, scratch_at  # the definition needs neither
+
+    def bit(word_at: int, index: int) -> int:
+        return (int(work[word_at + index // 64]) >> (index % 64)) & 1
+
+    size = 64 * k
+    for word in range(k):
+        value = 0
+        for t in range(64):
+            i = 64 * word + t
+            total = sum(bit(seed_at, size + i - j) & bit(key_at, j) for j in range(size))
+            value |= (total & 1) << t
+        work[out_at + word] = value
 
 
-@numba.njit(cache=True)
-def _ntt_in_place(values: np.ndarray, inverse: bool) -> None:
-    """Iterative radix-2 number-theoretic transform modulo NTT_PRIME (length a power of two)."""
-    size = values.shape[0]
-    j = 0
-    for i in range(1, size):
-        bit = size >> 1
-        while j & bit:
-            j ^= bit
-            bit >>= 1
-        j ^= bit
-        if i < j:
-            values[i], values[j] = values[j], values[i]
-    length = 2
-    while length <= size:
-        root = _power_mod(NTT_PRIMITIVE_ROOT, (NTT_PRIME - 1) // length, NTT_PRIME)
-        if inverse:
-            root = _power_mod(root, NTT_PRIME - 2, NTT_PRIME)
-        half = length // 2
-        twiddles = np.empty(half, dtype=np.int64)
-        twiddles[0] = 1
-        for t in range(1, half):
-            twiddles[t] = twiddles[t - 1] * root % NTT_PRIME
-        for start in range(0, size, length):
-            for t in range(half):
-                u = values[start + t]
-                v = values[start + t + half] * twiddles[t] % NTT_PRIME
-                total = u + v
-                values[start + t] = total - NTT_PRIME if total >= NTT_PRIME else total
-                difference = u - v
-                values[start + t + half] = difference + NTT_PRIME if difference < 0 else difference
-        length <<= 1
-    if inverse:
-        scale = _power_mod(size, NTT_PRIME - 2, NTT_PRIME)
-        for i in range(size):
-            values[i] = values[i] * scale % NTT_PRIME
+@numba.njit(cache=True, nogil=True)
+def _bit_window_kernel(words: np.ndarray, first_bit: int, out: np.ndarray, out_at: int) -> None:
+    """Fill out[out_at:] with the words of bits first_bit, first_bit + 1, ... of `words`
+    (bits outside the array are zero; first_bit may be negative)."""
+    n_words = words.size
+    for i in range(out.size - out_at):
+        position = first_bit + 64 * i
+        index = position >> 6  # floor division, also for negative positions
+        shift = np.uint64(position & 63)
+        low = words[index] if 0 <= index < n_words else np.uint64(0)
+        value = low >> shift
+        if shift:
+            high = words[index + 1] if 0 <= index + 1 < n_words else np.uint64(0)
+            value |= high << (np.uint64(64) - shift)
+        out[out_at + i] = value
 
 
-@numba.njit(cache=True)
-def ntt_cyclic_convolution(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Kernel: exact cyclic convolution mod NTT_PRIME of equal-length int64 arrays (power of 2)."""
-    fa = a % NTT_PRIME
-    fb = b % NTT_PRIME
-    _ntt_in_place(fa, False)
-    _ntt_in_place(fb, False)
-    for i in range(fa.shape[0]):
-        fa[i] = fa[i] * fb[i] % NTT_PRIME
-    _ntt_in_place(fa, True)
-    return fa
+def _bit_window_kernel_reference(
+    words: np.ndarray, first_bit: int, out: np.ndarray, out_at: int
+) -> None:
+    """Plain-Python reference for _bit_window_kernel."""
+    total = 64 * len(words)
+    for i in range(len(out) - out_at):
+        value = 0
+        for t in range(64):
+            p = first_bit + 64 * i + t
+            if 0 <= p < total and (int(words[p // 64]) >> (p % 64)) & 1:
+                value |= 1 << t
+        out[out_at + i] = value
 
 
-def ntt_cyclic_convolution_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Plain O(N^2) cyclic convolution mod NTT_PRIME, for testing the kernel."""
-    size = len(a)
-    out = []
-    for t in range(size):
-        total = 0
-        for j in range(size):
-            total += int(a[j]) * int(b[(t - j) % size])
-        out.append(total % NTT_PRIME)
-    return np.array(out, dtype=np.int64)
+@numba.njit(cache=True, nogil=True)
+def _toeplitz_kernel(
+    key_words: np.ndarray, seed_words: np.ndarray, n: int, k: int, leaf: int, out: np.ndarray
+) -> None:
+    """out (k words) = sum over column blocks c of T_c x_c, the packed Toeplitz product of the
+    n-bit key by the (n + m - 1)-bit seed for the first 64 k >= m output bits."""
+    # Workspace: block seed u (2k), key block (k), block product (k), recursion scratch (4k).
+    work = np.empty(8 * k, dtype=np.uint64)
+    out[:] = 0
+    block_bits = 64 * k
+    for c in range((n + block_bits - 1) // block_bits):
+        # T_c[i, j] = s[i - (c K + j) + n - 1] = u[K + i - j] with u[v] = s[v + n - 1 - (c + 1) K]
+        _bit_window_kernel(seed_words, n - 1 - (c + 1) * block_bits, work[: 2 * k], 0)
+        for i in range(k):
+            source = c * k + i
+            work[2 * k + i] = key_words[source] if source < key_words.size else np.uint64(0)
+        _tmvp_kernel(work, 0, 2 * k, 3 * k, k, leaf, 4 * k)
+        for i in range(k):
+            out[i] ^= work[3 * k + i]

@@ -6,6 +6,8 @@ Labels follow docs/internals.md: basis 0 = X (key), 1 = Z (test); intensity 0 = 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
@@ -43,7 +45,133 @@ def sift_mask(payload_basis: np.ndarray, ogs_basis: np.ndarray) -> np.ndarray:
     return payload_basis == ogs_basis
 
 
-@numba.njit(cache=True)
+@dataclass(frozen=True)
+class SiftedDetections:
+    """One block sifted: the kept detections in order, and their tallies."""
+
+    keep: np.ndarray  # bool per detection: payload and OGS bases agree
+    basis: np.ndarray  # uint8 basis of each kept detection
+    intensity: np.ndarray  # uint8 intensity label of each kept detection
+    payload_bits: np.ndarray  # uint8 payload bit of each kept detection
+    ogs_bits: np.ndarray | None  # uint8 OGS bit of each kept detection (None when not given)
+    detections: np.ndarray  # int64[2, 3] kept detections, rows basis, columns intensity
+    errors: np.ndarray  # int64[2, 3] kept detections whose bits differ (zero without ogs_bits)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sift_kernel(
+    payload_basis: np.ndarray,
+    ogs_basis: np.ndarray,
+    intensity: np.ndarray,
+    payload_bits: np.ndarray,
+    ogs_bits: np.ndarray,
+    has_ogs_bits: bool,
+    keep: np.ndarray,
+    kept_basis: np.ndarray,
+    kept_intensity: np.ndarray,
+    kept_payload_bits: np.ndarray,
+    kept_ogs_bits: np.ndarray,
+    tally: np.ndarray,
+) -> int:
+    """One pass: keep flags, the kept detections compacted in order into the kept_* arrays
+    (each at least as long as the input), and tally[2 (b * 3 + k) + error] += 1 per kept
+    detection; return the number kept."""
+    kept = 0
+    for i in range(payload_basis.size):
+        b = np.int64(payload_basis[i])
+        same = np.int64(b == ogs_basis[i])
+        keep[i] = same
+        # Written unconditionally, advanced only when kept: no branch on the random basis.
+        kept_basis[kept] = b
+        kept_intensity[kept] = intensity[i]
+        kept_payload_bits[kept] = payload_bits[i]
+        error = np.int64(0)
+        if has_ogs_bits:
+            kept_ogs_bits[kept] = ogs_bits[i]
+            error = np.int64(payload_bits[i] ^ ogs_bits[i])
+        tally[2 * (3 * b + np.int64(intensity[i])) + error] += same
+        kept += same
+    return kept
+
+
+def _sift_kernel_reference(
+    payload_basis: np.ndarray,
+    ogs_basis: np.ndarray,
+    intensity: np.ndarray,
+    payload_bits: np.ndarray,
+    ogs_bits: np.ndarray,
+    has_ogs_bits: bool,
+    keep: np.ndarray,
+    kept_basis: np.ndarray,
+    kept_intensity: np.ndarray,
+    kept_payload_bits: np.ndarray,
+    kept_ogs_bits: np.ndarray,
+    tally: np.ndarray,
+) -> int:
+    """Plain-Python reference for _sift_kernel."""
+    kept = 0
+    for i in range(len(payload_basis)):
+        keep[i] = payload_basis[i] == ogs_basis[i]
+        if not keep[i]:
+            continue
+        kept_basis[kept] = payload_basis[i]
+        kept_intensity[kept] = intensity[i]
+        kept_payload_bits[kept] = payload_bits[i]
+        error = 0
+        if has_ogs_bits:
+            kept_ogs_bits[kept] = ogs_bits[i]
+            error = int(payload_bits[i] != ogs_bits[i])
+        tally[2 * (3 * int(payload_basis[i]) + int(intensity[i])) + error] += 1
+        kept += 1
+    return kept
+
+
+def sift_detections(
+    payload_basis: np.ndarray,
+    ogs_basis: np.ndarray,
+    intensity: np.ndarray,
+    payload_bits: np.ndarray,
+    ogs_bits: np.ndarray | None = None,
+) -> SiftedDetections:
+    """Keep the detections whose bases agree and tally them by basis and intensity, in one pass.
+
+    Gives what sift_mask, compressing each array by the mask, count_by_basis_intensity and
+    count_bit_errors give together; errors are counted only when ogs_bits is given.
+    """
+    payload_basis = _as_label_array(payload_basis, "payload_basis", N_BASES)
+    ogs_basis = _as_label_array(ogs_basis, "ogs_basis", N_BASES)
+    intensity = _as_label_array(intensity, "intensity", N_INTENSITIES)
+    payload_bits = _as_label_array(payload_bits, "payload_bits", 2)
+    _check_same_length(payload_basis, "payload_basis", ogs_basis, "ogs_basis")
+    _check_same_length(payload_basis, "payload_basis", intensity, "intensity")
+    _check_same_length(payload_basis, "payload_basis", payload_bits, "payload_bits")
+    has_ogs_bits = ogs_bits is not None
+    if ogs_bits is not None:
+        ogs_bits = _as_label_array(ogs_bits, "ogs_bits", 2)
+        _check_same_length(payload_basis, "payload_basis", ogs_bits, "ogs_bits")
+    n = payload_basis.size
+    keep = np.empty(n, dtype=np.bool_)
+    # Outputs as long as the input, trimmed to the kept count afterwards (views, no copy).
+    kept = np.empty((4 if has_ogs_bits else 3, n), dtype=np.uint8)
+    tally = np.zeros(2 * N_BASES * N_INTENSITIES, dtype=np.int64)
+    n_kept = _sift_kernel(
+        payload_basis, ogs_basis, intensity, payload_bits,
+        ogs_bits if ogs_bits is not None else payload_bits, has_ogs_bits,
+        keep, kept[0], kept[1], kept[2], kept[3 if has_ogs_bits else 2], tally,
+    )  # fmt: skip
+    by_cell = tally.reshape(N_BASES, N_INTENSITIES, 2)
+    return SiftedDetections(
+        keep=keep,
+        basis=kept[0, :n_kept],
+        intensity=kept[1, :n_kept],
+        payload_bits=kept[2, :n_kept],
+        ogs_bits=kept[3, :n_kept] if has_ogs_bits else None,
+        detections=by_cell.sum(axis=2),
+        errors=by_cell[:, :, 1].copy(),
+    )
+
+
+@numba.njit(cache=True, nogil=True)
 def _count_by_basis_intensity_kernel(
     basis: np.ndarray, intensity: np.ndarray, errors: np.ndarray, has_errors: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +213,7 @@ def count_by_basis_intensity(
     return _count_by_basis_intensity_kernel(basis, intensity, errors, True)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _count_bit_errors_kernel(a_bits: np.ndarray, b_bits: np.ndarray) -> np.int64:
     total = np.int64(0)
     for i in range(a_bits.size):

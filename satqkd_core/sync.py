@@ -1,4 +1,4 @@
-"""Synchronisation: ground time tags -> satellite pulse indices.
+"""Synchronisation: ground time tags -> satellite pulse indices, one frame at a time.
 
 Pulse j leaves the satellite at qkd_start_ps + j * pulse_period_ps (on the ground tagger's
 clock, as agreed in the pass plan) and arrives after the one-way delay predicted from the
@@ -11,15 +11,19 @@ defined modulo one period, so |offset| < period / 2 is assumed (a larger offset 
 every pulse index by a whole number of periods, which timing alone cannot see).
 
 `assign_pulse_indices` treats each frame on its own, so it needs that bound in every frame.
-`track_pulse_indices` carries the offset line (whole periods included) and the payload clock
-drift from frame to frame in a `TimingState`, so the bound is needed only at QKD start: a
-payload oscillator 100 ppb off the station clock moves the offset by ten periods per second.
+`track_pulse_indices` (in `sync_tracking`, importable from here too) carries the offset line,
+whole periods included, and the payload clock drift from frame to frame in a `TimingState`.
+
+Cost. Each pass over the tags recomputes the tag phase from the timestamps and delays rather
+than storing it: a frame costs a phase histogram, one pass collecting the tags near the peak,
+and per line-fit gate one pass that compacts the gated tags for the (order-preserving, hence
+serial) least-squares sums, then the assignment itself.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -39,6 +43,30 @@ _REFINE_ITERATIONS = 8
 _MIN_TAGS_FOR_DRIFT = 16
 _DRIFT_SIGNIFICANCE = 3.0
 _PS_PER_S = 1e12
+# Kernels work through the tags in chunks: a vectorisable loop computes a chunk's phases or
+# residuals into small cache-resident buffers, then a plain loop does what must stay in tag
+# order (histogram counts, compaction, the serial sums that keep results bit-for-bit fixed).
+_CHUNK = 512
+# Names defined in sync_tracking and re-exported here (loaded on first use: no import cycle).
+_TRACKING_NAMES = frozenset(
+    {
+        "DEFAULT_DRIFT_CHANGE_PPB_PER_S",
+        "DEFAULT_MAX_DRIFT_PPB",
+        "FRAME_OUTCOMES",
+        "TRACKING_MODES",
+        "TimingState",
+        "track_pulse_indices",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    """Re-export the frame-to-frame tracker (`from satqkd_core.sync import TimingState`)."""
+    if name in _TRACKING_NAMES:
+        from satqkd_core import sync_tracking
+
+        return getattr(sync_tracking, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -72,7 +100,9 @@ def _validate_tags(
             f"predicted_delay_ps: length {predicted_delay_ps.size} does not match "
             f"timestamp_ps length {timestamp_ps.size}"
         )
-    if predicted_delay_ps.size and not np.all(np.isfinite(predicted_delay_ps)):
+    # A finite sum proves every term finite (NaN and inf propagate); only an infinite or NaN
+    # sum, or an overflowing one, needs the element-wise check.
+    if not np.isfinite(np.sum(predicted_delay_ps)) and not np.all(np.isfinite(predicted_delay_ps)):
         raise InputError("predicted_delay_ps: contains NaN or infinite values")
     return np.ascontiguousarray(timestamp_ps), np.ascontiguousarray(predicted_delay_ps)
 
@@ -96,7 +126,34 @@ def _validate_window(window_ps: object, period_ps: float) -> float:
     return float(window_ps) / 2
 
 
-@numba.njit(cache=True)
+def _frame_reference_ps(timestamp_ps: np.ndarray) -> int:
+    """Tagger time half way between the first and last tag (offsets are referred to it)."""
+    t_min, t_max = _time_span_kernel(timestamp_ps)
+    return int(t_min) + (int(t_max) - int(t_min)) // 2
+
+
+@numba.njit(cache=True, nogil=True)
+def _time_span_kernel(timestamp_ps: np.ndarray) -> tuple[np.int64, np.int64]:
+    """(min, max) of a non-empty int64 array in one pass."""
+    low = timestamp_ps[0]
+    high = timestamp_ps[0]
+    for i in range(1, timestamp_ps.size):
+        t = timestamp_ps[i]
+        low = min(low, t)
+        high = max(high, t)
+    return low, high
+
+
+def _time_span_kernel_reference(timestamp_ps: np.ndarray) -> tuple[int, int]:
+    """Plain-Python reference for _time_span_kernel."""
+    values = [int(t) for t in timestamp_ps]
+    return min(values), max(values)
+
+
+# ---- timing peak: coarse histogram, then a background-corrected mean --------------------------
+
+
+@numba.njit(cache=True, nogil=True)
 def _phase_histogram_kernel(
     timestamp_ps: np.ndarray,
     predicted_delay_ps: np.ndarray,
@@ -105,22 +162,34 @@ def _phase_histogram_kernel(
     offset_ps: float,
     drift_per_ps: float,
     reference_ps: np.int64,
-    phase_ps: np.ndarray,
     counts: np.ndarray,
 ) -> None:
-    """Fill phase_ps with (t - start - delay - line(t)) wrapped into [-period/2, period/2), where
-    line(t) = offset + drift (t - reference) is a prior offset line, and counts (zeroed, one
-    entry per bin) with their histogram."""
+    """Add to counts (one entry per bin) the histogram of the phases
+    (t - start - delay - line(t)) wrapped into [-period/2, period/2), where
+    line(t) = offset + drift (t - reference) is a prior offset line."""
     n_bins = counts.size
     bin_width = period_ps / n_bins
-    for i in range(timestamp_ps.size):
-        # Integer subtraction first keeps full precision for absolute tagger times ~1e15 ps.
-        x = np.float64(timestamp_ps[i] - qkd_start_ps) - predicted_delay_ps[i]
-        x -= offset_ps + drift_per_ps * np.float64(timestamp_ps[i] - reference_ps)
-        p = x - period_ps * np.floor(x / period_ps + 0.5)
-        phase_ps[i] = p
-        b = int(np.floor((p + period_ps / 2) / bin_width))
-        counts[min(max(b, 0), n_bins - 1)] += 1
+    bins = np.empty(_CHUNK, dtype=np.int64)
+    # Eight interleaved histograms: signal tags hit the same few bins, one after another.
+    lanes = np.zeros((8, n_bins), dtype=np.int64)
+    n = timestamp_ps.size
+    for first in range(0, n, _CHUNK):
+        # Chunk views indexed from 0: contiguous loads (an offset index defeats vectorising).
+        t = timestamp_ps[first : first + _CHUNK]
+        delay = predicted_delay_ps[first : first + _CHUNK]
+        size = t.size
+        for c in range(size):
+            # Integer subtraction first keeps full precision for absolute tagger times ~1e15 ps.
+            x = np.float64(t[c] - qkd_start_ps) - delay[c]
+            x -= offset_ps + drift_per_ps * np.float64(t[c] - reference_ps)
+            p = x - period_ps * np.floor(x / period_ps + 0.5)
+            b = np.int64(np.floor((p + period_ps / 2) / bin_width))
+            bins[c] = min(max(b, 0), n_bins - 1)
+        for c in range(size):
+            lanes[c & 7, bins[c]] += 1
+    for lane in range(8):
+        for b in range(n_bins):
+            counts[b] += lanes[lane, b]
 
 
 def _phase_histogram_kernel_reference(
@@ -131,7 +200,6 @@ def _phase_histogram_kernel_reference(
     offset_ps: float,
     drift_per_ps: float,
     reference_ps: int,
-    phase_ps: np.ndarray,
     counts: np.ndarray,
 ) -> None:
     """Plain-Python reference for _phase_histogram_kernel."""
@@ -141,39 +209,97 @@ def _phase_histogram_kernel_reference(
         x = float(int(timestamp_ps[i]) - qkd_start_ps) - float(predicted_delay_ps[i])
         x -= offset_ps + drift_per_ps * float(int(timestamp_ps[i]) - reference_ps)
         p = x - period_ps * math.floor(x / period_ps + 0.5)
-        phase_ps[i] = p
         b = math.floor((p + period_ps / 2) / bin_width)
         counts[min(max(b, 0), n_bins - 1)] += 1
 
 
-@numba.njit(cache=True)
-def _refine_peak_kernel(
-    phase_ps: np.ndarray, coarse_ps: float, period_ps: float, half_width_ps: float
-) -> float:
-    """Return the shift from coarse_ps to the background-corrected mean of the timing peak."""
-    candidates = np.empty(phase_ps.size, dtype=np.float64)
+@numba.njit(cache=True, nogil=True)
+def _peak_candidates_kernel(
+    timestamp_ps: np.ndarray,
+    predicted_delay_ps: np.ndarray,
+    qkd_start_ps: np.int64,
+    period_ps: float,
+    offset_ps: float,
+    drift_per_ps: float,
+    reference_ps: np.int64,
+    coarse_ps: float,
+    reach_ps: float,
+    candidates: np.ndarray,
+) -> tuple[int, int]:
+    """Write, in tag order, each tag's phase (as in _phase_histogram_kernel) minus coarse_ps,
+    wrapped to the nearest period, when it lies within reach_ps; return (how many were written,
+    how many were not)."""
+    wrapped = np.empty(_CHUNK, dtype=np.float64)
     n_candidates = 0
-    n_far = 0
-    for i in range(phase_ps.size):
-        d = phase_ps[i] - coarse_ps
-        d -= period_ps * np.floor(d / period_ps + 0.5)
-        if abs(d) <= 2 * half_width_ps:
-            candidates[n_candidates] = d
-            n_candidates += 1
-        else:
-            n_far += 1
+    n = timestamp_ps.size
+    for first in range(0, n, _CHUNK):
+        t = timestamp_ps[first : first + _CHUNK]
+        delay = predicted_delay_ps[first : first + _CHUNK]
+        size = t.size
+        for c in range(size):
+            x = np.float64(t[c] - qkd_start_ps) - delay[c]
+            x -= offset_ps + drift_per_ps * np.float64(t[c] - reference_ps)
+            p = x - period_ps * np.floor(x / period_ps + 0.5)
+            d = p - coarse_ps
+            wrapped[c] = d - period_ps * np.floor(d / period_ps + 0.5)
+        for c in range(size):
+            # Written unconditionally, kept only when near: no branch on the tag's phase.
+            candidates[n_candidates] = wrapped[c]
+            n_candidates += abs(wrapped[c]) <= reach_ps
+    return n_candidates, n - n_candidates
+
+
+def _peak_candidates_kernel_reference(
+    timestamp_ps: np.ndarray,
+    predicted_delay_ps: np.ndarray,
+    qkd_start_ps: int,
+    period_ps: float,
+    offset_ps: float,
+    drift_per_ps: float,
+    reference_ps: int,
+    coarse_ps: float,
+    reach_ps: float,
+    candidates: np.ndarray,
+) -> tuple[int, int]:
+    """Plain-Python reference for _peak_candidates_kernel."""
+    near = []
+    for i in range(len(timestamp_ps)):
+        x = float(int(timestamp_ps[i]) - qkd_start_ps) - float(predicted_delay_ps[i])
+        x -= offset_ps + drift_per_ps * float(int(timestamp_ps[i]) - reference_ps)
+        p = x - period_ps * math.floor(x / period_ps + 0.5)
+        d = (p - coarse_ps) - period_ps * math.floor((p - coarse_ps) / period_ps + 0.5)
+        if abs(d) <= reach_ps:
+            near.append(d)
+    candidates[: len(near)] = near
+    return len(near), len(timestamp_ps) - len(near)
+
+
+@numba.njit(cache=True, nogil=True)
+def _refine_peak_kernel(
+    candidates: np.ndarray, n_far: int, period_ps: float, half_width_ps: float
+) -> float:
+    """Return the shift from the coarse peak to the background-corrected mean of the timing
+    peak, from the phases near it (within 2 half-widths) and the count n_far of the others."""
     # Tags further than twice the half-width from the peak are pure dark counts: their density
     # gives the expected number of background tags inside the window.
     n_background = n_far / (period_ps - 4 * half_width_ps) * (2 * half_width_ps)
     shift = 0.0
+    terms = np.empty(_CHUNK, dtype=np.float64)
+    n = candidates.size
     for _ in range(_REFINE_ITERATIONS):
         n_near = 0
         total = 0.0
-        for j in range(n_candidates):
-            e = candidates[j] - shift
-            if abs(e) <= half_width_ps:
-                n_near += 1
-                total += e
+        for first in range(0, n, _CHUNK):
+            chunk = candidates[first : first + _CHUNK]
+            size = chunk.size
+            for c in range(size):
+                e = chunk[c] - shift
+                near = abs(e) <= half_width_ps
+                n_near += near
+                # Adding +0.0 leaves the (never -0.0) total unchanged: same sum, no branch.
+                terms[c] = e if near else 0.0
+            for c in range(size):
+                total += terms[c]
         n_signal = n_near - n_background
         if n_signal < 1.0:
             break
@@ -186,19 +312,13 @@ def _refine_peak_kernel(
 
 
 def _refine_peak_kernel_reference(
-    phase_ps: np.ndarray, coarse_ps: float, period_ps: float, half_width_ps: float
+    candidates: np.ndarray, n_far: int, period_ps: float, half_width_ps: float
 ) -> float:
     """Plain-Python reference for _refine_peak_kernel."""
-    wrapped = [
-        (float(p) - coarse_ps) - period_ps * math.floor((float(p) - coarse_ps) / period_ps + 0.5)
-        for p in phase_ps
-    ]
-    candidates = [d for d in wrapped if abs(d) <= 2 * half_width_ps]
-    n_far = len(wrapped) - len(candidates)
     n_background = n_far / (period_ps - 4 * half_width_ps) * (2 * half_width_ps)
     shift = 0.0
     for _ in range(_REFINE_ITERATIONS):
-        near = [d - shift for d in candidates if abs(d - shift) <= half_width_ps]
+        near = [float(d) - shift for d in candidates if abs(float(d) - shift) <= half_width_ps]
         n_signal = len(near) - n_background
         if n_signal < 1.0:
             break
@@ -220,20 +340,26 @@ def _timing_peak_ps(
     offset_ps: float,
     drift_per_ps: float,
     reference_ps: int,
+    scratch: np.ndarray,
 ) -> float:
-    """Return the timing peak's position in [-period/2, period/2) relative to a prior line."""
-    phase = np.empty(timestamp_ps.size, dtype=np.float64)
-    counts = np.zeros(_PHASE_BINS, dtype=np.int64)
-    _phase_histogram_kernel(
-        timestamp_ps, predicted_delay_ps, np.int64(qkd_start_ps), period_ps,
-        float(offset_ps), float(drift_per_ps), np.int64(reference_ps), phase, counts,
+    """Return the timing peak's position in [-period/2, period/2) relative to a prior line
+    (scratch: a float64 array at least as long as the tags)."""
+    line = (
+        np.int64(qkd_start_ps), period_ps, float(offset_ps), float(drift_per_ps),
+        np.int64(reference_ps),
     )  # fmt: skip
+    counts = np.zeros(_PHASE_BINS, dtype=np.int64)
+    _phase_histogram_kernel(timestamp_ps, predicted_delay_ps, *line, counts)
     # Coarse: the histogram peak, circularly smoothed so a peak split across bins still wins.
     half = _PEAK_SMOOTHING_BINS // 2
     smoothed = sum(np.roll(counts, s) for s in range(-half, half + 1))
     bin_width = period_ps / _PHASE_BINS
     coarse = (int(np.argmax(smoothed)) + 0.5) * bin_width - period_ps / 2
-    shift = _refine_peak_kernel(phase, coarse, period_ps, period_ps * _REFINE_HALF_WIDTH_FRACTION)
+    half_width = period_ps * _REFINE_HALF_WIDTH_FRACTION
+    n_near, n_far = _peak_candidates_kernel(
+        timestamp_ps, predicted_delay_ps, *line, coarse, 2 * half_width, scratch
+    )
+    shift = _refine_peak_kernel(scratch[:n_near], n_far, period_ps, half_width)
     centre = coarse + shift
     return float(centre - period_ps * math.floor(centre / period_ps + 0.5))
 
@@ -254,12 +380,16 @@ def estimate_clock_offset_ps(
     qkd_start_ps, period_ps = _validate_timing(qkd_start_ps, pulse_period_ps)
     if timestamp_ps.size == 0:
         raise InputError("timestamp_ps: need at least one tag to estimate the clock offset")
+    scratch = np.empty(timestamp_ps.size, dtype=np.float64)
     return _timing_peak_ps(
-        timestamp_ps, predicted_delay_ps, qkd_start_ps, period_ps, 0.0, 0.0, qkd_start_ps
+        timestamp_ps, predicted_delay_ps, qkd_start_ps, period_ps, 0.0, 0.0, qkd_start_ps, scratch
     )
 
 
-@numba.njit(cache=True)
+# ---- assignment and line fit -------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
 def _assign_kernel(
     timestamp_ps: np.ndarray,
     predicted_delay_ps: np.ndarray,
@@ -272,17 +402,32 @@ def _assign_kernel(
     pulse_index: np.ndarray,
     residual_ps: np.ndarray,
     in_window: np.ndarray,
-) -> None:
-    """Per tag: nearest pulse index, residual to its predicted arrival, and window flag."""
-    for i in range(timestamp_ps.size):
-        relative = np.float64(timestamp_ps[i] - qkd_start_ps) - predicted_delay_ps[i]
-        offset = offset_ps + drift_per_ps * np.float64(timestamp_ps[i] - reference_ps)
-        x = relative - offset
-        j = np.int64(np.floor(x / period_ps + 0.5))
-        r = x - np.float64(j) * period_ps
-        pulse_index[i] = j
-        residual_ps[i] = r
-        in_window[i] = abs(r) <= half_window_ps and j >= 0
+    squares: np.ndarray,
+) -> int:
+    """Per tag: nearest pulse index, residual to its predicted arrival, and window flag; the
+    squared residuals of the in-window tags go to squares, in order. Return their number."""
+    n_in = 0
+    n = timestamp_ps.size
+    for first in range(0, n, _CHUNK):
+        t = timestamp_ps[first : first + _CHUNK]
+        delay = predicted_delay_ps[first : first + _CHUNK]
+        index = pulse_index[first : first + _CHUNK]
+        residual = residual_ps[first : first + _CHUNK]
+        inside = in_window[first : first + _CHUNK]
+        for c in range(t.size):
+            relative = np.float64(t[c] - qkd_start_ps) - delay[c]
+            offset = offset_ps + drift_per_ps * np.float64(t[c] - reference_ps)
+            x = relative - offset
+            j = np.int64(np.floor(x / period_ps + 0.5))
+            r = x - np.float64(j) * period_ps
+            index[c] = j
+            residual[c] = r
+            inside[c] = abs(r) <= half_window_ps and j >= 0
+        for c in range(t.size):
+            r = residual[c]
+            squares[n_in] = r * r
+            n_in += inside[c]
+    return n_in
 
 
 def _assign_kernel_reference(
@@ -297,8 +442,10 @@ def _assign_kernel_reference(
     pulse_index: np.ndarray,
     residual_ps: np.ndarray,
     in_window: np.ndarray,
-) -> None:
+    squares: np.ndarray,
+) -> int:
     """Plain-Python reference for _assign_kernel."""
+    n_in = 0
     for i in range(len(timestamp_ps)):
         relative = float(int(timestamp_ps[i]) - qkd_start_ps) - float(predicted_delay_ps[i])
         offset = offset_ps + drift_per_ps * float(int(timestamp_ps[i]) - reference_ps)
@@ -308,9 +455,168 @@ def _assign_kernel_reference(
         pulse_index[i] = j
         residual_ps[i] = r
         in_window[i] = abs(r) <= half_window_ps and j >= 0
+        if in_window[i]:
+            squares[n_in] = r * r
+            n_in += 1
+    return n_in
 
 
-def _run_assignment(
+@numba.njit(cache=True, nogil=True)
+def _pairwise_sum_kernel(values: np.ndarray) -> float:
+    """Sum by numpy's pairwise algorithm (blocks of 128 in 8 lanes, halves above), so the RMS
+    is bit-identical to np.mean of the squared residuals."""
+    n = values.size
+    if n < 8:
+        total = 0.0
+        for i in range(n):
+            total += values[i]
+        return total
+    if n <= 128:
+        lanes = values[:8].copy()
+        i = 8
+        while i < n - n % 8:
+            for lane in range(8):
+                lanes[lane] += values[i + lane]
+            i += 8
+        total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
+            (lanes[4] + lanes[5]) + (lanes[6] + lanes[7])
+        )
+        while i < n:
+            total += values[i]
+            i += 1
+        return total
+    half = n // 2
+    half -= half % 8
+    return _pairwise_sum_kernel(values[:half]) + _pairwise_sum_kernel(values[half:])
+
+
+def _pairwise_sum_kernel_reference(values: np.ndarray) -> float:
+    """Plain-Python reference for _pairwise_sum_kernel."""
+    items = [float(v) for v in values]
+    if len(items) < 8:
+        total = 0.0
+        for v in items:
+            total += v
+        return total
+    if len(items) <= 128:
+        stop = len(items) - len(items) % 8
+        lanes = items[:8]
+        for start in range(8, stop, 8):
+            lanes = [lanes[k] + items[start + k] for k in range(8)]
+        total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
+            (lanes[4] + lanes[5]) + (lanes[6] + lanes[7])
+        )
+        for v in items[stop:]:
+            total += v
+        return total
+    half = len(items) // 2
+    half -= half % 8
+    return _pairwise_sum_kernel_reference(values[:half]) + _pairwise_sum_kernel_reference(
+        values[half:]
+    )
+
+
+def _line_result(
+    timestamp_ps: np.ndarray,
+    predicted_delay_ps: np.ndarray,
+    qkd_start_ps: int,
+    period_ps: float,
+    half_window_ps: float,
+    offset_ps: float,
+    drift_per_ps: float,
+    reference_ps: int,
+    scratch: np.ndarray | None = None,
+) -> SyncResult:
+    """Assign every tag from the offset line offset + drift (t - reference)."""
+    n = timestamp_ps.size
+    pulse_index = np.empty(n, dtype=np.int64)
+    residual = np.empty(n, dtype=np.float64)
+    in_window = np.empty(n, dtype=np.bool_)
+    squares = np.empty(n, dtype=np.float64) if scratch is None else scratch
+    n_in = _assign_kernel(
+        timestamp_ps, predicted_delay_ps, np.int64(qkd_start_ps), period_ps,
+        float(offset_ps), float(drift_per_ps), np.int64(reference_ps), half_window_ps,
+        pulse_index, residual, in_window, squares,
+    )  # fmt: skip
+    # 0.0 + sum, then / n: exactly np.mean (numpy adds its pairwise sum to a zero identity).
+    mean_square = (0.0 + _pairwise_sum_kernel(squares[:n_in])) / n_in if n_in else 0.0
+    return SyncResult(
+        pulse_index=pulse_index,
+        in_window=in_window,
+        residual_ps=residual,
+        clock_offset_ps=float(offset_ps),
+        assigned_fraction=n_in / n if n else 0.0,
+        residual_rms_ps=float(np.sqrt(mean_square)) if n_in else 0.0,
+        clock_drift_ps_per_s=drift_per_ps * _PS_PER_S,
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _gated_line_fit_kernel(
+    timestamp_ps: np.ndarray,
+    predicted_delay_ps: np.ndarray,
+    qkd_start_ps: np.int64,
+    period_ps: float,
+    offset_ps: float,
+    drift_per_ps: float,
+    reference_ps: np.int64,
+    gate_ps: float,
+    time_buffer: np.ndarray,
+    residual_buffer: np.ndarray,
+) -> tuple[int, float, float, float, float]:
+    """Least-squares line residual = r_mean + b (t - reference - t_mean) over the tags whose
+    residual (as _assign_kernel computes it from the line offset + drift (t - reference)) is
+    within the gate: return (n, t_mean, r_mean, b, standard error of b). The gated tags'
+    times and residuals are compacted into the buffers, in tag order, for the later sums.
+
+    b = 0 with an infinite error when n < 3 or all the selected tags share one time.
+    """
+    times = np.empty(_CHUNK, dtype=np.float64)
+    residuals = np.empty(_CHUNK, dtype=np.float64)
+    n = 0
+    t_sum = 0.0
+    r_sum = 0.0
+    for first in range(0, timestamp_ps.size, _CHUNK):
+        t = timestamp_ps[first : first + _CHUNK]
+        delay = predicted_delay_ps[first : first + _CHUNK]
+        size = t.size
+        for c in range(size):
+            dt = np.float64(t[c] - reference_ps)
+            relative = np.float64(t[c] - qkd_start_ps) - delay[c]
+            x = relative - (offset_ps + drift_per_ps * dt)
+            times[c] = dt
+            residuals[c] = x - np.float64(np.int64(np.floor(x / period_ps + 0.5))) * period_ps
+        for c in range(size):
+            dt = times[c]
+            r = residuals[c]
+            gated = abs(r) <= gate_ps
+            time_buffer[n] = dt
+            residual_buffer[n] = r
+            # Adding +0.0 leaves the (never -0.0) sums unchanged: same sums, no branch.
+            t_sum += dt if gated else 0.0
+            r_sum += r if gated else 0.0
+            n += gated
+    if n == 0:
+        return 0, 0.0, 0.0, 0.0, np.inf
+    t_mean = t_sum / n
+    r_mean = r_sum / n
+    sxx = 0.0
+    sxr = 0.0
+    for i in range(n):
+        dt = time_buffer[i] - t_mean
+        sxx += dt * dt
+        sxr += dt * (residual_buffer[i] - r_mean)
+    if n < 3 or sxx == 0.0:
+        return n, t_mean, r_mean, 0.0, np.inf
+    slope = sxr / sxx
+    ss = 0.0
+    for i in range(n):
+        e = residual_buffer[i] - r_mean - slope * (time_buffer[i] - t_mean)
+        ss += e * e
+    return n, t_mean, r_mean, slope, np.sqrt(ss / (n - 2) / sxx)
+
+
+def _gated_line_fit_kernel_reference(
     timestamp_ps: np.ndarray,
     predicted_delay_ps: np.ndarray,
     qkd_start_ps: int,
@@ -318,77 +624,19 @@ def _run_assignment(
     offset_ps: float,
     drift_per_ps: float,
     reference_ps: int,
-    half_window_ps: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n = timestamp_ps.size
-    pulse_index = np.empty(n, dtype=np.int64)
-    residual_ps = np.empty(n, dtype=np.float64)
-    in_window = np.empty(n, dtype=np.bool_)
-    _assign_kernel(
-        timestamp_ps,
-        predicted_delay_ps,
-        np.int64(qkd_start_ps),
-        period_ps,
-        offset_ps,
-        drift_per_ps,
-        np.int64(reference_ps),
-        half_window_ps,
-        pulse_index,
-        residual_ps,
-        in_window,
-    )
-    return pulse_index, residual_ps, in_window
-
-
-@numba.njit(cache=True)
-def _gated_line_fit_kernel(
-    timestamp_ps: np.ndarray, residual_ps: np.ndarray, gate_ps: float, reference_ps: np.int64
+    gate_ps: float,
+    time_buffer: np.ndarray,
+    residual_buffer: np.ndarray,
 ) -> tuple[int, float, float, float, float]:
-    """Least-squares line residual = r_mean + b (t - reference - t_mean) over tags with
-    |residual| <= gate: return (n, t_mean, r_mean, b, standard error of b).
-
-    b = 0 with an infinite error when n < 3 or all the selected tags share one time.
-    """
-    n = 0
-    t_sum = 0.0
-    r_sum = 0.0
-    for i in range(timestamp_ps.size):
-        if abs(residual_ps[i]) <= gate_ps:
-            n += 1
-            t_sum += np.float64(timestamp_ps[i] - reference_ps)
-            r_sum += residual_ps[i]
-    if n == 0:
-        return 0, 0.0, 0.0, 0.0, np.inf
-    t_mean = t_sum / n
-    r_mean = r_sum / n
-    sxx = 0.0
-    sxr = 0.0
-    for i in range(timestamp_ps.size):
-        if abs(residual_ps[i]) <= gate_ps:
-            dt = np.float64(timestamp_ps[i] - reference_ps) - t_mean
-            sxx += dt * dt
-            sxr += dt * (residual_ps[i] - r_mean)
-    if n < 3 or sxx == 0.0:
-        return n, t_mean, r_mean, 0.0, np.inf
-    slope = sxr / sxx
-    ss = 0.0
-    for i in range(timestamp_ps.size):
-        if abs(residual_ps[i]) <= gate_ps:
-            dt = np.float64(timestamp_ps[i] - reference_ps) - t_mean
-            e = residual_ps[i] - r_mean - slope * dt
-            ss += e * e
-    return n, t_mean, r_mean, slope, np.sqrt(ss / (n - 2) / sxx)
-
-
-def _gated_line_fit_kernel_reference(
-    timestamp_ps: np.ndarray, residual_ps: np.ndarray, gate_ps: float, reference_ps: int
-) -> tuple[int, float, float, float, float]:
-    """Plain-Python reference for _gated_line_fit_kernel."""
-    points = [
-        (float(int(t) - reference_ps), float(r))
-        for t, r in zip(timestamp_ps, residual_ps, strict=True)
-        if abs(r) <= gate_ps
-    ]
+    """Plain-Python reference for _gated_line_fit_kernel (the buffers are not used)."""
+    del time_buffer, residual_buffer
+    points = []
+    for t, d in zip(timestamp_ps, predicted_delay_ps, strict=True):
+        dt = float(int(t) - reference_ps)
+        x = float(int(t) - qkd_start_ps) - float(d) - (offset_ps + drift_per_ps * dt)
+        r = x - float(math.floor(x / period_ps + 0.5)) * period_ps
+        if abs(r) <= gate_ps:
+            points.append((dt, r))
     n = len(points)
     if n == 0:
         return 0, 0.0, 0.0, 0.0, math.inf
@@ -432,33 +680,33 @@ def _estimate_line(
     prior_offset_ps: float,
     prior_drift_per_ps: float,
     reference_ps: int,
+    scratch: np.ndarray,
 ) -> _LineEstimate:
-    """Fit the offset line of one frame of tags, starting from a prior line.
+    """Fit the offset line of one frame of tags, starting from a prior line (scratch: float64,
+    at least twice as long as the tags).
 
     The timing peak relative to the prior fixes the offset within +-period/2 of it; refinement
     passes with narrowing gates then fit offset and drift. The first, wide gate catches a drift
     of up to +-period/4 over the frame (dark tags in it are uniform, so they add noise but no
     bias to the line fit); narrower gates then shed most dark tags before the last fit.
     """
+    n = timestamp_ps.size
     offset = prior_offset_ps + _timing_peak_ps(
         timestamp_ps, predicted_delay_ps, qkd_start_ps, period_ps,
-        prior_offset_ps, prior_drift_per_ps, reference_ps,
+        prior_offset_ps, prior_drift_per_ps, reference_ps, scratch,
     )  # fmt: skip
     drift = prior_drift_per_ps
     gates = [g for g in (period_ps / 4, period_ps / 16) if g > half_window_ps] + [half_window_ps]
     anchor, raw_drift, raw_error = 0.0, drift, math.inf
     for gate in gates:
-        _, residual, _ = _run_assignment(
-            timestamp_ps, predicted_delay_ps, qkd_start_ps, period_ps,
-            offset, drift, reference_ps, gate,
+        n_fit, t_mean, r_mean, slope, slope_error = _gated_line_fit_kernel(
+            timestamp_ps, predicted_delay_ps, np.int64(qkd_start_ps), period_ps,
+            float(offset), float(drift), np.int64(reference_ps), gate, scratch[:n], scratch[n:],
         )  # fmt: skip
-        n, t_mean, r_mean, slope, slope_error = _gated_line_fit_kernel(
-            timestamp_ps, residual, gate, np.int64(reference_ps)
-        )
         anchor, raw_drift, raw_error = float(t_mean), drift + float(slope), float(slope_error)
         # Keep the slope only when the data resolve it (|slope| > 3 standard errors) from
         # enough tags; otherwise a few tags, or dark tags in a wide gate, would tilt the offset.
-        if n >= _MIN_TAGS_FOR_DRIFT and abs(slope) > _DRIFT_SIGNIFICANCE * slope_error:
+        if n_fit >= _MIN_TAGS_FOR_DRIFT and abs(slope) > _DRIFT_SIGNIFICANCE * slope_error:
             offset += float(r_mean - slope * t_mean)
             drift += float(slope)
         else:
@@ -503,454 +751,12 @@ def assign_pulse_indices(
         )
 
     # Offsets are referred to the frame centre so the fitted offset is the frame average.
-    t_min, t_max = int(timestamp_ps.min()), int(timestamp_ps.max())
-    reference_ps = t_min + (t_max - t_min) // 2
-    drift_per_ps = 0.0
-    if clock_offset_ps is None:
-        line = _estimate_line(
-            timestamp_ps, predicted_delay_ps, qkd_start_ps, period_ps, half_window,
-            0.0, 0.0, reference_ps,
-        )  # fmt: skip
-        offset, drift_per_ps = line.offset_ps, line.drift_per_ps
-    else:
-        offset = float(clock_offset_ps)
-
-    pulse_index, residual, in_window = _run_assignment(
-        timestamp_ps, predicted_delay_ps, qkd_start_ps, period_ps,
-        offset, drift_per_ps, reference_ps, half_window,
-    )  # fmt: skip
-    n_in = int(in_window.sum())
-    rms = float(np.sqrt(np.mean(residual[in_window] ** 2))) if n_in else 0.0
-    return SyncResult(
-        pulse_index=pulse_index,
-        in_window=in_window,
-        residual_ps=residual,
-        clock_offset_ps=float(offset),
-        assigned_fraction=n_in / n,
-        residual_rms_ps=rms,
-        clock_drift_ps_per_s=drift_per_ps * _PS_PER_S,
-    )
-
-
-# ---- tracking across frames -------------------------------------------------------------------
-
-# Acquisition searches the payload clock drift over +-300 ppb unless told otherwise: a
-# free-running crystal oscillator is within ~0.1 ppm of nominal, and an ephemeris range-rate
-# error adds 3.3 ppb per m/s.
-DEFAULT_MAX_DRIFT_PPB = 300.0
-# How fast the drift itself may change, ppb per second, when the offset line is extrapolated
-# over frames without a usable timing peak (and back to QKD start at acquisition): the offset
-# may then leave the straight line by 0.5 * rate * elapsed^2 (5 ps after 1 s, 4.5 ns after 30 s).
-DEFAULT_DRIFT_CHANGE_PPB_PER_S = 0.01
-# A whole-period count is accepted only if the offset's deviation from its prediction plus this
-# many standard errors (plus the drift-change bound) stays inside half a period.
-_MARGIN_SIGMAS = 5.0
-# A frame carries signal when the tags near the timing peak exceed the background expected there
-# (from the tags away from it) by this many Poisson standard deviations.
-_SIGNAL_SIGNIFICANCE = 5.0
-# Drift acquisition by periodogram: time bins short enough that the largest drift turns the pulse
-# phase by at most 1/32 cycle within a bin (amplitude loss < 0.2 %), zero-padded 8x so the peak
-# is sampled finely (1.25 ppb at 100 MHz and 1 s frames).
-_PERIODOGRAM_BIN_CYCLES = 1.0 / 32.0
-_PERIODOGRAM_OVERSAMPLING = 8
-_PERIODOGRAM_MAX_BINS = 1 << 22
-# Dark tags alone give |phasor sum|^2 / n ~ Exp(1) at each frequency; a peak must exceed
-# ln(number of independent frequencies) + 20, a false-alarm probability of ~2e-9 per frame.
-_PERIODOGRAM_FALSE_ALARM_NATS = 20.0
-
-TRACKING_MODES = ("acquiring", "tracking", "lost")
-FRAME_OUTCOMES = ("acquired", "tracked", "coasted", "not assigned")
-
-
-@dataclass(frozen=True)
-class TimingState:
-    """Clock offset line carried from frame to frame by track_pulse_indices.
-
-    offset(t) = offset_ps - drift_ppb * 1e-9 * (t - reference_ps), whole pulse periods
-    included: drift_ppb > 0 means the payload oscillator runs fast and pulses come ever earlier.
-    """
-
-    mode: str = "acquiring"  # one of TRACKING_MODES; "lost": whole periods no longer known
-    offset_ps: float = 0.0  # at reference_ps, whole pulse periods included
-    drift_ppb: float = 0.0  # payload clock rate relative to the tagger's, parts per billion
-    reference_ps: int = 0  # tagger time (frame centre) of the last frame that measured the line
-    offset_error_ps: float = math.inf  # standard error of offset_ps
-    drift_error_ppb: float = math.inf  # standard error of drift_ppb
-    frames_measured: int = 0  # frames whose timing peak updated the line (acquisition included)
-    frames_coasted: int = 0  # frames assigned from the extrapolated line alone
-    frames_not_assigned: int = 0  # frames given no pulse index at all
-    last_frame: str = ""  # outcome of the last frame, one of FRAME_OUTCOMES
-    message: str = ""  # why the last frame was coasted or not assigned ("" otherwise)
-
-    @property
-    def locked(self) -> bool:
-        """Whether frames are assigned pulse indices from the tracked line."""
-        return self.mode == "tracking"
-
-    def offset_at_ps(self, timestamp_ps: int) -> float:
-        """The tracked offset at a tagger time, whole periods included."""
-        return self.offset_ps - self.drift_ppb * 1e-9 * float(timestamp_ps - self.reference_ps)
-
-
-@numba.njit(cache=True)
-def _phasor_bins_kernel(
-    timestamp_ps: np.ndarray,
-    predicted_delay_ps: np.ndarray,
-    qkd_start_ps: np.int64,
-    period_ps: float,
-    first_ps: np.int64,
-    bin_width_ps: float,
-    phasor_re: np.ndarray,
-    phasor_im: np.ndarray,
-) -> None:
-    """Add each tag's pulse-phase phasor exp(2 pi i (t - start - delay) / period) to its time
-    bin ((t - first) / bin_width, clamped to the arrays)."""
-    n_bins = phasor_re.size
-    for i in range(timestamp_ps.size):
-        x = np.float64(timestamp_ps[i] - qkd_start_ps) - predicted_delay_ps[i]
-        angle = 2.0 * np.pi * ((x - period_ps * np.floor(x / period_ps)) / period_ps)
-        b = int(np.floor(np.float64(timestamp_ps[i] - first_ps) / bin_width_ps))
-        b = min(max(b, 0), n_bins - 1)
-        phasor_re[b] += np.cos(angle)
-        phasor_im[b] += np.sin(angle)
-
-
-def _phasor_bins_kernel_reference(
-    timestamp_ps: np.ndarray,
-    predicted_delay_ps: np.ndarray,
-    qkd_start_ps: int,
-    period_ps: float,
-    first_ps: int,
-    bin_width_ps: float,
-    phasor_re: np.ndarray,
-    phasor_im: np.ndarray,
-) -> None:
-    """Plain-Python reference for _phasor_bins_kernel."""
-    n_bins = len(phasor_re)
-    for i in range(len(timestamp_ps)):
-        x = float(int(timestamp_ps[i]) - qkd_start_ps) - float(predicted_delay_ps[i])
-        angle = 2.0 * math.pi * ((x - period_ps * math.floor(x / period_ps)) / period_ps)
-        b = math.floor(float(int(timestamp_ps[i]) - first_ps) / bin_width_ps)
-        b = min(max(b, 0), n_bins - 1)
-        phasor_re[b] += math.cos(angle)
-        phasor_im[b] += math.sin(angle)
-
-
-def _periodogram_drift(
-    timestamp_ps: np.ndarray,
-    predicted_delay_ps: np.ndarray,
-    qkd_start_ps: int,
-    period_ps: float,
-    max_drift_per_ps: float,
-) -> tuple[float, float, float, float]:
-    """Return (offset drift per ps at the periodogram peak, the periodogram's drift step,
-    peak power per tag, detection threshold for it).
-
-    Signal tags satisfy t - start - delay = offset0 + drift (t - start) modulo the period, so
-    their phasors add coherently in sum_i exp(2 pi i (t_i - start - delay_i - drift t_i) / P)
-    at the true drift; the peak of this periodogram over the drift is the maximum-likelihood
-    frequency estimate of a tone in noise (Rife and Boorstyn, IEEE Trans. Inf. Theory 20, 591
-    (1974)). Binning the phasors in time makes it one FFT instead of a search over candidates.
-    """
-    t_min, t_max = int(timestamp_ps.min()), int(timestamp_ps.max())
-    bin_width = _PERIODOGRAM_BIN_CYCLES * period_ps / max_drift_per_ps
-    n_bins = int((t_max - t_min) / bin_width) + 1
-    if n_bins > _PERIODOGRAM_MAX_BINS:
-        raise InputError(
-            f"timestamp_ps: frame spans {(t_max - t_min) / _PS_PER_S:g} s, too long for a drift "
-            f"search over +-{max_drift_per_ps * 1e9:g} ppb"
-        )
-    phasor_re = np.zeros(n_bins, dtype=np.float64)
-    phasor_im = np.zeros(n_bins, dtype=np.float64)
-    _phasor_bins_kernel(
-        timestamp_ps, predicted_delay_ps, np.int64(qkd_start_ps), period_ps,
-        np.int64(t_min), bin_width, phasor_re, phasor_im,
-    )  # fmt: skip
-    size = 1 << math.ceil(math.log2(n_bins * _PERIODOGRAM_OVERSAMPLING))
-    magnitude = np.abs(np.fft.fft(phasor_re + 1j * phasor_im, size))
-    # Frequency bin k is a drift of k * step; only |drift| <= max_drift is searched.
-    step = period_ps / (size * bin_width)
-    k_max = int(size * _PERIODOGRAM_BIN_CYCLES)
-    candidates = np.concatenate([np.arange(0, k_max + 1), np.arange(size - k_max, size)])
-    k = int(candidates[np.argmax(magnitude[candidates])])
-    # Parabolic interpolation between the neighbouring bins of the peak.
-    below, peak, above = magnitude[(k - 1) % size], magnitude[k], magnitude[(k + 1) % size]
-    curvature = below - 2.0 * peak + above
-    fraction = 0.5 * (below - above) / curvature if curvature < 0 else 0.0
-    k_signed = k - size if k > size // 2 else k
-    drift = (k_signed + min(max(fraction, -0.5), 0.5)) * step
-    n_independent = max(1.0, 2.0 * max_drift_per_ps * (t_max - t_min) / period_ps)
-    threshold = math.log(n_independent) + _PERIODOGRAM_FALSE_ALARM_NATS
-    return float(drift), float(step), float(peak**2 / timestamp_ps.size), threshold
-
-
-def _signal_significance(residual_ps: np.ndarray, period_ps: float, half_window_ps: float) -> float:
-    """Return how many Poisson standard deviations the tags near the line exceed background."""
-    half = min(half_window_ps, period_ps / 4)
-    n_near = int(np.count_nonzero(np.abs(residual_ps) <= half))
-    expected = (residual_ps.size - n_near) * (2 * half) / (period_ps - 2 * half)
-    return (n_near - expected) / math.sqrt(max(expected, 1.0))
-
-
-def _combine_drift(
-    prior_per_ps: float, prior_var: float, line: _LineEstimate
-) -> tuple[float, float]:
-    """Inverse-variance mean of a prior drift and the frame's fitted drift, and its variance."""
-    measured_var = line.raw_drift_error**2
-    if not math.isfinite(measured_var):
-        return prior_per_ps, prior_var
-    if not math.isfinite(prior_var):
-        return line.raw_drift_per_ps, measured_var
-    total = prior_var + measured_var
-    if total == 0.0:
-        return line.raw_drift_per_ps, 0.0
-    weight = prior_var / total
-    return (
-        prior_per_ps + weight * (line.raw_drift_per_ps - prior_per_ps),
-        prior_var * measured_var / total,
-    )
-
-
-def _unassigned_result(n: int) -> SyncResult:
-    return SyncResult(
-        pulse_index=np.full(n, -1, dtype=np.int64),
-        in_window=np.zeros(n, dtype=np.bool_),
-        residual_ps=np.full(n, np.nan, dtype=np.float64),
-        clock_offset_ps=math.nan,
-        assigned_fraction=0.0,
-        residual_rms_ps=0.0,
-    )
-
-
-def _line_result(
-    timestamp_ps: np.ndarray,
-    predicted_delay_ps: np.ndarray,
-    qkd_start_ps: int,
-    period_ps: float,
-    half_window_ps: float,
-    offset_ps: float,
-    drift_per_ps: float,
-    reference_ps: int,
-) -> SyncResult:
-    pulse_index, residual, in_window = _run_assignment(
-        timestamp_ps, predicted_delay_ps, qkd_start_ps, period_ps,
-        offset_ps, drift_per_ps, reference_ps, half_window_ps,
-    )  # fmt: skip
-    n_in = int(in_window.sum())
-    return SyncResult(
-        pulse_index=pulse_index,
-        in_window=in_window,
-        residual_ps=residual,
-        clock_offset_ps=float(offset_ps),
-        assigned_fraction=n_in / timestamp_ps.size,
-        residual_rms_ps=float(np.sqrt(np.mean(residual[in_window] ** 2))) if n_in else 0.0,
-        clock_drift_ps_per_s=drift_per_ps * _PS_PER_S,
-    )
-
-
-def _validate_tracking(
-    state: object, max_drift_ppb: object, drift_change_ppb_per_s: object
-) -> tuple[float, float]:
-    """Return (max drift, drift change per ps) as fractions after checking the arguments."""
-    if not isinstance(state, TimingState):
-        raise InputError(f"state: must be a TimingState, got {type(state).__name__}")
-    if state.mode not in TRACKING_MODES:
-        raise InputError(f"state: mode must be one of {TRACKING_MODES}, got {state.mode!r}")
-    if not isinstance(max_drift_ppb, (int, float, np.integer, np.floating)) or not (
-        0 < max_drift_ppb <= 100_000
-    ):
-        raise InputError(f"max_drift_ppb: must be a number in (0, 100000], got {max_drift_ppb!r}")
-    if not isinstance(drift_change_ppb_per_s, (int, float, np.integer, np.floating)) or not (
-        0 <= drift_change_ppb_per_s < math.inf
-    ):
-        raise InputError(
-            f"drift_change_ppb_per_s: must be a finite number >= 0, got {drift_change_ppb_per_s!r}"
-        )
-    return float(max_drift_ppb) * 1e-9, float(drift_change_ppb_per_s) * 1e-9 / _PS_PER_S
-
-
-@dataclass(frozen=True)
-class _Prior:
-    """What is known of a frame's offset line before its own tags are fitted."""
-
-    offset_ps: float  # at the frame reference
-    drift_per_ps: float
-    drift_var: float  # variance of drift_per_ps
-    elapsed_ps: float  # from the instant whole periods are counted from, to the frame reference
-    margin_ps: float  # bound on |offset error| at the reference (nan: found after the fit)
-
-
-def _acquisition_prior(
-    timestamp_ps: np.ndarray,
-    predicted_delay_ps: np.ndarray,
-    qkd_start_ps: int,
-    period_ps: float,
-    reference_ps: int,
-    max_drift: float,
-) -> _Prior | str:
-    """The drift from the periodogram, and the line through offset 0 at pulse 0's arrival
-    (about one frame delay after QKD start), from which whole periods are counted."""
-    drift, step, power, threshold = _periodogram_drift(
-        timestamp_ps, predicted_delay_ps, qkd_start_ps, period_ps, max_drift
-    )
-    if power < threshold:
-        return (
-            f"acquisition: no timing peak in a drift search over +-{max_drift * 1e9:g} ppb "
-            f"(periodogram power {power:.1f} per tag, threshold {threshold:.1f})"
-        )
-    elapsed = float(reference_ps - qkd_start_ps) - float(np.mean(predicted_delay_ps))
-    return _Prior(drift * elapsed, drift, step**2, elapsed, math.nan)
-
-
-def _tracking_prior(
-    state: TimingState, reference_ps: int, period_ps: float, drift_change: float
-) -> _Prior | str:
-    """The tracked line extrapolated to the frame, with a bound on its offset error."""
-    elapsed = float(reference_ps - state.reference_ps)
-    drift_error = state.drift_error_ppb * 1e-9
-    # Statistical error, and how far a drift changing at the allowed rate leaves the line.
-    margin = (
-        _MARGIN_SIGMAS * math.hypot(state.offset_error_ps, drift_error * elapsed)
-        + 0.5 * drift_change * elapsed**2
-    )
-    if not margin < period_ps / 2:
-        return (
-            f"lost: the offset extrapolated {elapsed / _PS_PER_S:.1f} s past the last timing "
-            f"peak is uncertain by {margin:.0f} ps, half a period or more"
-        )
-    return _Prior(
-        state.offset_at_ps(reference_ps),
-        -state.drift_ppb * 1e-9,
-        drift_error**2 + (drift_change * elapsed) ** 2,
-        elapsed,
-        margin,
-    )
-
-
-def _measured_line(
-    tags: tuple[np.ndarray, np.ndarray, int, float],
-    half_window_ps: float,
-    prior: _Prior,
-    reference_ps: int,
-    drift_change: float,
-) -> tuple[SyncResult, float, float, float, float]:
-    """Fit the frame's line from the prior, count its whole periods from the prior, assign.
-
-    Return (result, drift variance, offset standard error, deviation, margin): deviation is
-    the offset at pulse 0's arrival when acquiring, else the offset minus its prediction; the
-    whole-period count is right if |deviation| + margin < period / 2.
-    """
-    period_ps = tags[3]
-    line = _estimate_line(*tags, half_window_ps, prior.offset_ps, prior.drift_per_ps, reference_ps)
-    drift, drift_var = _combine_drift(prior.drift_per_ps, prior.drift_var, line)
-    # The fitted line through its anchor (the fitted tags' mean time), at the combined slope.
-    offset = line.offset_ps + (line.drift_per_ps - drift) * line.anchor_ps
-    acquiring = math.isnan(prior.margin_ps)
-    deviation = offset - (drift * prior.elapsed_ps if acquiring else prior.offset_ps)
-    whole = round(deviation / period_ps)
-    offset -= whole * period_ps
-    deviation -= whole * period_ps
-    result = _line_result(*tags, half_window_ps, offset, drift, reference_ps)
-    offset_error = result.residual_rms_ps / math.sqrt(max(int(result.in_window.sum()), 1))
-    margin = prior.margin_ps
-    if acquiring:
-        margin = (
-            _MARGIN_SIGMAS * math.hypot(offset_error, math.sqrt(drift_var) * prior.elapsed_ps)
-            + 0.5 * drift_change * prior.elapsed_ps**2
-        )
-    return result, drift_var, offset_error, deviation, margin
-
-
-def track_pulse_indices(
-    state: TimingState,
-    timestamp_ps: np.ndarray,
-    predicted_delay_ps: np.ndarray,
-    qkd_start_ps: int,
-    pulse_period_ps: float,
-    window_ps: float,
-    max_drift_ppb: float = DEFAULT_MAX_DRIFT_PPB,
-    drift_change_ppb_per_s: float = DEFAULT_DRIFT_CHANGE_PPB_PER_S,
-) -> tuple[SyncResult, TimingState]:
-    """Assign one frame's tags their pulse indices from the offset line tracked across frames;
-    return the frame's result and the state to pass with the next frame.
-
-    Acquiring (first frames): the drift comes from a periodogram over +-max_drift_ppb and the
-    frame's line fit, the whole-period count from assuming |offset| < period / 2 for pulse 0
-    (emitted at QKD start). Tracking: the line predicted from the state is refined by the
-    frame's own fit, whole periods following the prediction; a frame without a significant
-    timing peak is assigned from the prediction alone. A frame whose whole-period count would
-    be ambiguous gets no pulse index at all (in_window all False; state.message says why);
-    once the prediction itself is that uncertain the state is "lost" for the rest of the pass.
-    """
-    max_drift, drift_change = _validate_tracking(state, max_drift_ppb, drift_change_ppb_per_s)
-    timestamp_ps, predicted_delay_ps = _validate_tags(timestamp_ps, predicted_delay_ps)
-    qkd_start_ps, period_ps = _validate_timing(qkd_start_ps, pulse_period_ps)
-    half_window = _validate_window(window_ps, period_ps)
-    n = timestamp_ps.size
-    acquiring = state.mode == "acquiring"
-
-    def not_assigned(message: str, mode: str = state.mode) -> tuple[SyncResult, TimingState]:
-        return _unassigned_result(n), replace(
-            state,
-            mode=mode,
-            frames_not_assigned=state.frames_not_assigned + 1,
-            last_frame="not assigned",
-            message=message,
-        )
-
-    def coasted(result: SyncResult, message: str) -> tuple[SyncResult, TimingState]:
-        return result, replace(
-            state, frames_coasted=state.frames_coasted + 1, last_frame="coasted", message=message
-        )
-
-    if state.mode == "lost":
-        return not_assigned(state.message)
-    if n == 0:
-        return (
-            not_assigned("acquisition: no tags")
-            if acquiring
-            else coasted(_unassigned_result(0), "no tags")
-        )
-    t_min, t_max = int(timestamp_ps.min()), int(timestamp_ps.max())
-    reference_ps = t_min + (t_max - t_min) // 2
+    reference_ps = _frame_reference_ps(timestamp_ps)
     tags = (timestamp_ps, predicted_delay_ps, qkd_start_ps, period_ps)
-    if acquiring:
-        prior = _acquisition_prior(*tags, reference_ps, max_drift)
-    else:
-        prior = _tracking_prior(state, reference_ps, period_ps, drift_change)
-    if isinstance(prior, str):
-        return not_assigned(prior, "acquiring" if acquiring else "lost")
-
-    result, drift_var, offset_error, deviation, margin = _measured_line(
-        tags, half_window, prior, reference_ps, drift_change
-    )
-    z = _signal_significance(result.residual_ps, period_ps, half_window)
-    if z < _SIGNAL_SIGNIFICANCE:
-        if acquiring:
-            return not_assigned(f"acquisition: timing peak not significant ({z:.1f} sigma)")
-        return coasted(
-            _line_result(*tags, half_window, prior.offset_ps, prior.drift_per_ps, reference_ps),
-            f"timing peak not significant ({z:.1f} sigma): assigned from the prediction",
+    if clock_offset_ps is None:
+        scratch = np.empty(2 * n, dtype=np.float64)
+        line = _estimate_line(*tags, half_window, 0.0, 0.0, reference_ps, scratch)
+        return _line_result(
+            *tags, half_window, line.offset_ps, line.drift_per_ps, reference_ps, scratch
         )
-    if not abs(deviation) + margin < period_ps / 2:
-        if acquiring:
-            return not_assigned(
-                f"acquisition: offset at QKD start {deviation:.0f} ps +- {margin:.0f} ps does "
-                f"not fix the whole-period count (|offset| < {period_ps / 2:g} ps assumed there)"
-            )
-        return not_assigned(
-            f"timing peak {deviation:.0f} ps from the prediction (+- {margin:.0f} ps): "
-            "whole-period count ambiguous"
-        )
-    return result, replace(
-        state,
-        mode="tracking",
-        offset_ps=result.clock_offset_ps,
-        drift_ppb=-result.clock_drift_ps_per_s / 1e3,
-        reference_ps=reference_ps,
-        offset_error_ps=offset_error,
-        drift_error_ppb=math.sqrt(drift_var) * 1e9,
-        frames_measured=state.frames_measured + 1,
-        last_frame="acquired" if acquiring else "tracked",
-        message="",
-    )
+    return _line_result(*tags, half_window, float(clock_offset_ps), 0.0, reference_ps)

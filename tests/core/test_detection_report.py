@@ -64,9 +64,16 @@ def test_round_trip_of_extreme_indices():
 
 
 @settings(max_examples=150, deadline=None)
-@given(n=lengths, seed=st.integers(0, 2**32 - 1), k=st.integers(0, 20))
-def test_encode_kernel_matches_reference(n, seed, k):
-    pulse_index, _ = random_report(seed, n, 2.0 ** (k + 1))
+@given(
+    n=lengths,
+    seed=st.integers(0, 2**32 - 1),
+    k=st.integers(0, 20) | st.integers(21, 62),
+    gap_scale=st.sampled_from([0.5, 2.0, 150.0]),
+)
+def test_encode_kernel_matches_reference(n, seed, k, gap_scale):
+    # Gaps of about 2^k, or far longer (unary parts of hundreds of bits), within int64.
+    mean_gap = max(1.0, min(gap_scale * 2.0**k, 2.0**61 / (n + 1)))
+    pulse_index, _ = random_report(seed, n, mean_gap, start_max=2**40)
     n_bits = int(_rice_stream_bits(pulse_index, k))
     got = np.zeros((n_bits + 7) // 8, dtype=np.uint8)
     want = np.zeros_like(got)

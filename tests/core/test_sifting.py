@@ -13,9 +13,12 @@ from satqkd_core.sifting import (
     _count_bit_errors_kernel_reference,
     _count_by_basis_intensity_kernel,
     _count_by_basis_intensity_kernel_reference,
+    _sift_kernel,
+    _sift_kernel_reference,
     count_bit_errors,
     count_by_basis_intensity,
     pack_intensity_labels,
+    sift_detections,
     sift_mask,
     unpack_intensity_labels,
 )
@@ -159,3 +162,91 @@ def test_sifted_tally_of_a_simulated_block_matches_numpy():
             assert err[b, k] == errors[sel].sum()
     assert det.sum() == keep.sum()
     assert count_bit_errors(payload_bits[keep], ogs_bits[keep]) == err.sum()
+
+
+def _block(rng, n):
+    payload_basis, ogs_basis = _labels(rng, n, 2), _labels(rng, n, 2)
+    intensity = _labels(rng, n, 3)
+    payload_bits = _labels(rng, n, 2)
+    ogs_bits = payload_bits ^ (rng.random(n) < 0.1).astype(np.uint8)
+    return payload_basis, ogs_basis, intensity, payload_bits, ogs_bits
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=lengths, seed=st.integers(0, 2**32 - 1), with_ogs_bits=st.booleans())
+def test_sift_kernel_matches_reference(n, seed, with_ogs_bits):
+    inputs = _block(np.random.default_rng(seed), n)
+    outputs = []
+    for kernel in (_sift_kernel, _sift_kernel_reference):
+        keep = np.zeros(n, dtype=np.bool_)
+        kept = np.zeros((4, n), dtype=np.uint8)
+        tally = np.zeros(12, dtype=np.int64)
+        n_kept = kernel(*inputs, with_ogs_bits, keep, *kept, tally)
+        outputs.append((n_kept, keep, kept[:, :n_kept], tally))
+    (got_n, *got), (want_n, *want) = outputs
+    assert got_n == want_n
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=lengths, seed=st.integers(0, 2**32 - 1), with_ogs_bits=st.booleans())
+def test_sift_detections_equals_mask_compress_and_tallies(n, seed, with_ogs_bits):
+    payload_basis, ogs_basis, intensity, payload_bits, ogs_bits = _block(
+        np.random.default_rng(seed), n
+    )
+    given_ogs_bits = ogs_bits if with_ogs_bits else None
+    sifted = sift_detections(payload_basis, ogs_basis, intensity, payload_bits, given_ogs_bits)
+    keep = sift_mask(payload_basis, ogs_basis)
+    np.testing.assert_array_equal(sifted.keep, keep)
+    np.testing.assert_array_equal(sifted.basis, payload_basis[keep])
+    np.testing.assert_array_equal(sifted.intensity, intensity[keep])
+    np.testing.assert_array_equal(sifted.payload_bits, payload_bits[keep])
+    errors = payload_bits[keep] ^ ogs_bits[keep] if with_ogs_bits else None
+    detections, error_counts = count_by_basis_intensity(
+        payload_basis[keep], intensity[keep], errors
+    )
+    np.testing.assert_array_equal(sifted.detections, detections)
+    np.testing.assert_array_equal(sifted.errors, error_counts)
+    if with_ogs_bits:
+        np.testing.assert_array_equal(sifted.ogs_bits, ogs_bits[keep])
+        assert sifted.errors.sum() == count_bit_errors(payload_bits[keep], ogs_bits[keep])
+    else:
+        assert sifted.ogs_bits is None and not sifted.errors.any()
+    for array in (sifted.basis, sifted.intensity, sifted.payload_bits):
+        assert array.dtype == np.uint8 and array.size == int(keep.sum())
+    assert sifted.detections.dtype == np.int64 and sifted.detections.shape == (2, 3)
+
+
+def test_sift_detections_known_block():
+    payload_basis = np.array([0, 1, 1, 0, 1, 0], dtype=np.uint8)
+    ogs_basis = np.array([0, 0, 1, 1, 1, 0], dtype=np.uint8)
+    intensity = np.array([2, 0, 1, 0, 1, 0], dtype=np.uint8)
+    payload_bits = np.array([1, 0, 1, 1, 0, 0], dtype=np.uint8)
+    ogs_bits = np.array([0, 0, 1, 0, 1, 0], dtype=np.uint8)
+    sifted = sift_detections(payload_basis, ogs_basis, intensity, payload_bits, ogs_bits)
+    assert sifted.keep.tolist() == [True, False, True, False, True, True]
+    assert sifted.basis.tolist() == [0, 1, 1, 0]
+    assert sifted.intensity.tolist() == [2, 1, 1, 0]
+    assert sifted.payload_bits.tolist() == [1, 1, 0, 0]
+    assert sifted.ogs_bits.tolist() == [0, 1, 1, 0]
+    np.testing.assert_array_equal(sifted.detections, [[1, 0, 1], [0, 2, 0]])
+    np.testing.assert_array_equal(sifted.errors, [[0, 0, 1], [0, 1, 0]])
+
+
+@pytest.mark.parametrize(
+    ("replace", "message"),
+    [
+        ({"ogs_basis": np.zeros(5, np.uint8)}, r"^ogs_basis: length 5 does not match payload"),
+        ({"intensity": np.array([0, 3, 0, 0], np.uint8)}, r"^intensity: values must be 0\.\.2"),
+        ({"payload_bits": np.zeros(3, np.uint8)}, r"^payload_bits: length 3 does not match"),
+        ({"ogs_bits": np.array([0, 1, 2, 0], np.uint8)}, r"^ogs_bits: values must be 0 or 1"),
+        ({"payload_basis": np.zeros(4, np.int32)}, r"^payload_basis: must have dtype uint8"),
+    ],
+)
+def test_sift_detections_rejects_bad_input_naming_the_argument(replace, message):
+    args = {name: np.zeros(4, np.uint8) for name in
+            ("payload_basis", "ogs_basis", "intensity", "payload_bits", "ogs_bits")}  # fmt: skip
+    args.update(replace)
+    with pytest.raises(InputError, match=message):
+        sift_detections(**args)
