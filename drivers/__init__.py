@@ -42,6 +42,7 @@ from drivers.interfaces import (
     TimeTagger,
 )
 from drivers.payload_link import PayloadLink
+from drivers.payload_link_source import InterlockedSource, PayloadLinkSource, SourceReport
 from drivers.scpi import ScpiBiasSupply, ScpiInstrument, ScpiLaserSource
 from drivers.time_tagger_tcp import TcpTimeTagger, VendorTaggerAdapter
 from drivers.transport import (
@@ -67,8 +68,10 @@ __all__ = [
     "FastSteeringMirror",
     "Gimbal",
     "GimbalLimits",
+    "InterlockedSource",
     "MirrorRange",
     "PayloadLink",
+    "PayloadLinkSource",
     "PhotonDetector",
     "PiGcsMirror",
     "PtuGimbal",
@@ -80,6 +83,7 @@ __all__ = [
     "ScpiLaserSource",
     "ScriptedTransport",
     "SerialTransport",
+    "SourceReport",
     "TagBuffer",
     "TcpTimeTagger",
     "TcpTransport",

@@ -15,6 +15,10 @@ Sessions: with `persistent_session=True` (default) the client keeps an MQTT 3.1.
 session (clean_session=0), so QoS 1 messages arriving while this client is briefly offline
 are queued by the broker and delivered on reconnect. Any stale session left under the same
 client id is discarded on entry and the session is discarded again on a clean exit.
+
+Connection state: `connected`, `wait_connected()`, `wait_disconnected()` and
+`stats.disconnects` let a daemon act on a lost link (the payload puts its source in its safe
+state when the ground link stays down).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class BusStats:
     received_messages: int = 0
     received_bytes: int = 0
     reconnects: int = 0
+    disconnects: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,8 @@ class MessageBus:
         self._incoming: asyncio.Queue[object] = asyncio.Queue()
         self._connection: _Connection | None = None
         self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._disconnected.set()
         self._supervisor: asyncio.Task[None] | None = None
         self._last_error: BaseException | None = None
         self._failure: BaseException | None = None
@@ -168,6 +175,21 @@ class MessageBus:
     def connected(self) -> bool:
         """True while a broker connection is up with every subscription restored."""
         return self._connection is not None
+
+    async def wait_connected(self) -> None:
+        """Wait until the broker connection is up; ConnectionError if the bus failed or closed."""
+        while self._connection is None:
+            if self._failure is not None:
+                raise ConnectionError(f"bus {self.client_id} on {self.url} failed: {self._failure}")
+            if self._supervisor is None:
+                raise ConnectionError(f"bus {self.client_id} on {self.url} is not open")
+            await self._connected.wait()
+            if self._connection is None:
+                await asyncio.sleep(0)  # set by a failure or a closing bus: checked above
+
+    async def wait_disconnected(self) -> None:
+        """Wait until the broker connection is down (returns at once while it is down)."""
+        await self._disconnected.wait()
 
     async def __aenter__(self) -> MessageBus:
         """Connect (ConnectionError naming the url if no broker answers in connect_timeout_s)."""
@@ -328,12 +350,16 @@ class MessageBus:
                         ever_connected = True
                         delay = self._reconnect_min_s
                         self._connection = connection
+                        self._disconnected.clear()
                         self._connected.set()
                         try:
                             await self._pump(client)
                         finally:
                             self._connection = None
                             self._connected.clear()
+                            self._disconnected.set()
+                            if not self._closing:
+                                self.stats.disconnects += 1
                             connection.lost.set()
                 except (aiomqtt.MqttError, OSError) as exc:
                     self._last_error = exc

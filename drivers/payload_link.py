@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 _POLL_S = 0.5
+_HOUSEKEEPING_QUEUE_DEPTH = 64  # reports nobody takes: the oldest is dropped (and counted)
 
 
 class _Clock(Protocol):
@@ -105,6 +106,7 @@ class LinkCounters:
     skipped_bytes: int = 0
     unknown_tm: int = 0
     unmatched_verifications: int = 0
+    housekeeping_dropped: int = 0
 
 
 @dataclass
@@ -148,6 +150,9 @@ class PayloadLink(Device):
         self._pending: dict[int, _PendingTc] = {}
         self._rx = bytearray()
         self._event_queue: asyncio.Queue[PayloadEvent] = asyncio.Queue()
+        self._housekeeping_queue: asyncio.Queue[HousekeepingReport] = asyncio.Queue(
+            _HOUSEKEEPING_QUEUE_DEPTH
+        )
         self._housekeeping_arrived = asyncio.Event()
         self._alive_replies = 0
         self._reader: asyncio.Task[None] | None = None
@@ -175,15 +180,20 @@ class PayloadLink(Device):
                 await task
         await self.transport.close()
 
+    @property
+    def link_up(self) -> bool:
+        """Get: whether the line is open and telemetry is being received."""
+        receiving = self._reader is not None and not self._reader.done()
+        return bool(self.transport.connected) and receiving
+
     async def status(self) -> DeviceStatus:
         """Measure: link state, counters and the latest housekeeping."""
         latest = self.housekeeping.get(HOUSEKEEPING_SID)
-        receiving = self._reader is not None and not self._reader.done()
         return DeviceStatus(
             self.name,
             f"PUS payload controller APID 0x{self.apid:03X}",
             self.transport.connected,
-            self.transport.connected and receiving,
+            self.link_up,
             {
                 **asdict(self.counters),
                 "last_error": self.last_error,
@@ -428,7 +438,12 @@ class PayloadLink(Device):
         sid, values = unpack_housekeeping(data)
         if sid != HOUSEKEEPING_SID:
             raise KeyError(f"SID {sid}")
-        self.housekeeping[sid] = HousekeepingReport(sid, unix_s, values)
+        report = HousekeepingReport(sid, unix_s, values)
+        self.housekeeping[sid] = report
+        if self._housekeeping_queue.full():
+            self._housekeeping_queue.get_nowait()
+            self.counters.housekeeping_dropped += 1
+        self._housekeeping_queue.put_nowait(report)
         self._housekeeping_arrived.set()
 
     def _on_event(self, subtype: int, data: bytes, unix_s: float) -> None:
@@ -436,6 +451,16 @@ class PayloadLink(Device):
         event = PayloadEvent(report.event_id, report.name, report.severity, unix_s, report.aux)
         self.events.append(event)
         self._event_queue.put_nowait(event)
+
+    async def next_housekeeping(self, timeout_s: float) -> HousekeepingReport:
+        """Measure: the next housekeeping report in arrival order (periodic or one-shot; at most
+        the latest 64 are kept for a reader that lags)."""
+        try:
+            return await asyncio.wait_for(self._housekeeping_queue.get(), timeout_s)
+        except TimeoutError:
+            raise DeviceTimeout(
+                f"{self.name}: no housekeeping report within {timeout_s:g} s"
+            ) from None
 
     async def wait_for_housekeeping(self, timeout_s: float) -> HousekeepingReport:
         """Measure: the next housekeeping report to arrive (periodic or one-shot)."""

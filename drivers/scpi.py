@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -44,6 +45,12 @@ from drivers.transport import Transport
 from satqkd_core.errors import InputError
 
 _ERROR_REPLY = re.compile(r'^\s*([+-]?\d+)\s*,\s*"?(.*?)"?\s*$')
+
+# the pyvisa-sim models beside this module; a resource picks one device of a file
+SIM_DIRECTORY = Path(__file__).resolve().parent / "sim"
+LASER_SOURCE_SIM_RESOURCE = (
+    f"visa-sim://{SIM_DIRECTORY / 'laser_source.yaml'}#TCPIP0::127.0.0.1::5025::SOCKET"
+)
 _ON_OFF = {True: "1", False: "0"}
 
 

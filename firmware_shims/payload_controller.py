@@ -13,17 +13,26 @@ disabled at the window's end, and is put in its safe state (disabled) when no va
 has arrived for `link_timeout_s` ("the laser goes to its safe state when the payload loses its
 link"). Counters follow flight practice (F Prime, cFS): accepted, rejected at acceptance,
 failed at completion, bad packets; RESET_COUNTERS clears them.
+
+The controller owns the source hardware (`source_hardware`: anything with async `configure`,
+`enable`, `disable`, e.g. the in-process simulated source or the SCPI laser driver): a
+SOURCE_ENABLE completes only once the hardware has started emitting (a hardware refusal is an
+INTERLOCK completion failure), and every way to the safe state (command, plan end, watchdog,
+plan cleared) disables the hardware too, retried on every tick until it succeeds. The periodic
+loop joins the clock's lockstep, so in simulation the watchdog and the plan end act on the
+hardware at the same simulated instants on every run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import math
 import os
 import struct
 import tty
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,6 +64,7 @@ from satqkd_core.payload_icd import (
 __all__ = [
     "ControllerCounters",
     "PayloadController",
+    "SourceHardware",
 ]
 
 _TX_LIMIT_BYTES = 64 * 1024  # telemetry queued for a reader that does not read is dropped
@@ -64,6 +74,19 @@ class _Clock(Protocol):
     def now_unix_s(self) -> float: ...
 
     async def sleep_until(self, unix_s: float) -> None: ...
+
+
+class SourceHardware(Protocol):
+    """The laser source the controller drives (a PulsedSource driver satisfies this)."""
+
+    async def configure(self, repetition_rate_hz: float) -> None: ...
+
+    async def enable(self, first_pulse_unix_s: float) -> None: ...
+
+    async def disable(self) -> None: ...
+
+
+_Action = Callable[[], Awaitable[None] | None]
 
 
 @dataclass
@@ -78,6 +101,7 @@ class ControllerCounters:
     watchdog_trips: int = 0
     tm_sent: int = 0
     tm_dropped: int = 0
+    hardware_faults: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,6 +131,7 @@ class PayloadController:
         housekeeping_interval_s: float = 5.0,
         tick_s: float = 0.1,
         apid: int = PAYLOAD_APID,
+        source_hardware: SourceHardware | None = None,
     ) -> None:
         for value, name in (
             (link_timeout_s, "link_timeout_s"),
@@ -132,6 +157,9 @@ class PayloadController:
         self.periodic_housekeeping = True
         self.housekeeping_interval_s = float(housekeeping_interval_s)
         self.on_source_change: Callable[[bool], None] | None = None
+        self.source_hardware = source_hardware
+        self.hardware_safe_pending = False  # a hardware disable failed: retried every tick
+        self._hardware_lock = asyncio.Lock()
         self._boot_unix_s = clock.now_unix_s()
         self._last_valid_tc_unix_s = self._boot_unix_s
         self._next_housekeeping_unix_s = self._boot_unix_s + self.housekeeping_interval_s
@@ -233,7 +261,7 @@ class PayloadController:
             await self._rx_ready.wait()
             self._rx_ready.clear()
             for packet in self._extract_packets():
-                self._handle_packet(packet)
+                await self._handle_packet(packet)
 
     def _extract_packets(self) -> list[bytes]:
         """Cut whole sync-marked packets out of the receive buffer; count what is not one."""
@@ -242,7 +270,7 @@ class PayloadController:
         self.counters.bad_packets += len(scan.rejected)
         return scan.packets
 
-    def _handle_packet(self, packet: bytes) -> None:
+    async def _handle_packet(self, packet: bytes) -> None:
         header = SpacePacketHeader.unpack(packet)
         if header.packet_type != PacketType.TC or header.apid != self.apid:
             self.counters.foreign_packets += 1
@@ -258,7 +286,7 @@ class PayloadController:
             self._reject_unparsed(packet, FailureCode.BAD_APP_DATA, f"malformed TC: {exc}")
             return
         self._last_valid_tc_unix_s = self.clock.now_unix_s()
-        self._execute(tc)
+        await self._execute(tc)
 
     def _reject_unparsed(self, packet: bytes, code: FailureCode, reason: str) -> None:
         """Acceptance failure for a TC whose primary header is readable but whose body is not."""
@@ -270,7 +298,7 @@ class PayloadController:
 
     # --- command execution ----------------------------------------------------------------------
 
-    def _execute(self, tc: PusTc) -> None:
+    async def _execute(self, tc: PusTc) -> None:
         request_id = bytes(tc.sp_header.pack()[:4])
         ack = tc.pus_tc_sec_header.ack_flags
         key = (tc.service, tc.message_subtype)
@@ -288,7 +316,9 @@ class PayloadController:
         if ack & ACK_ACCEPTANCE:
             self._verification(request_id, 1)
         try:
-            action()
+            outcome = action()
+            if inspect.isawaitable(outcome):  # a function that drives the hardware
+                await outcome
         except _CommandFailure as failure:
             self.counters.tc_failed += 1
             self._verification(request_id, 8, failure.code, failure.reason)
@@ -296,7 +326,7 @@ class PayloadController:
         if ack & ACK_COMPLETION:
             self._verification(request_id, 7)
 
-    def _handlers(self) -> dict[tuple[int, int], Callable[[bytes], Callable[[], None]]]:
+    def _handlers(self) -> dict[tuple[int, int], Callable[[bytes], _Action]]:
         return {
             (17, 1): lambda data: self._parse_none(data, lambda: self._send_tm(17, 2, b"")),
             (3, 27): lambda data: self._parse_sids(data, self._one_shot_housekeeping),
@@ -353,7 +383,7 @@ class PayloadController:
 
         return run
 
-    def _parse_function(self, data: bytes) -> Callable[[], None]:
+    def _parse_function(self, data: bytes) -> _Action:
         if len(data) < 2:
             raise _CommandFailure(FailureCode.BAD_APP_DATA, "expected a function id u16")
         raw_id = struct.unpack_from(">H", data)[0]
@@ -374,7 +404,7 @@ class PayloadController:
             raise _CommandFailure(FailureCode.BAD_APP_DATA, f"{function.name}: non-finite argument")
         return lambda: self._perform(function, arguments)
 
-    def _perform(self, function: FunctionId, arguments: tuple) -> None:
+    async def _perform(self, function: FunctionId, arguments: tuple) -> None:
         now = self.clock.now_unix_s()
         if function is FunctionId.SOURCE_CONFIGURE:
             (rate,) = arguments
@@ -384,9 +414,16 @@ class PayloadController:
                 raise _CommandFailure(FailureCode.INTERLOCK, "cannot change rate while emitting")
             self.repetition_rate_hz = rate
         elif function is FunctionId.SOURCE_ENABLE:
-            self._enable_source(arguments[0], now)
+            await self._enable_source(arguments[0], now)
         elif function is FunctionId.SOURCE_DISABLE:
-            self._set_source(False, DisableReason.COMMANDED)
+            was_enabled = self.source_enabled
+            await self._set_source(False, DisableReason.COMMANDED)
+            if not was_enabled:  # already safe by state: try an unconfirmed hardware again
+                await self._make_hardware_safe()
+            if self.hardware_safe_pending:  # the state is safe, the hardware has not confirmed
+                raise _CommandFailure(
+                    FailureCode.INTERLOCK, "source hardware did not confirm its safe state"
+                )
         elif function is FunctionId.LOAD_PASS_PLAN:
             plan = _PassPlan(*arguments)
             if not plan.qkd_start_unix_s < plan.qkd_stop_unix_s or plan.qkd_stop_unix_s <= now:
@@ -404,15 +441,18 @@ class PayloadController:
             (plan_id,) = arguments
             if self.plan is None or self.plan.plan_id != plan_id:
                 raise _CommandFailure(FailureCode.INVALID_PARAMETER, f"plan {plan_id} not loaded")
-            self._set_source(False, DisableReason.PLAN_CLEARED)
+            await self._set_source(False, DisableReason.PLAN_CLEARED)
             self.plan = None
             self._event("PASS_PLAN_CLEARED", plan_id)
         else:  # RESET_COUNTERS
-            # the watchdog trip count is a safety record, not a command counter: it survives
-            self.counters = ControllerCounters(watchdog_trips=self.counters.watchdog_trips)
+            # watchdog trips and hardware faults are safety records, not command counters
+            self.counters = ControllerCounters(
+                watchdog_trips=self.counters.watchdog_trips,
+                hardware_faults=self.counters.hardware_faults,
+            )
             self._event("COUNTERS_RESET")
 
-    def _enable_source(self, first_pulse_unix_s: float, now: float) -> None:
+    async def _enable_source(self, first_pulse_unix_s: float, now: float) -> None:
         plan = self.plan
         if plan is None:
             raise _CommandFailure(FailureCode.INTERLOCK, "no pass plan loaded")
@@ -424,10 +464,45 @@ class PayloadController:
             raise _CommandFailure(FailureCode.INTERLOCK, f"plan {plan.plan_id}'s window is over")
         if self.repetition_rate_hz <= 0.0:
             raise _CommandFailure(FailureCode.INTERLOCK, "repetition rate not configured")
+        if self.source_enabled:
+            raise _CommandFailure(FailureCode.INTERLOCK, "the source is already emitting")
+        await self._start_hardware(first_pulse_unix_s)
         self.first_pulse_unix_s = first_pulse_unix_s
-        self._set_source(True, DisableReason.NONE)
+        await self._set_source(True, DisableReason.NONE)
 
-    def _set_source(self, enabled: bool, reason: DisableReason) -> None:
+    async def _start_hardware(self, first_pulse_unix_s: float) -> None:
+        """Make the hardware emit at the configured rate, or fail the TC with its refusal."""
+        hardware = self.source_hardware
+        if hardware is None:
+            return
+        async with self._hardware_lock:
+            try:
+                await hardware.configure(self.repetition_rate_hz)
+                await hardware.enable(first_pulse_unix_s)
+            except Exception as exc:  # any driver failure: the MCU must answer, not crash
+                self.counters.hardware_faults += 1
+                self.hardware_safe_pending = True  # half-started: make sure it is off
+                raise _CommandFailure(
+                    FailureCode.INTERLOCK, f"source hardware refused to emit: {exc}"
+                ) from None
+            self.hardware_safe_pending = False  # emitting now, as commanded
+
+    async def _make_hardware_safe(self) -> None:
+        """Disable the hardware if the state says safe and it has not confirmed yet."""
+        hardware = self.source_hardware
+        if hardware is None or not self.hardware_safe_pending:
+            return
+        async with self._hardware_lock:
+            if self.source_enabled or not self.hardware_safe_pending:
+                return  # decided while this call waited for the lock
+            try:
+                await hardware.disable()
+            except Exception:  # counted; the periodic loop tries again on its next tick
+                self.counters.hardware_faults += 1
+                return
+            self.hardware_safe_pending = False
+
+    async def _set_source(self, enabled: bool, reason: DisableReason) -> None:
         if enabled == self.source_enabled:
             return
         self.source_enabled = enabled
@@ -437,6 +512,8 @@ class PayloadController:
             self._event("SOURCE_ENABLED", self.first_pulse_unix_s)
         else:
             self._event("SOURCE_DISABLED", int(reason))
+            self.hardware_safe_pending = True
+            await self._make_hardware_safe()
         if self.on_source_change is not None:
             self.on_source_change(enabled)
 
@@ -451,28 +528,34 @@ class PayloadController:
     # --- periodic duties ------------------------------------------------------------------------
 
     async def _periodic(self) -> None:
-        next_tick = self.clock.now_unix_s() + self.tick_s
-        while True:
-            await self.clock.sleep_until(next_tick)
-            now = self.clock.now_unix_s()
-            self.check_interlocks(now)
-            if self.periodic_housekeeping and now >= self._next_housekeeping_unix_s:
-                self._send_housekeeping()
-                self._next_housekeeping_unix_s = now + self.housekeeping_interval_s
-            next_tick += self.tick_s
-            if next_tick <= now:  # overrun (a stalled loop): skip ahead, keep the phase
-                next_tick += math.ceil((now - next_tick) / self.tick_s + 1e-9) * self.tick_s
+        participating = getattr(self.clock, "participating", None)
+        # lockstep: simulated time waits while a tick drives the hardware (see drivers.clock)
+        joined = participating("payload controller") if participating else contextlib.nullcontext()
+        with joined:
+            next_tick = self.clock.now_unix_s() + self.tick_s
+            while True:
+                await self.clock.sleep_until(next_tick)
+                now = self.clock.now_unix_s()
+                await self.check_interlocks(now)
+                if self.periodic_housekeeping and now >= self._next_housekeeping_unix_s:
+                    self._send_housekeeping()
+                    self._next_housekeeping_unix_s = now + self.housekeeping_interval_s
+                next_tick += self.tick_s
+                if next_tick <= now:  # overrun (a stalled loop): skip ahead, keep the phase
+                    next_tick += math.ceil((now - next_tick) / self.tick_s + 1e-9) * self.tick_s
 
-    def check_interlocks(self, now: float) -> None:
-        """Control: apply the link watchdog and the pass-plan window at time `now`."""
+    async def check_interlocks(self, now: float) -> None:
+        """Control: apply the link watchdog and the pass-plan window at time `now`, and retry a
+        hardware safe state that has not been confirmed."""
         silence = now - self._last_valid_tc_unix_s
         if self.source_enabled and silence >= self.link_timeout_s:
             self.counters.watchdog_trips += 1
             self._event("LINK_LOST_SOURCE_SAFED", silence)
-            self._set_source(False, DisableReason.LINK_WATCHDOG)
+            await self._set_source(False, DisableReason.LINK_WATCHDOG)
         plan = self.plan
         if self.source_enabled and plan is not None and now >= plan.qkd_stop_unix_s:
-            self._set_source(False, DisableReason.PLAN_ENDED)
+            await self._set_source(False, DisableReason.PLAN_ENDED)
+        await self._make_hardware_safe()
 
     # --- telemetry ------------------------------------------------------------------------------
 

@@ -75,8 +75,23 @@ def _build_parser() -> argparse.ArgumentParser:
         group = sub.add_parser(node, help=help_text).add_subparsers(dest="command", required=True)
         run = group.add_parser("run", help=f"run {help_text} against a broker")
         run.add_argument("config", help="mission YAML" if node == "payload" else "station YAML")
+        if node == "payload":
+            run.add_argument(
+                "--link",
+                default=None,
+                metavar="RESOURCE",
+                help="payload controller link (e.g. serial:///dev/ttyUSB1?baud=115200): drive "
+                "the source through the controller over PUS (default: a simulated source)",
+            )
         if node == "ogs":
             run.add_argument("--mission", required=True, help="mission YAML the station serves")
+            run.add_argument(
+                "--instruments",
+                default=None,
+                metavar="CONFIG",
+                help="instrument config (configs/instruments/...): drive its gimbal, mirror, "
+                "beacon sensor and detectors",
+            )
         run.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
         run.add_argument("--keys", required=True, help="key store directory")
         run.add_argument("--seed", type=int, default=None, help="deterministic entropy (tests)")

@@ -104,6 +104,10 @@ class ProtocolConfig(_Model):
     sync_window_ps: Annotated[float, Field(gt=0.0, le=1e6)] = 1000.0
     frame_s: Annotated[float, Field(ge=0.01, le=10.0)] = 1.0
     min_qkd_elevation_deg: Annotated[float, Field(ge=0.0, le=90.0)] = 10.0
+    # error correction: interactive Cascade (decision 0003) or blind rate-adaptive LDPC (0004)
+    reconciliation: Literal["cascade", "ldpc"] = "cascade"
+    # LDPC: probability that a frame fails to decode and is dropped (sets the blind window)
+    ldpc_eps_frame: Annotated[float, Field(ge=1e-9, le=0.1)] = 1e-3
 
 
 class MissionConfig(_Model):
@@ -139,6 +143,11 @@ class DetectorConfig(_Model):
     dead_time_ns: Annotated[float, Field(ge=0.0, le=1e5)] = 50.0
     afterpulse_probability: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
     basis_x_probability: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    # the station daemon biases every channel at bias_v once all are colder than
+    # max_temperature_c (cooled Si SPADs / InGaAs APDs run at -20 to -40 C); a detector still
+    # warmer at QKD start makes the station refuse the pass
+    bias_v: Annotated[float, Field(ge=0.0, le=500.0)] = 60.0
+    max_temperature_c: Annotated[float, Field(ge=-100.0, le=50.0)] = -20.0
 
 
 class AtmosphereConfig(_Model):
@@ -156,6 +165,20 @@ class AtpConfig(_Model):
     acquisition_field_of_view_urad: Annotated[float, Field(gt=0.0, le=1e5)] = 500.0
     spiral_scan_rate_urad_per_s: Annotated[float, Field(gt=0.0, le=1e6)] = 2000.0
     tracking_bandwidth_hz: Annotated[float, Field(gt=0.0, le=10000.0)] = 100.0
+    # the station daemon's ATP loop through its drivers (docs/atp.md); the kHz fine loop of a
+    # real terminal runs in its controller, modelled by firmware_shims.fine_tracking
+    fine_loop_rate_hz: Annotated[float, Field(ge=0.5, le=1000.0)] = 10.0
+    prepare_lead_s: Annotated[float, Field(ge=0.0, le=600.0)] = 20.0
+    fsm_integral_gain: Annotated[float, Field(gt=0.0, lt=2.0)] = 0.5
+    fsm_proportional_gain: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    offload_threshold_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    gimbal_position_gain_per_s: Annotated[float, Field(gt=0.0, le=100.0)] = 2.0
+    gimbal_max_rate_deg_s: Annotated[float, Field(gt=0.0, le=100.0)] = 10.0
+    track_lost_after_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
+    park_az_deg: Annotated[float, Field(ge=-360.0, le=360.0)] = 0.0
+    park_el_deg: Annotated[float, Field(ge=-10.0, le=90.0)] = 90.0
+    instrument_retry_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
+    telemetry_period_s: Annotated[float, Field(ge=0.1, le=60.0)] = 1.0
 
 
 class PolarisationConfig(_Model):
@@ -249,14 +272,51 @@ class AttackConfig(_Model):
 
 
 InstrumentPath = Literal["in-process", "emulator"]
+SourcePath = Literal["in-process", "emulator", "visa-sim"]
+# station instruments: none = not in the loop (the old ATP model stands in for them)
+StationInstrumentPath = Literal["none", "in-process", "emulator"]
+DetectorsPath = Literal["none", "in-process", "emulator", "visa-sim"]
 
 
 class SimInstrumentsConfig(_Model):
     """How each simulated instrument is reached: in-process, or its wire-level emulator
     (the same driver code as on a bench, over a loopback socket)."""
 
-    source: InstrumentPath = "in-process"
+    # visa-sim: the SCPI laser driver over pyvisa-sim (drivers/sim/laser_source.yaml)
+    source: SourcePath = "in-process"
     tagger: InstrumentPath = "in-process"
+    # emulator: the payload daemon drives its source through PayloadLink (PUS over a pty) to
+    # the payload controller firmware, which drives the source; in-process: directly
+    payload_link: InstrumentPath = "in-process"
+    # the station's ATP instruments and detector bias supply, driven by the OGS daemon through
+    # their drivers (in-process: the emulator behind an in-memory transport; emulator: on a
+    # pty or TCP port; visa-sim: the bias supply over pyvisa-sim, drivers/sim/bias_supply.yaml)
+    gimbal: StationInstrumentPath = "in-process"
+    fsm: StationInstrumentPath = "in-process"
+    beacon: StationInstrumentPath = "in-process"
+    detectors: DetectorsPath = "in-process"
+
+
+class SkyTruthConfig(_Model):
+    """What the station's pointing closes on in simulation (sim_backends/sky.py): the mount's
+    pointing-model error, atmospheric tip/tilt, the received spot, the satellite's beacon."""
+
+    mount_zero_point_rms_urad: Annotated[float, Field(ge=0.0, le=10_000.0)] = 150.0
+    mount_axis_tilt_urad: Annotated[float, Field(ge=0.0, le=10_000.0)] = 60.0
+    # angle-of-arrival rms per axis at zenith (grows with sqrt(airmass)): ~1.5 urad for a 1 m
+    # aperture and r0 ~ 0.2 m at 850 nm (one-axis G-tilt variance 0.18 (D/r0)^(5/3) (lambda/D)^2)
+    tip_tilt_rms_urad_zenith: Annotated[float, Field(ge=0.0, le=100.0)] = 1.5
+    # corner of the tilt spectrum ~ v/D with the wind plus the slew's apparent wind
+    tip_tilt_corner_hz: Annotated[float, Field(gt=0.0, le=200.0)] = 50.0
+    # seeing-limited spot on the field stop (~ lambda / r0 at 850 nm)
+    receiver_spot_fwhm_urad: Annotated[float, Field(gt=0.0, le=1000.0)] = 5.0
+    # quantum receiver's field-stop centre relative to the beacon sensor's null (boresight)
+    receiver_offset_urad: tuple[float, float] = (0.0, 0.0)
+    beacon_power_mw: Annotated[float, Field(ge=0.0, le=1e5)] = 200.0
+    beacon_divergence_urad: Annotated[float, Field(gt=0.0, le=1e5)] = 1200.0  # full angle
+    beacon_wavelength_nm: Annotated[float, Field(ge=400.0, le=1700.0)] = 532.0
+    beacon_on_after_aos_s: float = 0.0  # negative: on before AOS
+    sample_rate_hz: Annotated[float, Field(ge=1.0, le=1000.0)] = 20.0
 
 
 class SimulationConfig(_Model):
@@ -267,6 +327,7 @@ class SimulationConfig(_Model):
     # start QKD no earlier than this after AOS (e.g. a short test pass near culmination)
     qkd_start_after_aos_s: NonNegative | None = None
     instruments: SimInstrumentsConfig = SimInstrumentsConfig()
+    sky: SkyTruthConfig = SkyTruthConfig()
 
 
 class ScenarioConfig(_Model):

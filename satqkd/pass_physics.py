@@ -27,6 +27,7 @@ from satqkd_core.ephemeris import (
     polarisation_frame_rotation_deg,
     topocentric,
 )
+from satqkd_core.errors import InputError
 from satqkd_core.light_time import LightTimeModel
 from sim_backends import atp as atp_model
 from sim_backends.channel import (
@@ -110,8 +111,19 @@ class PassPhysics:
         k: int,
         pattern: Callable[[np.ndarray], PulsePattern],
         tagger_epoch_unix_s: float,
+        station_coupling: float = 1.0,
+        live_channels: tuple[bool, ...] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Tags (channel, timestamp_ps) the station's tagger records during frame k."""
+        """Tags (channel, timestamp_ps) the station's tagger records during frame k.
+
+        With the station's instruments in the loop, `station_coupling` is the fraction of the
+        received signal its pointing put through the receiver's field stop during the frame
+        (sim_backends.sky) and `live_channels` says which detectors were gated and biased
+        (tagger channel n is detector n); a dead channel records nothing, not even dark counts.
+        """
+        coupling = _check_fraction(station_coupling, "station_coupling")
+        if live_channels is not None and len(live_channels) != 4:
+            raise InputError(f"live_channels must have 4 entries, got {len(live_channels)}")
         period_ps = round(1e12 / self.source.repetition_rate_hz)
         first_pulse = k * self.pulses_per_frame
         qkd_start_ps = round((self.qkd_start_unix_s - tagger_epoch_unix_s) * 1e12)
@@ -137,7 +149,7 @@ class PassPhysics:
             self.pulses_per_frame,
             source,
             self.detectors,
-            float(self.frame_transmittance[k]),
+            float(self.frame_transmittance[k]) * coupling,
             float(self.frame_background_cps[k]),
             emission_start_ps,
             delay0,
@@ -156,12 +168,25 @@ class PassPhysics:
             linear = delay0 + rate * emitted_ps
             ts[signal] += np.rint(exact - linear).astype(np.int64)
         ts = quantise_timestamps(ts, self.tagger.resolution_ps)
+        channel = frame.channel
+        if live_channels is not None and not all(live_channels):
+            live = np.asarray(live_channels, dtype=bool)[channel.astype(np.int64) - 1]
+            channel, ts = channel[live], ts[live]
         order = np.argsort(ts, kind="stable")
-        return frame.channel[order], ts[order]
+        return channel[order], ts[order]
 
     def _range_rate_grid(self) -> tuple[np.ndarray, np.ndarray]:
         lt = self.light_time
         return lt.step_s * np.arange(lt.range_m.size), lt.range_rate_m_s
+
+
+def _check_fraction(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{name} must be a number in [0, 1], got {value!r}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"{name} must be in [0, 1], got {value}")
+    return value
 
 
 def station_geometry(scenario: Scenario) -> Station | StationTrack:

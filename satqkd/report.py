@@ -41,9 +41,11 @@ def build_report(run: PassRun) -> dict[str, Any]:
     x_err, z_err = np.array(result.x_errors), np.array(result.z_errors)
     ec_ran = result.ec_rounds > 0
     n_x, n_z = int(x_det.sum()), int(z_det.sum())
-    qber_x = _ratio(x_err.sum(), n_x) if ec_ran else 0.0
+    # X errors are known only in the bits error correction kept (LDPC drops failed frames)
+    n_x_known = int(result.ec_kept_bits) if ec_ran else 0
+    qber_x = _ratio(x_err.sum(), n_x_known) if ec_ran else 0.0
     qber_z = _ratio(z_err.sum(), n_z)
-    qber = _ratio(x_err.sum() + z_err.sum(), n_x + n_z) if ec_ran else qber_z
+    qber = _ratio(x_err.sum() + z_err.sum(), n_x_known + n_z) if ec_ran else qber_z
     payload_store = KeyStore(run.key_root / "payload" / sc.station.name)
     ogs_store = KeyStore(run.key_root / f"ogs-{sc.station.name}")
     key_bits = result.pa_output_bits if result.key_id and not result.abort_reason else 0
@@ -52,8 +54,11 @@ def build_report(run: PassRun) -> dict[str, Any]:
     )
     if key_bits == 0 and abort_reason is None:
         abort_reason = "no key produced"
-    h = binary_entropy(qber_x) if ec_ran else 0.0
-    ec_efficiency = _ratio(result.leak_ec_bits, n_x * h) if ec_ran and h > 0 else 0.0
+    # f = leak / (n h(Q)) over the bits error correction covered (LDPC: whole frames, not the
+    # tail), at the error rate it found in the bits it kept (the dropped ones are not known)
+    qber_ec = _ratio(x_err.sum(), result.ec_kept_bits) if ec_ran else 0.0
+    h = binary_entropy(qber_ec) if ec_ran else 0.0
+    ec_efficiency = _ratio(result.leak_ec_bits, result.ec_input_bits * h) if h > 0 else 0.0
     by_intensity = [
         {
             "label": INTENSITY_LABELS[k],
@@ -105,9 +110,12 @@ def build_report(run: PassRun) -> dict[str, Any]:
         "postprocessing": {
             "blocks": 1,
             "aborted_blocks": 0 if key_bits > 0 else 1,
-            "ec_method": "cascade",
+            "ec_method": result.ec_method,
             "ec_efficiency": round(ec_efficiency, 4),
             "ec_rounds": int(result.ec_rounds),
+            # LDPC frames and the failed ones, dropped at both ends (0 for Cascade: no frames)
+            "ec_frames": int(result.ec_frames),
+            "ec_frames_failed": int(result.ec_frames_failed),
             "leak_ec_bits": int(result.leak_ec_bits),
             "verification_tag_bits": int(result.verification_tag_bits),
             "pa_input_bits": int(result.pa_input_bits),
@@ -121,11 +129,7 @@ def build_report(run: PassRun) -> dict[str, Any]:
             "key_id": result.key_id if key_bits else None,
             "abort_reason": None if key_bits > 0 else abort_reason,
         },
-        "atp": {
-            "acquisition_time_s": round(physics.acquisition_time_s, 3),
-            "tracking_rms_urad": round(physics.tracking_rms_urad, 4),
-            "mean_pointing_loss_db": round(float(np.mean(physics.frame_pointing_loss_db)), 4),
-        },
+        "atp": _atp_section(run),
         "classical_channel": {
             "uplink_bytes": int(run.bus_bytes["uplink"]),
             "downlink_bytes": int(run.bus_bytes["downlink"]),
@@ -226,3 +230,60 @@ def write_plots(run: PassRun, out_dir: Path) -> list[Path]:
 
 def _finite(value: float) -> float:
     return value if math.isfinite(value) else 0.0
+
+
+# a frame whose signal missed the field stop entirely counts as this loss (JSON has no inf)
+_MAX_COUPLING_LOSS_DB = 60.0
+
+
+def _atp_section(run: PassRun) -> dict[str, Any]:
+    """The "atp" part: with the station's instruments in the loop, the truth of its pointing
+    (sim_backends.sky) and what the daemon asked of them; otherwise the statistical model."""
+    physics = run.physics
+    transmitter_db = np.asarray(physics.frame_pointing_loss_db, dtype=np.float64)
+    station = run.station
+    if station is None or station.sky is None:
+        return {
+            "acquisition_time_s": round(physics.acquisition_time_s, 3),
+            "tracking_rms_urad": round(physics.tracking_rms_urad, 4),
+            "mean_pointing_loss_db": round(float(np.mean(transmitter_db)), 4),
+            "model": "statistical",
+        }
+    window = physics.window
+    truth = station.sky.tracking_summary(window.aos_unix_s, window.los_unix_s)
+    coupling = np.asarray(station.frame_coupling, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        station_db = np.minimum(-10.0 * np.log10(coupling), _MAX_COUPLING_LOSS_DB)
+    mean_transmitter_db = float(np.mean(transmitter_db)) if transmitter_db.size else 0.0
+    mean_station_db = float(np.mean(station_db)) if station_db.size else 0.0
+    record = run.ogs.atp_records.get(run.plan_id)
+    daemon = record.summary() if record is not None else {}
+    tracking: dict[str, Any] = {
+        "instruments": dict(station.paths),
+        **station.counters(),
+        "spot_valid_fraction": round(float(daemon.get("spot_valid_fraction") or 0.0), 4),
+        "fine_residual_rms_urad": round(float(truth["fine_residual_rms_urad"]), 4),
+        "acquired": bool(truth["acquired"]),
+        "inside_field_of_view_fraction": round(float(truth["inside_field_of_view_fraction"]), 4),
+        "mean_coupling": round(float(np.mean(coupling)) if coupling.size else 1.0, 6),
+        "min_frame_coupling": round(float(np.min(coupling)) if coupling.size else 1.0, 6),
+    }
+    if daemon:
+        acquired_s = daemon.get("acquisition_time_s")
+        tracking["daemon"] = {
+            "acquisition_time_s": None if acquired_s is None else round(float(acquired_s), 3),
+            "acquisitions": int(daemon.get("acquisitions", 0)),
+            "track_losses": int(daemon.get("track_losses", 0)),
+            "offloads": int(daemon.get("offloads", 0)),
+            "faults": dict(daemon.get("faults", {})),
+            "detectors_refused": daemon.get("detectors_refused"),
+        }
+    return {
+        "acquisition_time_s": round(float(truth["acquisition_time_s"]), 3),
+        "tracking_rms_urad": round(float(truth["tracking_rms_urad"]), 4),
+        "mean_pointing_loss_db": round(mean_transmitter_db + mean_station_db, 4),
+        "transmitter_pointing_loss_db": round(mean_transmitter_db, 4),
+        "station_coupling_loss_db": round(mean_station_db, 4),
+        "model": "instruments",
+        "station_tracking": tracking,
+    }

@@ -23,14 +23,18 @@ from drivers.bus import MessageBus
 from drivers.clock import SimClock
 from drivers.interfaces import PulsedSource, TagBuffer, TimeTagger
 from drivers.keystore import KeyStore
-from drivers.scpi import ScpiLaserSource
+from drivers.payload_link import PayloadLink
+from drivers.payload_link_source import PayloadLinkSource
+from drivers.scpi import LASER_SOURCE_SIM_RESOURCE, ScpiLaserSource
 from drivers.sim import SimPulsedSource, SimTimeTagger
 from drivers.time_tagger_tcp import TcpTimeTagger
 from drivers.transport import open_transport
+from firmware_shims.payload_controller import PayloadController
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.broker import EmbeddedBroker
 from satqkd.config import Scenario, station_path
 from satqkd.pass_physics import PassPhysics, plan_pass
+from satqkd.sim_station import StationBench, build_station, station_paths
 from satqkd.wiring import ogs_settings, pass_plan_fields, payload_settings, preshared_auth_key
 from satqkd_core import dictionary as dct
 from satqkd_core import rng
@@ -61,6 +65,7 @@ class PassRun:
     key_ready_after_los_s: float
     pulses_sent: int
     bus_bytes: dict[str, int]
+    station: StationBench | None = None  # the station's instruments and their truth
 
 
 @dataclass
@@ -82,29 +87,14 @@ async def build_bench(
     clock: SimClock,
     sequencer: SourceSequencer,
     stack: contextlib.AsyncExitStack,
+    *,
+    controller_keep_alive_s: float = 2.0,
 ) -> SimBench:
     """Instruments in-process, or behind their wire-level emulators on loopback sockets (the
     daemons then drive them through the same drivers as on a bench)."""
-    if paths["source"] == "emulator":
-        laser = LaserSourceEmulator(clock)
-        await laser.start_tcp()
-        stack.push_async_callback(laser.stop)
-        source: PulsedSource = ScpiLaserSource(
-            "source", open_transport(laser.resource), pattern=sequencer.pattern
-        )
-
-        def source_emitting() -> bool:
-            return bool(laser.settings["OUTP:STAT"].value)
-
-    else:
-        sim_source = SimPulsedSource("source", sequencer.pattern, clock)
-        source = sim_source
-
-        def source_emitting() -> bool:
-            return sim_source.enabled
-
-    await source.connect(timeout_s=10.0)
-    stack.push_async_callback(source.close)
+    source, source_emitting = await _build_source(
+        paths, clock, sequencer, stack, controller_keep_alive_s
+    )
     if paths["tagger"] == "emulator":
         emulator = TimeTaggerEmulator(clock, n_channels=4)
         await emulator.start()
@@ -125,6 +115,66 @@ async def build_bench(
     await tagger.connect(timeout_s=10.0)
     stack.push_async_callback(tagger.close)
     return SimBench(source, tagger, source_emitting, started, tagger_epoch, feed, dict(paths))
+
+
+async def _build_source(
+    paths: dict[str, str],
+    clock: SimClock,
+    sequencer: SourceSequencer,
+    stack: contextlib.AsyncExitStack,
+    controller_keep_alive_s: float,
+) -> tuple[PulsedSource, Callable[[], bool]]:
+    """The source hardware on its path (in-process, SCPI emulator over TCP, SCPI over
+    pyvisa-sim) and what the payload daemon drives: that hardware itself, or (payload_link
+    emulator) a PayloadLinkSource talking PUS over a pty to the controller firmware that owns
+    the hardware. Also the physics' view: whether the hardware emits."""
+    if paths["source"] == "emulator":
+        laser = LaserSourceEmulator(clock)
+        await laser.start_tcp()
+        stack.push_async_callback(laser.stop)
+        hardware: PulsedSource = ScpiLaserSource(
+            "source", open_transport(laser.resource), pattern=sequencer.pattern
+        )
+
+        def source_emitting() -> bool:
+            return bool(laser.settings["OUTP:STAT"].value)
+
+    elif paths["source"] == "visa-sim":
+        visa_laser = ScpiLaserSource(
+            "source", open_transport(LASER_SOURCE_SIM_RESOURCE), pattern=sequencer.pattern
+        )
+        hardware = visa_laser
+
+        # pyvisa-sim keeps the device state inside its session: the physics follows the
+        # emission the instrument confirmed to its driver (decision 0009)
+        def source_emitting() -> bool:
+            return visa_laser.enabled
+
+    else:
+        sim_source = SimPulsedSource("source", sequencer.pattern, clock)
+        hardware = sim_source
+
+        def source_emitting() -> bool:
+            return sim_source.enabled
+
+    await hardware.connect(timeout_s=10.0)
+    stack.push_async_callback(hardware.close)
+    if paths.get("payload_link", "in-process") != "emulator":
+        return hardware, source_emitting
+    controller = PayloadController(clock, source_hardware=hardware)
+    await controller.start()
+    stack.push_async_callback(controller.close)
+    link = PayloadLink("payload-link", open_transport(f"serial://{controller.port_path}"))
+    source = PayloadLinkSource(
+        "source",
+        link,
+        clock,
+        pattern=sequencer.pattern,
+        keep_alive_interval_s=controller_keep_alive_s,
+    )
+    await source.connect(timeout_s=10.0)
+    stack.push_async_callback(source.close)
+    return source, source_emitting
 
 
 async def _wait_acks(
@@ -182,12 +232,22 @@ async def run_pass(
         mission.source.basis_x_probability,
     )
     chosen = scenario.scenario.simulation.instruments
-    paths = {"source": chosen.source, "tagger": chosen.tagger}
+    paths = {"source": chosen.source, "tagger": chosen.tagger, "payload_link": chosen.payload_link}
     if instruments is not None:
         paths = dict.fromkeys(paths, instruments)
 
     async with contextlib.AsyncExitStack() as stack:
-        bench = await build_bench(paths, clock, sequencer, stack)
+        payload_config = payload_settings(mission)
+        bench = await build_bench(
+            paths,
+            clock,
+            sequencer,
+            stack,
+            controller_keep_alive_s=payload_config.controller_keep_alive_s,
+        )
+        station_bench = await build_station(
+            scenario, physics, clock, station_paths(scenario, instruments), stack
+        )
         if broker_url is None:
             broker = await stack.enter_async_context(EmbeddedBroker())
             broker_url = broker.url
@@ -195,7 +255,7 @@ async def run_pass(
         ogs_bus = await stack.enter_async_context(MessageBus(broker_url, f"ogs-{seed}"))
         occ_bus = await stack.enter_async_context(MessageBus(broker_url, f"occ-{seed}"))
         payload = PayloadDaemon(
-            payload_settings(mission),
+            payload_config,
             payload_bus,
             clock,
             bench.source,
@@ -209,6 +269,7 @@ async def run_pass(
             bench.tagger,
             ogs_store,
             rng.derive_key(seed, "ogs/entropy"),
+            instruments=station_bench.instruments,
         )
         await occ_bus.subscribe(f"satqkd/{mission.name}/+/tm/tc_ack")
         daemon_tasks = [asyncio.create_task(payload.run()), asyncio.create_task(ogs.run())]
@@ -228,7 +289,9 @@ async def run_pass(
         if refused:
             raise SimulationError(f"pass plan refused: {refused}")
 
-        pulses_sent = await _drive_pass(physics, clock, bench, sequencer, ogs, plan_id, progress)
+        pulses_sent = await _drive_pass(
+            physics, clock, bench, sequencer, ogs, plan_id, progress, station_bench
+        )
         if progress is not None:
             progress(1.0, "LOS: error correction, verification, privacy amplification")
         los_wall = time.perf_counter()
@@ -250,6 +313,7 @@ async def run_pass(
         key_ready_after_los_s=key_ready,
         pulses_sent=pulses_sent,
         bus_bytes=bus_bytes,
+        station=station_bench,
     )
 
 
@@ -283,8 +347,10 @@ async def _drive_pass(
     ogs: OgsDaemon,
     plan_id: int,
     progress: Callable[[float, str], None] | None,
+    station: StationBench | None = None,
 ) -> int:
-    """Advance simulated time frame by frame; feed the tagger what the channel detects."""
+    """Advance simulated time frame by frame; feed the tagger what the channel detects (through
+    the station's pointing and detector gates, when its instruments are in the loop)."""
     await clock.advance_to(physics.qkd_start_unix_s - 1.0)
     await _await_event(bench.tagger_started, "the station did not start its time tagger", 30.0)
     await clock.advance_to(physics.qkd_start_unix_s)
@@ -299,8 +365,15 @@ async def _drive_pass(
         t1 = t0 + physics.frame_s
         emitting = bench.source_emitting()
         await clock.advance_to(t1)
+        conditions = station.frame_conditions(t0, t1) if station is not None else None
         if emitting:
-            frame = physics.detections_for_frame(k, sequencer.pattern, epoch)
+            frame = physics.detections_for_frame(
+                k,
+                sequencer.pattern,
+                epoch,
+                conditions.coupling if conditions is not None else 1.0,
+                conditions.live_channels if conditions is not None else None,
+            )
             pulses_sent += physics.pulses_per_frame
         else:
             frame = (np.zeros(0, np.uint8), np.zeros(0, np.int64))

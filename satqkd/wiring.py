@@ -13,6 +13,7 @@ from satqkd_core.authentication import preshared_key_bytes
 from satqkd_core.ephemeris import Station, StationTrack
 from satqkd_core.errors import InputError
 from satqkd_core.pass_decisions import ProtocolParameters
+from satqkd_ogs.atp import AtpSettings
 from satqkd_ogs.daemon import OgsSettings
 from satqkd_payload.daemon import PayloadSettings
 from sim_backends.station_track import read_station_track_csv, station_track_from_rows
@@ -31,6 +32,8 @@ def protocol_parameters(mission: MissionConfig) -> ProtocolParameters:
         eps_cor=p.eps_cor,
         qber_abort_threshold=p.qber_abort_threshold,
         ec_efficiency_estimate=p.ec_efficiency_estimate,
+        reconciliation=p.reconciliation,
+        ldpc_eps_frame=p.ldpc_eps_frame,
     )
 
 
@@ -51,12 +54,26 @@ def station_position(station: StationConfig, station_file: Path) -> Station | St
         raise ConfigError(f"{station_file}: track: {exc}") from None
 
 
-def payload_settings(mission: MissionConfig) -> PayloadSettings:
-    """Settings of the payload daemon."""
+def payload_settings(
+    mission: MissionConfig,
+    *,
+    ground_link_timeout_s: float | None = None,
+    controller_keep_alive_s: float | None = None,
+) -> PayloadSettings:
+    """Settings of the payload daemon (link timings: PayloadSettings' defaults unless given)."""
+    timings = {
+        name: value
+        for name, value in (
+            ("ground_link_timeout_s", ground_link_timeout_s),
+            ("controller_keep_alive_s", controller_keep_alive_s),
+        )
+        if value is not None
+    }
     return PayloadSettings(
         mission=mission.name,
         protocol=protocol_parameters(mission),
         repetition_rate_hz=mission.source.repetition_rate_hz,
+        **timings,
     )
 
 
@@ -69,6 +86,31 @@ def ogs_settings(mission: MissionConfig, station: StationConfig, station_file: P
         protocol=protocol_parameters(mission),
         sync_window_ps=mission.protocol.sync_window_ps,
         cascade_passes=mission.protocol.cascade_passes,
+        atp=station_atp_settings(station),
+    )
+
+
+def station_atp_settings(station: StationConfig) -> AtpSettings:
+    """The station daemon's ATP and detector settings from the profile's atp/detectors."""
+    atp, detectors = station.atp, station.detectors
+    return AtpSettings(
+        fine_loop_rate_hz=atp.fine_loop_rate_hz,
+        prepare_lead_s=atp.prepare_lead_s,
+        fsm_integral_gain=atp.fsm_integral_gain,
+        fsm_proportional_gain=atp.fsm_proportional_gain,
+        offload_threshold_fraction=atp.offload_threshold_fraction,
+        gimbal_position_gain_per_s=atp.gimbal_position_gain_per_s,
+        gimbal_max_rate_deg_s=atp.gimbal_max_rate_deg_s,
+        acquisition_field_of_view_urad=atp.acquisition_field_of_view_urad,
+        spiral_scan_rate_urad_per_s=atp.spiral_scan_rate_urad_per_s,
+        initial_pointing_uncertainty_urad=atp.initial_pointing_uncertainty_urad,
+        track_lost_after_s=atp.track_lost_after_s,
+        park_az_deg=atp.park_az_deg,
+        park_el_deg=atp.park_el_deg,
+        instrument_retry_s=atp.instrument_retry_s,
+        telemetry_period_s=atp.telemetry_period_s,
+        detector_bias_v=detectors.bias_v,
+        detector_max_temperature_c=detectors.max_temperature_c,
     )
 
 

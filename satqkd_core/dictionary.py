@@ -223,6 +223,33 @@ _MESSAGES: tuple[MessageSpec, ...] = (
         "Progress of the QKD part of a pass, one per processed frame.",
         "node->occ",
     ),
+    MessageSpec(
+        "ATP_STATUS",
+        0x0120,
+        "tm",
+        (
+            _PLAN_ID,
+            _f("mode", "str", "", "ATP mode: waiting, slewing, acquiring, tracking, ..."),
+            _f("gimbal_az_deg", "f64", "deg", "gimbal azimuth read back (NaN if unknown)"),
+            _f("gimbal_el_deg", "f64", "deg", "gimbal elevation read back (NaN if unknown)"),
+            _f("predicted_az_deg", "f64", "deg", "program-track azimuth of the satellite"),
+            _f("predicted_el_deg", "f64", "deg", "program-track elevation of the satellite"),
+            _f("fsm_tip_urad", "f64", "urad", "fast-steering mirror tip command"),
+            _f("fsm_tilt_urad", "f64", "urad", "fast-steering mirror tilt command"),
+            _f("spot_x_urad", "f64", "urad", "beacon spot x from boresight (NaN if unread)"),
+            _f("spot_y_urad", "f64", "urad", "beacon spot y from boresight (NaN if unread)"),
+            _f("spot_valid", "bool", "", "true if the beacon spot is in the sensor's range"),
+            _f("power_nw", "f64", "nW", "beacon power on the sensor (NaN if unread)"),
+            _f("max_detector_temperature_c", "f64", "degC", "warmest detector (NaN if unread)"),
+            _f("gimbal_faults", "u32", "", "gimbal faults since the daemon started"),
+            _f("fsm_faults", "u32", "", "fast-steering mirror faults since the daemon started"),
+            _f("beacon_faults", "u32", "", "beacon sensor faults since the daemon started"),
+            _f("detector_faults", "u32", "", "detector controller faults since the daemon started"),
+        ),
+        "Station ATP state about once a second while a pass plan is being tracked.",
+        "node->occ",
+        qos=0,
+    ),
     # ---- events -------------------------------------------------------------------------
     MessageSpec(
         "EVENT",
@@ -382,6 +409,88 @@ _MESSAGES: tuple[MessageSpec, ...] = (
         "The OGS stored the final key.",
         "ogs->payload",
     ),
+    # LDPC reconciliation (satqkd_core.ldpc_reconciliation; missions with
+    # protocol.reconciliation: ldpc use these in place of EC_QUERY / EC_REPLY)
+    MessageSpec(
+        "LDPC_START",
+        0x030B,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("seed", "u64", "", "seed of the public frame layout (below 2^63)"),
+            _f("qber_estimate", "f64", "", "error rate (fraction) the frames are planned for"),
+        ),
+        "Start blind LDPC reconciliation; the payload answers with LDPC_SYNDROMES.",
+        "ogs->payload",
+    ),
+    MessageSpec(
+        "LDPC_SYNDROMES",
+        0x030C,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("code_id", "u32", "", "mother code used for every frame"),
+            _f("code_digest", "u64", "", "digest of that code's matrix and puncturing order"),
+            _f("key_bits", "u64", "bit", "sifted key bits in the block"),
+            _f("frames", "u32", "", "frames in the block (the tail filling no frame is dropped)"),
+            _f("frame_key_bits", "u32", "bit", "key bits per frame"),
+            _f("shortened", "u32", "", "shortened symbols per frame"),
+            _f("punctured", "u32", "", "punctured symbols per frame"),
+            _f("reveal_step", "u32", "", "punctured values a failed frame gets per round"),
+            _f("positions_seed", "u64", "", "seed of the frame layout, derived from seed"),
+            _f("first_frame", "u32", "", "first frame whose syndrome this part carries"),
+            _f("frame_count", "u32", "", "consecutive frames in this part"),
+            _f("syndromes", "bytes", "", "packed syndromes of those frames, frame after frame"),
+        ),
+        "One part of the LDPC syndromes (parts of consecutive frames, up to ~1 MB each).",
+        "payload->ogs",
+    ),
+    MessageSpec(
+        "LDPC_REVEAL_REQUEST",
+        0x030D,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("round", "u32", "", "blind round, from 1"),
+            _f("frames", "u32[]", "", "frames that failed to decode, increasing"),
+            _f("counts", "u32[]", "", "punctured values asked for each of those frames"),
+        ),
+        "Blind round: ask for more punctured values of the frames that failed.",
+        "ogs->payload",
+    ),
+    MessageSpec(
+        "LDPC_REVEAL_REPLY",
+        0x030E,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("round", "u32", "", "blind round this reply answers"),
+            _f("revealed_bits", "u32", "bit", "punctured values disclosed"),
+            _f("values", "bytes", "", "packed punctured values, frame after frame"),
+        ),
+        "Punctured values answering one LDPC_REVEAL_REQUEST (private fill, never key bits).",
+        "payload->ogs",
+    ),
+    MessageSpec(
+        "LDPC_FINAL",
+        0x030F,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("round", "u32", "", "last round number"),
+            _f("frame_ok", "bytes", "", "packed flags, one per frame: decoded (kept) or dropped"),
+        ),
+        "End of LDPC reconciliation: which frames both ends keep.",
+        "ogs->payload",
+    ),
+    MessageSpec(
+        "LDPC_FINAL_ACK",
+        0x0310,
+        "qkd",
+        (_PLAN_ID, _f("round", "u32", "", "round of the LDPC_FINAL acknowledged")),
+        "The payload kept the frames LDPC_FINAL names.",
+        "payload->ogs",
+    ),
 )
 
 DICTIONARY: dict[str, MessageSpec] = {spec.name: spec for spec in _MESSAGES}
@@ -415,6 +524,33 @@ _EVENTS: tuple[EventSpec, ...] = (
         "INSTRUMENT_ERROR", 0x0022, "WARNING_HI", "An instrument reported or caused an error."
     ),
     EventSpec("CONFIG_ERROR", 0x0030, "WARNING_HI", "A configuration value was invalid."),
+    EventSpec("ATP_ACQUIRED", 0x0040, "ACTIVITY_HI", "The station acquired the beacon spot."),
+    EventSpec(
+        "ATP_TRACK_LOST", 0x0041, "WARNING_LO", "The beacon spot was lost; the station scans."
+    ),
+    EventSpec(
+        "ATP_INSTRUMENT_FAULT",
+        0x0042,
+        "WARNING_HI",
+        "A station ATP instrument failed; ATP degrades and retries it.",
+    ),
+    EventSpec(
+        "ATP_INSTRUMENT_RECOVERED", 0x0043, "ACTIVITY_LO", "A faulted ATP instrument answers again."
+    ),
+    EventSpec("DETECTORS_READY", 0x0044, "ACTIVITY_LO", "Detectors cold enough, biased and gated."),
+    EventSpec(
+        "DETECTOR_FAULT",
+        0x0045,
+        "WARNING_HI",
+        "Detectors too warm or not answering (before QKD start: the pass is refused).",
+    ),
+    EventSpec(
+        "GIMBAL_LIMIT",
+        0x0046,
+        "WARNING_LO",
+        "A pass point lies outside the gimbal's travel (skipped), an axis hit a limit, or the "
+        "slew did not reach the AOS direction by AOS.",
+    ),
     EventSpec("SHUTTING_DOWN", 0x00FF, "ACTIVITY_HI", "The daemon is shutting down."),
 )
 
@@ -646,8 +782,12 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         path = Path(args[1])
-        document = path.read_text(encoding="utf-8")
-        path.write_text(splice_generated(document, render_markdown()), encoding="utf-8")
+        try:
+            document = path.read_text(encoding="utf-8")
+            path.write_text(splice_generated(document, render_markdown()), encoding="utf-8")
+        except (OSError, InputError) as exc:
+            sys.stderr.write(f"{path}: {exc}\n")
+            return 2
         return 0
     sys.stderr.write("usage: python -m satqkd_core.dictionary [--write docs/protocol.md]\n")
     return 2

@@ -3,13 +3,18 @@
 Direct reconciliation: the payload holds the reference key and runs `LdpcSender`; the ground
 station holds the noisy key and runs `LdpcReceiver`, which corrects it to the reference.
 
-Protocol (messages are flat dicts of ints, 1-D uint32 arrays and bytes; bit strings are packed
-big-endian, as `np.packbits(..., bitorder="big")`):
-1. sender -> receiver, `first_message()`: the code (id and digest), the frame shape (key,
+Protocol (messages are flat dicts of ints, floats, 1-D uint32 arrays and bytes; bit strings are
+packed big-endian, as `np.packbits(..., bitorder="big")`):
+0. receiver -> sender, `start_request()`: the layout seed and the QBER estimate the receiver
+   decodes with; the sender is built from it (`LdpcSender.from_start_request`).
+1. sender -> receiver, `first_messages()`: the code (id and digest), the frame shape (key,
    shortened and punctured symbols per frame, see `satqkd_core.ldpc.plan_frames`), the blind
-   step, the positions seed and the syndromes of every frame. The key is permuted with the
-   shared positions seed and cut into frames of k bits; the tail of fewer than k bits is
-   discarded at both ends.
+   step, the positions seed and the syndromes of every frame, in parts of consecutive frames
+   (`MAX_SYNDROME_BYTES` of syndromes at most; the receiver decodes each part on arrival).
+   The key is permuted with the shared positions seed and cut into frames of k bits; the tail
+   of fewer than k bits is discarded at both ends. The sender spreads the key over the
+   fewest frames that hold it (`fit_plan_to_key`), so the tail is shorter than the number of
+   frames rather than up to a whole frame.
 2. receiver: decodes every frame. While some frame fails and still has punctured symbols,
    `next_request()` asks for the values of up to `reveal_step` more of them for each failed
    frame (blind reconciliation, Martinez-Mateo, Elkouss, Martin, QIC 12, 791 (2012)), and the
@@ -26,19 +31,28 @@ with p symbols still punctured has leaked exactly m - p. Nothing else is subtrac
 that fail keep counting (their syndromes were public), and requests carry only which frames
 failed and how many symbols to reveal, never key-dependent data. `leak_bits` is this sum over
 all frames, equal at both ends.
+
+On the wire every message is one dictionary message (`MESSAGE_NAMES`, declared in
+`satqkd_core.dictionary`): `wire_message` gives its name and fields, `message_from_wire` the
+message back (the name carries the kind; the dictionary's declaration carries the version).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import secrets
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from satqkd_core.bits import as_bit_array, as_count
+from satqkd_core.bits import as_bit_array, as_count, binary_entropy
 from satqkd_core.cascade import reconciliation_efficiency
 from satqkd_core.errors import InputError, ProtocolError
 from satqkd_core.ldpc import (
     KNOWN_SYMBOL_LLR,
+    STEP_EFFICIENCY,
     FrameLayout,
     FramePlan,
     LdpcCode,
@@ -48,14 +62,20 @@ from satqkd_core.ldpc import (
     frame_layout,
     mother_codes,
     plan_frames,
+    start_efficiency_for,
 )
 from satqkd_core.rng import derive_key
 
 __all__ = [
+    "MAX_SYNDROME_BYTES",
+    "MESSAGE_NAMES",
     "MESSAGE_VERSION",
     "LdpcReceiver",
     "LdpcSender",
+    "fit_plan_to_key",
+    "message_from_wire",
     "reconciliation_efficiency",
+    "wire_message",
 ]
 
 MESSAGE_VERSION = 1
@@ -64,6 +84,20 @@ KIND_REVEAL_REQUEST = 2
 KIND_REVEAL_REPLY = 3
 KIND_FINAL = 4
 KIND_FINAL_ACK = 5
+KIND_START = 6
+# Dictionary message of each kind (satqkd_core.dictionary declares their fields).
+MESSAGE_NAMES: dict[int, str] = {
+    KIND_START: "LDPC_START",
+    KIND_FIRST: "LDPC_SYNDROMES",
+    KIND_REVEAL_REQUEST: "LDPC_REVEAL_REQUEST",
+    KIND_REVEAL_REPLY: "LDPC_REVEAL_REPLY",
+    KIND_FINAL: "LDPC_FINAL",
+    KIND_FINAL_ACK: "LDPC_FINAL_ACK",
+}
+_KINDS_BY_NAME: dict[str, int] = {name: kind for kind, name in MESSAGE_NAMES.items()}
+# Syndromes per LDPC_SYNDROMES message at most: a 1e8-bit block (~2000 frames of up to 4 kB of
+# syndrome each) goes in several ~1 MB messages rather than one of 8 MB through the broker.
+MAX_SYNDROME_BYTES = 1 << 20
 # Iterations of one decoding attempt (a blind round). A frame stops once it stalls: early in a
 # round that will be followed by more reveals (the decoder resumes from its messages, so
 # little is lost), later when nothing is left to reveal and the frame would be given up.
@@ -119,6 +153,31 @@ def _field_array(message: dict, field: str, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(value, dtype=dtype)
 
 
+def _field_float(message: dict, field: str) -> float:
+    if field not in message:
+        raise ProtocolError(f"message lacks field {field!r}")
+    value = message[field]
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        raise ProtocolError(f"{field} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def wire_message(message: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Get the dictionary name and the fields of a protocol message (kind and version dropped)."""
+    kind = message.get("kind")
+    if kind not in MESSAGE_NAMES or message.get("version") != MESSAGE_VERSION:
+        raise InputError(f"message: not an LDPC protocol message (kind {kind!r})")
+    return MESSAGE_NAMES[kind], {k: v for k, v in message.items() if k not in ("kind", "version")}
+
+
+def message_from_wire(name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Get the protocol message carried by a received dictionary message (extra fields kept)."""
+    kind = _KINDS_BY_NAME.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise ProtocolError(f"{name!r} is not an LDPC reconciliation message")
+    return {**fields, "version": MESSAGE_VERSION, "kind": kind}
+
+
 def _check_kind(message: object, kind: int) -> dict:
     if not isinstance(message, dict):
         raise ProtocolError(f"message must be a dict, got {type(message).__name__}")
@@ -134,8 +193,10 @@ class LdpcSender:
 
     The punctured symbols are filled with private random bits: the leak bound m - p relies on
     them being uniform and unknown to an eavesdropper, so by default they come from the
-    operating system's CSPRNG (`secrets`); `fill_seed` makes them reproducible (PCG64) for
-    simulations and tests only. `frame_ok` is known after the final request.
+    operating system's CSPRNG (`secrets`). With a `fill_seed` (a secret of the sender's own
+    entropy) they are its SHAKE-256 expansion (FIPS 202): reproducible for the same seed, so
+    a simulated pass gives the same leak and key on every run, and revealed values still do
+    not predict unrevealed ones without the seed. `frame_ok` is known after the final request.
     """
 
     def __init__(
@@ -150,7 +211,9 @@ class LdpcSender:
     ) -> None:
         key = as_bit_array(reference_key, "reference_key", allow_empty=True)
         self._codes = _codes(codes)
-        self.plan: FramePlan = plan_frames(qber_estimate, self._codes, eps_frame=eps_frame)
+        self.plan: FramePlan = fit_plan_to_key(
+            plan_frames(qber_estimate, self._codes, eps_frame=eps_frame), key.size, qber_estimate
+        )
         self._positions_seed = _positions_seed(seed)
         self.layout: FrameLayout = frame_layout(self.plan, self._positions_seed, key.size)
         code, k = self.plan.code, self.plan.frame_key_bits
@@ -171,8 +234,49 @@ class LdpcSender:
         self._round = 0
         self._last: tuple[int, int, bytes, dict] | None = None
 
+    @classmethod
+    def from_start_request(
+        cls,
+        reference_key: np.ndarray,
+        request: dict,
+        *,
+        eps_frame: float = 1e-3,
+        codes: tuple[LdpcCode, ...] | None = None,
+        fill_seed: int | None = None,
+    ) -> LdpcSender:
+        """Build the sender the receiver's start request asks for (its seed and QBER estimate)."""
+        as_bit_array(reference_key, "reference_key", allow_empty=True)
+        if not 0.0 < float(eps_frame) < 0.5:
+            raise InputError(f"eps_frame must lie in (0, 0.5), got {eps_frame}")
+        request = _check_kind(request, KIND_START)
+        seed = _field_int(request, "seed")
+        if not 0 <= seed < 2**63:
+            raise ProtocolError(f"seed must lie in [0, 2^63), got {seed}")
+        qber = _field_float(request, "qber_estimate")
+        if not 0.0 < qber < 0.5:
+            raise ProtocolError(f"qber_estimate must lie in (0, 0.5), got {qber}")
+        try:
+            plan_frames(qber, _codes(codes), eps_frame=eps_frame)
+        except InputError as exc:  # the peer's QBER estimate: no shipped code serves it
+            raise ProtocolError(f"no frame plan for the start request: {exc}") from None
+        return cls(reference_key, qber, seed, eps_frame, codes=codes, fill_seed=fill_seed)
+
     def first_message(self) -> dict:
-        """Get the opening message: code, frame shape, blind step, seed, packed syndromes."""
+        """Get the opening message in one part: code, frame shape, seed, every syndrome."""
+        return self._first_part(0, self.frames)
+
+    def first_messages(self, max_syndrome_bytes: int = MAX_SYNDROME_BYTES) -> list[dict]:
+        """Get the opening message in parts of consecutive frames, each with at most
+        `max_syndrome_bytes` of packed syndromes (one empty part when no frame fits)."""
+        limit = as_count(max_syndrome_bytes, "max_syndrome_bytes")
+        m = self.plan.code.m
+        if 8 * limit < m:
+            raise InputError(f"max_syndrome_bytes must hold one frame's {math.ceil(m / 8)} bytes")
+        per_part = 8 * limit // m
+        starts = range(0, self.frames, per_part) if self.frames else range(1)
+        return [self._first_part(s, min(per_part, self.frames - s)) for s in starts]
+
+    def _first_part(self, first_frame: int, frame_count: int) -> dict:
         return {
             "version": MESSAGE_VERSION,
             "kind": KIND_FIRST,
@@ -185,7 +289,9 @@ class LdpcSender:
             "punctured": self.plan.punctured,
             "reveal_step": self.plan.reveal_step,
             "positions_seed": self._positions_seed,
-            "syndromes": _packed(self._syndromes),
+            "first_frame": first_frame,
+            "frame_count": frame_count,
+            "syndromes": _packed(self._syndromes[first_frame : first_frame + frame_count]),
         }
 
     def reply(self, request: dict) -> dict:
@@ -253,14 +359,48 @@ class LdpcSender:
         return {"version": MESSAGE_VERSION, "kind": KIND_FINAL_ACK, "round": round_index}
 
 
+def fit_plan_to_key(plan: FramePlan, key_bits: int, qber_estimate: float) -> FramePlan:
+    """Spread a key of `key_bits` evenly over the fewest frames that hold it.
+
+    A plan's frame of k key bits is the longest its blind window allows; cutting a key into
+    such frames drops a tail of up to k - 1 bits (~4 % of a one-minute pass). Frames of
+    k' = N // ceil(N / k) <= k bits drop fewer than ceil(N / k) bits instead. Symbols a frame
+    no longer fills with key bits become punctured rather than shortened, as many as keep the
+    first syndrome at the code's start efficiency, (m - p') / (k' h) <= start, so the exchange
+    costs the same per key bit (Elkouss et al., QIC 11, 226 (2011), eq. 6: puncturing and
+    shortening trade freely while the modulated rate stays in range). The plan stays as it is
+    where that would need more punctured symbols than the code has untainted ones, or where
+    its own cut already drops fewer bits.
+    """
+    total = as_count(key_bits, "key_bits")
+    k = plan.frame_key_bits
+    if total < k or total % k == 0:
+        return plan
+    frames = -(-total // k)
+    fitted_k = total // frames
+    if total - (total // fitted_k) * fitted_k >= total % k:
+        return plan  # the planned cut already drops next to nothing
+    code, entropy = plan.code, binary_entropy(float(qber_estimate))
+    start = start_efficiency_for(code)
+    punctured = max(plan.punctured, math.ceil(code.m - start * fitted_k * entropy))
+    if punctured > code.rate_adaptive_symbols or fitted_k + punctured > code.n:
+        return plan
+    step = max(1, math.ceil(STEP_EFFICIENCY * fitted_k * entropy))
+    return FramePlan(code, fitted_k, code.n - fitted_k - punctured, punctured, step)
+
+
 def _private_bits(shape: tuple[int, int], fill_seed: int | None) -> np.ndarray:
     count = shape[0] * shape[1]
     if fill_seed is None:
         # a CSPRNG: revealed fill bits must not let anyone predict the unrevealed ones
         raw = np.frombuffer(secrets.token_bytes((count + 7) // 8), dtype=np.uint8)
         return np.unpackbits(raw, count=count).reshape(shape)
-    rng = np.random.default_rng(as_count(fill_seed, "fill_seed"))
-    return rng.integers(0, 2, shape, dtype=np.uint8)
+    seed = as_count(fill_seed, "fill_seed")
+    # an extendable-output hash of the seed: a stream cipher's keystream, not a PRNG whose
+    # state its outputs give away (PCG64 or SplitMix would let revealed fill predict the rest)
+    xof = hashlib.shake_256(b"satqkd.ldpc.fill.v1\x1f" + str(seed).encode())
+    raw = np.frombuffer(xof.digest((count + 7) // 8), dtype=np.uint8)
+    return np.unpackbits(raw, count=count).reshape(shape)
 
 
 def _request_fingerprint(request: dict) -> bytes:
@@ -298,23 +438,79 @@ class LdpcReceiver:
     ) -> None:
         self._key = as_bit_array(noisy_key, "noisy_key", allow_empty=True)
         self._channel = channel_llr_magnitude(qber_estimate)
+        self._qber_estimate = float(qber_estimate)
         self._codes = _codes(codes)
+        self._seed = as_count(seed, "seed")
         self._positions_seed = _positions_seed(seed)
         self.corrected_key = self._key.copy()
+        self.plan: FramePlan  # set by the first part of the opening message
+        self.layout: FrameLayout
+        self.frames = 0
         self.frame_ok = np.zeros(0, dtype=bool)
         self.leak_bits = 0
         self.round_trips = 0
         self.decoder_iterations = 0
         self.done = False
         self._started = False
+        self._frames_received = 0
         self._round = 0
         self._final_sent = False
 
+    def start_request(self) -> dict:
+        """Get the message that asks the sender to start: layout seed and QBER estimate."""
+        return {
+            "version": MESSAGE_VERSION,
+            "kind": KIND_START,
+            "seed": self._seed,
+            "qber_estimate": self._qber_estimate,
+        }
+
+    @property
+    def first_complete(self) -> bool:
+        """Get: whether every part of the opening message has been applied."""
+        return self._started and self._frames_received == self.frames
+
+    @property
+    def link_round_trips(self) -> int:
+        """Get: request/answer exchanges on the link so far: the start (answered by the
+        syndromes), each reveal round, and the final request (answered by the ack)."""
+        return int(self._started) + self.round_trips + int(self.done)
+
     def apply_first(self, message: dict) -> None:
-        """Take the sender's opening message and decode every frame once."""
-        if self._started:
+        """Take one part of the sender's opening message (parts in order) and decode its frames."""
+        if self.first_complete:
             raise ProtocolError("the first message was already applied")
         message = _check_kind(message, KIND_FIRST)
+        plan, frames = self._first_header(message)
+        if self._started and (plan, frames) != (self.plan, self.frames):
+            raise ProtocolError("first message parts disagree on the code or frame shape")
+        first = _field_int(message, "first_frame")
+        count = _field_int(message, "frame_count")
+        if first != self._frames_received:
+            raise ProtocolError(
+                f"expected the part from frame {self._frames_received}, got {first}"
+            )
+        if count < 0 or first + count > frames or (count == 0 and frames > 0):
+            raise ProtocolError(f"frame_count {count} from frame {first} does not fit {frames}")
+        m = plan.code.m
+        syndromes = _unpacked(message, "syndromes", count * m).reshape(count, m)
+        if not self._started:
+            self.plan = plan
+            self.layout = frame_layout(plan, self._positions_seed, self._key.size)
+            self.frames = frames
+            self._syndromes = np.zeros((frames, m), dtype=np.uint8)
+            self.frame_ok = np.zeros(frames, dtype=bool)
+            self._revealed = np.zeros(frames, dtype=np.int64)
+            self._revealed_values = np.zeros((frames, plan.punctured), dtype=np.uint8)
+            self._messages: dict[int, np.ndarray] = {}  # decoder state of pending frames
+            self._pending = np.ones(frames, dtype=bool)
+            self.leak_bits = frames * (m - plan.punctured)
+            self._started = True
+        self._syndromes[first : first + count] = syndromes
+        self._frames_received = first + count
+        self._decode(np.arange(first, first + count))
+
+    def _first_header(self, message: dict) -> tuple[FramePlan, int]:
         code = self._code_for(message)
         if _field_int(message, "positions_seed") != self._positions_seed:
             raise ProtocolError("positions_seed does not match this pass's seed")
@@ -332,23 +528,12 @@ class LdpcReceiver:
         frames = _field_int(message, "frames")
         if frames != self._key.size // k:
             raise ProtocolError(f"frames {frames} != {self._key.size} // {k}")
-        self.plan = FramePlan(code, k, shortened, punctured, step)
-        self.layout = frame_layout(self.plan, self._positions_seed, self._key.size)
-        self._syndromes = _unpacked(message, "syndromes", frames * code.m).reshape(frames, code.m)
-        self.frames = frames
-        self.frame_ok = np.zeros(frames, dtype=bool)
-        self._revealed = np.zeros(frames, dtype=np.int64)
-        self._revealed_values = np.zeros((frames, punctured), dtype=np.uint8)
-        self._messages: dict[int, np.ndarray] = {}  # decoder state of pending frames
-        self._pending = np.ones(frames, dtype=bool)
-        self.leak_bits = frames * (code.m - punctured)
-        self._started = True
-        self._decode(np.arange(frames))
+        return FramePlan(code, k, shortened, punctured, step), frames
 
     def next_request(self) -> dict | None:
         """Get the next request for the sender, or None once the exchange is over."""
-        if not self._started:
-            raise ProtocolError("apply the first message before asking for a request")
+        if not self.first_complete:
+            raise ProtocolError("apply the first message (every part) before asking for a request")
         if self.done:
             return None
         pending = np.flatnonzero(self._pending)
@@ -372,7 +557,7 @@ class LdpcReceiver:
 
     def apply_reply(self, reply: dict) -> None:
         """Take the sender's answer: decode on with the revealed values, or finish."""
-        if not self._started or self.done:
+        if not self.first_complete or self.done:
             raise ProtocolError("no reply is expected now")
         if not isinstance(reply, dict):
             raise ProtocolError(f"reply must be a dict, got {type(reply).__name__}")

@@ -5,10 +5,14 @@ the words used when no key can be produced.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from satqkd_core import finite_key as fk
 from satqkd_core.errors import InputError, ProtocolError
+
+RECONCILIATION_METHODS: tuple[str, ...] = ("cascade", "ldpc")
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,19 @@ class ProtocolParameters:
     eps_cor: float
     qber_abort_threshold: float
     ec_efficiency_estimate: float
+    # error correction: "cascade" (interactive) or "ldpc" (rate-adaptive blind, decision 0004)
+    reconciliation: str = "cascade"
+    # LDPC: target probability that a frame fails to decode and is dropped at both ends
+    ldpc_eps_frame: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.reconciliation not in RECONCILIATION_METHODS:
+            raise InputError(
+                f"reconciliation must be one of {', '.join(RECONCILIATION_METHODS)}, "
+                f"got {self.reconciliation!r}"
+            )
+        if not 0.0 < self.ldpc_eps_frame < 0.5:
+            raise InputError(f"ldpc_eps_frame must lie in (0, 0.5), got {self.ldpc_eps_frame}")
 
 
 def statistics_from_counts(params: ProtocolParameters, f: dict) -> fk.DecoyStatistics:
@@ -36,6 +53,17 @@ def statistics_from_counts(params: ProtocolParameters, f: dict) -> fk.DecoyStati
         )
     except InputError as exc:
         raise ProtocolError(f"PE_COUNTS: {exc}") from None
+
+
+def kept_statistics(stats: fk.DecoyStatistics, kept_x_intensity: np.ndarray) -> fk.DecoyStatistics:
+    """Decoy statistics restricted to the key bits error correction kept (LDPC drops the tail
+    and failed frames): the finite-key bound is taken on the X detections that enter privacy
+    amplification, counted per intensity from their public labels (decision 0011)."""
+    labels = np.asarray(kept_x_intensity)
+    if labels.ndim != 1 or (labels.size and (labels.dtype.kind not in "iu" or labels.max() > 2)):
+        raise InputError("kept_x_intensity must be a 1-D array of intensity labels 0, 1, 2")
+    counts = np.bincount(labels.astype(np.int64), minlength=3)
+    return replace(stats, x_detections=(int(counts[0]), int(counts[1]), int(counts[2])))
 
 
 def z_basis_qber(stats: fk.DecoyStatistics) -> float:

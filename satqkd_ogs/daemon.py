@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from drivers.bus import MessageBus
 from drivers.clock import Clock
@@ -19,6 +19,14 @@ from satqkd_core.codec import Envelope
 from satqkd_core.ephemeris import Station, StationTrack
 from satqkd_core.errors import InputError, ProtocolError
 from satqkd_core.pass_decisions import ProtocolParameters
+from satqkd_ogs.atp import (
+    INSTRUMENT_NAMES,
+    AtpRecord,
+    AtpSettings,
+    DetectorsNotReady,
+    StationAtp,
+    StationInstruments,
+)
 from satqkd_ogs.session import OgsSession, PassPlan
 
 log = logging.getLogger("satqkd.ogs")
@@ -40,6 +48,7 @@ class OgsSettings:
     tag_read_timeout_s: float = 120.0
     tagger_lead_s: float = 1.0
     housekeeping_period_s: float = 10.0
+    atp: AtpSettings = field(default_factory=AtpSettings)
 
     @property
     def node(self) -> str:
@@ -58,6 +67,7 @@ class OgsDaemon:
         tagger: TimeTagger,
         keystore: KeyStore,
         entropy_key: int,
+        instruments: StationInstruments | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -78,6 +88,11 @@ class OgsDaemon:
         self.mode = "idle"
         self.stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # station instruments (connected and closed by whoever built them) and ATP per plan
+        self.instruments = instruments if instruments is not None else StationInstruments()
+        self.atp: dict[int, StationAtp] = {}
+        self.atp_records: dict[int, AtpRecord] = {}
+        self.instrument_faults: dict[str, int] = dict.fromkeys(INSTRUMENT_NAMES, 0)
 
     async def run(self) -> None:
         """Control: serve until SHUTDOWN or cancellation."""
@@ -124,6 +139,8 @@ class OgsDaemon:
 
     async def _execute(self, envelope: Envelope) -> None:
         name, f = envelope.spec.name, envelope.fields
+        if name == "RESET_COUNTERS":
+            self.instrument_faults.update(dict.fromkeys(INSTRUMENT_NAMES, 0))
         if await self.runtime.execute_common(envelope, self.stopped):
             return
         if name == "LOAD_PASS_PLAN":
@@ -140,11 +157,16 @@ class OgsDaemon:
                     self.settings.cascade_passes,
                     self.settings.reply_timeout_s,
                 )
+                atp = self._atp_for(plan)
             except (ValueError, InputError) as exc:
                 await self.runtime.reject_telecommand(envelope, str(exc))
                 return
             self.sessions[plan.plan_id] = session
             self.pass_done[plan.plan_id] = asyncio.Event()
+            if atp is not None:
+                self.atp[plan.plan_id] = atp
+                self.atp_records[plan.plan_id] = atp.record
+                self._spawn(atp.run())
             self._spawn(self._execute_pass(session))
             await self.runtime.accept_telecommand(envelope)
         elif name == "ABORT_PASS":
@@ -153,6 +175,8 @@ class OgsDaemon:
                 await self.runtime.reject_telecommand(envelope, f"no plan {f['plan_id']}")
                 return
             session.result.abort_reason = f"aborted by command: {f['reason']}"
+            if (atp := self.atp.get(int(f["plan_id"]))) is not None:
+                atp.request_stop()
             await self.tagger.stop()
             await self.runtime.accept_telecommand(envelope)
         else:
@@ -178,6 +202,37 @@ class OgsDaemon:
             raise ValueError(f"repetition_rate_hz {f['repetition_rate_hz']:g}: period not whole ps")
         return PassPlan(**{k: f[k] for k in PassPlan.__dataclass_fields__})
 
+    def _atp_for(self, plan: PassPlan) -> StationAtp | None:
+        """Get: the ATP controller of a plan, None without instruments; ValueError if its
+        ATP window overlaps another plan's (one mount cannot track two satellites)."""
+        if not self.instruments.present:
+            return None
+        start = plan.aos_unix_s - self.settings.atp.prepare_lead_s
+        for other in self.atp.values():
+            overlaps = start < other.plan.los_unix_s and other.start_unix_s < plan.los_unix_s
+            if overlaps and not other.record.finished:
+                raise ValueError(
+                    f"plan {plan.plan_id} overlaps plan {other.plan.plan_id} "
+                    "on the station's instruments"
+                )
+        return StationAtp(
+            plan,
+            self.settings.location,
+            self.settings.atp,
+            self.instruments,
+            self.clock,
+            self.runtime,
+            self.settings.tagger_lead_s,
+            self.instrument_faults,
+        )
+
+    async def _detectors_refusal(self, plan_id: int) -> str | None:
+        """Get: why the detectors cannot take this pass, None if they are ready (or absent)."""
+        atp = self.atp.get(plan_id)
+        if atp is None:
+            return None
+        return await asyncio.shield(atp.detectors_verdict)
+
     def _spawn(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
@@ -187,6 +242,9 @@ class OgsDaemon:
         plan = session.plan
         try:
             await self.clock.sleep_until(plan.qkd_start_unix_s - self.settings.tagger_lead_s)
+            refusal = await self._detectors_refusal(plan.plan_id)
+            if refusal is not None:
+                raise DetectorsNotReady(refusal)
             session.tagger_epoch_unix_s = await self.tagger.start()
             self.mode = "tracking"
             await self.runtime.emit_event("PASS_STARTED", f"plan {plan.plan_id}: tagging")
@@ -213,6 +271,14 @@ class OgsDaemon:
                 "PASS_ENDED", f"plan {plan.plan_id}: {session.result.detections} detections"
             )
             await session.post_process()
+        except DetectorsNotReady as exc:
+            # an operator's ABORT_PASS before QKD start keeps its own reason
+            session.result.abort_reason = session.result.abort_reason or f"pass refused: {exc}"
+            session.result.finished = True
+            with contextlib.suppress(Exception):  # the payload learns it, or times out alone
+                await self.channel.send(
+                    "ABORT", plan_id=plan.plan_id, reason=session.result.abort_reason[:500]
+                )
         except (DeviceError, ProtocolError, InputError) as exc:
             session.result.abort_reason = f"pass execution failed: {exc}"
             session.result.finished = True

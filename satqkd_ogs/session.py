@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,11 +20,18 @@ from satqkd_core.cascade import CascadeCorrector
 from satqkd_core.codec import Envelope
 from satqkd_core.detection_report import encode_detection_report
 from satqkd_core.ephemeris import Station, StationTrack, topocentric
-from satqkd_core.errors import ProtocolError
+from satqkd_core.errors import InputError, ProtocolError
+from satqkd_core.ldpc_reconciliation import (
+    MESSAGE_NAMES,
+    LdpcReceiver,
+    message_from_wire,
+    wire_message,
+)
 from satqkd_core.light_time import LightTimeModel
 from satqkd_core.pass_decisions import (
     ProtocolParameters,
     feasibility_abort_reason,
+    kept_statistics,
     no_key_reason,
     statistics_from_counts,
 )
@@ -111,7 +119,15 @@ class OgsPassResult:
     x_errors: tuple[int, int, int] = (0, 0, 0)
     z_errors: tuple[int, int, int] = (0, 0, 0)
     leak_ec_bits: int = 0
+    # "cascade" or "ldpc"; round trips on the link (LDPC: start, blind rounds, final); frames
+    # (LDPC only: Cascade has none) and how many failed; key bits error correction covered
+    # (LDPC: whole frames) and kept (LDPC: decoded frames); the X errors it found are in those
+    ec_method: str = "cascade"
     ec_rounds: int = 0
+    ec_frames: int = 0
+    ec_frames_failed: int = 0
+    ec_input_bits: int = 0
+    ec_kept_bits: int = 0
     verification_tag_bits: int = 0
     pa_input_bits: int = 0
     pa_output_bits: int = 0
@@ -159,7 +175,7 @@ class OgsSession:
         self.sync_window_ps = sync_window_ps
         self.cascade_passes = cascade_passes
         self.reply_timeout_s = reply_timeout_s
-        self.result = OgsPassResult(plan.plan_id)
+        self.result = OgsPassResult(plan.plan_id, ec_method=params.reconciliation)
         self.inbox: asyncio.Queue[Envelope] = asyncio.Queue()
         self._sift_waiters: dict[int, asyncio.Future[None]] = {}
         grid_start = float(np.floor(plan.aos_unix_s)) - 60.0
@@ -313,6 +329,103 @@ class OgsSession:
                 return envelope.fields
             raise ProtocolError(f"expected {name}, got {envelope.spec.name}")
 
+    async def _reconcile_cascade(
+        self, noisy: np.ndarray, qber_z: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Cascade with the payload: (corrected key, kept mask), every bit kept."""
+        plan, result = self.plan, self.result
+        seed = int(self._random_words("cascade-seed", 1)[0] >> np.uint64(1))
+        corrector = await asyncio.to_thread(
+            CascadeCorrector, noisy, max(qber_z, 1e-3), seed, self.cascade_passes
+        )
+        round_no = 0
+        while (query := await asyncio.to_thread(corrector.next_query)) is not None:
+            await self.channel.send(
+                "EC_QUERY",
+                plan_id=plan.plan_id,
+                round=round_no,
+                permutation_seed=seed,
+                passes=self.cascade_passes,
+                qber_estimate=float(qber_z),
+                query=np.ascontiguousarray(query, dtype=np.int64).ravel(),
+            )
+            reply = await self._expect("EC_REPLY")
+            if int(reply["round"]) != round_no or int(reply["n"]) != query.shape[0]:
+                raise ProtocolError(f"EC_REPLY does not answer round {round_no}")
+            bits = np.unpackbits(np.frombuffer(reply["parities"], np.uint8), bitorder="big")
+            await asyncio.to_thread(corrector.apply_reply, bits[: query.shape[0]])
+            round_no += 1
+        result.leak_ec_bits, result.ec_rounds = corrector.leak_bits, corrector.round_trips
+        result.ec_input_bits = int(noisy.size)
+        await self.channel.send(
+            "EC_DONE",
+            plan_id=plan.plan_id,
+            leak_ec_bits=corrector.leak_bits,
+            round_trips=corrector.round_trips,
+        )
+        return corrector.corrected_key, np.ones(noisy.size, dtype=bool)
+
+    async def _reconcile_ldpc(
+        self, noisy: np.ndarray, qber: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Blind LDPC with the payload: (corrected bits of the decoded frames, kept mask).
+
+        Decoding runs in a worker thread; a malformed or unexpected LDPC message is counted
+        and reported, and the exchange waits on for the right one until the reply timeout.
+        """
+        plan, result = self.plan, self.result
+        seed = int(self._random_words("ldpc-seed", 1)[0] >> np.uint64(1))
+        receiver = await asyncio.to_thread(LdpcReceiver, noisy, qber, seed)
+        await self._send_ldpc(receiver.start_request())
+        while not receiver.first_complete:
+            await self._receive_ldpc(receiver.apply_first)
+        while (request := receiver.next_request()) is not None:
+            name = await self._send_ldpc(request)
+            if name == "LDPC_FINAL":
+                # sent before the acknowledgement arrives: the payload answers with VERIFY
+                await self.channel.send(
+                    "EC_DONE",
+                    plan_id=plan.plan_id,
+                    leak_ec_bits=receiver.leak_bits,
+                    round_trips=receiver.link_round_trips + 1,
+                )
+            await self._receive_ldpc(receiver.apply_reply)
+        kept = receiver.kept_mask()
+        result.leak_ec_bits, result.ec_rounds = receiver.leak_bits, receiver.link_round_trips
+        result.ec_frames = receiver.frames
+        result.ec_frames_failed = int(receiver.frames - receiver.frame_ok.sum())
+        result.ec_input_bits = receiver.frames * receiver.plan.frame_key_bits
+        return receiver.corrected_key[kept], kept
+
+    async def _send_ldpc(self, message: dict) -> str:
+        name, fields = wire_message(message)
+        await self.channel.send(name, plan_id=self.plan.plan_id, **fields)
+        return name
+
+    async def _receive_ldpc(self, apply: Callable[[dict], None]) -> None:
+        """Wait for the LDPC message `apply` accepts; reject (count, event) any other."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reply_timeout_s
+        runtime = self.channel.runtime
+        while True:
+            try:
+                envelope = await asyncio.wait_for(self.inbox.get(), deadline - loop.time())
+            except TimeoutError:
+                raise PassAborted(
+                    f"payload did not answer the LDPC exchange within {self.reply_timeout_s:g} s"
+                ) from None
+            name = envelope.spec.name
+            if name == "ABORT":
+                raise PassAborted(f"payload aborted: {envelope.fields['reason']}")
+            try:
+                if name not in MESSAGE_NAMES.values():
+                    raise ProtocolError("not an LDPC message, during LDPC reconciliation")
+                await asyncio.to_thread(apply, message_from_wire(name, envelope.fields))
+                return
+            except (ProtocolError, InputError) as exc:
+                runtime.counters.qkd_rejected += 1
+                await runtime.emit_event("QKD_MESSAGE_REJECTED", f"{name}: {exc}")
+
     async def post_process(self) -> None:
         """Parameter estimation, error correction, verification, privacy amplification."""
         try:
@@ -361,39 +474,20 @@ class OgsSession:
             raise PassAborted(reason)
         noisy = _concat([c.x_bits for c in chunks])
         qber_z = sum(result.z_errors) / max(sum(result.z_detections), 1)
-        seed = int(self._random_words("cascade-seed", 1)[0] >> np.uint64(1))
-        corrector = await asyncio.to_thread(
-            CascadeCorrector, noisy, max(qber_z, 1e-3), seed, self.cascade_passes
-        )
-        round_no = 0
-        while (query := await asyncio.to_thread(corrector.next_query)) is not None:
-            await self.channel.send(
-                "EC_QUERY",
-                plan_id=plan.plan_id,
-                round=round_no,
-                permutation_seed=seed,
-                passes=self.cascade_passes,
-                qber_estimate=float(qber_z),
-                query=np.ascontiguousarray(query, dtype=np.int64).ravel(),
-            )
-            reply = await self._expect("EC_REPLY")
-            if int(reply["round"]) != round_no or int(reply["n"]) != query.shape[0]:
-                raise ProtocolError(f"EC_REPLY does not answer round {round_no}")
-            bits = np.unpackbits(np.frombuffer(reply["parities"], np.uint8), bitorder="big")
-            await asyncio.to_thread(corrector.apply_reply, bits[: query.shape[0]])
-            round_no += 1
-        corrected = corrector.corrected_key
-        result.leak_ec_bits, result.ec_rounds = corrector.leak_bits, corrector.round_trips
+        if self.params.reconciliation == "ldpc":
+            corrected, kept = await self._reconcile_ldpc(noisy, max(qber_z, 1e-3))
+        else:
+            corrected, kept = await self._reconcile_cascade(noisy, qber_z)
+        # only the kept bits go on: the decoy statistics are those of the kept X detections
+        x_int, noisy = x_int[kept], noisy[kept]
+        stats = kept_statistics(stats, x_int)
+        result.ec_kept_bits = int(corrected.size)
         flips = (corrected != noisy).astype(np.uint8)
         result.x_errors = tuple(
             int(v) for v in np.bincount(x_int, weights=flips, minlength=3)[:3].astype(np.int64)
         )
-        await self.channel.send(
-            "EC_DONE",
-            plan_id=plan.plan_id,
-            leak_ec_bits=corrector.leak_bits,
-            round_trips=corrector.round_trips,
-        )
+        if corrected.size == 0:
+            raise PassAborted("error correction kept no key bits (every frame failed)")
         verify = await self._expect("VERIFY")
         own_tag = await asyncio.to_thread(
             verification_tag, corrected, np.asarray(verify["hash_key"], np.uint64)

@@ -1,23 +1,37 @@
 """The payload daemon: telecommands, source control, on-board sifting, key buffers per
-station, housekeeping. Talks to the ground only through the message bus."""
+station, housekeeping. Talks to the ground only through the message bus.
+
+Safe states. The source goes to its safe state, and a pass it was emitting for is ended without
+a key, when the ground link (the broker connection) has been down for `ground_link_timeout_s`
+of the daemon's clock, or when the source's controller safes it on its own (its link watchdog).
+A pass whose emission was cut is aborted when the station starts post-processing (its first
+message after the detection reports): sifting goes on meanwhile, so the station's record stays
+complete and both ends end the pass at the same step, without a key (decision 0009). Events
+cannot be sent while the ground link is down: SOURCE_SAFE_STATE follows once it is back.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from drivers.bus import MessageBus
 from drivers.clock import Clock
-from drivers.interfaces import PulsedSource
+from drivers.interfaces import DeviceError, PulsedSource
 from drivers.keystore import KeyStore
 from drivers.node import NodeRuntime, QkdChannel
+from drivers.payload_link_source import InterlockedSource, SourceReport
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope
 from satqkd_core.errors import ProtocolError
 from satqkd_core.pass_decisions import ProtocolParameters
+from satqkd_core.payload_icd import crc16_ccitt
 from satqkd_payload.session import PayloadSession
 
 log = logging.getLogger("satqkd.payload")
@@ -34,6 +48,28 @@ class PayloadSettings:
     protocol: ProtocolParameters
     repetition_rate_hz: float
     housekeeping_period_s: float = 10.0
+    # the source goes to its safe state once the broker has been unreachable this long
+    ground_link_timeout_s: float = 5.0
+    # are-you-alive period on the payload controller's link (its watchdog is a few times this)
+    controller_keep_alive_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("housekeeping_period_s", "ground_link_timeout_s", "controller_keep_alive_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 < value < float("inf"):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+@dataclass
+class PayloadCounters:
+    """Safety and link counters of the payload daemon (not reset by RESET_COUNTERS)."""
+
+    ground_link_losses: int = 0
+    ground_link_safings: int = 0
+    controller_safings: int = 0
+    instrument_errors: int = 0
+    passes_interrupted: int = 0
+    publish_failures: int = 0
 
 
 @dataclass
@@ -66,6 +102,11 @@ class PayloadDaemon:
         self.links: dict[str, _StationLink] = {}
         self.mode = "idle"
         self.stopped = asyncio.Event()
+        self.counters = PayloadCounters()
+        self.ground_link_lost = False
+        # (station, plan id) -> why its emission was cut; the pass ends without a key
+        self.interrupted: dict[tuple[str, int], str] = {}
+        self._emitting_for: tuple[str, int] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._load_station_links()
 
@@ -97,25 +138,52 @@ class PayloadDaemon:
         await self.bus.subscribe(self.runtime.telecommand_topic)
         for link in self.links.values():
             await self.bus.subscribe(link.channel.receive_topic)
-        housekeeping = asyncio.create_task(
-            self.runtime.housekeeping_loop(
-                self.settings.housekeeping_period_s, self._housekeeping_snapshot
-            )
-        )
+        watchers = [
+            asyncio.create_task(self._housekeeping(), name="payload housekeeping"),
+            asyncio.create_task(self._watch_ground_link(), name="payload ground link"),
+        ]
+        if isinstance(self.source, InterlockedSource):
+            watchers.append(asyncio.create_task(self._forward_source_reports(), name="reports"))
         try:
             await self.runtime.emit_event(
                 "NODE_STARTED", f"payload serving stations {sorted(self.links)}"
             )
             async for message in self.bus.messages():
-                await self._dispatch(message.topic, message.payload)
+                try:
+                    await self._dispatch(message.topic, message.payload)
+                except ConnectionError as exc:  # the broker stayed away longer than a publish
+                    self.counters.publish_failures += 1
+                    log.warning("payload: could not answer on %s: %s", message.topic, exc)
                 if self.stopped.is_set():
                     break
         finally:
-            housekeeping.cancel()
-            for task in list(self._tasks):
+            for task in [*watchers, *self._tasks]:
                 task.cancel()
-            await self.source.disable()
+            await asyncio.gather(*watchers, *self._tasks, return_exceptions=True)
+            try:
+                await self.source.disable()
+            except DeviceError as exc:
+                log.error("payload: source safe state at shutdown not confirmed: %s", exc)
             self.mode = "safe"
+
+    async def _housekeeping(self) -> None:
+        """Housekeeping telemetry, resumed after a broker outage outlasting a publish."""
+        while True:
+            try:
+                await self.runtime.housekeeping_loop(
+                    self.settings.housekeeping_period_s, self._housekeeping_snapshot
+                )
+            except ConnectionError:
+                self.counters.publish_failures += 1
+                await self.bus.wait_connected()
+
+    async def _emit(self, name: str, text: str) -> None:
+        """Emit an event; one that cannot be published (broker away too long) is logged."""
+        try:
+            await self.runtime.emit_event(name, text)
+        except ConnectionError as exc:
+            self.counters.publish_failures += 1
+            log.warning("payload: event %s not sent (%s): %s", name, exc, text)
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         if topic == self.runtime.telecommand_topic:
@@ -133,6 +201,17 @@ class PayloadDaemon:
     async def _on_qkd_message(self, link: _StationLink, envelope: Envelope) -> None:
         plan_id = int(envelope.fields.get("plan_id", -1))
         session = link.sessions.get(plan_id)
+        cut = self.interrupted.get((link.station, plan_id))
+        if (
+            cut is not None
+            and session is not None
+            and not session.finished
+            and envelope.spec.name not in ("DETECTION_REPORT", "ABORT")
+        ):
+            # post-processing starts: the pulses counted as sent were not all emitted
+            await session.abort(f"source emission interrupted: {cut}")
+            await self._report_session_end(session)
+            return
         try:
             if session is None:
                 raise ProtocolError(f"{envelope.spec.name} for unknown plan {plan_id}")
@@ -176,6 +255,10 @@ class PayloadDaemon:
             if reason:
                 await self.runtime.reject_telecommand(envelope, reason)
                 return
+            refusal = await self._load_plan_into_source(f)
+            if refusal:
+                await self.runtime.reject_telecommand(envelope, refusal)
+                return
             link = self.links[f["station"]]
             link.sessions[int(f["plan_id"])] = PayloadSession(
                 plan_id=int(f["plan_id"]),
@@ -189,16 +272,23 @@ class PayloadDaemon:
             self._spawn(self._source_schedule(f))
             await self.runtime.accept_telecommand(envelope)
         elif name == "ABORT_PASS":
-            await self.source.disable()
+            await self._safe_source(f"pass aborted: {f['reason']}")
+            if isinstance(self.source, InterlockedSource):
+                with contextlib.suppress(DeviceError):  # not loaded there: nothing to clear
+                    await self.source.clear_pass_plan(int(f["plan_id"]))
             self.mode = "idle"
             await self.runtime.emit_event("SOURCE_SAFE_STATE", f"pass aborted: {f['reason']}")
             await self.runtime.accept_telecommand(envelope)
         elif name == "SOURCE_ENABLE":
-            if f["enable"]:
-                await self.source.configure(self.settings.repetition_rate_hz)
-                await self.source.enable(self.clock.now_unix_s())
-            else:
-                await self.source.disable()
+            try:
+                if f["enable"]:
+                    await self.source.configure(self.settings.repetition_rate_hz)
+                    await self.source.enable(self.clock.now_unix_s())
+                else:
+                    await self.source.disable()
+            except DeviceError as exc:
+                await self.runtime.reject_telecommand(envelope, f"source: {exc}")
+                return
             await self.runtime.accept_telecommand(envelope)
         else:
             await self.runtime.reject_telecommand(envelope, f"{name} is not a payload command")
@@ -223,24 +313,138 @@ class PayloadDaemon:
             return f"plan {f['plan_id']} already loaded"
         return None
 
-    def _spawn(self, coroutine) -> None:
+    async def _load_plan_into_source(self, f: dict) -> str | None:
+        """Load the plan into an interlocked source's controller; the refusal, if any."""
+        if not isinstance(self.source, InterlockedSource):
+            return None
+        try:
+            await self.source.load_pass_plan(
+                int(f["plan_id"]),
+                station_number(f["station"]),
+                float(f["qkd_start_unix_s"]),
+                float(f["qkd_stop_unix_s"]),
+                float(f["repetition_rate_hz"]),
+            )
+        except DeviceError as exc:
+            await self._instrument_error(f"pass plan {f['plan_id']} not loaded: {exc}")
+            return f"source controller refused the plan: {exc}"
+        return None
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _source_schedule(self, plan: dict) -> None:
         """Emit from qkd_start to qkd_stop; pulse 0 leaves at qkd_start."""
-        await self.source.configure(plan["repetition_rate_hz"])
+        key = (str(plan["station"]), int(plan["plan_id"]))
+        try:
+            await self.source.configure(plan["repetition_rate_hz"])
+        except DeviceError as exc:
+            await self._instrument_error(f"plan {key[1]}: source not configured: {exc}")
+            self._interrupt(key, f"source not configured: {exc}")
+            return
         await self.clock.sleep_until(plan["qkd_start_unix_s"])
-        await self.source.enable(plan["qkd_start_unix_s"])
+        if self.ground_link_lost:
+            self._interrupt(key, "ground link down at QKD start: source kept safe")
+            return
+        if key in self.interrupted:
+            return
+        try:
+            await self.source.enable(plan["qkd_start_unix_s"])
+        except DeviceError as exc:
+            await self._instrument_error(f"plan {key[1]}: source not enabled: {exc}")
+            self._interrupt(key, f"source not enabled: {exc}")
+            return
+        self._emitting_for = key
         self.mode = "qkd"
-        await self.runtime.emit_event("PASS_STARTED", f"source on for {plan['station']}")
+        await self._emit("PASS_STARTED", f"source on for {plan['station']}")
         await self.clock.sleep_until(plan["qkd_stop_unix_s"])
-        await self.source.disable()
+        self._emitting_for = None
+        await self._safe_source("end of the QKD window")
         self.mode = "idle"
-        await self.runtime.emit_event("PASS_ENDED", f"source off after {plan['station']} pass")
+        await self._emit("PASS_ENDED", f"source off after {plan['station']} pass")
+
+    def _interrupt(self, key: tuple[str, int], reason: str) -> None:
+        """Mark a pass whose emission was cut; it ends without a key (see the module)."""
+        if key not in self.interrupted:
+            self.interrupted[key] = reason
+            self.counters.passes_interrupted += 1
+            log.warning("payload: plan %d with %s interrupted: %s", key[1], key[0], reason)
+
+    async def _safe_source(self, reason: str) -> bool:
+        """Command the safe state; False (counted, evented) if the source did not confirm it."""
+        try:
+            await self.source.disable()
+        except DeviceError as exc:
+            await self._instrument_error(f"safe state ({reason}) not confirmed: {exc}")
+            return False
+        return True
+
+    async def _instrument_error(self, text: str) -> None:
+        self.counters.instrument_errors += 1
+        await self._emit("INSTRUMENT_ERROR", text)
+
+    async def _watch_ground_link(self) -> None:
+        """Safe the source when the broker stays unreachable for ground_link_timeout_s."""
+        timeout_s = self.settings.ground_link_timeout_s
+        while True:
+            await self.bus.wait_disconnected()
+            down_unix_s = self.clock.now_unix_s()
+            self.counters.ground_link_losses += 1
+            log.warning("payload: ground link down (broker %s unreachable)", self.bus.url)
+            back = asyncio.ensure_future(self.bus.wait_connected())
+            expiry = asyncio.ensure_future(self.clock.sleep_until(down_unix_s + timeout_s))
+            try:
+                await asyncio.wait({back, expiry}, return_when=asyncio.FIRST_COMPLETED)
+                if back.done():
+                    back.result()  # a bus that failed for good ends the watch loudly
+                    continue
+                self.ground_link_lost = True
+                self.counters.ground_link_safings += 1
+                safed_unix_s = self.clock.now_unix_s()
+                confirmed = await self._safe_source("ground link lost")
+                cut = self._emitting_for
+                if cut is not None:
+                    self._interrupt(cut, f"ground link lost for {timeout_s:g} s: source safed")
+                    self._emitting_for = None
+                self.mode = "safe"
+                await back
+            finally:
+                self.ground_link_lost = False
+                expiry.cancel()
+                back.cancel()
+            down_s = self.clock.now_unix_s() - down_unix_s
+            await self._emit(
+                "SOURCE_SAFE_STATE",
+                f"ground link lost: broker unreachable for {down_s:.1f} s (timeout "
+                f"{timeout_s:g} s); source {'safed' if confirmed else 'NOT confirmed safe'} "
+                f"at {safed_unix_s:.3f}"
+                + (f"; plan {cut[1]} with {cut[0]} ends without a key" if cut else ""),
+            )
+
+    async def _forward_source_reports(self) -> None:
+        """Pass the source controller's reports on as this daemon's events."""
+        assert isinstance(self.source, InterlockedSource)
+        while True:
+            report: SourceReport = await self.source.next_report()
+            if report.kind == "safe_state":
+                self.counters.controller_safings += 1
+                cut = self._emitting_for
+                if cut is not None:
+                    self._interrupt(cut, report.text)
+                    self._emitting_for = None
+                    self.mode = "safe"
+                await self._emit("SOURCE_SAFE_STATE", report.text)
+            else:
+                await self._instrument_error(report.text)
 
     def _housekeeping_snapshot(self) -> tuple[str, int, int]:
         key_bits = sum(link.keystore.total_bits() for link in self.links.values())
         words = sum(link.channel.pad_words_remaining for link in self.links.values())
         return self.mode, key_bits, words
+
+
+def station_number(station: str) -> int:
+    """Get the u16 station id the payload controller's plan carries (CRC-16 of the name)."""
+    return crc16_ccitt(station.encode("utf-8"))

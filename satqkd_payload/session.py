@@ -20,9 +20,11 @@ from satqkd_core.cascade import CascadeResponder
 from satqkd_core.codec import Envelope
 from satqkd_core.detection_report import decode_detection_report
 from satqkd_core.errors import ProtocolError
+from satqkd_core.ldpc_reconciliation import LdpcSender, message_from_wire, wire_message
 from satqkd_core.pass_decisions import (
     ProtocolParameters,
     feasibility_abort_reason,
+    kept_statistics,
     no_key_reason,
     statistics_from_counts,
 )
@@ -71,8 +73,10 @@ class PayloadSession:
     outcome: PayloadPassOutcome = field(default_factory=PayloadPassOutcome)
     _chunks: dict[int, _SiftedChunk] = field(default_factory=dict)
     _reference_key: np.ndarray | None = None
+    _x_intensity: np.ndarray | None = None
     _statistics: fk.DecoyStatistics | None = None
     _responder: CascadeResponder | None = None
+    _ldpc: LdpcSender | None = None
     _leak_ec_bits: int = 0
     _finished: bool = False
 
@@ -96,6 +100,9 @@ class PayloadSession:
             "DETECTION_REPORT": self._on_detection_report,
             "PE_COUNTS": self._on_pe_counts,
             "EC_QUERY": self._on_ec_query,
+            "LDPC_START": self._on_ldpc_start,
+            "LDPC_REVEAL_REQUEST": self._on_ldpc_request,
+            "LDPC_FINAL": self._on_ldpc_request,
             "EC_DONE": self._on_ec_done,
             "VERIFY_RESULT": self._on_verify_result,
             "KEY_STORED": self._on_key_stored,
@@ -103,7 +110,10 @@ class PayloadSession:
         }.get(name)
         if handler is None:
             raise ProtocolError(f"{name} is not expected by the payload")
-        await handler(fields)
+        if name.startswith("LDPC_"):
+            await handler(message_from_wire(name, fields))
+        else:
+            await handler(fields)
 
     async def _on_detection_report(self, f: dict) -> None:
         chunk = int(f["chunk"])
@@ -165,6 +175,7 @@ class PayloadSession:
             )
             return
         self._reference_key = x_bits
+        self._x_intensity = x_intensity
         self._statistics = statistics_from_counts(self.params, f)
         reason = feasibility_abort_reason(self.params, self._statistics)
         if reason is not None:
@@ -174,6 +185,10 @@ class PayloadSession:
     async def _on_ec_query(self, f: dict) -> None:
         if self._reference_key is None:
             raise ProtocolError("EC_QUERY before parameter estimation")
+        if self.params.reconciliation != "cascade":
+            raise ProtocolError(
+                f"EC_QUERY, but this mission reconciles by {self.params.reconciliation}"
+            )
         if self._responder is None:
             self._responder = await asyncio.to_thread(
                 CascadeResponder,
@@ -191,17 +206,69 @@ class PayloadSession:
             n=int(parities.size),
         )
 
-    async def _on_ec_done(self, f: dict) -> None:
-        if self._responder is None or self._reference_key is None:
+    async def _on_ldpc_start(self, message: dict) -> None:
+        if self._reference_key is None or self._statistics is None:
+            raise ProtocolError("LDPC_START before parameter estimation")
+        if self.params.reconciliation != "ldpc":
+            raise ProtocolError(
+                f"LDPC_START, but this mission reconciles by {self.params.reconciliation}"
+            )
+        if self._ldpc is not None:
+            raise ProtocolError("LDPC_START after LDPC reconciliation started")
+        # punctured fill: a SHAKE-256 stream keyed from the payload's own entropy, so the same
+        # scenario gives the same exchange (decoding can depend on the fill in rare cases)
+        fill_seed = rng.derive_key(self.entropy_key, f"ldpc-fill/{self.plan_id}")
+        self._ldpc = await asyncio.to_thread(
+            LdpcSender.from_start_request,
+            self._reference_key,
+            message,
+            eps_frame=self.params.ldpc_eps_frame,
+            fill_seed=fill_seed,
+        )
+        for part in self._ldpc.first_messages():
+            await self._send_ldpc(part)
+
+    async def _on_ldpc_request(self, message: dict) -> None:
+        """A reveal request or the final request: answer it; after the final one, keep only
+        the frames the station decoded (bits and decoy statistics alike)."""
+        if self._ldpc is None or self._reference_key is None or self._statistics is None:
+            raise ProtocolError("LDPC request before LDPC_START")
+        reply = await asyncio.to_thread(self._ldpc.reply, message)
+        await self._send_ldpc(reply)
+        if self._ldpc.done and self._x_intensity is not None:
+            kept = self._ldpc.kept_mask()
+            self._reference_key = self._reference_key[kept]
+            self._statistics = kept_statistics(self._statistics, self._x_intensity[kept])
+            self._x_intensity = None  # restricted once, whatever re-delivery follows
+
+    async def _send_ldpc(self, message: dict) -> None:
+        name, fields = wire_message(message)
+        await self.channel.send(name, plan_id=self.plan_id, **fields)
+
+    def _disclosed_ec_bits(self) -> int:
+        """Bits error correction disclosed so far; ProtocolError if it has not finished."""
+        if self.params.reconciliation == "ldpc":
+            if self._ldpc is None or not self._ldpc.done:
+                raise ProtocolError("EC_DONE before LDPC reconciliation finished")
+            return self._ldpc.leak_bits
+        if self._responder is None:
             raise ProtocolError("EC_DONE before any EC_QUERY")
-        if int(f["leak_ec_bits"]) != self._responder.leak_bits:
+        return self._responder.leak_bits
+
+    async def _on_ec_done(self, f: dict) -> None:
+        if self._reference_key is None:
+            raise ProtocolError("EC_DONE before parameter estimation")
+        disclosed = self._disclosed_ec_bits()
+        if int(f["leak_ec_bits"]) != disclosed:
             await self._abort(
-                f"station counts {f['leak_ec_bits']} leaked bits, payload disclosed "
-                f"{self._responder.leak_bits}"
+                f"station counts {f['leak_ec_bits']} leaked bits, payload disclosed {disclosed}"
             )
             return
-        self._leak_ec_bits = self._responder.leak_bits
+        self._leak_ec_bits = disclosed
         n = int(self._reference_key.size)
+        if n == 0:
+            await self._abort("error correction kept no key bits (every frame failed)")
+            return
         words = random_verification_hash_key(
             np.random.default_rng(self._random_words("verification", 1)[0]),
             verification_hash_key_words(self.params.eps_cor, n),

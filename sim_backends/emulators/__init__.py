@@ -2,7 +2,8 @@
 
 Each one serves its instrument's protocol on the kind of port the instrument has in the lab:
 a pty for serial instruments (gimbal, beacon sensor), a loopback TCP port for LAN ones (fast
-steering mirror controller, SCPI laser source and detector bias supply).
+steering mirror controller, SCPI laser source and detector bias supply); or, for the in-process
+path of a simulation, no port at all (`InMemoryTransport`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from drivers.clock import Clock
-from sim_backends.emulators.base import FaultInjection, LineEmulator
+from sim_backends.emulators.base import FaultInjection, InMemoryTransport, LineEmulator
 from sim_backends.emulators.beacon import QuadCellEmulator
 from sim_backends.emulators.fsm import GcsMirrorEmulator
 from sim_backends.emulators.gimbal import PtuEmulator
@@ -18,9 +19,11 @@ from sim_backends.emulators.scpi import BiasSupplyEmulator, LaserSourceEmulator
 
 __all__ = [
     "EMULATORS",
+    "PORT_KINDS",
     "BiasSupplyEmulator",
     "FaultInjection",
     "GcsMirrorEmulator",
+    "InMemoryTransport",
     "LaserSourceEmulator",
     "LineEmulator",
     "PtuEmulator",
@@ -38,14 +41,25 @@ EMULATORS: dict[str, tuple[Callable[[Clock | None, int], LineEmulator], str]] = 
 }
 
 
-async def start_emulator(name: str, clock: Clock | None = None, seed: int = 0) -> LineEmulator:
-    """Control: create and start the named emulator on its kind of port; ValueError if unknown."""
+PORT_KINDS = ("pty", "tcp", "memory")
+
+
+async def start_emulator(
+    name: str, clock: Clock | None = None, seed: int = 0, port: str | None = None
+) -> LineEmulator:
+    """Control: create and start the named emulator on its kind of port (or `port`: pty, tcp,
+    or memory, reached through `memory_transport()`); ValueError if unknown."""
     if name not in EMULATORS:
         raise ValueError(f"no emulator {name!r} (available: {', '.join(sorted(EMULATORS))})")
-    factory, port = EMULATORS[name]
+    factory, default_port = EMULATORS[name]
+    port = default_port if port is None else port
+    if port not in PORT_KINDS:
+        raise ValueError(f"no port kind {port!r} (available: {', '.join(PORT_KINDS)})")
     emulator = factory(clock, seed)
     if port == "pty":
         await emulator.start_pty()
-    else:
+    elif port == "tcp":
         await emulator.start_tcp()
+    else:
+        await emulator.start_memory()
     return emulator

@@ -1,9 +1,14 @@
-"""Wire-level instrument emulators: a line protocol served on a pty or a loopback TCP port.
+"""Wire-level instrument emulators: a line protocol served on a pty, a loopback TCP port, or
+straight through memory.
 
 An emulator runs in-process as asyncio tasks. The driver opens it exactly as it would open the
 instrument (pyserial on the pty's path, a socket on the TCP port), so the same driver bytes are
-exercised. Dynamics (a slewing gimbal, a settling mirror) take their time from an injected
-clock; fault injection (`faults`) makes it stop answering, garble, answer late, or drop the link.
+exercised. `InMemoryTransport` hands the driver's bytes to the same command handler without any
+port: the in-process path of a simulated pass runs the same driver and emulator code and
+differs only in the wire.
+
+Dynamics (a slewing gimbal, a settling mirror) take their time from an injected clock; fault
+injection (`faults`) makes it stop answering, garble, answer late, or drop the link.
 
 The pty is reached through a stable symlink (like a udev /dev/serial/by-id name): a simulated
 disconnect replaces the pty behind it, so a driver that reopens the same path reconnects.
@@ -25,8 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from drivers.clock import Clock, RealClock
+from drivers.interfaces import DeviceDisconnected
+from drivers.transport_base import _BufferedTransport, _check_timeout
 
 _log = logging.getLogger(__name__)
+_COMMANDS_KEPT = 10_000
 
 
 @dataclass
@@ -50,7 +58,9 @@ class LineEmulator(ABC):
         self.name = name
         self.clock: Clock = clock if clock is not None else RealClock()
         self.faults = FaultInjection()
+        # the most recent commands (trimmed: a pass sends hundreds of thousands) and their count
         self.commands_received: list[bytes] = []
+        self.commands_total = 0
         self.connections = 0
         self._rng = np.random.default_rng(seed)
         self._resource: str | None = None
@@ -64,6 +74,8 @@ class LineEmulator(ABC):
         # tcp state
         self._server: asyncio.Server | None = None
         self._client: asyncio.StreamWriter | None = None
+        # in-memory state: the transport a driver holds, if one is attached
+        self._memory_peer: InMemoryTransport | None = None
 
     # --- protocol (subclasses) -----------------------------------------------------------------
 
@@ -107,6 +119,18 @@ class LineEmulator(ABC):
         self._resource = f"tcp://{bound[0]}:{bound[1]}"
         self._start_common()
         return self._resource
+
+    async def start_memory(self) -> str:
+        """Control: serve through memory only (no port); returns memory://NAME. Drivers reach
+        the emulator through `memory_transport()`; dynamics tick exactly as on a port."""
+        self._resource = f"memory://{self.name}"
+        if self.tick_period_s is not None:
+            self._tasks.append(asyncio.create_task(self._run_ticks(), name=f"{self.name} tick"))
+        return self._resource
+
+    def memory_transport(self) -> InMemoryTransport:
+        """Get: a new (unopened) transport wired straight to this emulator's command handler."""
+        return InMemoryTransport(self)
 
     def _start_common(self) -> None:
         self._tasks.append(asyncio.create_task(self._serve_commands(), name=f"{self.name} serve"))
@@ -173,24 +197,54 @@ class LineEmulator(ABC):
             del self._inbox[: index + len(self.command_terminator)]
             self._commands.put_nowait(command)
 
+    async def _handle_command(self, command: bytes) -> bytes | None:
+        """Get: the reply to one command, or None when nothing goes back (no reply, or the
+        instrument is silent); shared by every kind of endpoint."""
+        self.commands_total += 1
+        self.commands_received.append(command)
+        if len(self.commands_received) > 2 * _COMMANDS_KEPT:
+            del self.commands_received[:-_COMMANDS_KEPT]
+        try:
+            if self.tick_period_s is not None:
+                await self.tick()
+            reply = self.respond(command)
+        except Exception:  # an emulator bug must not silently stop all answers
+            _log.exception("emulator %s failed on command %r", self.name, command)
+            return None
+        if self.faults.silent or reply is None:
+            return None
+        return reply
+
+    def _on_the_wire(self, reply: bytes) -> bytes:
+        """Get: the reply as it arrives at the driver (line noise applied if injected now)."""
+        return self._garble(reply) if self.faults.garble else reply
+
     async def _serve_commands(self) -> None:
         while True:
             command = await self._commands.get()
-            self.commands_received.append(command)
-            try:
-                if self.tick_period_s is not None:
-                    await self.tick()
-                reply = self.respond(command)
-            except Exception:  # an emulator bug must not silently stop all answers
-                _log.exception("emulator %s failed on command %r", self.name, command)
-                continue
-            if self.faults.silent or reply is None:
+            reply = await self._handle_command(command)
+            if reply is None:
                 continue
             if self.faults.reply_delay_s > 0:
                 await asyncio.sleep(self.faults.reply_delay_s)
-            if self.faults.garble:
-                reply = self._garble(reply)
-            self.send_unsolicited(reply)
+            self.send_unsolicited(self._on_the_wire(reply))
+
+    async def _receive_in_memory(self, peer: InMemoryTransport, data: bytes) -> None:
+        """Control: take bytes written by an in-memory driver and answer them in order."""
+        self._inbox += data
+        while (index := self._inbox.find(self.command_terminator)) >= 0:
+            command = bytes(self._inbox[:index])
+            del self._inbox[: index + len(self.command_terminator)]
+            reply = await self._handle_command(command)
+            if reply is None:
+                continue
+            if self.faults.reply_delay_s > 0:
+                # a late answer arrives late in real time, as on a port (link latency)
+                asyncio.get_running_loop().call_later(
+                    self.faults.reply_delay_s, lambda r=reply: peer._deliver(self._on_the_wire(r))
+                )
+            else:
+                peer._deliver(self._on_the_wire(reply))
 
     async def _run_ticks(self) -> None:
         assert self.tick_period_s is not None
@@ -213,7 +267,9 @@ class LineEmulator(ABC):
 
     def send_unsolicited(self, data: bytes) -> None:
         """Control: write bytes to the connected driver now (dropped if none is connected)."""
-        if self._master_fd is not None:
+        if self._memory_peer is not None:
+            self._memory_peer._deliver(data)
+        elif self._master_fd is not None:
             with contextlib.suppress(BlockingIOError, OSError):
                 os.write(self._master_fd, data)
         elif self._client is not None and not self._client.is_closing():
@@ -222,8 +278,11 @@ class LineEmulator(ABC):
     # --- faults and life cycle -----------------------------------------------------------------
 
     async def disconnect(self) -> None:
-        """Control: drop the link (TCP: close the connection; pty: replace the pty)."""
-        if self._link_dir is not None:
+        """Control: drop the link (TCP: close the connection; pty: replace the pty; memory:
+        the driver's transport reports the link lost and may reopen)."""
+        if self._memory_peer is not None:
+            self._memory_peer._lose("link dropped by the instrument")
+        elif self._link_dir is not None:
             old_master, old_slave = self._master_fd, self._slave_fd
             asyncio.get_running_loop().remove_reader(old_master)  # type: ignore[arg-type]
             self._master_fd = self._slave_fd = None
@@ -243,6 +302,8 @@ class LineEmulator(ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._memory_peer is not None:
+            self._memory_peer._lose("instrument switched off")
         if self._link_dir is not None:
             self._close_pty()
             shutil.rmtree(self._link_dir, ignore_errors=True)
@@ -261,3 +322,56 @@ class LineEmulator(ABC):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+class InMemoryTransport(_BufferedTransport):
+    """A transport wired straight to an emulator: written bytes go to its command handler and
+    its replies (and unsolicited lines, such as gimbal limit hits) come back, with no port in
+    between. Faults behave as on a port: silence times out, late replies arrive late, a dropped
+    link raises DeviceDisconnected until the driver reopens it. Reads are the port transports'
+    own (`_BufferedTransport`), so timeouts and partial replies behave the same."""
+
+    def __init__(self, emulator: LineEmulator) -> None:
+        super().__init__(f"memory://{emulator.name}")
+        self.emulator = emulator
+
+    # --- called by the emulator ------------------------------------------------------------
+
+    def _deliver(self, data: bytes) -> None:
+        if self.connected and self.emulator._memory_peer is self:
+            self._feed(data)
+
+    def _lose(self, reason: str) -> None:
+        if self.emulator._memory_peer is self:
+            self.emulator._memory_peer = None
+        if self.connected:
+            self._feed_lost(reason)
+        self.connected = False
+        self._data_arrived.set()
+
+    # --- Transport -----------------------------------------------------------------------------
+
+    async def open(self, timeout_s: float = 5.0) -> None:
+        """Control: attach to the emulator (it serves one controller at a time, like a port)."""
+        _check_timeout(timeout_s)
+        if self.emulator._resource is None:
+            raise DeviceDisconnected(f"{self.name}: emulator is not started")
+        previous = self.emulator._memory_peer
+        if previous is not None and previous is not self:
+            previous._lose("another controller took the port")
+        self.emulator._memory_peer = self
+        self.emulator._inbox.clear()
+        self.emulator.connections += 1
+        self._reset_buffer()
+        self.connected = True
+
+    async def close(self) -> None:
+        """Control: detach from the emulator (idempotent)."""
+        if self.emulator._memory_peer is self:
+            self.emulator._memory_peer = None
+        self.connected = False
+
+    async def write(self, data: bytes) -> None:
+        """Control: hand the bytes to the emulator, which answers complete commands at once."""
+        self._raise_if_unusable()
+        await self.emulator._receive_in_memory(self, bytes(data))

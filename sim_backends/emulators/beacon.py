@@ -1,10 +1,12 @@
 """Emulated quad-cell beacon sensor: protocol QC/1 of drivers/beacon.py on a pty (or TCP).
 
-The spot follows `spot_path(t)` (urad from boresight as a function of clock time; by default a
-slow 40 urad circle, like a residual tracking error), with centroid noise that falls as the
-collected signal grows (photon-limited: sigma ~ 1 / sqrt(power * exposure)). Outside the cell's
-linear range, or with no beacon power, the spot is reported invalid. A long exposure on a
-bright beacon saturates the cell.
+The spot follows `spot_path(t)` (urad from boresight as a function of the time since the
+emulator was made; by default a slow 40 urad circle, like a residual tracking error) at the
+fixed `power_nw`, or, when a `sky` is attached (a simulated pass: sim_backends/sky.py), wherever
+the true beacon direction, the mount and the steering mirror put it, with the power the link
+budget delivers. Centroid noise falls as the collected signal grows (photon-limited: sigma ~
+1 / sqrt(power * exposure)). Outside the cell's linear range, or with no beacon power, the spot
+is reported invalid. A long exposure on a bright beacon saturates the cell.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from functools import reduce
 
 from drivers.clock import Clock
 from sim_backends.emulators.base import LineEmulator
+
+#: clock time (unix s) -> spot centroid x, y (urad) and beacon power (nW) on the cell
+SkySpot = Callable[[float], tuple[float, float, float]]
 
 IDENTITY = "SATQKD-LAB,QC-4,SN0031,1.2"
 
@@ -54,29 +59,49 @@ class QuadCellEmulator(LineEmulator):
         frame_rate_hz: float = 1000.0,
         centroid_noise_urad_at_ref: float = 0.5,
         saturation_pj: float = 5000.0,
+        min_signal_pj: float = 0.4,
+        sky: SkySpot | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(name, clock, seed)
         self.spot_path = spot_path or circle_path()
+        self.sky = sky
+        self.spot_reads = 0
         self.power_nw = power_nw
         self.linear_range_urad = linear_range_urad
         self.frame_rate_hz = frame_rate_hz
         self.centroid_noise_urad_at_ref = centroid_noise_urad_at_ref
         self.saturation_pj = saturation_pj
+        self.min_signal_pj = min_signal_pj  # below it the cell sees no spot above its noise
         self.exposure_us = 1000.0
         self.sensor_temperature_c = 31.5
         self._start_unix_s = self.clock.now_unix_s()
 
-    def _collected_pj(self) -> float:
+    def _collected_pj(self, power_nw: float | None = None) -> float:
         # 1 nW for 1 us is 1e-15 J = 1e-3 pJ
-        return self.power_nw * self.exposure_us * 1e-3
+        power = self.power_nw if power_nw is None else power_nw
+        return power * self.exposure_us * 1e-3
+
+    def _spot_now(self) -> tuple[float, float, float]:
+        now = self.clock.now_unix_s()
+        if self.sky is not None:
+            x, y, power = self.sky(now)
+            self.power_nw = power  # STAT? judges saturation on the same power
+            return x, y, power
+        x, y = self.spot_path(now - self._start_unix_s)
+        return x, y, self.power_nw
 
     def _centroid(self) -> str:
+        self.spot_reads += 1
         elapsed = self.clock.now_unix_s() - self._start_unix_s
         frame = int(elapsed * self.frame_rate_hz)
-        x, y = self.spot_path(elapsed)
-        collected = self._collected_pj()
-        valid = collected > 0.0 and math.hypot(x, y) <= self.linear_range_urad
+        x, y, power_nw = self._spot_now()
+        collected = self._collected_pj(power_nw)
+        valid = (
+            collected > 0.0
+            and collected >= self.min_signal_pj
+            and math.hypot(x, y) <= self.linear_range_urad
+        )
         if valid:
             # photon-limited centroid noise, referenced to 40 pJ per exposure
             sigma = self.centroid_noise_urad_at_ref * math.sqrt(40.0 / collected)
@@ -84,7 +109,7 @@ class QuadCellEmulator(LineEmulator):
             y += float(self._rng.normal(0.0, sigma))
         else:
             x = y = 0.0
-        return f"CEN,{frame},{x:.3f},{y:.3f},{self.power_nw:.3f},{int(valid)}"
+        return f"CEN,{frame},{x:.3f},{y:.3f},{power_nw:.3f},{int(valid)}"
 
     def respond(self, command: bytes) -> bytes | None:
         """Get: the checksummed reply to one command."""

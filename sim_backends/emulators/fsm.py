@@ -50,6 +50,7 @@ class GcsMirrorEmulator(LineEmulator):
         self.settle_tolerance = settle_tolerance
         self.sensor_noise = sensor_noise
         self.error_code = 0
+        self.moves = 0  # accepted MOV/MVR commands
         self._updated_unix_s = self.clock.now_unix_s()
 
     def advance(self) -> None:
@@ -143,3 +144,9 @@ class GcsMirrorEmulator(LineEmulator):
             return
         for axis, target in targets:
             self.axes[axis].target = target
+        self.moves += 1
+
+    def positions(self) -> tuple[float, ...]:
+        """Measure: every axis's true position now (axis units, no sensor noise)."""
+        self.advance()
+        return tuple(axis.position for axis in self.axes.values())

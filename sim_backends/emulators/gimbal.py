@@ -70,6 +70,15 @@ class _Axis:
             self.rate_command = 0
             self.limit_hit = True
 
+    def cruise(self, dt: float) -> None:
+        """Control: move `dt` seconds at the present velocity (velocity mode, rate reached)."""
+        self.position += self.velocity * dt
+        if not self.minimum <= self.position <= self.maximum:
+            self.position = float(min(self.maximum, max(self.minimum, self.position)))
+            self.velocity = 0.0
+            self.rate_command = 0
+            self.limit_hit = True
+
     @property
     def at_rest(self) -> bool:
         """Get: whether nothing will change until the next command."""
@@ -114,6 +123,9 @@ class PtuEmulator(LineEmulator):
         for axis in (self.pan, self.tilt):
             remaining = elapsed
             while remaining > 0 and not axis.at_rest:
+                if self.velocity_mode and axis.velocity == axis.rate_command:
+                    axis.cruise(remaining)  # at the commanded rate: exact in one step
+                    break
                 dt = min(_STEP_S, remaining)
                 axis.step(dt, self.velocity_mode)
                 remaining -= dt
@@ -124,6 +136,12 @@ class PtuEmulator(LineEmulator):
     async def tick(self) -> None:
         """Control: advance the dynamics (periodic, so limit hits are reported unprompted)."""
         self.advance()
+
+    def pointing_deg(self) -> tuple[float, float]:
+        """Measure: the axes' true (pan, tilt) angles now in degrees, from the encoder zero."""
+        self.advance()
+        scale = self.resolution_arcsec / 3600.0
+        return self.pan.position * scale, self.tilt.position * scale
 
     # --- protocol ------------------------------------------------------------------------------
 

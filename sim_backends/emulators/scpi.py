@@ -219,6 +219,12 @@ class BiasSupplyEmulator(ScpiEmulator):
             offset = channel.temperature_c - self.cooler_setpoint_c
             channel.temperature_c = self.cooler_setpoint_c + offset * decay
 
+    def channel_live(self, channel: int) -> bool:
+        """Get: whether a channel detects photons now (gate armed and bias applied)."""
+        return bool(self.settings[f"GATE{channel}:STAT"].value) and (
+            self.settings[f"SOUR{channel}:VOLT"].value > 0.0
+        )
+
     def dark_rate_cps(self, channel: int) -> float:
         """Get: a channel's dark count rate at its present temperature."""
         excess_k = self.channels[channel - 1].temperature_c - self.cooler_setpoint_c

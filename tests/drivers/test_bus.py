@@ -338,3 +338,25 @@ async def test_bus_can_be_reopened_after_closing(embedded_broker_url: str) -> No
         with pytest.raises(ConnectionError, match="not open"):
             await bus.publish("reopen/t", b"closed")
     assert bus.stats.published_messages == 2 and bus.stats.received_messages == 2
+
+
+@pytest.mark.mosquitto
+async def test_connection_state_follows_the_broker(mosquitto: MosquittoBroker) -> None:
+    async with fast_bus(mosquitto.url, "state", persistent_session=False) as bus:
+        assert bus.connected
+        await asyncio.wait_for(bus.wait_connected(), 1.0)  # up: returns at once
+        went_down = asyncio.create_task(bus.wait_disconnected())
+        await asyncio.sleep(0.05)
+        assert not went_down.done()
+        mosquitto.stop()
+        await asyncio.wait_for(went_down, 10.0)
+        assert not bus.connected and bus.stats.disconnects == 1
+        came_back = asyncio.create_task(bus.wait_connected())
+        await asyncio.sleep(0.3)
+        assert not came_back.done()  # the broker is still away
+        mosquitto.start()
+        await asyncio.wait_for(came_back, 15.0)
+        assert bus.connected and bus.stats.reconnects == 1
+    assert bus.stats.disconnects == 1  # a clean close is not a lost connection
+    with pytest.raises(ConnectionError, match="is not open"):
+        await bus.wait_connected()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import struct
 import subprocess
@@ -188,6 +189,30 @@ async def test_unsolicited_events_are_decoded_in_order() -> None:
     )
     with pytest.raises(DeviceTimeout, match=r"payload-link: no event report within 0\.01 s"):
         await link.next_event(0.01)
+    transport.assert_all_consumed()
+
+
+async def test_periodic_housekeeping_is_queued_in_order_and_a_lagging_reader_loses_the_oldest() -> (
+    None
+):
+    def report(plan_id: int) -> bytes:
+        values = (0, 0, 100e6, plan_id, 0, 0, 0, 0, 0, 0.0, 1.0, 0)
+        return tm(3 + plan_id, 3, 25, struct.pack(">HBBdIIIIIHfdI", 1, *values))
+
+    burst = b"".join(report(k) for k in range(66))  # two more than the queue holds
+    link, transport = link_for([(b"", burst)])
+    await link.connect()
+    async with asyncio.timeout(2.0):
+        while link.counters.housekeeping_dropped < 2:
+            await asyncio.sleep(0.01)
+    received = [(await link.next_housekeeping(1.0)).values["plan_id"] for _ in range(64)]
+    assert received == list(range(2, 66))  # the newest 64, oldest first
+    assert link.housekeeping[1].values["plan_id"] == 65  # the latest, for status()
+    with pytest.raises(DeviceTimeout, match=r"no housekeeping report within 0\.01 s"):
+        await link.next_housekeeping(0.01)
+    assert link.link_up
+    await link.close()
+    assert not link.link_up
     transport.assert_all_consumed()
 
 

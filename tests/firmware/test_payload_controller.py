@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from collections.abc import AsyncIterator
 
@@ -10,12 +11,13 @@ import pytest
 from spacepackets.ecss.tc import PusTc
 
 from drivers.clock import SimClock
-from drivers.interfaces import DeviceTimeout
+from drivers.interfaces import DeviceError, DeviceTimeout
 from drivers.payload_link import PayloadLink, TelecommandError
+from drivers.sim import SimPulsedSource
 from drivers.transport import SerialTransport
 from firmware_shims.payload_controller import PayloadController
 from satqkd_core.errors import InputError
-from satqkd_core.payload_icd import ASM, DisableReason
+from satqkd_core.payload_icd import ASM, DisableReason, FailureCode
 
 T0 = 1_700_000_000.0
 
@@ -196,3 +198,98 @@ def test_bad_configuration_is_named(clock: SimClock) -> None:
         PayloadController(clock, link_timeout_s=0.0)
     with pytest.raises(InputError, match="apid must be in"):
         PayloadController(clock, apid=0x7FF)
+
+
+# --- the source hardware the controller owns ---------------------------------------------------
+
+
+class _FlakyHardware:
+    """A source whose enable can be refused and whose disable fails a given number of times."""
+
+    def __init__(self, refuse_enable: str = "", disable_failures: int = 0) -> None:
+        self.refuse_enable = refuse_enable
+        self.disable_failures = disable_failures
+        self.emitting = False
+        self.calls: list[str] = []
+
+    async def configure(self, repetition_rate_hz: float) -> None:
+        self.calls.append(f"configure {repetition_rate_hz:g}")
+
+    async def enable(self, first_pulse_unix_s: float) -> None:
+        self.calls.append("enable")
+        if self.refuse_enable:
+            raise DeviceError(self.refuse_enable)
+        self.emitting = True
+
+    async def disable(self) -> None:
+        self.calls.append("disable")
+        if self.disable_failures:
+            self.disable_failures -= 1
+            raise DeviceError("laser controller: no reply to OUTP:STAT 0")
+        self.emitting = False
+
+
+@contextlib.asynccontextmanager
+async def _controller_with(
+    clock: SimClock, hardware: object
+) -> AsyncIterator[tuple[PayloadController, PayloadLink]]:
+    async with PayloadController(
+        clock, link_timeout_s=3.0, tick_s=0.1, source_hardware=hardware
+    ) as controller:
+        assert controller.port_path is not None
+        link = PayloadLink("payload-link", SerialTransport(controller.port_path, 115200))
+        await link.connect(timeout_s=2.0)
+        try:
+            yield controller, link
+        finally:
+            await link.close()
+
+
+async def test_the_controller_drives_its_source_hardware(clock: SimClock) -> None:
+    laser = SimPulsedSource("laser", lambda index: None, clock)
+    async with _controller_with(clock, laser) as (controller, link):
+        assert controller.source_hardware is laser
+        await link.load_pass_plan(8, 1, T0 + 1, T0 + 600, 100e6)
+        assert not laser.enabled  # a plan alone does not emit
+        await link.enable_source(T0 + 1)
+        assert laser.enabled and laser.first_pulse_unix_s == T0 + 1
+        assert laser.repetition_rate_hz == 100e6
+        with pytest.raises(TelecommandError, match="INTERLOCK: the source is already emitting"):
+            await link.enable_source(T0 + 2)
+        await _step_to(clock, T0 + 3.2)  # no telecommand for 3 s: the watchdog trips
+        assert not laser.enabled
+        assert laser.history == [(T0, True), (pytest.approx(T0 + 3.0, abs=0.11), False)]
+
+
+async def test_a_hardware_refusal_fails_the_enable_as_an_interlock(clock: SimClock) -> None:
+    hardware = _FlakyHardware(refuse_enable="laser controller: interlock open")
+    async with _controller_with(clock, hardware) as (controller, link):
+        await link.load_pass_plan(9, 1, T0 + 1, T0 + 600, 100e6)
+        with pytest.raises(TelecommandError) as refused:
+            await link.enable_source(T0 + 1)
+        assert refused.value.code == FailureCode.INTERLOCK
+        assert "source hardware refused to emit: laser controller: interlock open" in str(
+            refused.value
+        )
+        assert not controller.source_enabled and controller.counters.hardware_faults == 1
+        await _step_to(clock, T0 + 0.15)  # the next tick makes sure it is off
+        assert hardware.calls == ["configure 1e+08", "enable", "disable"]
+        assert not controller.hardware_safe_pending
+
+
+async def test_an_unconfirmed_safe_state_is_retried_every_tick(clock: SimClock) -> None:
+    hardware = _FlakyHardware(disable_failures=2)
+    async with _controller_with(clock, hardware) as (controller, link):
+        await link.load_pass_plan(10, 1, T0 + 1, T0 + 600, 100e6)
+        await link.enable_source(T0 + 1)
+        assert hardware.emitting
+        with pytest.raises(TelecommandError, match="did not confirm its safe state"):
+            await link.disable_source()
+        assert not controller.source_enabled and hardware.emitting
+        await _step_to(clock, T0 + 0.15)  # tick 1: fails again
+        assert hardware.emitting and controller.hardware_safe_pending
+        await _step_to(clock, T0 + 0.25)  # tick 2: confirmed
+        assert not hardware.emitting and not controller.hardware_safe_pending
+        assert controller.counters.hardware_faults == 2
+        await link.reset_counters()  # a safety record: survives RESET_COUNTERS
+        assert controller.counters.hardware_faults == 2

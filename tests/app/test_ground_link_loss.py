@@ -1,0 +1,204 @@
+"""The ground link drops mid-pass: Mosquitto is stopped while the payload emits. The payload
+daemon keeps running, puts its source in its safe state once the broker has been away for
+`ground_link_timeout_s`, reports SOURCE_SAFE_STATE after the broker is back, and the pass ends
+on both ends without a key (never with two different keys)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from drivers.bus import MessageBus
+from drivers.clock import SimClock
+from drivers.interfaces import TagBuffer
+from drivers.keystore import KeyStore
+from firmware_shims.source_sequencer import SourceSequencer
+from satqkd.config import load_scenario, station_path
+from satqkd.pass_physics import plan_pass
+from satqkd.simulation import build_bench
+from satqkd.wiring import ogs_settings, pass_plan_fields, payload_settings, preshared_auth_key
+from satqkd_core import dictionary as dct
+from satqkd_core import rng
+from satqkd_core.codec import decode_envelope, encode_envelope
+from satqkd_ogs.daemon import OgsDaemon
+from satqkd_payload.daemon import PayloadDaemon
+
+REPO = Path(__file__).resolve().parents[2]
+CLEAR = REPO / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"
+SEED = 5
+OUTAGE_FRAME = 30  # the broker stops at the start of this frame (of 45)
+TIMEOUT_S = 3.0
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
+
+
+def _fast_bus(url: str, client_id: str) -> MessageBus:
+    return MessageBus(url, client_id, reconnect_min_s=0.05, reconnect_max_s=0.3)
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting: {what}") from None
+
+
+async def test_broker_outage_mid_pass_safes_the_source_and_ends_the_pass_without_a_key(
+    mosquitto_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    broker = mosquitto_factory(persistence=True)  # sessions (and queued QoS 1) survive restart
+    scenario = load_scenario(CLEAR, seed=SEED)
+    simulation = scenario.scenario.simulation.model_copy(update={"qkd_start_after_aos_s": 190.0})
+    scenario = scenario.model_copy(
+        update={"scenario": scenario.scenario.model_copy(update={"simulation": simulation})}
+    )
+    physics = plan_pass(scenario, max_duration_s=45.0)
+    mission, station = scenario.mission, scenario.station
+    preshared = preshared_auth_key(SEED, 4096)
+    KeyStore(tmp_path / "payload" / station.name).store_secret("preshared-auth", preshared)
+    ogs_store = KeyStore(tmp_path / "ogs")
+    ogs_store.store_secret("preshared-auth", preshared)
+    clock = SimClock(physics.clock_start_unix_s)
+    sequencer = SourceSequencer(
+        rng.derive_key(SEED, "payload/qrng"),
+        mission.source.probabilities,
+        mission.source.basis_x_probability,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        bench = await build_bench(
+            {"source": "in-process", "tagger": "in-process"}, clock, sequencer, stack
+        )
+        payload_bus = await stack.enter_async_context(_fast_bus(broker.url, "payload"))
+        ogs_bus = await stack.enter_async_context(_fast_bus(broker.url, "ogs"))
+        occ = await stack.enter_async_context(_fast_bus(broker.url, "occ"))
+        await occ.subscribe(f"satqkd/{mission.name}/+/tm/#")
+        await occ.subscribe(f"satqkd/{mission.name}/payload/evt")
+        seen: list[tuple[str, Any]] = []
+
+        async def collect() -> None:
+            async for message in occ.messages():
+                seen.append((message.topic, decode_envelope(message.payload)))
+
+        collector = asyncio.create_task(collect())
+        payload = PayloadDaemon(
+            dataclasses.replace(payload_settings(mission), ground_link_timeout_s=TIMEOUT_S),
+            payload_bus,
+            clock,
+            bench.source,
+            tmp_path / "payload",
+            rng.derive_key(SEED, "payload/entropy"),
+        )
+        ogs = OgsDaemon(
+            dataclasses.replace(
+                ogs_settings(mission, station, station_path(scenario)), reply_timeout_s=20.0
+            ),
+            ogs_bus,
+            clock,
+            bench.tagger,
+            ogs_store,
+            rng.derive_key(SEED, "ogs/entropy"),
+        )
+        daemons = [asyncio.create_task(payload.run()), asyncio.create_task(ogs.run())]
+        try:
+            await asyncio.sleep(0.1)  # both daemons subscribed
+            plan_id = 1 + SEED
+            plan = pass_plan_fields(plan_id, scenario, physics)
+            for node in ("payload", f"ogs-{station.name}"):
+                await occ.publish(
+                    dct.telecommand_topic(mission.name, node),
+                    encode_envelope(dct.DICTIONARY["LOAD_PASS_PLAN"], 1, plan),
+                )
+
+            def acks() -> list[bool]:
+                return [e.fields["accepted"] for t, e in seen if t.endswith("/tm/tc_ack")]
+
+            await _until(lambda: len(acks()) == 2, "both ends acknowledge the plan")
+            assert all(acks())
+
+            await clock.advance_to(physics.qkd_start_unix_s - 1.0)
+            await _until(bench.tagger_started.is_set, "the station starts its tagger")
+            await clock.advance_to(physics.qkd_start_unix_s)
+            await _until(bench.source_emitting, "the payload enables its source")
+            epoch = bench.tagger_epoch()
+            assert epoch is not None
+
+            held: list[TagBuffer] = []  # frames that pass while the broker is away
+            emitting_by_frame = []
+            for k in range(physics.n_frames):
+                if k == OUTAGE_FRAME:
+                    broker.stop()
+                    await _until(lambda: not payload_bus.connected, "the payload sees it")
+                t0 = physics.qkd_start_unix_s + k * physics.frame_s
+                emitting = bench.source_emitting()
+                emitting_by_frame.append(emitting)
+                await clock.advance_to(t0 + physics.frame_s)
+                if emitting:
+                    channel, timestamp_ps = physics.detections_for_frame(
+                        k, sequencer.pattern, epoch
+                    )
+                else:
+                    channel, timestamp_ps = np.zeros(0, np.uint8), np.zeros(0, np.int64)
+                buffer = TagBuffer(channel, timestamp_ps, t0, t0 + physics.frame_s)
+                if k >= OUTAGE_FRAME and not broker.running:
+                    held.append(buffer)
+                    if not emitting:  # safed: the broker comes back for the rest
+                        assert not daemons[0].done()  # the payload daemon keeps running
+                        assert payload.counters.ground_link_safings == 1
+                        broker.start()
+                        await _until(lambda: payload_bus.connected, "the payload reconnects")
+                        for late in held:
+                            await bench.feed(late)
+                    continue
+                await bench.feed(buffer)
+
+            # the source went safe about TIMEOUT_S of simulated time after the broker stopped
+            first_dark = emitting_by_frame.index(False)
+            assert OUTAGE_FRAME + TIMEOUT_S - 1 <= first_dark <= OUTAGE_FRAME + TIMEOUT_S + 1
+            assert not any(emitting_by_frame[first_dark:])
+
+            def event_texts(name: str) -> list[str]:
+                event_id = dct.EVENTS[name].id
+                return [
+                    str(e.fields["text"])
+                    for t, e in seen
+                    if t.endswith("/payload/evt") and e.fields["event_id"] == event_id
+                ]
+
+            await _until(lambda: event_texts("SOURCE_SAFE_STATE"), "SOURCE_SAFE_STATE arrives")
+            safe_state = event_texts("SOURCE_SAFE_STATE")[0]
+            assert safe_state.startswith("ground link lost: broker unreachable for ")
+            safed_at = float(safe_state.split("source safed at ")[1].split(";")[0])
+            assert safed_at == physics.qkd_start_unix_s + first_dark * physics.frame_s
+            assert f"plan {plan_id} with {station.name} ends without a key" in safe_state
+
+            await clock.advance_to(physics.window.los_unix_s)
+            await asyncio.wait_for(ogs.pass_done[plan_id].wait(), 60.0)
+            session = payload.session(station.name, plan_id)
+            assert session is not None
+            await _until(lambda: session.finished, "the payload ends the pass")
+        finally:
+            for task in [*daemons, collector]:
+                task.cancel()
+            await asyncio.gather(*daemons, collector, return_exceptions=True)
+
+    ogs_result = ogs.sessions[plan_id].result
+    assert ogs_result.abort_reason is not None
+    assert ogs_result.abort_reason.startswith(
+        "payload aborted: source emission interrupted: ground link lost for 3 s"
+    )
+    assert session.outcome.abort_reason is not None
+    assert session.outcome.abort_reason.startswith("source emission interrupted: ground link")
+    assert ogs_result.key_id is None and session.outcome.key_id is None
+    assert ogs_store.total_bits() == 0
+    assert KeyStore(tmp_path / "payload" / station.name).total_bits() == 0
+    assert payload.counters.ground_link_losses == 1
+    assert ogs_result.detections > 0 and len(ogs_result.chunks) == physics.n_frames

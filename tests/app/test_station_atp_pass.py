@@ -1,0 +1,132 @@
+"""A pass with the station's ATP instruments and detectors driven by the OGS daemon through
+their drivers: the same key whichever wire each instrument sits behind (memory, pty/TCP,
+pyvisa-sim), and a station that cannot see the beacon loses the signal it cannot point at."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from firmware_shims.source_sequencer import SourceSequencer
+from satqkd.cli import main
+from satqkd.config import load_scenario
+from satqkd.pass_physics import plan_pass
+from satqkd_core import rng
+from satqkd_core.errors import InputError
+
+REPO = Path(__file__).resolve().parents[2]
+CLEAR = REPO / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"
+SHORT = ["--seed", "5", "--quiet", "--start-after-aos-s", "190", "--max-duration-s", "60"]
+
+
+def _run(out: Path, scenario: Path = CLEAR, *extra: str) -> dict:
+    assert main(["sim", "pass", str(scenario), "--out", str(out), *SHORT, *extra]) == 0
+    return json.loads((out / "report.json").read_text())
+
+
+def _scenario_with(tmp: Path, instruments: dict[str, str]) -> Path:
+    """The clear scenario with its own instrument paths (in a copy of the configs tree)."""
+    configs = tmp / "configs"
+    for folder in ("missions", "stations"):
+        shutil.copytree(REPO / "configs" / folder, configs / folder)
+    scenario = yaml.safe_load(CLEAR.read_text())
+    scenario["simulation"] = {"instruments": instruments}
+    path = configs / "scenarios" / "station-paths.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(scenario))
+    return path
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The default path: every station instrument behind its emulator, in memory."""
+    return _run(tmp_path_factory.mktemp("in-process"), CLEAR, "--instruments", "in-process")
+
+
+def test_the_station_instruments_are_in_the_loop_by_default(in_process: dict) -> None:
+    assert in_process["key"]["secret_key_bits"] > 0, in_process["key"]["abort_reason"]
+    atp = in_process["atp"]
+    tracking = atp["station_tracking"]
+    assert atp["model"] == "instruments"
+    assert tracking["instruments"] == dict.fromkeys(("gimbal", "fsm", "beacon", "detectors"),
+                                                    "in-process")  # fmt: skip
+    # the daemon drove them all: ~10 Hz from the prepare instant to LOS
+    assert tracking["beacon_reads"] > 4000 and tracking["fsm_commands"] > 4000
+    assert tracking["gimbal_commands"] > 2 * tracking["beacon_reads"]
+    assert tracking["acquired"] and tracking["spot_valid_fraction"] > 0.95
+    # the truth: a few urad left at the receiver, so the field stop passes all the signal
+    assert 0.5 < atp["tracking_rms_urad"] < 20.0
+    assert 0.0 <= atp["acquisition_time_s"] < 30.0
+    assert tracking["min_frame_coupling"] > 0.999
+    assert atp["station_coupling_loss_db"] < 0.01
+    assert atp["mean_pointing_loss_db"] == pytest.approx(
+        atp["transmitter_pointing_loss_db"] + atp["station_coupling_loss_db"], abs=2e-4
+    )
+
+
+def test_station_instruments_behind_ports_give_the_in_process_key(
+    in_process: dict, tmp_path: Path
+) -> None:
+    emulated = _run(tmp_path / "emulated", CLEAR, "--instruments", "emulator")
+    assert emulated["atp"]["station_tracking"]["instruments"]["gimbal"] == "emulator"
+    assert emulated["key"]["sha256_ogs"] == emulated["key"]["sha256_payload"]
+    assert emulated["key"]["sha256_ogs"] == in_process["key"]["sha256_ogs"]
+    assert emulated["quantum"] == in_process["quantum"]
+    for field in ("acquisition_time_s", "tracking_rms_urad", "mean_pointing_loss_db"):
+        assert emulated["atp"][field] == in_process["atp"][field]
+
+
+def test_each_instrument_path_is_chosen_on_its_own(in_process: dict, tmp_path: Path) -> None:
+    paths = {"gimbal": "emulator", "fsm": "in-process", "beacon": "emulator",
+             "detectors": "visa-sim"}  # fmt: skip
+    mixed = _run(tmp_path / "mixed", _scenario_with(tmp_path, paths))
+    assert mixed["atp"]["station_tracking"]["instruments"] == paths
+    assert mixed["key"]["sha256_ogs"] == in_process["key"]["sha256_ogs"]
+    assert mixed["quantum"]["detections"] == in_process["quantum"]["detections"]
+
+
+def test_a_station_without_its_beacon_sensor_loses_the_signal(
+    in_process: dict, tmp_path: Path
+) -> None:
+    blind = _run(tmp_path / "blind", _scenario_with(tmp_path, {"beacon": "none"}))
+    atp = blind["atp"]
+    # program track alone leaves the mount's pointing error (~100 urad) on the sky: the
+    # satellite's image falls outside the 100 urad field of view
+    assert atp["tracking_rms_urad"] > 50.0
+    assert not atp["station_tracking"]["acquired"]
+    assert atp["station_tracking"]["spot_valid_fraction"] == 0.0
+    assert atp["station_coupling_loss_db"] > 20.0
+    assert blind["quantum"]["detections"] < 0.01 * in_process["quantum"]["detections"]
+    assert blind["key"]["secret_key_bits"] < in_process["key"]["secret_key_bits"]
+
+
+def test_a_frame_takes_the_station_coupling_and_its_live_detectors() -> None:
+    scenario = load_scenario(CLEAR, seed=5)
+    physics = plan_pass(scenario, max_duration_s=3.0)
+    source = scenario.mission.source
+    pattern = SourceSequencer(
+        rng.derive_key(5, "payload/qrng"), source.probabilities, source.basis_x_probability
+    ).pattern
+    epoch = physics.qkd_start_unix_s - 1.0
+    full_channel, _ = physics.detections_for_frame(1, pattern, epoch)
+    # nothing through the field stop: dark and sky counts only (they do not depend on the
+    # pointing); a tenth of the signal through it: a tenth of the signal counts on top
+    noise = physics.detections_for_frame(1, pattern, epoch, station_coupling=0.0)[0].size
+    tenth = physics.detections_for_frame(1, pattern, epoch, station_coupling=0.1)[0].size
+    assert 0 < noise < 0.1 * full_channel.size
+    assert tenth - noise == pytest.approx(0.1 * (full_channel.size - noise), rel=0.1)
+    # detector 2 not gated: its tagger channel records nothing, the others as before
+    channel, _ = physics.detections_for_frame(1, pattern, epoch, 1.0, (True, False, True, True))
+    assert not np.any(channel == 2)
+    assert np.bincount(channel, minlength=5)[[1, 3, 4]].tolist() == (
+        np.bincount(full_channel, minlength=5)[[1, 3, 4]].tolist()
+    )
+    with pytest.raises(InputError, match="station_coupling must be in"):
+        physics.detections_for_frame(1, pattern, epoch, station_coupling=1.5)
+    with pytest.raises(InputError, match="live_channels must have 4 entries"):
+        physics.detections_for_frame(1, pattern, epoch, 1.0, (True, False))
