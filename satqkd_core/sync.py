@@ -153,6 +153,38 @@ def _time_span_kernel_reference(timestamp_ps: np.ndarray) -> tuple[int, int]:
 # ---- timing peak: coarse histogram, then a background-corrected mean --------------------------
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tag_phase(
+    timestamp_ps: np.int64,
+    delay_ps: float,
+    qkd_start_ps: np.int64,
+    period_ps: float,
+    offset_ps: float,
+    drift_per_ps: float,
+    reference_ps: np.int64,
+) -> float:
+    """Get a tag's phase t - start - delay - line(t), wrapped to the nearest period."""
+    # Integer subtraction first keeps full precision for absolute tagger times ~1e15 ps.
+    x = np.float64(timestamp_ps - qkd_start_ps) - delay_ps
+    x -= offset_ps + drift_per_ps * np.float64(timestamp_ps - reference_ps)
+    return x - period_ps * np.floor(x / period_ps + 0.5)
+
+
+def _tag_phase_reference(
+    timestamp_ps: int,
+    delay_ps: float,
+    qkd_start_ps: int,
+    period_ps: float,
+    offset_ps: float,
+    drift_per_ps: float,
+    reference_ps: int,
+) -> float:
+    """Plain-Python reference for _tag_phase."""
+    x = float(int(timestamp_ps) - qkd_start_ps) - float(delay_ps)
+    x -= offset_ps + drift_per_ps * float(int(timestamp_ps) - reference_ps)
+    return x - period_ps * math.floor(x / period_ps + 0.5)
+
+
 @numba.njit(cache=True, nogil=True)
 def _phase_histogram_kernel(
     timestamp_ps: np.ndarray,
@@ -179,10 +211,9 @@ def _phase_histogram_kernel(
         delay = predicted_delay_ps[first : first + _CHUNK]
         size = t.size
         for c in range(size):
-            # Integer subtraction first keeps full precision for absolute tagger times ~1e15 ps.
-            x = np.float64(t[c] - qkd_start_ps) - delay[c]
-            x -= offset_ps + drift_per_ps * np.float64(t[c] - reference_ps)
-            p = x - period_ps * np.floor(x / period_ps + 0.5)
+            p = _tag_phase(
+                t[c], delay[c], qkd_start_ps, period_ps, offset_ps, drift_per_ps, reference_ps
+            )
             b = np.int64(np.floor((p + period_ps / 2) / bin_width))
             bins[c] = min(max(b, 0), n_bins - 1)
         for c in range(size):
@@ -206,9 +237,10 @@ def _phase_histogram_kernel_reference(
     n_bins = len(counts)
     bin_width = period_ps / n_bins
     for i in range(len(timestamp_ps)):
-        x = float(int(timestamp_ps[i]) - qkd_start_ps) - float(predicted_delay_ps[i])
-        x -= offset_ps + drift_per_ps * float(int(timestamp_ps[i]) - reference_ps)
-        p = x - period_ps * math.floor(x / period_ps + 0.5)
+        p = _tag_phase_reference(
+            timestamp_ps[i], predicted_delay_ps[i], qkd_start_ps, period_ps, offset_ps,
+            drift_per_ps, reference_ps,
+        )  # fmt: skip
         b = math.floor((p + period_ps / 2) / bin_width)
         counts[min(max(b, 0), n_bins - 1)] += 1
 
@@ -237,9 +269,9 @@ def _peak_candidates_kernel(
         delay = predicted_delay_ps[first : first + _CHUNK]
         size = t.size
         for c in range(size):
-            x = np.float64(t[c] - qkd_start_ps) - delay[c]
-            x -= offset_ps + drift_per_ps * np.float64(t[c] - reference_ps)
-            p = x - period_ps * np.floor(x / period_ps + 0.5)
+            p = _tag_phase(
+                t[c], delay[c], qkd_start_ps, period_ps, offset_ps, drift_per_ps, reference_ps
+            )
             d = p - coarse_ps
             wrapped[c] = d - period_ps * np.floor(d / period_ps + 0.5)
         for c in range(size):
@@ -264,9 +296,10 @@ def _peak_candidates_kernel_reference(
     """Plain-Python reference for _peak_candidates_kernel."""
     near = []
     for i in range(len(timestamp_ps)):
-        x = float(int(timestamp_ps[i]) - qkd_start_ps) - float(predicted_delay_ps[i])
-        x -= offset_ps + drift_per_ps * float(int(timestamp_ps[i]) - reference_ps)
-        p = x - period_ps * math.floor(x / period_ps + 0.5)
+        p = _tag_phase_reference(
+            timestamp_ps[i], predicted_delay_ps[i], qkd_start_ps, period_ps, offset_ps,
+            drift_per_ps, reference_ps,
+        )  # fmt: skip
         d = (p - coarse_ps) - period_ps * math.floor((p - coarse_ps) / period_ps + 0.5)
         if abs(d) <= reach_ps:
             near.append(d)

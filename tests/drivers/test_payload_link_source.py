@@ -20,18 +20,9 @@ from firmware_shims.payload_controller import PayloadController
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd_core.errors import InputError
 from satqkd_core.payload_icd import DisableReason, FailureCode
+from tests.drivers.cuttable_line import CuttableLine
 
 T0 = 1_700_000_000.0
-
-
-class CuttableLine(SerialTransport):
-    """A serial line whose transmit wire can be cut: telecommands are lost, telemetry flows."""
-
-    cut = False
-
-    async def write(self, data: bytes) -> None:
-        if not self.cut:
-            await super().write(data)
 
 
 @dataclass

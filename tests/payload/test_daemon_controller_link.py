@@ -20,7 +20,6 @@ from drivers.node import NodeRuntime, QkdChannel
 from drivers.payload_link import PayloadLink
 from drivers.payload_link_source import PayloadLinkSource
 from drivers.sim import SimPulsedSource
-from drivers.transport import SerialTransport
 from firmware_shims.payload_controller import PayloadController
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.config import MissionConfig, load_model
@@ -29,6 +28,7 @@ from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope, decode_envelope, encode_envelope
 from satqkd_payload.daemon import PayloadDaemon, station_number
+from tests.drivers.cuttable_line import CuttableLine
 
 REPO = Path(__file__).resolve().parents[2]
 MISSION = REPO / "configs" / "missions" / "jinan1.yaml"
@@ -36,16 +36,6 @@ T0 = 1_800_000_000.0
 STATION = "xinglong"
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(60)]
-
-
-class CuttableLine(SerialTransport):
-    """A serial line whose transmit wire can be cut: telecommands are lost, telemetry flows."""
-
-    cut = False
-
-    async def write(self, data: bytes) -> None:
-        if not self.cut:
-            await super().write(data)
 
 
 @dataclass
