@@ -33,7 +33,6 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from drivers.clock import Clock
 from drivers.interfaces import (
     DeviceError,
     DeviceStatus,
@@ -44,6 +43,7 @@ from drivers.interfaces import (
 from drivers.payload_link import PayloadEvent, PayloadLink, TelecommandError
 from satqkd_core.errors import InputError
 from satqkd_core.payload_icd import DisableReason, failure_code_name
+from satqkd_runtime.clock import Clock
 
 __all__ = [
     "InterlockedSource",
@@ -296,7 +296,7 @@ class PayloadLinkSource(PulsedSource):
     # --- link health --------------------------------------------------------------------------
 
     async def _keep_alive(self) -> None:
-        # lockstep: in simulation time waits for each round trip (drivers.clock.SimClock)
+        # lockstep: in simulation time waits for each round trip (satqkd_runtime.clock.SimClock)
         with self.clock.participating(f"{self.name} keep-alive"):
             next_ping = self.clock.now_unix_s()
             missed = 0

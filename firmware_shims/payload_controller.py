@@ -529,7 +529,7 @@ class PayloadController:
 
     async def _periodic(self) -> None:
         participating = getattr(self.clock, "participating", None)
-        # lockstep: simulated time waits while a tick drives the hardware (see drivers.clock)
+        # lockstep: simulated time waits while a tick drives the hardware (see satqkd_runtime.clock)
         joined = participating("payload controller") if participating else contextlib.nullcontext()
         with joined:
             next_tick = self.clock.now_unix_s() + self.tick_s

@@ -247,8 +247,8 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
 
 def _bootstrap_keys(args: argparse.Namespace) -> int:
-    from drivers.keystore import KeyStore
     from satqkd_core.authentication import preshared_key_bytes
+    from satqkd_runtime.keystore import KeyStore
 
     if args.messages < 1:
         return _fail("--messages must be positive", EXIT_USAGE)

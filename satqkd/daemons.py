@@ -19,14 +19,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from drivers.bus import MessageBus
-from drivers.clock import Clock, RealClock
 from drivers.commands import CommandInstrument
 from drivers.interfaces import DeviceError, PulsedSource
-from drivers.keystore import KeyStore, KeyStoreError
 from drivers.payload_link import PayloadLink
 from drivers.payload_link_source import PayloadLinkSource
-from drivers.sim import SimPulsedSource, SimTimeTagger
 from drivers.transport import open_transport
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.config import MissionConfig, StationConfig, load_model
@@ -44,7 +40,11 @@ from satqkd_core import rng
 from satqkd_ogs.atp import StationInstruments
 from satqkd_ogs.daemon import OgsDaemon
 from satqkd_payload.daemon import PayloadDaemon
+from satqkd_runtime.bus import MessageBus
+from satqkd_runtime.clock import Clock, RealClock
+from satqkd_runtime.keystore import KeyStore, KeyStoreError
 from sim_backends.emulators import start_emulator
+from sim_backends.instruments import SimPulsedSource, SimTimeTagger
 
 log = logging.getLogger("satqkd.daemons")
 

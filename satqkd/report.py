@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from drivers.keystore import KeyStore
 from satqkd.simulation import PassRun
 from satqkd_core.finite_key import binary_entropy
+from satqkd_runtime.keystore import KeyStore
 
 SCHEMA = "satqkd.pass-report/1"
 INTENSITY_LABELS = ("signal", "decoy", "vacuum")

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from drivers.beacon import QuadCellBeacon
-from drivers.clock import SimClock
 from drivers.fsm import PiGcsMirror
 from drivers.gimbal import PtuGimbal
 from drivers.interfaces import DeviceDisconnected
@@ -33,6 +32,7 @@ from satqkd.pass_physics import PassPhysics, station_geometry
 from satqkd_core import rng
 from satqkd_core.ephemeris import topocentric
 from satqkd_ogs.atp import StationInstruments
+from satqkd_runtime.clock import SimClock
 from sim_backends.emulators.base import LineEmulator
 from sim_backends.emulators.beacon import QuadCellEmulator
 from sim_backends.emulators.fsm import GcsMirrorEmulator

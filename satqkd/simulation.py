@@ -19,14 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.bus import MessageBus
-from drivers.clock import SimClock
 from drivers.interfaces import PulsedSource, TagBuffer, TimeTagger
-from drivers.keystore import KeyStore
 from drivers.payload_link import PayloadLink
 from drivers.payload_link_source import PayloadLinkSource
 from drivers.scpi import LASER_SOURCE_SIM_RESOURCE, ScpiLaserSource
-from drivers.sim import SimPulsedSource, SimTimeTagger
 from drivers.time_tagger_tcp import TcpTimeTagger
 from drivers.transport import open_transport
 from firmware_shims.payload_controller import PayloadController
@@ -41,8 +37,12 @@ from satqkd_core import rng
 from satqkd_core.codec import decode_envelope, encode_envelope
 from satqkd_ogs.daemon import OgsDaemon
 from satqkd_payload.daemon import PayloadDaemon
+from satqkd_runtime.bus import MessageBus
+from satqkd_runtime.clock import SimClock
+from satqkd_runtime.keystore import KeyStore
 from sim_backends.emulators.scpi import LaserSourceEmulator
 from sim_backends.emulators.time_tagger import TimeTaggerEmulator
+from sim_backends.instruments import SimPulsedSource, SimTimeTagger
 
 log = logging.getLogger("satqkd.sim")
 

@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from drivers.clock import Clock
 from drivers.interfaces import BeaconSensor, BeaconSpot, FastSteeringMirror, Gimbal, PhotonDetector
 from satqkd_core.ephemeris import Station, StationTrack
 from satqkd_core.errors import InputError
@@ -37,10 +36,11 @@ from satqkd_ogs.fine_steering import FineSteering, FineSteeringGains
 from satqkd_ogs.instrument_guard import FAILED, InstrumentGuard
 from satqkd_ogs.mount import MountTracker
 from satqkd_ogs.pointing import FineSteeringLaw, PassPrediction, PointingSample, SpiralScan
+from satqkd_runtime.clock import Clock
 
 if TYPE_CHECKING:
-    from drivers.node import NodeRuntime
     from satqkd_ogs.session import PassPlan
+    from satqkd_runtime.node import NodeRuntime
 
 __all__ = [
     "INSTRUMENT_NAMES",

@@ -8,11 +8,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from drivers.bus import MessageBus
-from drivers.clock import Clock
 from drivers.interfaces import DeviceError, TimeTagger
-from drivers.keystore import KeyStore
-from drivers.node import NodeRuntime, QkdChannel
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope
@@ -28,6 +24,10 @@ from satqkd_ogs.atp import (
     StationInstruments,
 )
 from satqkd_ogs.session import OgsSession, PassPlan
+from satqkd_runtime.bus import MessageBus
+from satqkd_runtime.clock import Clock
+from satqkd_runtime.keystore import KeyStore
+from satqkd_runtime.node import NodeRuntime, QkdChannel
 
 log = logging.getLogger("satqkd.ogs")
 

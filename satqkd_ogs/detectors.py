@@ -8,10 +8,10 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable
 
-from drivers.clock import Clock
 from drivers.interfaces import PhotonDetector
 from satqkd_ogs.atp_record import AtpRecord
 from satqkd_ogs.instrument_guard import FAILED, InstrumentGuard
+from satqkd_runtime.clock import Clock
 
 
 class DetectorsNotReady(Exception):

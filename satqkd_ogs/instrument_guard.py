@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.clock import Clock
 from drivers.interfaces import DeviceError
 from satqkd_core.errors import InputError
+from satqkd_runtime.clock import Clock
 
 log = logging.getLogger("satqkd.ogs.atp")
 

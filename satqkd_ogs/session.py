@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from drivers.interfaces import TagBuffer
-from drivers.keystore import KeyStore
-from drivers.node import QkdChannel
 from satqkd_core import finite_key as fk
 from satqkd_core import rng
 from satqkd_core.cascade import CascadeCorrector
@@ -39,6 +37,8 @@ from satqkd_core.privacy_amplification import toeplitz_hash, toeplitz_seed_bits
 from satqkd_core.sifting import count_bit_errors, unpack_intensity_labels
 from satqkd_core.sync import TimingState, track_pulse_indices
 from satqkd_core.verification import verification_tag, verification_tag_bits
+from satqkd_runtime.keystore import KeyStore
+from satqkd_runtime.node import QkdChannel
 
 log = logging.getLogger("satqkd.ogs")
 

@@ -20,11 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.bus import MessageBus
-from drivers.clock import Clock
 from drivers.interfaces import DeviceError, PulsedSource
-from drivers.keystore import KeyStore
-from drivers.node import NodeRuntime, QkdChannel
 from drivers.payload_link_source import InterlockedSource, SourceReport
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
@@ -33,6 +29,10 @@ from satqkd_core.errors import ProtocolError
 from satqkd_core.pass_decisions import ProtocolParameters
 from satqkd_core.payload_icd import crc16_ccitt
 from satqkd_payload.session import PayloadSession
+from satqkd_runtime.bus import MessageBus
+from satqkd_runtime.clock import Clock
+from satqkd_runtime.keystore import KeyStore
+from satqkd_runtime.node import NodeRuntime, QkdChannel
 
 log = logging.getLogger("satqkd.payload")
 

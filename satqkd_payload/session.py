@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from drivers.interfaces import PulsedSource
-from drivers.keystore import KeyStore
-from drivers.node import QkdChannel
 from satqkd_core import finite_key as fk
 from satqkd_core import rng
 from satqkd_core.cascade import CascadeResponder
@@ -36,6 +34,8 @@ from satqkd_core.verification import (
     verification_tag,
     verification_tag_bits,
 )
+from satqkd_runtime.keystore import KeyStore
+from satqkd_runtime.node import QkdChannel
 
 log = logging.getLogger("satqkd.payload")
 

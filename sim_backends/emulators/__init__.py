@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from drivers.clock import Clock
+from satqkd_runtime.clock import Clock
 from sim_backends.emulators.base import FaultInjection, InMemoryTransport, LineEmulator
 from sim_backends.emulators.beacon import QuadCellEmulator
 from sim_backends.emulators.fsm import GcsMirrorEmulator

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.clock import Clock, RealClock
 from drivers.interfaces import DeviceDisconnected
 from drivers.transport_base import _BufferedTransport, _check_timeout
+from satqkd_runtime.clock import Clock, RealClock
 
 _log = logging.getLogger(__name__)
 _COMMANDS_KEPT = 10_000

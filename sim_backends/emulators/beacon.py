@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from functools import reduce
 
-from drivers.clock import Clock
+from satqkd_runtime.clock import Clock
 from sim_backends.emulators.base import LineEmulator
 
 #: clock time (unix s) -> spot centroid x, y (urad) and beacon power (nW) on the cell

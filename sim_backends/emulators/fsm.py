@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from drivers.clock import Clock
+from satqkd_runtime.clock import Clock
 from sim_backends.emulators.base import LineEmulator
 
 IDENTITY = "(c)2024 Physik Instrumente (PI) GmbH & Co. KG, E-727, 0123456789, 13.21.00.09"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from drivers.clock import Clock
+from satqkd_runtime.clock import Clock
 from sim_backends.emulators.base import LineEmulator
 
 _STEP_S = 1e-3

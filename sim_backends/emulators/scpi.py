@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from drivers.clock import Clock
+from satqkd_runtime.clock import Clock
 from sim_backends.emulators.base import LineEmulator
 
 NO_ERROR = (0, "No error")

@@ -1,7 +1,7 @@
 """A time tagger on a TCP port speaking the satqkd TT/1 protocol (docs/tagger-protocol.md).
 
 The scenario feeds it the channel simulation's detections buffer by buffer (`feed`, like
-`drivers.sim.SimTimeTagger.feed`); it applies each input's delay and dead time as a tagger
+`SimTimeTagger.feed`); it applies each input's delay and dead time as a tagger
 does, frames the tags and streams them to whichever connection started or resumed the
 acquisition. The acquisition survives a dropped connection: the most recent frames are kept for
 `RESUME`. Faults are injected through `faults` (a hung tagger, slow replies, a garbled frame, a
@@ -446,7 +446,7 @@ class TimeTaggerEmulator:
             return "ERR 2 no arguments expected"
         if self.state == "RUNNING":
             return "ERR 5 already running"
-        # timestamp 0 is the whole second at or before now, as drivers.sim.SimTimeTagger does
+        # timestamp 0 is the whole second at or before now, as SimTimeTagger does
         self.epoch_unix_s = float(math.floor(self.clock.now_unix_s()))
         self.state = "RUNNING"
         self._retained.clear()

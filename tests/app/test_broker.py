@@ -9,10 +9,10 @@ import socket
 
 import pytest
 
-from drivers.bus import MessageBus
 from satqkd.broker import EmbeddedBroker
 from satqkd_core.codec import decode_envelope, encode_envelope
 from satqkd_core.dictionary import DICTIONARY, qkd_topic
+from satqkd_runtime.bus import MessageBus
 
 
 def accepts_connections(port: int) -> bool:

@@ -15,10 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from drivers.bus import MessageBus
-from drivers.clock import SimClock
 from drivers.interfaces import TagBuffer
-from drivers.keystore import KeyStore
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.config import load_scenario, station_path
 from satqkd.pass_physics import plan_pass
@@ -29,6 +26,9 @@ from satqkd_core import rng
 from satqkd_core.codec import decode_envelope, encode_envelope
 from satqkd_ogs.daemon import OgsDaemon
 from satqkd_payload.daemon import PayloadDaemon
+from satqkd_runtime.bus import MessageBus
+from satqkd_runtime.clock import SimClock
+from satqkd_runtime.keystore import KeyStore
 
 REPO = Path(__file__).resolve().parents[2]
 CLEAR = REPO / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"

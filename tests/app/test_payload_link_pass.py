@@ -12,11 +12,11 @@ import pytest
 
 from drivers.payload_link_source import PayloadLinkSource
 from drivers.scpi import ScpiLaserSource
-from drivers.sim import SimPulsedSource
 from satqkd.cli import main
 from satqkd.config import Scenario, load_scenario
 from satqkd.report import build_report
 from satqkd.simulation import run_pass
+from sim_backends.instruments import SimPulsedSource
 
 REPO = Path(__file__).resolve().parents[2]
 CLEAR = REPO / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers.bus import MessageBus
 from satqkd_core import dictionary as dct
 from satqkd_core.codec import decode_envelope, encode_envelope
+from satqkd_runtime.bus import MessageBus
 
 REPO = Path(__file__).resolve().parents[2]
 MISSION = REPO / "configs" / "missions" / "jinan1.yaml"

@@ -7,10 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.beacon import QuadCellBeacon, frame_reply, nmea_checksum
-from drivers.clock import SimClock
 from drivers.interfaces import BeaconSpot, DeviceError
 from drivers.transport import ScriptedTransport, open_transport
 from satqkd_core.errors import InputError
+from satqkd_runtime.clock import SimClock
 from sim_backends.emulators import beacon as beacon_emulator
 from sim_backends.emulators.beacon import QuadCellEmulator, circle_path
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.clock import SimClock
 from drivers.fsm import PiGcsMirror
 from drivers.interfaces import DeviceError, MirrorRange
 from drivers.transport import ScriptedTransport, open_transport
 from satqkd_core.errors import InputError
+from satqkd_runtime.clock import SimClock
 from sim_backends.emulators.fsm import IDENTITY, GcsMirrorEmulator
 
 HANDSHAKE = [

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from drivers.clock import SimClock
 from drivers.gimbal import PtuGimbal
 from drivers.interfaces import DeviceError, DeviceTimeout, GimbalLimits
 from drivers.transport import ScriptedTransport, open_transport
 from satqkd_core.errors import InputError
+from satqkd_runtime.clock import SimClock
 from sim_backends.emulators.gimbal import PtuEmulator
 
 RES = 46.2857  # arcsec per count

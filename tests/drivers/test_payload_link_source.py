@@ -10,16 +10,16 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from drivers.clock import SimClock
 from drivers.interfaces import DeviceError
 from drivers.payload_link import PayloadLink, TelecommandError
 from drivers.payload_link_source import InterlockedSource, PayloadLinkSource, SourceReport
-from drivers.sim import SimPulsedSource
 from drivers.transport import SerialTransport
 from firmware_shims.payload_controller import PayloadController
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd_core.errors import InputError
 from satqkd_core.payload_icd import DisableReason, FailureCode
+from satqkd_runtime.clock import SimClock
+from sim_backends.instruments import SimPulsedSource
 from tests.drivers.cuttable_line import CuttableLine
 
 T0 = 1_700_000_000.0

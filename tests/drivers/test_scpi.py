@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers.clock import SimClock
 from drivers.interfaces import DeviceError
 from drivers.scpi import ScpiBiasSupply, ScpiLaserSource
 from drivers.transport import ScriptedTransport, open_transport
 from satqkd_core.errors import InputError
+from satqkd_runtime.clock import SimClock
 from sim_backends.emulators.scpi import BiasSupplyEmulator, LaserSourceEmulator
 
 OK = (b"SYST:ERR?\n", b'0,"No error"\n')

@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 import pytest
 from spacepackets.ecss.tc import PusTc
 
-from drivers.clock import SimClock
 from drivers.interfaces import DeviceError, DeviceTimeout
 from drivers.payload_link import PayloadLink, TelecommandError
-from drivers.sim import SimPulsedSource
 from drivers.transport import SerialTransport
 from firmware_shims.payload_controller import PayloadController
 from satqkd_core.errors import InputError
 from satqkd_core.payload_icd import ASM, DisableReason, FailureCode
+from satqkd_runtime.clock import SimClock
+from sim_backends.instruments import SimPulsedSource
 
 T0 = 1_700_000_000.0
 

@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 
 from drivers.beacon import QuadCellBeacon
-from drivers.clock import SimClock
 from drivers.fsm import PiGcsMirror
 from drivers.gimbal import PtuGimbal
-from drivers.node import NodeRuntime
 from drivers.scpi import ScpiBiasSupply
 from drivers.transport import open_transport
 from satqkd_core import dictionary as dct
@@ -27,6 +25,8 @@ from satqkd_core.ephemeris import SPEED_OF_LIGHT_M_S, Station, topocentric
 from satqkd_ogs.atp import AtpSettings, StationAtp, StationInstruments
 from satqkd_ogs.pointing import URAD_PER_DEG
 from satqkd_ogs.session import PassPlan
+from satqkd_runtime.clock import SimClock
+from satqkd_runtime.node import NodeRuntime
 from sim_backends.emulators import EMULATORS, LineEmulator
 from sim_backends.emulators.gimbal import PtuEmulator
 from sim_backends.emulators.scpi import BiasSupplyEmulator

@@ -14,10 +14,7 @@ from pathlib import Path
 import pytest
 
 import satqkd.simulation as simulation
-from drivers.bus import MessageBus
-from drivers.clock import SimClock
 from drivers.interfaces import DeviceTimeout
-from drivers.keystore import KeyStore
 from drivers.scpi import ScpiBiasSupply
 from drivers.transport import open_transport
 from satqkd.cli import main
@@ -36,6 +33,9 @@ from satqkd_core import dictionary as dct
 from satqkd_core.codec import decode_envelope, encode_envelope
 from satqkd_ogs.atp import StationInstruments
 from satqkd_ogs.daemon import OgsDaemon
+from satqkd_runtime.bus import MessageBus
+from satqkd_runtime.clock import SimClock
+from satqkd_runtime.keystore import KeyStore
 from sim_backends.emulators.scpi import BiasSupplyEmulator
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,10 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.clock import SimClock
 from drivers.interfaces import PulsePatternRecord
-from drivers.keystore import KeyStore
-from drivers.node import NodeRuntime, QkdChannel
 from satqkd.wiring import preshared_auth_key
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
@@ -32,6 +29,9 @@ from satqkd_core.pass_decisions import ProtocolParameters
 from satqkd_ogs.session import ChunkRecord, OgsSession, PassPlan
 from satqkd_payload.daemon import PayloadDaemon, PayloadSettings
 from satqkd_payload.session import PayloadSession
+from satqkd_runtime.clock import SimClock
+from satqkd_runtime.keystore import KeyStore
+from satqkd_runtime.node import NodeRuntime, QkdChannel
 from sim_backends.orbit import circular_orbit_tle
 
 MISSION, STATION, PLAN_ID = "jinan1-ldpc", "xinglong", 42

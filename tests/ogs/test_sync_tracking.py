@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from drivers.interfaces import TagBuffer
-from drivers.keystore import KeyStore
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.config import Scenario, load_scenario
 from satqkd.pass_physics import PassPhysics, plan_pass, station_geometry
@@ -18,6 +17,7 @@ from satqkd.wiring import protocol_parameters
 from satqkd_core import rng
 from satqkd_core.sync import assign_pulse_indices
 from satqkd_ogs.session import OgsSession, PassPlan
+from satqkd_runtime.keystore import KeyStore
 
 REPO = Path(__file__).resolve().parents[2]
 DRIFT_SCENARIO = REPO / "configs" / "scenarios" / "jinan1-xinglong-clock-drift.yaml"

@@ -13,13 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.bus import MessageBus
-from drivers.clock import SimClock
-from drivers.keystore import KeyStore
-from drivers.node import NodeRuntime, QkdChannel
 from drivers.payload_link import PayloadLink
 from drivers.payload_link_source import PayloadLinkSource
-from drivers.sim import SimPulsedSource
 from firmware_shims.payload_controller import PayloadController
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.config import MissionConfig, load_model
@@ -28,6 +23,11 @@ from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope, decode_envelope, encode_envelope
 from satqkd_payload.daemon import PayloadDaemon, station_number
+from satqkd_runtime.bus import MessageBus
+from satqkd_runtime.clock import SimClock
+from satqkd_runtime.keystore import KeyStore
+from satqkd_runtime.node import NodeRuntime, QkdChannel
+from sim_backends.instruments import SimPulsedSource
 from tests.drivers.cuttable_line import CuttableLine
 
 REPO = Path(__file__).resolve().parents[2]

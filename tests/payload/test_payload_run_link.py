@@ -11,9 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from drivers.bus import MessageBus
-from drivers.clock import RealClock
-from drivers.sim import SimPulsedSource
 from firmware_shims.payload_controller import PayloadController
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.cli import main
@@ -21,6 +18,9 @@ from satqkd.daemons import open_payload_source
 from satqkd_core import dictionary as dct
 from satqkd_core.codec import decode_envelope, encode_envelope
 from satqkd_core.payload_icd import DisableReason
+from satqkd_runtime.bus import MessageBus
+from satqkd_runtime.clock import RealClock
+from sim_backends.instruments import SimPulsedSource
 
 REPO = Path(__file__).resolve().parents[2]
 MISSION = REPO / "configs" / "missions" / "jinan1.yaml"

@@ -8,13 +8,13 @@ import asyncio
 import pytest
 
 from drivers.beacon import QuadCellBeacon
-from drivers.clock import SimClock
 from drivers.fsm import PiGcsMirror
 from drivers.gimbal import PtuGimbal
 from drivers.interfaces import DeviceDisconnected, DeviceError, DeviceTimeout
 from drivers.scpi import ScpiBiasSupply, ScpiLaserSource
 from drivers.transport import open_transport
 from satqkd_core.errors import InputError
+from satqkd_runtime.clock import SimClock
 from sim_backends.emulators import EMULATORS, InMemoryTransport, start_emulator
 from sim_backends.emulators.beacon import QuadCellEmulator
 from sim_backends.emulators.fsm import GcsMirrorEmulator

@@ -9,12 +9,12 @@ import os
 import pytest
 
 from drivers.beacon import QuadCellBeacon
-from drivers.clock import SimClock
 from drivers.fsm import PiGcsMirror
 from drivers.gimbal import PtuGimbal
 from drivers.interfaces import DeviceDisconnected, DeviceError, DeviceTimeout
 from drivers.scpi import ScpiBiasSupply, ScpiLaserSource
 from drivers.transport import open_transport
+from satqkd_runtime.clock import SimClock
 from sim_backends.emulators import EMULATORS, start_emulator
 from sim_backends.emulators.fsm import GcsMirrorEmulator
 from sim_backends.emulators.gimbal import PtuEmulator

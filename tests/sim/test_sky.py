@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.beacon import QuadCellBeacon
-from drivers.clock import SimClock
 from drivers.fsm import PiGcsMirror
 from drivers.gimbal import PtuGimbal
 from satqkd_core.ephemeris import Station, topocentric
 from satqkd_core.errors import InputError
+from satqkd_runtime.clock import SimClock
 from sim_backends.emulators.beacon import QuadCellEmulator
 from sim_backends.emulators.fsm import GcsMirrorEmulator
 from sim_backends.emulators.gimbal import PtuEmulator

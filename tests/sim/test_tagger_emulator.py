@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.clock import SimClock
 from drivers.interfaces import DeviceDisconnected, DeviceTimeout, TagBuffer
 from drivers.time_tagger_tcp import TcpTimeTagger
 from drivers.transport import open_transport
 from satqkd_core.errors import InputError
+from satqkd_runtime.clock import SimClock
 from sim_backends.emulators.time_tagger import (
     TimeTaggerEmulator,
     tagger_dead_time_filter,

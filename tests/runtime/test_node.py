@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.clock import SimClock
-from drivers.keystore import KeyStore
-from drivers.node import NodeRuntime, QkdChannel
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator, preshared_key_bytes
 from satqkd_core.codec import decode_envelope
+from satqkd_runtime.clock import SimClock
+from satqkd_runtime.keystore import KeyStore
+from satqkd_runtime.node import NodeRuntime, QkdChannel
 
 
 class RecordingBus:

@@ -16,9 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.bus import MessageBus
-from drivers.clock import Clock
-from drivers.keystore import KeyStore, KeyStoreError
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import (
@@ -29,6 +26,9 @@ from satqkd_core.codec import (
     encode_envelope,
 )
 from satqkd_core.errors import AuthenticationError
+from satqkd_runtime.bus import MessageBus
+from satqkd_runtime.clock import Clock
+from satqkd_runtime.keystore import KeyStore, KeyStoreError
 
 log = logging.getLogger("satqkd.node")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from drivers.bus import BusMessage, MessageBus, parse_mqtt_url
+from satqkd_runtime.bus import BusMessage, MessageBus, parse_mqtt_url
 
 MosquittoBroker = Any  # tests/conftest.py's MosquittoBroker (conftest is not importable)
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from drivers.clock import RealClock, SimClock
+from satqkd_runtime.clock import RealClock, SimClock
 
 
 async def test_sleepers_wake_in_deadline_order_at_their_own_time() -> None:
@@ -68,7 +68,7 @@ async def test_lockstep_participant_does_slow_io_at_every_deadline() -> None:
 
 
 async def test_stalled_participant_stops_the_simulation_naming_it() -> None:
-    from drivers.clock import SimulationStalled
+    from satqkd_runtime.clock import SimulationStalled
 
     clock = SimClock(0.0, settle_timeout_s=0.05)
     release = asyncio.Event()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.keystore import KeyStore, KeyStoreError
+from satqkd_runtime.keystore import KeyStore, KeyStoreError
 
 
 def test_store_load_confirm_and_permissions(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from drivers.clock import Clock
 from drivers.interfaces import (
     DeviceStatus,
     DeviceTimeout,
@@ -22,6 +21,7 @@ from drivers.interfaces import (
     TagBuffer,
     TimeTagger,
 )
+from satqkd_runtime.clock import Clock
 
 
 class SimPulsedSource(PulsedSource):
