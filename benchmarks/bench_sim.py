@@ -11,7 +11,6 @@ import numpy as np
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd_core.ephemeris import SPEED_OF_LIGHT_M_S, Station, topocentric
 from satqkd_core.rng import derive_key
-from sim_backends.atp import AtpModel, tracking_residual_urad
 from sim_backends.channel import DetectorModel, SourceModel, generate_frame_detections
 from sim_backends.link import (
     Atmosphere,
@@ -21,6 +20,7 @@ from sim_backends.link import (
     link_budget,
 )
 from sim_backends.orbit import find_passes, load_sample_tle
+from sim_backends.transmitter_pointing import TransmitterPointing, pointing_residual_urad
 
 __all__ = ["figures"]
 
@@ -45,13 +45,7 @@ DETECTORS = DetectorModel(
     afterpulse_probability=0.005,
     basis_x_probability=0.5,
 )
-ATP = AtpModel(
-    initial_pointing_uncertainty_urad=1000.0,
-    acquisition_field_of_view_urad=100.0,
-    spiral_scan_rate_urad_per_s=2000.0,
-    tracking_residual_rms_urad=1.5,
-    tracking_bandwidth_hz=50.0,
-)
+POINTING = TransmitterPointing(residual_rms_urad=1.5, bandwidth_hz=50.0)
 PASS_DURATION_S = 600.0
 _SEARCH_START_UNIX_S = 1734220800.0  # 2024-12-15T00:00:00Z, the sample TLE epoch
 
@@ -82,7 +76,7 @@ def _pass_timeline() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, fl
         RX,
         Atmosphere(zenith_loss_db=0.8, weather="clear"),
         Background("dark_night"),
-        tracking_residual_urad(ATP, unix_s, seed=1),
+        pointing_residual_urad(POINTING, unix_s, seed=1),
         scintillation_seed=None,
     )
     return (

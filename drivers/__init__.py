@@ -4,7 +4,9 @@
 
 Interfaces (`Gimbal`, `FastSteeringMirror`, `BeaconSensor`, `PhotonDetector`, `PulsedSource`,
 `TimeTagger`) are what daemons hold; the concrete drivers speak real command sets over a
-`Transport` chosen by a resource string (serial://, tcp://, visa://, visa-sim://).
+`Transport` chosen by a resource string (serial://, tcp://, visa://, visa-sim://). The
+instrument registry (`DRIVERS`, `driver_spec`, `build_driver`) names every driver with its kind,
+options model and emulator; bench files are validated and built from it.
 `VendorTaggerAdapter` loads its vendor SDK only when used, so importing this package never does.
 """
 
@@ -41,10 +43,14 @@ from drivers.interfaces import (
     TagBuffer,
     TimeTagger,
 )
+from drivers.options import DriverOptions
 from drivers.payload_link import PayloadLink
 from drivers.payload_link_source import InterlockedSource, PayloadLinkSource, SourceReport
+from drivers.registry import DRIVERS, KINDS, BuildContext, DriverSpec, build_driver, driver_spec
 from drivers.scpi import ScpiBiasSupply, ScpiInstrument, ScpiLaserSource
+from drivers.time_tagger_replay import ReplayFileError, ReplayTaggerOptions, ReplayTimeTagger
 from drivers.time_tagger_tcp import TcpTimeTagger, VendorTaggerAdapter
+from drivers.time_tagger_tdc1 import Tdc1TaggerOptions, Tdc1TimeTagger
 from drivers.transport import (
     ScriptedTransport,
     SerialTransport,
@@ -55,8 +61,11 @@ from drivers.transport import (
 )
 
 __all__ = [
+    "DRIVERS",
+    "KINDS",
     "BeaconSensor",
     "BeaconSpot",
+    "BuildContext",
     "CommandInstrument",
     "CommandProperty",
     "Device",
@@ -65,6 +74,8 @@ __all__ = [
     "DeviceStatus",
     "DeviceTimeout",
     "DriverCounters",
+    "DriverOptions",
+    "DriverSpec",
     "FastSteeringMirror",
     "Gimbal",
     "GimbalLimits",
@@ -78,6 +89,9 @@ __all__ = [
     "PulsePatternRecord",
     "PulsedSource",
     "QuadCellBeacon",
+    "ReplayFileError",
+    "ReplayTaggerOptions",
+    "ReplayTimeTagger",
     "ScpiBiasSupply",
     "ScpiInstrument",
     "ScpiLaserSource",
@@ -87,12 +101,16 @@ __all__ = [
     "TagBuffer",
     "TcpTimeTagger",
     "TcpTransport",
+    "Tdc1TaggerOptions",
+    "Tdc1TimeTagger",
     "TimeTagger",
     "Transport",
     "VendorTaggerAdapter",
     "VisaTransport",
+    "build_driver",
     "control",
     "declared_commands",
+    "driver_spec",
     "measurement",
     "open_transport",
     "setting",

@@ -15,10 +15,13 @@ Wire protocol (satqkd QC/1, designed for this project; 115200 baud 8N1 by defaul
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field
 
 from drivers.commands import CommandInstrument, control, measurement, parse_float, strict_range
 from drivers.interfaces import BeaconSensor, BeaconSpot
+from drivers.options import DriverOptions
 from drivers.transport import Transport
 
 _EXPOSURE_RANGE_US = (10.0, 100_000.0)
@@ -145,3 +148,9 @@ class QuadCellBeacon(CommandInstrument, BeaconSensor):
     async def exposure(self) -> float:
         """Get: integration time in microseconds."""
         return float(await self.exposure_us.get())
+
+
+class QuadCellBeaconOptions(DriverOptions):
+    """Options of `QuadCellBeacon`: the sensor temperature above which it is unhealthy."""
+
+    max_sensor_temperature_c: Annotated[float, Field(ge=-50.0, le=150.0)] = 60.0

@@ -17,7 +17,9 @@ Commands used: ``*IDN?``, ``ERR?``, ``SVO``/``SVO?``, ``MOV``/``MOV?``, ``MVR``,
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field
 
 from drivers.commands import (
     CommandInstrument,
@@ -30,6 +32,7 @@ from drivers.commands import (
     strict_range,
 )
 from drivers.interfaces import FastSteeringMirror, MirrorRange
+from drivers.options import DriverOptions
 from drivers.transport import Transport
 from satqkd_core.errors import InputError
 
@@ -256,3 +259,10 @@ class PiGcsMirror(CommandInstrument, FastSteeringMirror):
         if self._range is None:
             raise InputError(f"{self.name}: not connected (travel range unknown)")
         return self._range
+
+
+class PiGcsMirrorOptions(DriverOptions):
+    """Options of `PiGcsMirror`: the controller's two axis identifiers and its axis unit."""
+
+    axes: tuple[str, str] = ("A", "B")
+    axis_unit_urad: Annotated[float, Field(gt=0.0)] = 1000.0

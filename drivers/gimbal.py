@@ -20,7 +20,9 @@ Commands used: ``ED`` (echo off), ``FT`` (terse feedback), ``V`` (version: the i
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field
 
 from drivers.commands import (
     CommandInstrument,
@@ -32,6 +34,7 @@ from drivers.commands import (
     strict_int_range,
 )
 from drivers.interfaces import DeviceError, Gimbal, GimbalLimits
+from drivers.options import DriverOptions
 from drivers.transport import Transport
 from satqkd_core.errors import InputError
 
@@ -325,3 +328,11 @@ class PtuGimbal(CommandInstrument, Gimbal):
     def limit_hits(self) -> tuple[str, ...]:
         """Get: the axes ('az' or 'el') that ran into a limit, oldest first."""
         return tuple(self._limit_hits)
+
+
+class PtuGimbalOptions(DriverOptions):
+    """Options of `PtuGimbal`: the controller's resolution as it prints it for PR / TR (arc
+    seconds per count); connect refuses a controller reporting another."""
+
+    pan_resolution_arcsec: Annotated[float, Field(gt=0.0)] | None = None
+    tilt_resolution_arcsec: Annotated[float, Field(gt=0.0)] | None = None

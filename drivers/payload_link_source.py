@@ -29,9 +29,10 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
+from pydantic import Field
 
 from drivers.interfaces import (
     DeviceError,
@@ -40,6 +41,7 @@ from drivers.interfaces import (
     PulsedSource,
     PulsePatternRecord,
 )
+from drivers.options import DriverOptions
 from drivers.payload_link import PayloadEvent, PayloadLink, TelecommandError
 from satqkd_core.errors import InputError
 from satqkd_core.payload_icd import DisableReason, failure_code_name
@@ -448,3 +450,16 @@ def _disable_reason_name(code: int) -> str:
         return DisableReason(code).name
     except ValueError:
         return f"reason {code}"
+
+
+class PayloadLinkSourceOptions(DriverOptions):
+    """Options of `PayloadLinkSource` and the `PayloadLink` under it: the link's addressing and
+    reply timeout, and the keep-alive that holds the controller's link-loss watchdog off."""
+
+    apid: Annotated[int, Field(ge=0, le=2047)] | None = None
+    source_id: Annotated[int, Field(ge=0, le=255)] = 1
+    reply_timeout_s: Annotated[float, Field(gt=0.0, le=60.0)] = 2.0
+    keep_alive_interval_s: Annotated[float, Field(gt=0.0, le=60.0)] = 2.0
+    missed_pings_before_reconnect: Annotated[int, Field(ge=1, le=100)] = 3
+    reconnect_min_s: Annotated[float, Field(gt=0.0)] = 1.0
+    reconnect_max_s: Annotated[float, Field(gt=0.0)] = 30.0

@@ -21,9 +21,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from drivers.commands import (
     CommandInstrument,
@@ -41,6 +42,7 @@ from drivers.interfaces import (
     PulsedSource,
     PulsePatternRecord,
 )
+from drivers.options import DriverOptions
 from drivers.transport import Transport
 from satqkd_core.errors import InputError
 
@@ -351,3 +353,19 @@ class ScpiBiasSupply(ScpiInstrument, PhotonDetector):
     async def count_rate(self, channel: int) -> float:
         """Measure: a channel's count rate in counts per second."""
         return float(await self.counts.get(channel=self._channel(channel)))
+
+
+class ScpiLaserSourceOptions(DriverOptions):
+    """Options of `ScpiLaserSource`: a regular expression the *IDN? reply must match."""
+
+    identity_pattern: str | None = None
+
+
+class ScpiBiasSupplyOptions(DriverOptions):
+    """Options of `ScpiBiasSupply`: channels, the highest bias it may set (keep it below the
+    detectors' breakdown margin) and the detector temperature above which it is unhealthy."""
+
+    identity_pattern: str | None = None
+    channel_count: Annotated[int, Field(ge=1, le=16)] = 4
+    max_bias_v: Annotated[float, Field(ge=0.0, le=500.0)] = 80.0
+    max_temperature_c: Annotated[float, Field(ge=-100.0, le=100.0)] = 30.0

@@ -23,11 +23,12 @@ import struct
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from drivers.interfaces import (
     DeviceDisconnected,
@@ -37,6 +38,8 @@ from drivers.interfaces import (
     TagBuffer,
     TimeTagger,
 )
+from drivers.options import DriverOptions
+from drivers.tag_queue import TagBufferQueue
 from drivers.transport import Transport
 from satqkd_core.errors import InputError
 
@@ -103,38 +106,6 @@ class _FramingError(Exception):
     """A frame failed a check: the stream position can no longer be trusted."""
 
 
-class _BufferQueue:
-    """Tag buffers waiting for `read`: bounded while streaming (back-pressure), not when ending."""
-
-    def __init__(self, depth: int) -> None:
-        self.depth = depth
-        self.items: deque[TagBuffer | BaseException | None] = deque()
-        self._changed = asyncio.Condition()
-
-    async def put(
-        self, item: TagBuffer | BaseException | None, *, wait: Callable[[], bool] | None = None
-    ) -> None:
-        """Append; while `wait()` holds and the queue is full, wait for the consumer first."""
-        async with self._changed:
-            if wait is not None:
-                await self._changed.wait_for(lambda: len(self.items) < self.depth or not wait())
-            self.items.append(item)
-            self._changed.notify_all()
-
-    async def get(self, timeout_s: float | None) -> TagBuffer | BaseException | None:
-        """Pop the oldest item; TimeoutError if none arrives within timeout_s."""
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: bool(self.items)), timeout_s)
-            item = self.items.popleft()
-            self._changed.notify_all()
-            return item
-
-    async def wake(self) -> None:
-        """Make a blocked `put` re-check its condition."""
-        async with self._changed:
-            self._changed.notify_all()
-
-
 class TcpTimeTagger(TimeTagger):
     """A time tagger speaking satqkd TT/1 over a transport (TCP, or any byte stream)."""
 
@@ -181,8 +152,7 @@ class TcpTimeTagger(TimeTagger):
         self._pending: deque[tuple[str, asyncio.Future[str]]] = deque()
         self._streaming = False
         self._next_sequence = 0
-        self._queue = _BufferQueue(queue_depth)
-        self._ended = True
+        self._queue = TagBufferQueue(queue_depth, ended=True)
         self._reader: asyncio.Task[None] | None = None
         self._link_up = asyncio.Event()
         self._link_up.set()
@@ -290,8 +260,7 @@ class TcpTimeTagger(TimeTagger):
             raise DeviceError(f"{self.name}: already streaming")
         self.epoch_unix_s = self._parse_epoch(await self._command("START"))
         self._next_sequence = 0
-        self._queue = _BufferQueue(self.queue_depth)
-        self._ended = False
+        self._queue = TagBufferQueue(self.queue_depth)
         self._streaming = True
         self._reader = asyncio.create_task(self._read_stream(), name=f"{self.name} stream")
         return self.epoch_unix_s
@@ -344,19 +313,7 @@ class TcpTimeTagger(TimeTagger):
 
     async def read(self, timeout_s: float | None = None) -> TagBuffer | None:
         """Measure: the next buffer of tags, or None once the acquisition has stopped."""
-        if self._ended and not self._queue.items:
-            return None
-        try:
-            item = await self._queue.get(timeout_s)
-        except TimeoutError:
-            raise DeviceTimeout(f"{self.name}: no tag buffer within {timeout_s} s") from None
-        if item is None:
-            self._ended = True
-            return None
-        if isinstance(item, BaseException):
-            self._ended = True
-            raise item
-        return item
+        return await self._queue.read(self.name, timeout_s)
 
     # --- commands -----------------------------------------------------------------------------
 
@@ -701,3 +658,15 @@ class VendorTaggerAdapter(TimeTagger):
             self.epoch_unix_s + self._last_stop_ps * _PS,
             bool(data.hasOverflows) or bool(np.any(~tag)),
         )
+
+
+class TcpTimeTaggerOptions(DriverOptions):
+    """Options of `TcpTimeTagger`: reply timeout, reconnection, buffering and per-channel
+    settings (`{channel: {"threshold_v": -0.5, "delay_ps": 0, "dead_time_ps": 22000}}`)."""
+
+    reply_timeout_s: Annotated[float, Field(gt=0.0, le=60.0)] = 2.0
+    reconnect_attempts: Annotated[int, Field(ge=0, le=100)] = 5
+    reconnect_backoff_s: Annotated[float, Field(gt=0.0)] = 0.05
+    reconnect_backoff_max_s: Annotated[float, Field(gt=0.0)] = 2.0
+    queue_depth: Annotated[int, Field(ge=1, le=1024)] = 8
+    channel_settings: dict[int, dict[str, float]] | None = None

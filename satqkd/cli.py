@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import secrets
-import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,8 +50,30 @@ def _build_parser() -> argparse.ArgumentParser:
         "--instruments",
         choices=("in-process", "emulator"),
         default=None,
-        help="reach every instrument in-process or through its wire-level emulator "
-        "(default: as the scenario says)",
+        help="reach every instrument in-process or through its wire-level emulator on a port "
+        "(the shipped benches sim-{payload,station}[-emulated].yaml; default: the benches the "
+        "scenario names in simulation.benches)",
+    )
+    sim_emulator = sim.add_parser(
+        "emulator", help="serve one instrument emulator on its own until interrupted"
+    )
+    sim_emulator.add_argument(
+        "name", help="emulator (gimbal, fsm, beacon, laser, detectors, tdc1, tagger)"
+    )
+    sim_emulator.add_argument(
+        "--port", type=int, default=0, help="TCP port for a LAN instrument (default: free)"
+    )
+    sim_emulator.add_argument(
+        "--dark-count-rate-hz",
+        type=float,
+        default=100.0,
+        help="a tagger's dark counts per channel while it acquires (default 100)",
+    )
+    sim_emulator.add_argument(
+        "--serve-on",
+        choices=("pty", "tcp"),
+        default=None,
+        help="kind of port (default: the instrument's own)",
     )
     sim_link = sim.add_parser("link", help="link budget over a pass, without daemons")
     sim_link.add_argument("config", help="scenario YAML")
@@ -69,12 +89,20 @@ def _build_parser() -> argparse.ArgumentParser:
         dest="command", required=True
     )
     estimate = keyrate.add_parser("estimate", help="key length from observed counts (JSON)")
-    estimate.add_argument("file", help="counts JSON (CONTRACTS.md section 2)")
+    estimate.add_argument("file", help="counts JSON (format in docs/keyrate.md)")
 
     for node, help_text in (("payload", "the payload daemon"), ("ogs", "a ground-station daemon")):
         group = sub.add_parser(node, help=help_text).add_subparsers(dest="command", required=True)
         run = group.add_parser("run", help=f"run {help_text} against a broker")
         run.add_argument("config", help="mission YAML" if node == "payload" else "station YAML")
+        run.add_argument(
+            "--instruments",
+            default=None,
+            metavar="BENCH",
+            help="bench file (configs/instruments/...): the "
+            + ("source" if node == "payload" else "time tagger, gimbal, mirror, beacon sensor "
+               "and detectors") + " this node drives (default: simulated ones)",
+        )  # fmt: skip
         if node == "payload":
             run.add_argument(
                 "--link",
@@ -86,11 +114,11 @@ def _build_parser() -> argparse.ArgumentParser:
         if node == "ogs":
             run.add_argument("--mission", required=True, help="mission YAML the station serves")
             run.add_argument(
-                "--instruments",
+                "--reports",
                 default=None,
-                metavar="CONFIG",
-                help="instrument config (configs/instruments/...): drive its gimbal, mirror, "
-                "beacon sensor and detectors",
+                metavar="DIR",
+                help="write each pass's report.json and telemetry.jsonl to DIR/<plan_id>/ "
+                "(default: ./runs/ogs-<station>/)",
             )
         run.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
         run.add_argument("--keys", required=True, help="key store directory")
@@ -118,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("amqtt", "transitions", "numba"):
         logging.getLogger(noisy).setLevel(max(level, logging.CRITICAL))
     try:
+        if args.group == "sim" and args.command == "emulator":
+            from satqkd.emulator_cli import run_emulator
+
+            return run_emulator(args.name, args.serve_on, args.port, args.dark_count_rate_hz)
         if args.group == "sim" and args.command == "link":
             from satqkd.link_cli import run_sim_link
 
@@ -144,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _sim_pass(args: argparse.Namespace) -> int:
+    from satqkd.assembly import AssemblyError
     from satqkd.config import load_scenario
-    from satqkd.report import build_report, write_plots, write_report
+    from satqkd.report import build_report, write_plots, write_report, write_telemetry
     from satqkd.simulation import SimulationError, run_pass
 
     scenario = load_scenario(args.config, seed=args.seed)
@@ -176,12 +209,13 @@ def _sim_pass(args: argparse.Namespace) -> int:
                     scenario, out_dir, args.broker, None, args.max_duration_s, args.instruments
                 )
             )
-    except SimulationError as exc:
+    except (SimulationError, AssemblyError) as exc:
         return _fail(str(exc))
     except ConnectionError as exc:
         return _fail(f"broker: {exc}")
     report = build_report(run)
     write_report(report, out_dir)
+    write_telemetry(run, out_dir)
     write_plots(run, out_dir)
     if not args.quiet:
         key = report["key"]
@@ -219,7 +253,11 @@ def _run_with_progress(scenario, out_dir: Path, args: argparse.Namespace):
         def progress(fraction: float, text: str) -> None:
             bar.update(task, completed=fraction, description=text)
 
-        return asyncio.run(run_pass(scenario, out_dir, args.broker, progress, args.max_duration_s))
+        return asyncio.run(
+            run_pass(
+                scenario, out_dir, args.broker, progress, args.max_duration_s, args.instruments
+            )
+        )
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
@@ -228,17 +266,10 @@ def _run_daemon(args: argparse.Namespace) -> int:
     entropy = args.seed if args.seed is not None else secrets.randbits(63)
     runner = run_payload_daemon if args.group == "payload" else run_ogs_daemon
 
-    async def serve() -> None:
-        task = asyncio.create_task(runner(args, entropy))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    from satqkd.signals import run_until_signalled
 
     try:
-        asyncio.run(serve())
+        asyncio.run(run_until_signalled(runner(args, entropy)))
     except ConnectionError as exc:
         return _fail(f"broker: {exc}")
     except ValueError as exc:

@@ -15,6 +15,10 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+
+from satqkd_ogs.settings import AtpSettings, DetectorSettings
+from satqkd_runtime.settings import SETTINGS_CONFIG
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -136,18 +140,17 @@ class ReceiverConfig(_Model):
     filter_bandwidth_nm: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
 
 
-class DetectorConfig(_Model):
+@dataclass(frozen=True, kw_only=True, config=SETTINGS_CONFIG)
+class DetectorConfig(DetectorSettings):
+    """The station profile's `detectors`: how the daemon runs them (bias, temperature limit,
+    satqkd_ogs.settings.DetectorSettings) and what they are, for the simulated channel."""
+
     efficiency: tuple[Fraction, Fraction, Fraction, Fraction]
     dark_count_rate_hz: Annotated[float, Field(ge=0.0, le=1e7)] = 100.0
     timing_jitter_ps: Annotated[float, Field(ge=0.0, le=1e5)] = 50.0
     dead_time_ns: Annotated[float, Field(ge=0.0, le=1e5)] = 50.0
     afterpulse_probability: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
     basis_x_probability: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
-    # the station daemon biases every channel at bias_v once all are colder than
-    # max_temperature_c (cooled Si SPADs / InGaAs APDs run at -20 to -40 C); a detector still
-    # warmer at QKD start makes the station refuse the pass
-    bias_v: Annotated[float, Field(ge=0.0, le=500.0)] = 60.0
-    max_temperature_c: Annotated[float, Field(ge=-100.0, le=50.0)] = -20.0
 
 
 class AtmosphereConfig(_Model):
@@ -160,25 +163,14 @@ class BackgroundConfig(_Model):
     radiance_w_m2_sr_nm: Annotated[float, Field(ge=0.0, le=1e-2)] | None = None
 
 
-class AtpConfig(_Model):
-    initial_pointing_uncertainty_urad: Annotated[float, Field(gt=0.0, le=1e5)] = 1000.0
-    acquisition_field_of_view_urad: Annotated[float, Field(gt=0.0, le=1e5)] = 500.0
-    spiral_scan_rate_urad_per_s: Annotated[float, Field(gt=0.0, le=1e6)] = 2000.0
+@dataclass(frozen=True, config=SETTINGS_CONFIG)
+class AtpConfig(AtpSettings):
+    """The station profile's `atp`: the station daemon's ATP settings
+    (satqkd_ogs.settings.AtpSettings) and one the simulation alone reads."""
+
+    # corner frequency of the satellite transmitter's pointing residual on this station's
+    # downlink (sim_backends.transmitter_pointing; decision 0013)
     tracking_bandwidth_hz: Annotated[float, Field(gt=0.0, le=10000.0)] = 100.0
-    # the station daemon's ATP loop through its drivers (docs/atp.md); the kHz fine loop of a
-    # real terminal runs in its controller, modelled by firmware_shims.fine_tracking
-    fine_loop_rate_hz: Annotated[float, Field(ge=0.5, le=1000.0)] = 10.0
-    prepare_lead_s: Annotated[float, Field(ge=0.0, le=600.0)] = 20.0
-    fsm_integral_gain: Annotated[float, Field(gt=0.0, lt=2.0)] = 0.5
-    fsm_proportional_gain: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
-    offload_threshold_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
-    gimbal_position_gain_per_s: Annotated[float, Field(gt=0.0, le=100.0)] = 2.0
-    gimbal_max_rate_deg_s: Annotated[float, Field(gt=0.0, le=100.0)] = 10.0
-    track_lost_after_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
-    park_az_deg: Annotated[float, Field(ge=-360.0, le=360.0)] = 0.0
-    park_el_deg: Annotated[float, Field(ge=-10.0, le=90.0)] = 90.0
-    instrument_retry_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
-    telemetry_period_s: Annotated[float, Field(ge=0.1, le=60.0)] = 1.0
 
 
 class PolarisationConfig(_Model):
@@ -271,30 +263,14 @@ class AttackConfig(_Model):
         return self
 
 
-InstrumentPath = Literal["in-process", "emulator"]
-SourcePath = Literal["in-process", "emulator", "visa-sim"]
-# station instruments: none = not in the loop (the old ATP model stands in for them)
-StationInstrumentPath = Literal["none", "in-process", "emulator"]
-DetectorsPath = Literal["none", "in-process", "emulator", "visa-sim"]
+class SimBenchesConfig(_Model):
+    """The bench file each node of a simulated pass drives its instruments from: a name in
+    configs/instruments/ or a path relative to the scenario. The resource strings in a bench
+    decide how each instrument is reached (in-process, wire-level emulator, pyvisa-sim), so a
+    simulated pass assembles its nodes exactly as a lab does."""
 
-
-class SimInstrumentsConfig(_Model):
-    """How each simulated instrument is reached: in-process, or its wire-level emulator
-    (the same driver code as on a bench, over a loopback socket)."""
-
-    # visa-sim: the SCPI laser driver over pyvisa-sim (drivers/sim/laser_source.yaml)
-    source: SourcePath = "in-process"
-    tagger: InstrumentPath = "in-process"
-    # emulator: the payload daemon drives its source through PayloadLink (PUS over a pty) to
-    # the payload controller firmware, which drives the source; in-process: directly
-    payload_link: InstrumentPath = "in-process"
-    # the station's ATP instruments and detector bias supply, driven by the OGS daemon through
-    # their drivers (in-process: the emulator behind an in-memory transport; emulator: on a
-    # pty or TCP port; visa-sim: the bias supply over pyvisa-sim, drivers/sim/bias_supply.yaml)
-    gimbal: StationInstrumentPath = "in-process"
-    fsm: StationInstrumentPath = "in-process"
-    beacon: StationInstrumentPath = "in-process"
-    detectors: DetectorsPath = "in-process"
+    payload: str = "sim-payload"
+    station: str = "sim-station"
 
 
 class SkyTruthConfig(_Model):
@@ -326,7 +302,7 @@ class SimulationConfig(_Model):
     clock_drift_ppb: Annotated[float, Field(ge=-10_000.0, le=10_000.0)] = 0.0
     # start QKD no earlier than this after AOS (e.g. a short test pass near culmination)
     qkd_start_after_aos_s: NonNegative | None = None
-    instruments: SimInstrumentsConfig = SimInstrumentsConfig()
+    benches: SimBenchesConfig = SimBenchesConfig()
     sky: SkyTruthConfig = SkyTruthConfig()
 
 
@@ -348,14 +324,20 @@ class ScenarioConfig(_Model):
 M = TypeVar("M", bound=BaseModel)
 
 
-def _describe_error(error: dict[str, Any], model: type[BaseModel]) -> str:
+# pydantic reports an unknown or missing key of a model and of a (settings) dataclass by
+# different names
+_UNKNOWN_KEY = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
+_MISSING_KEY = frozenset({"missing", "missing_argument", "missing_keyword_only_argument"})
+
+
+def _describe_error(error: dict[str, Any], model: type[Any]) -> str:
     path = ".".join(str(part) for part in error["loc"]) or "(top level)"
     kind = error["type"]
-    if kind == "extra_forbidden":
-        parent = _model_at(model, error["loc"][:-1])
-        allowed = ", ".join(parent.model_fields) if parent is not None else "see docs"
+    if kind in _UNKNOWN_KEY:
+        parent = _fields_at(model, error["loc"][:-1])
+        allowed = ", ".join(parent) if parent is not None else "see docs"
         return f"{path}: unknown key (allowed here: {allowed})"
-    if kind == "missing":
+    if kind in _MISSING_KEY:
         return f"{path}: required key is missing"
     message = error["msg"]
     if message.startswith("Value error, "):
@@ -365,20 +347,24 @@ def _describe_error(error: dict[str, Any], model: type[BaseModel]) -> str:
     return f"{path}: {message}{shown}"
 
 
-def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    current: Any = model
+def _fields(annotation: Any) -> dict[str, Any] | None:
+    """The fields of a pydantic model or pydantic dataclass, None for any other type."""
+    fields = (
+        getattr(annotation, "__pydantic_fields__", None) if isinstance(annotation, type) else None
+    )
+    return fields if isinstance(fields, dict) else None
+
+
+def _fields_at(model: type[Any], loc: tuple[Any, ...]) -> dict[str, Any] | None:
+    """The fields of the model or settings dataclass found at a key path below `model`."""
+    current = _fields(model)
     for part in loc:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        field = current.model_fields.get(str(part))
+        field = current.get(str(part)) if current is not None else None
         if field is None:
             return None
-        annotation = field.annotation
-        candidates = getattr(annotation, "__args__", (annotation,))
-        current = next(
-            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+        candidates = getattr(field.annotation, "__args__", (field.annotation,))
+        current = next((f for c in candidates if (f := _fields(c)) is not None), None)
+    return current
 
 
 def load_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -462,6 +448,13 @@ def load_scenario(path: str | Path, seed: int | None = None) -> Scenario:
     mission = load_model(MissionConfig, mission_path)
     station = load_model(StationConfig, station_path)
     return Scenario(path=path, scenario=scenario, mission=mission, station=station)
+
+
+def bench_path(scenario: Scenario, node: str, name: str | None = None) -> Path:
+    """The bench YAML file a loaded scenario names for a node (or `name` instead)."""
+    name = name if name is not None else getattr(scenario.scenario.simulation.benches, node)
+    root = configs_root_for(scenario.path)
+    return _resolve_named(root, "instruments", name, scenario.path, f"simulation.benches.{node}")
 
 
 def station_path(scenario: Scenario) -> Path:

@@ -1,9 +1,10 @@
 """`satqkd instruments check CONFIG`: connect to every instrument of a bench and report health.
 
 All instruments are tried in parallel, each within its own connect timeout; an instrument that
-does not answer costs its timeout, not the others'. Emulated instruments (``emulator://NAME``)
-are started in-process for the check. Output is a rich table on a terminal and plain lines
-otherwise. Exit status: 0 all healthy, 1 any unhealthy or unreachable, 2 a bad config.
+does not answer costs its timeout, not the others'. Emulated instruments (``emulator://NAME``,
+``in-process://NAME``) are started for the check; every instrument is built through the same
+assembly path as the daemons (`satqkd.assembly`). Output is a rich table on a terminal and plain
+lines otherwise. Exit status: 0 all healthy, 1 any unhealthy or unreachable, 2 a bad config.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from drivers.interfaces import DeviceError
+import numpy as np
+
+from drivers.interfaces import Device, DeviceError
+from drivers.registry import BuildContext
+from satqkd.assembly import AssemblyError, EmulatorFactory, open_instrument
 from satqkd.config import ConfigError
-from satqkd.instruments_config import (
-    EMULATOR_SCHEME,
-    InstrumentsConfig,
-    build_instrument,
-    load_instruments_config,
-)
-from sim_backends.emulators import LineEmulator, start_emulator
+from satqkd.instruments_config import BenchConfig, load_instruments_config
+from satqkd_runtime.clock import RealClock
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
@@ -50,19 +50,36 @@ def _reason(detail: dict[str, Any]) -> str:
     return "instrument reports a fault"
 
 
-async def check_instrument(name: str, entry: Any, resource: str | None = None) -> InstrumentCheck:
-    """Measure: connect to one instrument, read its status, close it (never raises for it)."""
-    shown = resource or entry.resource
-    result = InstrumentCheck(name, entry.driver, shown)
+def _no_pattern(pulse_index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pattern of all zeros: a simulated source under check emits nothing that matters."""
+    zeros = np.zeros(np.shape(pulse_index), np.uint8)
+    return zeros, zeros, zeros
+
+
+async def check_instrument(
+    bench: BenchConfig, name: str, stack: contextlib.AsyncExitStack
+) -> InstrumentCheck:
+    """Measure: build one instrument, connect, read its status, close it (never raises for
+    it)."""
+    entry = bench.instruments[name]
+    result = InstrumentCheck(name, entry.driver, entry.resource)
+    clock = RealClock()
     try:
-        device = build_instrument(name, entry, resource)
-    except ValueError as exc:
-        result.verdict = f"FAIL ({exc})"
+        device: Device = await open_instrument(
+            bench, name, BuildContext(clock=clock, pattern=_no_pattern), EmulatorFactory(clock),
+            stack,
+        )  # fmt: skip
+    except AssemblyError as exc:
+        result.verdict = f"FAIL ({str(exc).split(': ', 2)[-1]})"
         return result
+    transport = getattr(device, "transport", None)
+    shown = getattr(transport, "name", None) or getattr(getattr(device, "link", None), "name", None)
+    if entry.path in ("emulator", "in-process") and shown:
+        result.resource = str(shown)
     try:
         await device.connect(entry.connect_timeout_s)
-        result.identity = device.identity
         status = await asyncio.wait_for(device.status(), entry.connect_timeout_s)
+        result.identity = status.identity
         result.readings = {k: v for k, v in status.detail.items() if k != "counters"}
         result.healthy = status.healthy
         result.verdict = "OK" if status.healthy else f"UNHEALTHY ({_reason(status.detail)})"
@@ -74,29 +91,14 @@ async def check_instrument(name: str, entry: Any, resource: str | None = None) -
     return result
 
 
-async def check_instruments(config: InstrumentsConfig) -> list[InstrumentCheck]:
+async def check_instruments(config: BenchConfig) -> list[InstrumentCheck]:
     """Measure: check every instrument of a bench in parallel (emulators started as needed)."""
-    emulators: list[LineEmulator] = []
-    try:
-        resources: dict[str, str | None] = {}
-        for name, entry in config.instruments.items():
-            if entry.resource.startswith(EMULATOR_SCHEME):
-                emulator = await start_emulator(entry.resource[len(EMULATOR_SCHEME) :])
-                emulators.append(emulator)
-                resources[name] = emulator.resource
-            else:
-                resources[name] = None
+    async with contextlib.AsyncExitStack() as stack:
         return list(
             await asyncio.gather(
-                *(
-                    check_instrument(name, entry, resources[name])
-                    for name, entry in config.instruments.items()
-                )
+                *(check_instrument(config, name, stack) for name in config.instruments)
             )
         )
-    finally:
-        for emulator in emulators:
-            await emulator.stop()
 
 
 def _format_readings(readings: dict[str, Any]) -> str:

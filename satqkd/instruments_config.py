@@ -1,209 +1,205 @@
-"""Instrument resource maps (configs/instruments/*.yaml): which driver talks to which port.
+"""Bench files (configs/instruments/*.yaml): which driver talks to which port.
 
-A file names each instrument, its driver and its resource string; the resource picks the
-transport (``serial://``, ``tcp://``, ``visa://``, ``visa-sim://``) or an in-process emulator
-(``emulator://NAME``). Mistakes become a one-line :class:`ConfigError` naming the file and the
-key, as for mission and station profiles.
+A bench names each instrument, its `driver` (a row of the instrument registry,
+`drivers.registry`), its `resource` string and its `options`. The resource decides how the
+instrument is reached:
+
+- `serial://…`, `tcp://…`, `visa://…`: real hardware through that transport;
+- `visa-sim://FILE.yaml#RESOURCE`: the driver over a pyvisa-sim model;
+- `file://PATH`: a recorded acquisition, for a driver that replays one;
+- `emulator://NAME`: the driver's wire-level emulator, started in-process on a pty or a loopback
+  TCP port (`?port=pty|tcp` to choose); `in-process://NAME`: the same emulator behind an
+  in-memory transport, or, for a simulated instrument with no wire protocol, that instrument.
+
+The payload controller's emulator owns the source hardware it drives: name the bench entry that
+is that hardware with `emulator://payload-controller?hardware=ENTRY` (default: a simulated
+source in-process). Mistakes become a one-line :class:`ConfigError` naming the file and key.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from drivers.beacon import QuadCellBeacon
-from drivers.commands import CommandInstrument
-from drivers.fsm import PiGcsMirror
-from drivers.gimbal import PtuGimbal
-from drivers.scpi import ScpiBiasSupply, ScpiLaserSource
+import sim_backends.instruments  # noqa: F401  (registers the in-process simulated instruments)
+from drivers.options import DriverOptions
+from drivers.registry import DRIVERS, DriverSpec
 from drivers.transport import open_transport
 from satqkd.config import NAME_PATTERN, ConfigError, _describe_error, _Model, load_yaml_mapping
-from sim_backends.emulators import EMULATORS
 
 EMULATOR_SCHEME = "emulator://"
-Positive = Annotated[float, Field(gt=0.0)]
+FILE_SCHEME = "file://"
+IN_PROCESS_SCHEME = "in-process://"
+EMULATOR_PORTS = ("pty", "tcp")
+InstrumentName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
-# --- per-driver options --------------------------------------------------------------------
+def simulated_target(resource: str) -> tuple[str, str, dict[str, str]] | None:
+    """Get: (how, emulator name, query) of an `emulator://` or `in-process://` resource, where
+    `how` is `emulator` or `in-process`; None for a transport resource."""
+    for scheme, how in ((EMULATOR_SCHEME, "emulator"), (IN_PROCESS_SCHEME, "in-process")):
+        if resource.startswith(scheme):
+            parts = urlsplit(resource)
+            return how, parts.netloc + parts.path, dict(parse_qsl(parts.query))
+    return None
 
 
-class GimbalOptions(_Model):
-    pan_resolution_arcsec: Positive | None = None
-    tilt_resolution_arcsec: Positive | None = None
+def resource_path(resource: str) -> str:
+    """Get: how a resource reaches its instrument: in-process, emulator, visa-sim or hardware."""
+    target = simulated_target(resource)
+    if target is not None:
+        return target[0]
+    if resource.startswith(FILE_SCHEME):
+        return "recording"
+    return "visa-sim" if resource.startswith("visa-sim://") else "hardware"
 
 
-class MirrorOptions(_Model):
-    axes: tuple[str, str] = ("A", "B")
-    axis_unit_urad: Positive = 1000.0
+class BenchEntry(_Model):
+    """One instrument: its driver, its resource, timeouts and the driver's options."""
 
-
-class BeaconOptions(_Model):
-    max_sensor_temperature_c: Annotated[float, Field(ge=-50.0, le=150.0)] = 60.0
-
-
-class LaserOptions(_Model):
-    identity_pattern: str | None = None
-
-
-class BiasSupplyOptions(_Model):
-    identity_pattern: str | None = None
-    channel_count: Annotated[int, Field(ge=1, le=16)] = 4
-    max_bias_v: Annotated[float, Field(ge=0.0, le=500.0)] = 80.0
-    max_temperature_c: Annotated[float, Field(ge=-100.0, le=100.0)] = 30.0
-
-
-# --- entries -------------------------------------------------------------------------------------
-
-
-class _Entry(_Model):
-    """What every instrument entry has: a resource string and timeouts."""
-
-    driver_class: ClassVar[type[CommandInstrument]]
-    emulator: ClassVar[str]
+    driver: str
     resource: str
     timeout_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
     connect_timeout_s: Annotated[float, Field(gt=0.0, le=120.0)] = 5.0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("driver")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value not in DRIVERS:
+            raise ValueError(f"unknown driver (available: {', '.join(DRIVERS)})")
+        return value
 
     @field_validator("resource")
     @classmethod
     def _resource_string(cls, value: str) -> str:
-        if value.startswith(EMULATOR_SCHEME):
-            name = value[len(EMULATOR_SCHEME) :]
-            if name not in EMULATORS:
-                raise ValueError(
-                    f"no emulator {name!r} (available: {', '.join(sorted(EMULATORS))})"
-                )
+        target = simulated_target(value)
+        if value.startswith(FILE_SCHEME):
+            if len(value) == len(FILE_SCHEME):
+                raise ValueError(f"{value!r}: a recording is file://PATH")
             return value
-        open_transport(value)  # ValueError naming the string if it does not parse
+        if target is None:
+            open_transport(value)  # ValueError naming the string if it does not parse
+            return value
+        how, _, query = target
+        unknown = sorted(set(query) - {"port", "hardware"})
+        if unknown:
+            raise ValueError(f"{value!r}: unknown option(s) {unknown} (allowed: port, hardware)")
+        if "port" in query and (how != "emulator" or query["port"] not in EMULATOR_PORTS):
+            raise ValueError(f"{value!r}: port= is for emulator:// and one of {EMULATOR_PORTS}")
         return value
 
     @model_validator(mode="after")
-    def _emulator_matches_driver(self) -> _Entry:
-        if self.resource.startswith(EMULATOR_SCHEME):
-            name = self.resource[len(EMULATOR_SCHEME) :]
-            if name != self.emulator:
+    def _resource_fits_driver(self) -> BenchEntry:
+        target = simulated_target(self.resource)
+        spec = self.spec
+        if spec.reads_file != self.resource.startswith(FILE_SCHEME):
+            if spec.reads_file:
+                raise ValueError(f"driver {self.driver} replays a recording: its resource is "
+                                 f"{FILE_SCHEME}PATH")  # fmt: skip
+            raise ValueError(f"driver {self.driver} does not read recordings ({FILE_SCHEME})")
+        if target is None:
+            if spec.in_process_only:
                 raise ValueError(
-                    f"resource {self.resource} speaks another protocol than this driver "
-                    f"(use {EMULATOR_SCHEME}{self.emulator})"
+                    f"driver {self.driver} is a simulated instrument: its resource is "
+                    f"{IN_PROCESS_SCHEME}{spec.kind}"
                 )
+            return self
+        how, name, query = target
+        if spec.in_process_only:
+            if how != "in-process":
+                raise ValueError(
+                    f"driver {self.driver} has no wire protocol: use {IN_PROCESS_SCHEME}{name}"
+                )
+            return self
+        if spec.emulator is None:
+            raise ValueError(f"driver {self.driver} has no emulator; give it a real resource")
+        if name != spec.emulator:
+            scheme = EMULATOR_SCHEME if how == "emulator" else IN_PROCESS_SCHEME
+            raise ValueError(
+                f"resource {self.resource} speaks another protocol than this driver "
+                f"(use {scheme}{spec.emulator})"
+            )
+        if "hardware" in query and spec.emulator != "payload-controller":
+            raise ValueError(f"resource {self.resource}: hardware= is for the payload controller")
         return self
 
-    def driver_options(self) -> dict[str, Any]:
-        """Get: constructor keyword arguments from the options block."""
-        options = getattr(self, "options", None)
-        return {} if options is None else options.model_dump(exclude_none=True)
+    @property
+    def spec(self) -> DriverSpec:
+        """Get: the registry row of this entry's driver."""
+        return DRIVERS[self.driver]
+
+    @property
+    def kind(self) -> str:
+        """Get: the kind of instrument (the slot it fills in a node)."""
+        return self.spec.kind
+
+    @property
+    def path(self) -> str:
+        """Get: how the resource reaches the instrument (in-process, emulator, visa-sim,
+        hardware)."""
+        return resource_path(self.resource)
+
+    def driver_options(self) -> DriverOptions:
+        """Get: the validated options of this entry's driver."""
+        return self.spec.options.model_validate(self.options)
 
 
-class GimbalEntry(_Entry):
-    driver_class = PtuGimbal
-    emulator = "gimbal"
-    driver: Literal["ptu_gimbal"]
-    options: GimbalOptions = GimbalOptions()
-
-
-class MirrorEntry(_Entry):
-    driver_class = PiGcsMirror
-    emulator = "fsm"
-    driver: Literal["pi_gcs_mirror"]
-    options: MirrorOptions = MirrorOptions()
-
-
-class BeaconEntry(_Entry):
-    driver_class = QuadCellBeacon
-    emulator = "beacon"
-    driver: Literal["quad_cell_beacon"]
-    options: BeaconOptions = BeaconOptions()
-
-
-class LaserEntry(_Entry):
-    driver_class = ScpiLaserSource
-    emulator = "laser"
-    driver: Literal["scpi_laser_source"]
-    options: LaserOptions = LaserOptions()
-
-
-class BiasSupplyEntry(_Entry):
-    driver_class = ScpiBiasSupply
-    emulator = "detectors"
-    driver: Literal["scpi_bias_supply"]
-    options: BiasSupplyOptions = BiasSupplyOptions()
-
-
-InstrumentEntry = Annotated[
-    GimbalEntry | MirrorEntry | BeaconEntry | LaserEntry | BiasSupplyEntry,
-    Field(discriminator="driver"),
-]
-_ENTRIES: dict[str, type[_Entry]] = {
-    "ptu_gimbal": GimbalEntry,
-    "pi_gcs_mirror": MirrorEntry,
-    "quad_cell_beacon": BeaconEntry,
-    "scpi_laser_source": LaserEntry,
-    "scpi_bias_supply": BiasSupplyEntry,
-}
-DRIVER_NAMES = tuple(_ENTRIES)
-InstrumentName = Annotated[str, Field(pattern=NAME_PATTERN)]
-
-
-class InstrumentsConfig(_Model):
+class BenchConfig(_Model):
     """A bench: named instruments, each with its driver and resource."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     description: str = ""
-    instruments: Annotated[dict[InstrumentName, InstrumentEntry], Field(min_length=1)]
+    instruments: Annotated[dict[InstrumentName, BenchEntry], Field(min_length=1)]
+    _origin: str = PrivateAttr(default="")
+
+    @property
+    def origin(self) -> str:
+        """Get: where the bench came from (its file), for messages."""
+        return self._origin or f"bench {self.name}"
 
 
-# --- loading and building --------------------------------------------------------------------
+def _check_entries(bench: BenchConfig, source: str) -> None:
+    """What pydantic cannot say per entry: each driver's options, and that a payload
+    controller's `hardware=` names another source entry of the bench."""
+    for name, entry in bench.instruments.items():
+        target = simulated_target(entry.resource)
+        hardware = target[2].get("hardware") if target else None
+        if hardware is not None:
+            other = bench.instruments.get(hardware)
+            if other is None or other.kind != "source" or hardware == name:
+                raise ConfigError(
+                    f"{source}: instruments.{name}.resource: hardware={hardware} must name "
+                    "another source entry of this bench"
+                )
+        try:
+            entry.driver_options()
+        except ValidationError as exc:
+            errors = exc.errors()
+            first = _describe_error(dict(errors[0]), entry.spec.options)
+            more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+            raise ConfigError(f"{source}: instruments.{name}.options.{first}{more}") from None
 
 
-def _without_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    # pydantic puts the discriminator value in the path: instruments.gimbal.ptu_gimbal.options
-    if len(loc) > 2 and loc[0] == "instruments" and loc[2] in DRIVER_NAMES:
-        return loc[:2] + loc[3:]
-    return loc
-
-
-def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
-    loc = _without_union_tags(tuple(error["loc"]))
-    path = ".".join(str(part) for part in loc)
-    kind = error["type"]
-    if kind == "union_tag_invalid":
-        return f"{path}.driver: unknown driver (available: {', '.join(DRIVER_NAMES)})"
-    if kind == "union_tag_not_found":
-        return f"{path}.driver: required key is missing (one of: {', '.join(DRIVER_NAMES)})"
-    if kind == "extra_forbidden" and len(loc) >= 3 and loc[0] == "instruments":
-        entry = data.get("instruments", {}).get(loc[1], {})
-        model: Any = _ENTRIES.get(entry.get("driver") if isinstance(entry, dict) else None)
-        for part in loc[2:-1]:
-            field = model.model_fields.get(str(part)) if model is not None else None
-            model = field.annotation if field is not None else None
-        if model is not None:
-            allowed = ", ".join(name for name in model.model_fields if name != "driver")
-            return f"{path}: unknown key (allowed here: {allowed})"
-    return _describe_error({**error, "loc": loc}, InstrumentsConfig)
-
-
-def validate_instruments(data: dict[str, Any], source: str) -> InstrumentsConfig:
+def validate_instruments(data: dict[str, Any], source: str) -> BenchConfig:
     """Get: a validated bench; ConfigError naming `source`, the key path and the rule."""
     try:
-        return InstrumentsConfig.model_validate(data)
+        bench = BenchConfig.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {_describe(dict(errors[0]), data)}{more}") from None
+        raise ConfigError(
+            f"{source}: {_describe_error(dict(errors[0]), BenchConfig)}{more}"
+        ) from None
+    _check_entries(bench, source)
+    bench._origin = source
+    return bench
 
 
-def load_instruments_config(path: str | Path) -> InstrumentsConfig:
+def load_instruments_config(path: str | Path) -> BenchConfig:
     """Get: the bench described by a YAML file; ConfigError on any problem."""
     path = Path(path)
     return validate_instruments(load_yaml_mapping(path), str(path))
-
-
-def build_instrument(
-    name: str, entry: GimbalEntry | MirrorEntry | BeaconEntry | LaserEntry | BiasSupplyEntry,
-    resource: str | None = None,
-) -> CommandInstrument:  # fmt: skip
-    """Get: an unconnected driver for an entry (`resource` overrides it: a started emulator)."""
-    transport = open_transport(resource or entry.resource)
-    return entry.driver_class(name, transport, timeout_s=entry.timeout_s, **entry.driver_options())

@@ -26,7 +26,7 @@ def _observed_error_rate(errors: tuple[int, ...], detections: tuple[int, ...]) -
 
 
 def keyrate_estimate_from_request(request: Any) -> dict[str, Any]:
-    """Return the result object for a CONTRACTS.md section 2 request (raises InputError)."""
+    """Return the result object for a keyrate request (docs/keyrate.md) (raises InputError)."""
     stats, eps_sec, eps_cor, leak_ec_bits, bounds = parse_keyrate_request(request)
     result = finite_key_length(stats, eps_sec, eps_cor, leak_ec_bits, bounds)
     out = result.as_dict()

@@ -1,6 +1,6 @@
 """The physics of one scenario's pass: which pass, its geometry frame by frame, the link
-budget with the ATP residual, the polarisation frames, and the detections the station's
-tagger sees in each frame.
+budget with the satellite transmitter's pointing residual, the polarisation frames, and the
+detections the station's tagger sees in each frame.
 
 This is the scenario's "nature": it knows the source's true pattern (photons carry it), the
 true clock offset and oscillator drift between payload and station, and what an eavesdropper
@@ -18,7 +18,7 @@ import numpy as np
 
 from firmware_shims.source_sequencer import PulsePattern
 from satqkd.config import ConfigError, Scenario, station_path, unix_seconds
-from satqkd.wiring import station_position
+from satqkd.station_site import station_position
 from satqkd_core import rng
 from satqkd_core.ephemeris import (
     Geometry,
@@ -29,7 +29,7 @@ from satqkd_core.ephemeris import (
 )
 from satqkd_core.errors import InputError
 from satqkd_core.light_time import LightTimeModel
-from sim_backends import atp as atp_model
+from sim_backends.acquisition import SpiralAcquisition, acquisition_time_s
 from sim_backends.channel import (
     AttackModel,
     DetectorModel,
@@ -51,6 +51,7 @@ from sim_backends.polarisation import (
     residual_misalignment_deg,
 )
 from sim_backends.tagger import TaggerModel, quantise_timestamps
+from sim_backends.transmitter_pointing import TransmitterPointing, pointing_residual_urad
 
 EPHEMERIS_STEP_S = 1.0
 PLAN_LEAD_S = 30.0
@@ -80,9 +81,11 @@ class PassPhysics:
     frame_transmittance: np.ndarray
     frame_background_cps: np.ndarray
     frame_total_loss_db: np.ndarray
+    # the satellite transmitter's pointing loss per frame, and its residual's rms over the pass
     frame_pointing_loss_db: np.ndarray
-    acquisition_time_s: float
-    tracking_rms_urad: float
+    # QKD starts no earlier than AOS plus this allowance (sim_backends.acquisition)
+    acquisition_allowance_s: float
+    transmitter_pointing_rms_urad: float
     source: SourceModel
     detectors: DetectorModel
     attack: AttackModel
@@ -237,7 +240,8 @@ def choose_pass(scenario: Scenario) -> tuple[tuple[str, str], PassWindow]:
 
 @dataclass(frozen=True)
 class LinkTimeline:
-    """The link at chosen instants: geometry, ATP residual, budget and polarisation frames."""
+    """The link at chosen instants: geometry, transmitter pointing residual, budget and
+    polarisation frames."""
 
     geometry: Geometry
     pointing_error_urad: np.ndarray
@@ -247,27 +251,37 @@ class LinkTimeline:
     polarisation_error: np.ndarray
 
 
-def atp_of(scenario: Scenario) -> atp_model.AtpModel:
-    """The ATP model: the station's acquisition and loop, the payload's pointing residual."""
-    atp_cfg = scenario.station.atp
-    return atp_model.AtpModel(
-        initial_pointing_uncertainty_urad=atp_cfg.initial_pointing_uncertainty_urad,
-        acquisition_field_of_view_urad=atp_cfg.acquisition_field_of_view_urad,
-        spiral_scan_rate_urad_per_s=atp_cfg.spiral_scan_rate_urad_per_s,
-        tracking_residual_rms_urad=scenario.mission.transmitter.pointing_residual_rms_urad,
-        tracking_bandwidth_hz=atp_cfg.tracking_bandwidth_hz,
+def transmitter_pointing_of(scenario: Scenario) -> TransmitterPointing:
+    """The payload's pointing residual: the mission's rms, at the corner frequency the station
+    profile gives (`atp.tracking_bandwidth_hz`, decision 0013)."""
+    return TransmitterPointing(
+        residual_rms_urad=scenario.mission.transmitter.pointing_residual_rms_urad,
+        bandwidth_hz=scenario.station.atp.tracking_bandwidth_hz,
     )
+
+
+def acquisition_allowance_s(scenario: Scenario) -> float:
+    """The time the pass plan allows after AOS for the station to acquire the beacon: one
+    spiral-scan time drawn for the station's acquisition settings (sim_backends.acquisition)."""
+    atp = scenario.station.atp
+    search = SpiralAcquisition(
+        atp.initial_pointing_uncertainty_urad,
+        atp.acquisition_field_of_view_urad,
+        atp.spiral_scan_rate_urad_per_s,
+    )
+    return acquisition_time_s(search, rng.derive_key(scenario.scenario.seed, "atp/acq"))
 
 
 def link_timeline(
     scenario: Scenario, tle: tuple[str, str], window: PassWindow, unix_s: np.ndarray
 ) -> LinkTimeline:
-    """The link budget, ATP residual and polarisation frames at the given instants."""
+    """The link budget, transmitter pointing residual and polarisation frames at the given
+    instants."""
     mission, station_cfg, sc = scenario.mission, scenario.station, scenario.scenario
     station = station_geometry(scenario)
     geometry = topocentric(tle[0], tle[1], station, unix_s)
-    pointing = atp_model.tracking_residual_urad(
-        atp_of(scenario), unix_s, rng.derive_key(sc.seed, "atp/track")
+    pointing = pointing_residual_urad(
+        transmitter_pointing_of(scenario), unix_s, rng.derive_key(sc.seed, "atp/track")
     )
     tx_cfg, rx_cfg, atm_cfg = mission.transmitter, station_cfg.receiver, station_cfg.atmosphere
     cloud = sc.weather.cloud
@@ -352,11 +366,9 @@ def plan_pass(scenario: Scenario, max_duration_s: float | None = None) -> PassPh
     light_time = LightTimeModel(
         float(grid[0]), EPHEMERIS_STEP_S, geometry.range_m, geometry.range_rate_m_s
     )
-    acquisition_s = float(
-        atp_model.acquisition_time_s(atp_of(scenario), rng.derive_key(sc.seed, "atp/acq"))
-    )
+    acquisition_s = acquisition_allowance_s(scenario)
 
-    # QKD from when the beacon is acquired and the elevation is above the mission's mask
+    # QKD once the acquisition allowance has passed and the elevation is above the mission's mask
     above = grid[geometry.elevation_deg >= mission.protocol.min_qkd_elevation_deg]
     if above.size == 0:
         raise NoPassError(f"{scenario.path}: pass never rises above the QKD elevation mask")
@@ -370,7 +382,8 @@ def plan_pass(scenario: Scenario, max_duration_s: float | None = None) -> PassPh
     n_frames = int((stop - start) // frame_s)
     if n_frames < 1:
         raise NoPassError(
-            f"{scenario.path}: no QKD time left after acquisition ({acquisition_s:.1f} s)"
+            f"{scenario.path}: no QKD time left after the acquisition allowance "
+            f"({acquisition_s:.1f} s)"
         )
     stop = start + n_frames * frame_s
     pulses_per_frame = mission.source.repetition_rate_hz * frame_s
@@ -398,8 +411,8 @@ def plan_pass(scenario: Scenario, max_duration_s: float | None = None) -> PassPh
         frame_background_cps=link.budget.background_counts_per_s,
         frame_total_loss_db=link.budget.total_loss_db,
         frame_pointing_loss_db=link.budget.pointing_loss_db,
-        acquisition_time_s=acquisition_s,
-        tracking_rms_urad=float(np.sqrt(np.mean(link.pointing_error_urad**2))),
+        acquisition_allowance_s=acquisition_s,
+        transmitter_pointing_rms_urad=float(np.sqrt(np.mean(link.pointing_error_urad**2))),
         source=source_model(scenario),
         detectors=detector_model(scenario),
         attack=AttackModel(

@@ -1,12 +1,13 @@
-"""The station's instruments in a simulated pass: gimbal, steering mirror, beacon sensor and
-detector bias supply, each behind its wire-level emulator (in memory, or on a pty / TCP port,
-or the bias supply over pyvisa-sim), driven by the OGS daemon through the real drivers; and the
-truth they close on (sim_backends/sky.py), sampled in clock time for the physics.
+"""The emulators of a simulated pass and the truth the station's instruments close on.
 
-What the physics takes from here, frame by frame: the coupling of the quantum signal through
-the receiver's field stop (how well the station really pointed) and which detector channels
-were live (gate armed, bias applied). A gimbal path of `none` leaves the optical ATP out of the
-loop (the pass physics' old ATP model then stands alone); detectors `none` count as always on.
+The instruments themselves are assembled from the scenario's bench files by
+`satqkd.assembly.assemble_node`, as for a lab; `ScenarioEmulators` is the emulator factory that
+ties the station's gimbal, steering mirror and beacon sensor to the sky (sim_backends/sky.py)
+and starts the detectors cooled. `build_station` then samples the truth in clock time for the
+physics: frame by frame, the coupling of the quantum signal through the receiver's field stop
+(how well the station really pointed) and which detector channels were live (gate armed, bias
+applied). A station bench without a gimbal leaves the optical ATP out of the loop (the pass
+physics' ATP model then stands alone); one without detectors counts them as always on.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from drivers.beacon import QuadCellBeacon
-from drivers.fsm import PiGcsMirror
-from drivers.gimbal import PtuGimbal
-from drivers.interfaces import DeviceDisconnected
+from drivers.interfaces import Device, DeviceDisconnected
 from drivers.scpi import ScpiBiasSupply
-from drivers.transport import Transport, open_transport
+from drivers.transport import Transport
+from satqkd.assembly import EmulatorFactory, NodeInstruments, node_entries
 from satqkd.config import ConfigError, Scenario
+from satqkd.instruments_config import BenchConfig, BenchEntry
 from satqkd.pass_physics import PassPhysics, station_geometry
 from satqkd_core import rng
 from satqkd_core.ephemeris import topocentric
@@ -37,7 +37,7 @@ from sim_backends.emulators.base import LineEmulator
 from sim_backends.emulators.beacon import QuadCellEmulator
 from sim_backends.emulators.fsm import GcsMirrorEmulator
 from sim_backends.emulators.gimbal import PtuEmulator
-from sim_backends.emulators.scpi import BiasSupplyEmulator
+from sim_backends.emulators.scpi import BiasSupplyEmulator, LaserSourceEmulator
 from sim_backends.link import (
     Atmosphere,
     Background,
@@ -55,39 +55,22 @@ from sim_backends.sky import (
 
 __all__ = [
     "MOUNT_RESOLUTION_ARCSEC",
-    "STATION_INSTRUMENTS",
     "FrameConditions",
+    "ScenarioEmulators",
     "StationBench",
     "build_station",
-    "station_paths",
 ]
 
-STATION_INSTRUMENTS = ("gimbal", "fsm", "beacon", "detectors")
 # a telescope mount's encoders (0.36 arcsec = 1e-4 deg = 1.75 urad per count); the PTU wire
 # protocol carries counts, so the driver is told the same resolution the emulator reports
 MOUNT_RESOLUTION_ARCSEC = 0.36
-_DEG_COUNTS = 3600.0 / MOUNT_RESOLUTION_ARCSEC
 MOUNT_SLEW_DEG_S = 10.0
 MOUNT_ACCELERATION_DEG_S2 = 10.0
 MOUNT_TICK_S = 0.05  # how soon the mount reports a limit hit unprompted
 MIRROR_AXIS_UNIT_URAD = 1000.0  # PiGcsMirror's default: the controller works in mrad
 MIRROR_SENSOR_NOISE_URAD = 0.2
-BIAS_SUPPLY_SIM_RESOURCE = "visa-sim://drivers/sim/bias_supply.yaml#ASRL1::INSTR"
 TIP_TILT_STEP_S = 1e-3
 TARGET_STEP_S = 0.02
-_EMULATOR_PORTS = {"gimbal": "pty", "fsm": "tcp", "beacon": "pty", "detectors": "tcp"}
-
-
-def station_paths(scenario: Scenario, override: str | None) -> dict[str, str]:
-    """How each station instrument is reached: the scenario's choice, or one path for all
-    (`--instruments`; visa-sim applies to the detectors only, the others keep theirs)."""
-    chosen = scenario.scenario.simulation.instruments
-    paths = {name: str(getattr(chosen, name)) for name in STATION_INSTRUMENTS}
-    if override in ("in-process", "emulator"):
-        return dict.fromkeys(paths, override)
-    if override == "visa-sim":
-        paths["detectors"] = "visa-sim"
-    return paths
 
 
 @dataclass(frozen=True)
@@ -237,32 +220,23 @@ class StationBench:
         return counts
 
 
-async def _serve(emulator: LineEmulator, path: str, name: str) -> Transport:
-    """Start an emulator on the path's kind of endpoint; the transport a driver opens."""
-    if path == "in-process":
-        await emulator.start_memory()
-        return emulator.memory_transport()
-    if _EMULATOR_PORTS[name] == "pty":
-        await emulator.start_pty()
-    else:
-        await emulator.start_tcp()
-    return open_transport(emulator.resource)
-
-
-def _mount_emulator(clock: SimClock, seed: int) -> PtuEmulator:
+def _mount_emulator(
+    clock: SimClock, seed: int, resolution_arcsec: float = MOUNT_RESOLUTION_ARCSEC
+) -> PtuEmulator:
     """A telescope mount behind the PTU protocol: +-270 deg of azimuth (cable wrap), elevation
     -1..90 deg, parked at the zenith."""
+    deg_counts = 3600.0 / resolution_arcsec
     gimbal = PtuEmulator(
         clock,
-        resolution_arcsec=MOUNT_RESOLUTION_ARCSEC,
-        pan_limits=(round(-270 * _DEG_COUNTS), round(270 * _DEG_COUNTS)),
-        tilt_limits=(round(-1 * _DEG_COUNTS), round(90 * _DEG_COUNTS)),
-        max_speed=round(MOUNT_SLEW_DEG_S * _DEG_COUNTS),
+        resolution_arcsec=resolution_arcsec,
+        pan_limits=(round(-270 * deg_counts), round(270 * deg_counts)),
+        tilt_limits=(round(-1 * deg_counts), round(90 * deg_counts)),
+        max_speed=round(MOUNT_SLEW_DEG_S * deg_counts),
         seed=seed,
     )
     for axis in (gimbal.pan, gimbal.tilt):
-        axis.slew_speed = round(MOUNT_SLEW_DEG_S * _DEG_COUNTS)
-        axis.acceleration = round(MOUNT_ACCELERATION_DEG_S2 * _DEG_COUNTS)
+        axis.slew_speed = round(MOUNT_SLEW_DEG_S * deg_counts)
+        axis.acceleration = round(MOUNT_ACCELERATION_DEG_S2 * deg_counts)
     gimbal.tilt.position = gimbal.tilt.target = float(gimbal.tilt.maximum)
     gimbal.tick_period_s = MOUNT_TICK_S
     return gimbal
@@ -314,7 +288,9 @@ def _beacon_link(scenario: Scenario, physics: PassPhysics, stop_unix_s: float) -
     )
 
 
-def _station_sky(scenario: Scenario, physics: PassPhysics, stop_unix_s: float) -> StationSky:
+def _station_sky(
+    scenario: Scenario, physics: PassPhysics, stop_unix_s: float, mirror_axis_unit_urad: float
+) -> StationSky:
     seed = scenario.scenario.seed
     sky_cfg = scenario.scenario.simulation.sky
     start = physics.clock_start_unix_s
@@ -340,13 +316,8 @@ def _station_sky(scenario: Scenario, physics: PassPhysics, stop_unix_s: float) -
         field_of_view_urad=scenario.station.receiver.field_of_view_urad,
         spot_fwhm_urad=sky_cfg.receiver_spot_fwhm_urad,
         receiver_offset_urad=sky_cfg.receiver_offset_urad,
-        mirror_axis_unit_urad=MIRROR_AXIS_UNIT_URAD,
+        mirror_axis_unit_urad=mirror_axis_unit_urad,
     )
-
-
-async def _connect(driver: Any, stack: contextlib.AsyncExitStack) -> None:
-    await driver.connect(timeout_s=10.0)
-    stack.push_async_callback(driver.close)
 
 
 async def _sample_truth(bench: StationBench, clock: SimClock, rate_hz: float, stop: float) -> None:
@@ -361,121 +332,126 @@ async def _sample_truth(bench: StationBench, clock: SimClock, rate_hz: float, st
             k += 1
 
 
-async def build_station(
-    scenario: Scenario,
-    physics: PassPhysics,
-    clock: SimClock,
-    paths: dict[str, str],
-    stack: contextlib.AsyncExitStack,
-) -> StationBench:
-    """Start the station's emulators on their paths, connect their drivers (closed, then the
-    emulators stopped, when `stack` unwinds) and start sampling the truth."""
-    for name in STATION_INSTRUMENTS:
-        allowed = ("none", "in-process", "emulator") + (
-            ("visa-sim",) if name == "detectors" else ()
-        )
-        if paths.get(name, "none") not in allowed:
-            raise ConfigError(
-                f"simulation.instruments.{name}: {paths.get(name)!r} not in {allowed}"
-            )
-    seed = scenario.scenario.seed
-    instruments = StationInstruments()
-    bench = StationBench(instruments, dict(paths))
-    stop_unix_s = physics.window.los_unix_s + 5.0
+class ScenarioEmulators(EmulatorFactory):
+    """The emulators of a simulated pass, tied to the scenario: the station's mount, mirror and
+    beacon sensor close on the sky truth, its detectors start cooled, and the payload's laser
+    controller and the time tagger are the stock emulators. A bias supply reached over
+    pyvisa-sim is observed through a tap on its control line (its state lives in the VISA
+    session)."""
 
-    def seed_of(name: str) -> int:
-        return rng.derive_key(seed, f"emulator/{name}")
-
-    if paths["gimbal"] != "none":
-        sky = _station_sky(scenario, physics, stop_unix_s)
-        bench.sky = sky
-        gimbal_emulator = _mount_emulator(clock, seed_of("gimbal"))
-        mirror_emulator: GcsMirrorEmulator | None = None
-        if paths["fsm"] != "none":
-            mirror_emulator = GcsMirrorEmulator(
+    def __init__(
+        self,
+        scenario: Scenario,
+        physics: PassPhysics,
+        clock: SimClock,
+        station_bench: BenchConfig,
+    ) -> None:
+        super().__init__(clock, scenario.scenario.seed)
+        self.scenario = scenario
+        self.sim_clock = clock
+        self.stop_unix_s = physics.window.los_unix_s + 5.0
+        self.sky: StationSky | None = None
+        self.tap: _CommandTap | None = None
+        self._station: dict[str, LineEmulator] = {}
+        slots = node_entries(station_bench, "station")
+        entries = {slot: station_bench.instruments[name] for slot, name in slots.items()}
+        if "gimbal" not in entries:
+            if "fsm" in entries or "beacon" in entries:
+                raise ConfigError(
+                    f"bench {station_bench.name}: an fsm or beacon needs the gimbal in the loop "
+                    "(the line of sight starts at the mount)"
+                )
+            return
+        mirror_unit = MIRROR_AXIS_UNIT_URAD
+        if "fsm" in entries:
+            mirror_unit = entries["fsm"].driver_options().axis_unit_urad  # type: ignore[attr-defined]
+        sky = _station_sky(scenario, physics, self.stop_unix_s, mirror_unit)
+        self.sky = sky
+        gimbal_options = entries["gimbal"].driver_options()
+        resolution = gimbal_options.pan_resolution_arcsec or MOUNT_RESOLUTION_ARCSEC  # type: ignore[attr-defined]
+        gimbal = _mount_emulator(clock, self._seed_of("gimbal"), resolution)
+        self._station["gimbal"] = gimbal
+        mirror: GcsMirrorEmulator | None = None
+        if "fsm" in entries:
+            mirror = GcsMirrorEmulator(
                 clock,
-                sensor_noise=MIRROR_SENSOR_NOISE_URAD / MIRROR_AXIS_UNIT_URAD,
-                seed=seed_of("fsm"),
+                sensor_noise=MIRROR_SENSOR_NOISE_URAD / mirror_unit,
+                seed=self._seed_of("fsm"),
             )
-        sky.attach(gimbal_emulator, mirror_emulator)
-        emulators: list[tuple[str, LineEmulator]] = [("gimbal", gimbal_emulator)]
-        if mirror_emulator is not None:
-            emulators.append(("fsm", mirror_emulator))
-        if paths["beacon"] != "none":
-            beacon_emulator = QuadCellEmulator(
+            self._station["fsm"] = mirror
+        sky.attach(gimbal, mirror)
+        if "beacon" in entries:
+            self._station["beacon"] = QuadCellEmulator(
                 clock,
                 sky=sky.beacon_spot,
                 linear_range_urad=scenario.station.atp.acquisition_field_of_view_urad / 2.0,
-                seed=seed_of("beacon"),
+                seed=self._seed_of("beacon"),
             )
-            emulators.append(("beacon", beacon_emulator))
-        for name, emulator in emulators:
-            transport = await _serve(emulator, paths[name], name)
-            stack.push_async_callback(emulator.stop)
-            bench.emulators[name] = emulator
-            if name == "gimbal":
-                driver: Any = PtuGimbal(
-                    "gimbal",
-                    transport,
-                    pan_resolution_arcsec=MOUNT_RESOLUTION_ARCSEC,
-                    tilt_resolution_arcsec=MOUNT_RESOLUTION_ARCSEC,
-                )
-                instruments.gimbal = driver
-            elif name == "fsm":
-                driver = PiGcsMirror("fsm", transport, axis_unit_urad=MIRROR_AXIS_UNIT_URAD)
-                instruments.fsm = driver
-            else:
-                driver = QuadCellBeacon("beacon", transport)
-                instruments.beacon = driver
-            await _connect(driver, stack)
-    elif paths["fsm"] != "none" or paths["beacon"] != "none":
-        raise ConfigError(
-            "simulation.instruments: an fsm or beacon needs the gimbal in the loop "
-            "(the line of sight starts at the mount)"
-        )
 
-    if paths["detectors"] != "none":
-        await _build_detectors(scenario, clock, bench, paths["detectors"], seed_of, stack)
+    def _seed_of(self, name: str) -> int:
+        return rng.derive_key(self.seed, f"emulator/{name}")
 
+    def create(self, entry_name: str, entry: BenchEntry, hardware: Device | None) -> Any:
+        """Get: the scenario's emulator for a bench entry."""
+        emulator_name = entry.spec.emulator
+        if emulator_name in self._station:
+            return self._station[emulator_name]
+        if emulator_name == "detectors":
+            # cooled long before the pass: the channels start at the cooler's set-point
+            return BiasSupplyEmulator(
+                self.sim_clock,
+                ambient_c=-40.0,
+                cooler_setpoint_c=-40.0,
+                dark_rate_at_setpoint_cps=self.scenario.station.detectors.dark_count_rate_hz,
+                seed=self._seed_of("detectors"),
+            )
+        if emulator_name == "laser":
+            return LaserSourceEmulator(self.sim_clock)
+        if emulator_name in ("gimbal", "fsm", "beacon"):
+            raise ConfigError(
+                f"bench entry {entry_name}: the {emulator_name} has no sky to close on"
+            )
+        return super().create(entry_name, entry, hardware)
+
+    def wrap_transport(self, entry_name: str, entry: BenchEntry, transport: Transport) -> Transport:
+        """Get: the transport, tapped when it is a bias supply over pyvisa-sim."""
+        if entry.kind == "detectors" and entry.path == "visa-sim":
+            channels = entry.driver_options().channel_count  # type: ignore[attr-defined]
+            self.tap = _CommandTap(transport, channels)
+            return self.tap
+        return transport
+
+
+async def build_station(
+    scenario: Scenario,
+    node: NodeInstruments,
+    emulators: ScenarioEmulators,
+    stack: contextlib.AsyncExitStack,
+) -> StationBench:
+    """The truth behind the station's assembled instruments: the sky its pointing closes on,
+    which detector channels are live, sampled in clock time from now on (stopped when `stack`
+    unwinds)."""
+    bench = StationBench(node.station_instruments(), node.station_paths(), sky=emulators.sky)
+    for slot in ("gimbal", "fsm", "beacon", "detectors"):
+        emulator = node.emulator_of(slot)
+        if emulator is not None:
+            bench.emulators[slot] = emulator
+    detectors = node.devices.get("detectors")
+    if isinstance(detectors, ScpiBiasSupply):
+        bench.channel_count = detectors.channel_count
+        supply = bench.emulators.get("detectors")
+        if isinstance(supply, BiasSupplyEmulator):
+            bench.detector_live = supply.channel_live
+        elif emulators.tap is not None:
+            bench.detector_live = emulators.tap.live
     if bench.sky is not None or bench.detector_live is not None:
         rate = scenario.scenario.simulation.sky.sample_rate_hz
         task = asyncio.create_task(
-            _sample_truth(bench, clock, rate, stop_unix_s), name="station truth"
+            _sample_truth(bench, emulators.sim_clock, rate, emulators.stop_unix_s),
+            name="station truth",
         )
         stack.push_async_callback(_cancel, task)
     return bench
-
-
-async def _build_detectors(
-    scenario: Scenario,
-    clock: SimClock,
-    bench: StationBench,
-    path: str,
-    seed_of: Callable[[str], int],
-    stack: contextlib.AsyncExitStack,
-) -> None:
-    detectors_cfg = scenario.station.detectors
-    if path == "visa-sim":
-        tap = _CommandTap(open_transport(BIAS_SUPPLY_SIM_RESOURCE), 4)
-        driver = ScpiBiasSupply("detectors", tap, max_bias_v=max(80.0, detectors_cfg.bias_v))
-        bench.detector_live = tap.live
-    else:
-        # cooled long before the pass: the channels start at the cooler's set-point
-        supply = BiasSupplyEmulator(
-            clock,
-            ambient_c=-40.0,
-            cooler_setpoint_c=-40.0,
-            dark_rate_at_setpoint_cps=detectors_cfg.dark_count_rate_hz,
-            seed=seed_of("detectors"),
-        )
-        transport = await _serve(supply, path, "detectors")
-        stack.push_async_callback(supply.stop)
-        bench.emulators["detectors"] = supply
-        bench.detector_live = supply.channel_live
-        driver = ScpiBiasSupply("detectors", transport, max_bias_v=max(80.0, detectors_cfg.bias_v))
-    bench.channel_count = driver.channel_count
-    bench.instruments.detectors = driver
-    await _connect(driver, stack)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

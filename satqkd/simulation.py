@@ -14,23 +14,23 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from drivers.interfaces import PulsedSource, TagBuffer, TimeTagger
-from drivers.payload_link import PayloadLink
-from drivers.payload_link_source import PayloadLinkSource
-from drivers.scpi import LASER_SOURCE_SIM_RESOURCE, ScpiLaserSource
-from drivers.time_tagger_tcp import TcpTimeTagger
-from drivers.transport import open_transport
-from firmware_shims.payload_controller import PayloadController
+from drivers.registry import BuildContext
 from firmware_shims.source_sequencer import SourceSequencer
+from satqkd.assembly import NodeInstruments, assemble_node
 from satqkd.broker import EmbeddedBroker
-from satqkd.config import Scenario, station_path
+from satqkd.config import ConfigError, Scenario, bench_path, station_path
+from satqkd.instruments_config import BenchConfig, load_instruments_config
 from satqkd.pass_physics import PassPhysics, plan_pass
-from satqkd.sim_station import StationBench, build_station, station_paths
+from satqkd.report_builder import PassRecorder, SimulationTruth, build_report, key_digests
+from satqkd.sim_station import ScenarioEmulators, StationBench, build_station
+from satqkd.sim_truth import simulation_truth
 from satqkd.wiring import ogs_settings, pass_plan_fields, payload_settings, preshared_auth_key
 from satqkd_core import dictionary as dct
 from satqkd_core import rng
@@ -41,8 +41,6 @@ from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
 from sim_backends.emulators.scpi import LaserSourceEmulator
-from sim_backends.emulators.time_tagger import TimeTaggerEmulator
-from sim_backends.instruments import SimPulsedSource, SimTimeTagger
 
 log = logging.getLogger("satqkd.sim")
 
@@ -66,6 +64,12 @@ class PassRun:
     pulses_sent: int
     bus_bytes: dict[str, int]
     station: StationBench | None = None  # the station's instruments and their truth
+    # what the recorder took from the bus, the simulator's truth, the key stores' digests, and
+    # the report made of them (satqkd.report_builder)
+    recorded: list[dict[str, Any]] = field(default_factory=list)
+    truth: SimulationTruth | None = None
+    key_digests: dict[str, str | None] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,99 +86,86 @@ class SimBench:
     paths: dict[str, str]
 
 
+#: the shipped bench pairs `--instruments` chooses between
+BENCH_PRESETS = {
+    "in-process": {"payload": "sim-payload", "station": "sim-station"},
+    "emulator": {"payload": "sim-payload-emulated", "station": "sim-station-emulated"},
+}
+
+
+def scenario_benches(scenario: Scenario, preset: str | None = None) -> dict[str, BenchConfig]:
+    """Get: the payload's and the station's bench, as the scenario names them or as a preset
+    (`in-process`: every instrument in memory; `emulator`: every one behind its wire-level
+    emulator on a pty or loopback port); ConfigError naming the file and key."""
+    if preset is not None and preset not in BENCH_PRESETS:
+        raise ConfigError(f"--instruments: {preset!r} not in {sorted(BENCH_PRESETS)}")
+    names = BENCH_PRESETS.get(preset or "", {})
+    return {
+        node: load_instruments_config(bench_path(scenario, node, names.get(node)))
+        for node in ("payload", "station")
+    }
+
+
 async def build_bench(
-    paths: dict[str, str],
+    benches: dict[str, BenchConfig],
+    scenario: Scenario,
+    physics: PassPhysics,
     clock: SimClock,
     sequencer: SourceSequencer,
     stack: contextlib.AsyncExitStack,
-    *,
-    controller_keep_alive_s: float = 2.0,
-) -> SimBench:
-    """Instruments in-process, or behind their wire-level emulators on loopback sockets (the
-    daemons then drive them through the same drivers as on a bench)."""
-    source, source_emitting = await _build_source(
-        paths, clock, sequencer, stack, controller_keep_alive_s
+) -> tuple[SimBench, StationBench]:
+    """Both nodes' instruments, assembled from their bench files as on a lab bench (in-process,
+    behind wire-level emulators, over pyvisa-sim), with the scenario's emulators; and the
+    physics' view of them."""
+    emulators = ScenarioEmulators(scenario, physics, clock, benches["station"])
+    payload = await assemble_node(
+        benches["payload"], "payload", clock=clock, stack=stack,
+        context=BuildContext(clock=clock, pattern=sequencer.pattern), emulators=emulators,
+    )  # fmt: skip
+    station = await assemble_node(
+        benches["station"], "station", clock=clock, stack=stack, emulators=emulators
     )
-    if paths["tagger"] == "emulator":
-        emulator = TimeTaggerEmulator(clock, n_channels=4)
-        await emulator.start()
-        stack.push_async_callback(emulator.close)
-        tagger: TimeTagger = TcpTimeTagger("tagger", open_transport(emulator.resource))
-        started, feed = emulator.started, emulator.feed
-
-        def tagger_epoch() -> float | None:
-            return emulator.epoch_unix_s
-
-    else:
-        sim_tagger = SimTimeTagger("tagger", clock)
-        tagger, started, feed = sim_tagger, sim_tagger.started, sim_tagger.feed
-
-        def tagger_epoch() -> float | None:
-            return sim_tagger.epoch_unix_s
-
-    await tagger.connect(timeout_s=10.0)
-    stack.push_async_callback(tagger.close)
-    return SimBench(source, tagger, source_emitting, started, tagger_epoch, feed, dict(paths))
-
-
-async def _build_source(
-    paths: dict[str, str],
-    clock: SimClock,
-    sequencer: SourceSequencer,
-    stack: contextlib.AsyncExitStack,
-    controller_keep_alive_s: float,
-) -> tuple[PulsedSource, Callable[[], bool]]:
-    """The source hardware on its path (in-process, SCPI emulator over TCP, SCPI over
-    pyvisa-sim) and what the payload daemon drives: that hardware itself, or (payload_link
-    emulator) a PayloadLinkSource talking PUS over a pty to the controller firmware that owns
-    the hardware. Also the physics' view: whether the hardware emits."""
-    if paths["source"] == "emulator":
-        laser = LaserSourceEmulator(clock)
-        await laser.start_tcp()
-        stack.push_async_callback(laser.stop)
-        hardware: PulsedSource = ScpiLaserSource(
-            "source", open_transport(laser.resource), pattern=sequencer.pattern
+    if payload.source is None:
+        raise SimulationError(f"{benches['payload'].origin}: no source for the payload")
+    if station.tagger is None:
+        raise SimulationError(f"{benches['station'].origin}: no time tagger for the station")
+    fed = station.emulator_of("tagger") or station.tagger
+    if not hasattr(fed, "feed"):
+        raise SimulationError(
+            f"{benches['station'].origin}: the tagger must be simulated (in-process:// or "
+            "emulator://) for the channel simulation to feed it"
         )
 
-        def source_emitting() -> bool:
-            return bool(laser.settings["OUTP:STAT"].value)
+    def tagger_epoch() -> float | None:
+        return fed.epoch_unix_s  # type: ignore[no-any-return]
 
-    elif paths["source"] == "visa-sim":
-        visa_laser = ScpiLaserSource(
-            "source", open_transport(LASER_SOURCE_SIM_RESOURCE), pattern=sequencer.pattern
-        )
-        hardware = visa_laser
-
-        # pyvisa-sim keeps the device state inside its session: the physics follows the
-        # emission the instrument confirmed to its driver (decision 0009)
-        def source_emitting() -> bool:
-            return visa_laser.enabled
-
-    else:
-        sim_source = SimPulsedSource("source", sequencer.pattern, clock)
-        hardware = sim_source
-
-        def source_emitting() -> bool:
-            return sim_source.enabled
-
-    await hardware.connect(timeout_s=10.0)
-    stack.push_async_callback(hardware.close)
-    if paths.get("payload_link", "in-process") != "emulator":
-        return hardware, source_emitting
-    controller = PayloadController(clock, source_hardware=hardware)
-    await controller.start()
-    stack.push_async_callback(controller.close)
-    link = PayloadLink("payload-link", open_transport(f"serial://{controller.port_path}"))
-    source = PayloadLinkSource(
-        "source",
-        link,
-        clock,
-        pattern=sequencer.pattern,
-        keep_alive_interval_s=controller_keep_alive_s,
+    paths = {
+        "source": payload.paths["source"],
+        "tagger": station.paths["tagger"],
+        **station.station_paths(),
+    }
+    bench = SimBench(
+        payload.source,
+        station.tagger,
+        _source_emitting(payload),
+        fed.started,
+        tagger_epoch,
+        fed.feed,
+        paths,
     )
-    await source.connect(timeout_s=10.0)
-    stack.push_async_callback(source.close)
-    return source, source_emitting
+    return bench, await build_station(scenario, station, emulators, stack)
+
+
+def _source_emitting(payload: NodeInstruments) -> Callable[[], bool]:
+    """Get: whether the source hardware emits, as the physics sees it: a laser emulator's
+    output state, else what the hardware's driver last confirmed (pyvisa-sim keeps the device
+    state inside its session; decision 0009)."""
+    hardware = next(iter(payload.hardware.values()), None) or payload.source
+    name = next(iter(payload.hardware), None) or payload.entry_names["source"]
+    laser = payload.emulators.get(name)
+    if isinstance(laser, LaserSourceEmulator):
+        return lambda: bool(laser.settings["OUTP:STAT"].value)
+    return lambda: bool(hardware.enabled)  # type: ignore[union-attr]
 
 
 async def _wait_acks(
@@ -209,9 +200,12 @@ async def run_pass(
     progress: Callable[[float, str], None] | None = None,
     max_duration_s: float | None = None,
     instruments: str | None = None,
+    benches: dict[str, BenchConfig] | None = None,
 ) -> PassRun:
-    """Run one pass; returns what the report needs. Raises SimulationError for a pass that
-    could not run (no pass in the search window, a daemon that does not answer)."""
+    """Run one pass; returns what the report needs. The instruments come from `benches`
+    (payload, station), else from the preset `instruments` names, else from the scenario.
+    Raises SimulationError for a pass that could not run (no pass in the search window, a
+    daemon that does not answer), AssemblyError for an instrument that cannot be reached."""
     wall_start = time.perf_counter()
     seed = scenario.scenario.seed
     physics = plan_pass(scenario, max_duration_s=max_duration_s)
@@ -231,22 +225,13 @@ async def run_pass(
         mission.source.probabilities,
         mission.source.basis_x_probability,
     )
-    chosen = scenario.scenario.simulation.instruments
-    paths = {"source": chosen.source, "tagger": chosen.tagger, "payload_link": chosen.payload_link}
-    if instruments is not None:
-        paths = dict.fromkeys(paths, instruments)
+    if benches is None:
+        benches = scenario_benches(scenario, instruments)
 
     async with contextlib.AsyncExitStack() as stack:
         payload_config = payload_settings(mission)
-        bench = await build_bench(
-            paths,
-            clock,
-            sequencer,
-            stack,
-            controller_keep_alive_s=payload_config.controller_keep_alive_s,
-        )
-        station_bench = await build_station(
-            scenario, physics, clock, station_paths(scenario, instruments), stack
+        bench, station_bench = await build_bench(
+            benches, scenario, physics, clock, sequencer, stack
         )
         if broker_url is None:
             broker = await stack.enter_async_context(EmbeddedBroker())
@@ -254,6 +239,11 @@ async def run_pass(
         payload_bus = await stack.enter_async_context(MessageBus(broker_url, f"payload-{seed}"))
         ogs_bus = await stack.enter_async_context(MessageBus(broker_url, f"ogs-{seed}"))
         occ_bus = await stack.enter_async_context(MessageBus(broker_url, f"occ-{seed}"))
+        # the report is made of what the daemons publish, recorded as a control centre would
+        recorder_bus = await stack.enter_async_context(MessageBus(broker_url, f"rec-{seed}"))
+        recorder = PassRecorder(recorder_bus, mission.name)
+        await recorder.start()
+        stack.push_async_callback(recorder.stop)
         payload = PayloadDaemon(
             payload_config,
             payload_bus,
@@ -298,11 +288,12 @@ async def run_pass(
         await clock.advance_to(physics.window.los_unix_s)
         await _wait_for_end(payload, ogs, plan_id, station.name, timeout_s=300.0)
         key_ready = time.perf_counter() - los_wall
+        await _await_summaries(recorder, payload, plan_id, station.name)
         bus_bytes = {
             "uplink": ogs.channel.sent_bytes,
             "downlink": payload.links[station.name].channel.sent_bytes,
         }
-    return PassRun(
+    run = PassRun(
         scenario=scenario,
         physics=physics,
         payload=payload,
@@ -314,7 +305,10 @@ async def run_pass(
         pulses_sent=pulses_sent,
         bus_bytes=bus_bytes,
         station=station_bench,
+        recorded=recorder.records,
     )
+    _add_report(run)
+    return run
 
 
 async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
@@ -324,6 +318,39 @@ async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
     for result in results:
         if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
             log.error("daemon ended with %r", result)
+
+
+async def _await_summaries(
+    recorder: PassRecorder, payload: PayloadDaemon, plan_id: int, station: str
+) -> None:
+    """Wait until the recorder has the station's pass summary (and the payload's, if its
+    part ended)."""
+    if await recorder.wait_for("OGS_PASS_SUMMARY", plan_id, 30.0, station) is None:
+        raise SimulationError(f"the station's summary of plan {plan_id} did not reach the bus")
+    session = payload.session(station, plan_id)
+    ended = session is not None and session.finished
+    await recorder.wait_for("PAYLOAD_PASS_SUMMARY", plan_id, 10.0 if ended else 0.0, station)
+
+
+def _add_report(run: PassRun) -> None:
+    """Build the run's report: its recorded telemetry, its key stores' digests, its truth."""
+    station = run.scenario.station.name
+    run.truth = simulation_truth(
+        run.scenario,
+        run.physics,
+        run.station,
+        wall_s=run.wall_s,
+        key_ready_after_los_s=run.key_ready_after_los_s,
+    )
+    run.key_digests = key_digests(
+        run.recorded,
+        plan_id=run.plan_id,
+        payload_keys=KeyStore(run.key_root / "payload" / station),
+        ogs_keys=KeyStore(run.key_root / f"ogs-{station}"),
+    )
+    run.report = build_report(
+        run.recorded, plan_id=run.plan_id, truth=run.truth, key_digests=run.key_digests
+    )
 
 
 async def _wait_for_end(

@@ -1,25 +1,36 @@
-"""From validated configuration to what each daemon is constructed with."""
+"""From validated mission and station profiles to what each daemon is built and commanded with.
+
+The daemons declare their settings (satqkd_payload.settings, satqkd_ogs.settings); the profile
+sections that set them extend those classes (satqkd.config), so nothing is copied field by
+field here: this module only combines a mission with a station.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from satqkd.config import ConfigError, MissionConfig, Scenario, StationConfig
+from satqkd.config import MissionConfig, Scenario, StationConfig
+from satqkd.pass_physics import PassPhysics
+from satqkd.station_site import station_position
 from satqkd_core import rng
 from satqkd_core.authentication import preshared_key_bytes
-from satqkd_core.ephemeris import Station, StationTrack
-from satqkd_core.errors import InputError
 from satqkd_core.pass_decisions import ProtocolParameters
-from satqkd_ogs.atp import AtpSettings
-from satqkd_ogs.daemon import OgsSettings
-from satqkd_payload.daemon import PayloadSettings
-from sim_backends.station_track import read_station_track_csv, station_track_from_rows
+from satqkd_ogs.settings import AtpSettings, DetectorSettings, OgsSettings
+from satqkd_payload.settings import PayloadSettings
 
-if TYPE_CHECKING:
-    from satqkd.pass_physics import PassPhysics
+__all__ = [
+    "ogs_settings",
+    "pass_plan_fields",
+    "payload_settings",
+    "preshared_auth_key",
+    "protocol_parameters",
+    "station_position",
+]
+
+S = TypeVar("S", AtpSettings, DetectorSettings)
 
 
 def protocol_parameters(mission: MissionConfig) -> ProtocolParameters:
@@ -37,43 +48,12 @@ def protocol_parameters(mission: MissionConfig) -> ProtocolParameters:
     )
 
 
-def station_position(station: StationConfig, station_file: Path) -> Station | StationTrack:
-    """Where the station is for the ephemeris: its fixed location, or its track if it moves
-    (a CSV beside the station file, or points given inline)."""
-    track = station.track
-    if track is None:
-        loc = station.location
-        return Station(loc.latitude_deg, loc.longitude_deg, loc.altitude_m)
-    try:
-        if track.csv is not None:
-            return read_station_track_csv(station_file.parent / track.csv)
-        return station_track_from_rows(
-            (p.unix_s, p.latitude_deg, p.longitude_deg, p.altitude_m) for p in track.points or []
-        )
-    except InputError as exc:
-        raise ConfigError(f"{station_file}: track: {exc}") from None
-
-
-def payload_settings(
-    mission: MissionConfig,
-    *,
-    ground_link_timeout_s: float | None = None,
-    controller_keep_alive_s: float | None = None,
-) -> PayloadSettings:
-    """Settings of the payload daemon (link timings: PayloadSettings' defaults unless given)."""
-    timings = {
-        name: value
-        for name, value in (
-            ("ground_link_timeout_s", ground_link_timeout_s),
-            ("controller_keep_alive_s", controller_keep_alive_s),
-        )
-        if value is not None
-    }
+def payload_settings(mission: MissionConfig) -> PayloadSettings:
+    """Settings of the payload daemon for a mission (its own timings at their defaults)."""
     return PayloadSettings(
         mission=mission.name,
         protocol=protocol_parameters(mission),
         repetition_rate_hz=mission.source.repetition_rate_hz,
-        **timings,
     )
 
 
@@ -86,32 +66,15 @@ def ogs_settings(mission: MissionConfig, station: StationConfig, station_file: P
         protocol=protocol_parameters(mission),
         sync_window_ps=mission.protocol.sync_window_ps,
         cascade_passes=mission.protocol.cascade_passes,
-        atp=station_atp_settings(station),
+        atp=_daemon_part(AtpSettings, station.atp),
+        detectors=_daemon_part(DetectorSettings, station.detectors),
     )
 
 
-def station_atp_settings(station: StationConfig) -> AtpSettings:
-    """The station daemon's ATP and detector settings from the profile's atp/detectors."""
-    atp, detectors = station.atp, station.detectors
-    return AtpSettings(
-        fine_loop_rate_hz=atp.fine_loop_rate_hz,
-        prepare_lead_s=atp.prepare_lead_s,
-        fsm_integral_gain=atp.fsm_integral_gain,
-        fsm_proportional_gain=atp.fsm_proportional_gain,
-        offload_threshold_fraction=atp.offload_threshold_fraction,
-        gimbal_position_gain_per_s=atp.gimbal_position_gain_per_s,
-        gimbal_max_rate_deg_s=atp.gimbal_max_rate_deg_s,
-        acquisition_field_of_view_urad=atp.acquisition_field_of_view_urad,
-        spiral_scan_rate_urad_per_s=atp.spiral_scan_rate_urad_per_s,
-        initial_pointing_uncertainty_urad=atp.initial_pointing_uncertainty_urad,
-        track_lost_after_s=atp.track_lost_after_s,
-        park_az_deg=atp.park_az_deg,
-        park_el_deg=atp.park_el_deg,
-        instrument_retry_s=atp.instrument_retry_s,
-        telemetry_period_s=atp.telemetry_period_s,
-        detector_bias_v=detectors.bias_v,
-        detector_max_temperature_c=detectors.max_temperature_c,
-    )
+def _daemon_part(settings: type[S], section: S) -> S:
+    """The daemon's own settings out of a profile section that extends them (the section's
+    other keys are for the simulation)."""
+    return settings(**{name: getattr(section, name) for name in settings.__pydantic_fields__})
 
 
 def preshared_auth_key(seed: int, messages_per_direction: int) -> bytes:

@@ -129,7 +129,9 @@ def _encode_scalar(where: str, type_name: str, value: object, out: list[bytes]) 
         out += (_U32.pack(len(raw)), raw)
 
 
-def _sequence_to_array(where: str, element: str, kind: str, value: list | tuple) -> np.ndarray:
+def _sequence_to_array(
+    where: str, element: str, kind: str, value: list[Any] | tuple[Any, ...]
+) -> np.ndarray:
     """Convert a Python list/tuple to a numpy array of the element type, checking each item."""
     # numpy's own inference would turn [2**63, 0] into float64 and lose precision silently.
     if element == "f64":

@@ -235,7 +235,8 @@ def gmst_1982_rad(jd_ut1_whole: np.ndarray, jd_ut1_fraction: np.ndarray) -> np.n
     # Aoki et al. 1982 polynomial, seconds of time; the 8640184.812866 T term is the daily part.
     g = 67310.54841 + (8640184.812866 + (0.093104 - 6.2e-6 * t) * t) * t
     turns = (np.mod(jd_ut1_whole, 1.0) + jd_ut1_fraction + np.mod(g / _SECONDS_PER_DAY, 1.0)) % 1.0
-    return turns * 2.0 * math.pi
+    gmst_rad: np.ndarray = turns * 2.0 * math.pi
+    return gmst_rad
 
 
 def station_ecef_m(station: Station) -> np.ndarray:
@@ -502,4 +503,5 @@ def sun_elevation_deg(
     lat = np.radians(latitude)
     dec = np.radians(declination)
     sin_elevation = np.sin(lat) * np.sin(dec) + np.cos(lat) * np.cos(dec) * np.cos(hour_angle)
-    return np.degrees(np.arcsin(np.clip(sin_elevation, -1.0, 1.0)))
+    elevation_deg: np.ndarray = np.degrees(np.arcsin(np.clip(sin_elevation, -1.0, 1.0)))
+    return elevation_deg

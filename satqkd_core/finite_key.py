@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from satqkd_core.errors import InputError
 
@@ -25,7 +25,7 @@ BOUNDS = ("hoeffding",)
 _PROBABILITY_SUM_TOLERANCE = 1e-9
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -46,7 +46,7 @@ def _check_triple_of_numbers(values: object, field: str) -> tuple[float, float, 
 
 def _check_intensities(values: object, field: str) -> tuple[float, float, float]:
     mu1, mu2, mu3 = _check_triple_of_numbers(values, field)
-    shown = _format_list(list(values))  # type: ignore[arg-type]
+    shown = _format_list(list(cast("Sequence[object]", values)))
     # Eqs. (2)-(3) need both orderings (Sec. II of the paper): mu_1 > mu_2 + mu_3 bounds the
     # multi-photon terms, mu_2 > mu_3 keeps the decoy denominators positive.
     if not (mu3 >= 0.0 and mu1 > mu2 + mu3):
@@ -61,7 +61,8 @@ def _check_probabilities(values: object, field: str) -> tuple[float, float, floa
     for i, pk in enumerate(p):
         # p_k appears as a divisor in n^{+/-}_k, so a zero probability is not usable.
         if not 0.0 < pk <= 1.0:
-            raise InputError(f"{field}[{i}]: must be in (0, 1], got {values[i]!r}")  # type: ignore[index]
+            shown = cast("Sequence[object]", values)[i]
+            raise InputError(f"{field}[{i}]: must be in (0, 1], got {shown!r}")
     total = math.fsum(p)
     if abs(total - 1.0) > _PROBABILITY_SUM_TOLERANCE:
         raise InputError(f"{field}: must sum to 1 (got {total:.12g})")
@@ -103,7 +104,7 @@ def _check_epsilon(value: object, field: str) -> float:
 def _check_bounds_name(value: object, field: str) -> str:
     if value not in BOUNDS:
         raise InputError(f"{field}: must be one of {_format_list(BOUNDS)}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,11 @@ class DecoyStatistics:
 
     def __post_init__(self) -> None:
         style = "{field}[{i}]"
-        checked = {
+        rates = {
             "intensities": _check_intensities(self.intensities, "intensities"),
             "probabilities": _check_probabilities(self.probabilities, "probabilities"),
+        }
+        counts = {
             "x_detections": _check_counts(self.x_detections, "x_detections", style),
             "x_errors": _check_counts(self.x_errors, "x_errors", style),
             "z_detections": _check_counts(self.z_detections, "z_detections", style),
@@ -129,7 +132,8 @@ class DecoyStatistics:
         }
         for basis in ("x", "z"):
             det, err = f"{basis}_detections", f"{basis}_errors"
-            _check_errors_within(checked[det], checked[err], det, err)
+            _check_errors_within(counts[det], counts[err], det, err)
+        checked: dict[str, object] = {**rates, **counts}
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -148,7 +152,7 @@ class FiniteKeyResult:
     bounds: str
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the result as a JSON-ready dict (keys as in CONTRACTS.md section 2)."""
+        """Return the result as a JSON-ready dict (the output fields of docs/keyrate.md)."""
         return {
             "s_x0": self.s_x0,
             "s_x1": self.s_x1,
@@ -320,7 +324,9 @@ def _require(obj: Mapping[str, Any], key: str, prefix: str = "") -> Any:
     return obj[key]
 
 
-def _parse_basis(obj: Mapping[str, Any], basis: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _parse_basis(
+    obj: Mapping[str, Any], basis: str
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     section = _require(obj, basis)
     if not isinstance(section, Mapping):
         raise InputError(f"{basis}: must be an object with detections and errors, got {section!r}")
@@ -333,8 +339,8 @@ def _parse_basis(obj: Mapping[str, Any], basis: str) -> tuple[tuple[int, ...], t
     return detections, errors
 
 
-def parse_keyrate_request(obj: dict) -> tuple[DecoyStatistics, float, float, int, str]:
-    """Validate a CONTRACTS.md section 2 request; return (stats, eps_sec, eps_cor, leak, bounds)."""
+def parse_keyrate_request(obj: object) -> tuple[DecoyStatistics, float, float, int, str]:
+    """Validate a docs/keyrate.md request; return (stats, eps_sec, eps_cor, leak, bounds)."""
     if not isinstance(obj, Mapping):
         raise InputError(f"request: must be a JSON object, got {type(obj).__name__}")
     intensities = _check_intensities(_require(obj, "intensities"), "intensities")
@@ -348,9 +354,9 @@ def parse_keyrate_request(obj: dict) -> tuple[DecoyStatistics, float, float, int
     stats = DecoyStatistics(
         intensities=intensities,
         probabilities=probabilities,
-        x_detections=x_detections,  # type: ignore[arg-type]
-        x_errors=x_errors,  # type: ignore[arg-type]
-        z_detections=z_detections,  # type: ignore[arg-type]
-        z_errors=z_errors,  # type: ignore[arg-type]
+        x_detections=x_detections,
+        x_errors=x_errors,
+        z_detections=z_detections,
+        z_errors=z_errors,
     )
     return stats, eps_sec, eps_cor, leak_ec_bits, bounds

@@ -124,14 +124,14 @@ def _packed(bits: np.ndarray) -> bytes:
     return np.packbits(bits.reshape(-1).astype(np.uint8), bitorder="big").tobytes()
 
 
-def _unpacked(message: dict, field: str, count: int) -> np.ndarray:
+def _unpacked(message: dict[str, Any], field: str, count: int) -> np.ndarray:
     value = _field_array(message, field, np.uint8)
     if value.size != (count + 7) // 8:
         raise ProtocolError(f"{field} must hold {(count + 7) // 8} bytes, got {value.size}")
     return np.unpackbits(value, count=count, bitorder="big")
 
 
-def _field_int(message: dict, field: str) -> int:
+def _field_int(message: dict[str, Any], field: str) -> int:
     if field not in message:
         raise ProtocolError(f"message lacks field {field!r}")
     value = message[field]
@@ -140,7 +140,7 @@ def _field_int(message: dict, field: str) -> int:
     return int(value)
 
 
-def _field_array(message: dict, field: str, dtype: type) -> np.ndarray:
+def _field_array(message: dict[str, Any], field: str, dtype: type) -> np.ndarray:
     if field not in message:
         raise ProtocolError(f"message lacks field {field!r}")
     value = message[field]
@@ -153,7 +153,7 @@ def _field_array(message: dict, field: str, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(value, dtype=dtype)
 
 
-def _field_float(message: dict, field: str) -> float:
+def _field_float(message: dict[str, Any], field: str) -> float:
     if field not in message:
         raise ProtocolError(f"message lacks field {field!r}")
     value = message[field]
@@ -178,7 +178,7 @@ def message_from_wire(name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     return {**fields, "version": MESSAGE_VERSION, "kind": kind}
 
 
-def _check_kind(message: object, kind: int) -> dict:
+def _check_kind(message: object, kind: int) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise ProtocolError(f"message must be a dict, got {type(message).__name__}")
     if _field_int(message, "version") != MESSAGE_VERSION:
@@ -232,13 +232,13 @@ class LdpcSender:
         self.leak_bits = self.frames * (code.m - self.plan.punctured)
         self.done = False
         self._round = 0
-        self._last: tuple[int, int, bytes, dict] | None = None
+        self._last: tuple[int, int, bytes, dict[str, Any]] | None = None
 
     @classmethod
     def from_start_request(
         cls,
         reference_key: np.ndarray,
-        request: dict,
+        request: dict[str, Any],
         *,
         eps_frame: float = 1e-3,
         codes: tuple[LdpcCode, ...] | None = None,
@@ -261,11 +261,11 @@ class LdpcSender:
             raise ProtocolError(f"no frame plan for the start request: {exc}") from None
         return cls(reference_key, qber, seed, eps_frame, codes=codes, fill_seed=fill_seed)
 
-    def first_message(self) -> dict:
+    def first_message(self) -> dict[str, Any]:
         """Get the opening message in one part: code, frame shape, seed, every syndrome."""
         return self._first_part(0, self.frames)
 
-    def first_messages(self, max_syndrome_bytes: int = MAX_SYNDROME_BYTES) -> list[dict]:
+    def first_messages(self, max_syndrome_bytes: int = MAX_SYNDROME_BYTES) -> list[dict[str, Any]]:
         """Get the opening message in parts of consecutive frames, each with at most
         `max_syndrome_bytes` of packed syndromes (one empty part when no frame fits)."""
         limit = as_count(max_syndrome_bytes, "max_syndrome_bytes")
@@ -276,7 +276,7 @@ class LdpcSender:
         starts = range(0, self.frames, per_part) if self.frames else range(1)
         return [self._first_part(s, min(per_part, self.frames - s)) for s in starts]
 
-    def _first_part(self, first_frame: int, frame_count: int) -> dict:
+    def _first_part(self, first_frame: int, frame_count: int) -> dict[str, Any]:
         return {
             "version": MESSAGE_VERSION,
             "kind": KIND_FIRST,
@@ -294,7 +294,7 @@ class LdpcSender:
             "syndromes": _packed(self._syndromes[first_frame : first_frame + frame_count]),
         }
 
-    def reply(self, request: dict) -> dict:
+    def reply(self, request: dict[str, Any]) -> dict[str, Any]:
         """Answer a reveal request with punctured values, or acknowledge the final request."""
         if not isinstance(request, dict):
             raise ProtocolError(f"request must be a dict, got {type(request).__name__}")
@@ -314,7 +314,7 @@ class LdpcSender:
         """Bits of the reference key that survive: those of frames the receiver decoded."""
         return _kept_mask(self.layout, self.plan.frame_key_bits, self.frame_ok, self._key_bits)
 
-    def _reveal(self, request: dict, round_index: int) -> dict:
+    def _reveal(self, request: dict[str, Any], round_index: int) -> dict[str, Any]:
         if self.done:
             raise ProtocolError("reconciliation already finished")
         if round_index != self._round + 1:
@@ -347,7 +347,7 @@ class LdpcSender:
             "values": _packed(np.concatenate(pieces)),
         }
 
-    def _apply_final(self, request: dict, round_index: int) -> dict:
+    def _apply_final(self, request: dict[str, Any], round_index: int) -> dict[str, Any]:
         if self.done:
             raise ProtocolError("reconciliation already finished")
         if round_index != self._round + 1:
@@ -403,7 +403,7 @@ def _private_bits(shape: tuple[int, int], fill_seed: int | None) -> np.ndarray:
     return np.unpackbits(raw, count=count).reshape(shape)
 
 
-def _request_fingerprint(request: dict) -> bytes:
+def _request_fingerprint(request: dict[str, Any]) -> bytes:
     parts = []
     for field in ("frames", "counts", "frame_ok"):
         value = request.get(field)
@@ -456,7 +456,7 @@ class LdpcReceiver:
         self._round = 0
         self._final_sent = False
 
-    def start_request(self) -> dict:
+    def start_request(self) -> dict[str, Any]:
         """Get the message that asks the sender to start: layout seed and QBER estimate."""
         return {
             "version": MESSAGE_VERSION,
@@ -476,7 +476,7 @@ class LdpcReceiver:
         syndromes), each reveal round, and the final request (answered by the ack)."""
         return int(self._started) + self.round_trips + int(self.done)
 
-    def apply_first(self, message: dict) -> None:
+    def apply_first(self, message: dict[str, Any]) -> None:
         """Take one part of the sender's opening message (parts in order) and decode its frames."""
         if self.first_complete:
             raise ProtocolError("the first message was already applied")
@@ -510,7 +510,7 @@ class LdpcReceiver:
         self._frames_received = first + count
         self._decode(np.arange(first, first + count))
 
-    def _first_header(self, message: dict) -> tuple[FramePlan, int]:
+    def _first_header(self, message: dict[str, Any]) -> tuple[FramePlan, int]:
         code = self._code_for(message)
         if _field_int(message, "positions_seed") != self._positions_seed:
             raise ProtocolError("positions_seed does not match this pass's seed")
@@ -530,7 +530,7 @@ class LdpcReceiver:
             raise ProtocolError(f"frames {frames} != {self._key.size} // {k}")
         return FramePlan(code, k, shortened, punctured, step), frames
 
-    def next_request(self) -> dict | None:
+    def next_request(self) -> dict[str, Any] | None:
         """Get the next request for the sender, or None once the exchange is over."""
         if not self.first_complete:
             raise ProtocolError("apply the first message (every part) before asking for a request")
@@ -555,7 +555,7 @@ class LdpcReceiver:
             "frame_ok": _packed(self.frame_ok),
         }
 
-    def apply_reply(self, reply: dict) -> None:
+    def apply_reply(self, reply: dict[str, Any]) -> None:
         """Take the sender's answer: decode on with the revealed values, or finish."""
         if not self.first_complete or self.done:
             raise ProtocolError("no reply is expected now")
@@ -597,7 +597,7 @@ class LdpcReceiver:
             return np.zeros(self._key.size, dtype=bool)
         return _kept_mask(self.layout, self.plan.frame_key_bits, self.frame_ok, self._key.size)
 
-    def _code_for(self, message: dict) -> LdpcCode:
+    def _code_for(self, message: dict[str, Any]) -> LdpcCode:
         code_id = _field_int(message, "code_id")
         matches = [c for c in self._codes if c.code_id == code_id]
         if not matches:

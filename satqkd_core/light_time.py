@@ -60,12 +60,13 @@ class LightTimeModel:
         p0, p1 = self.range_m[i], self.range_m[i + 1]
         m0, m1 = self.range_rate_m_s[i] * h, self.range_rate_m_s[i + 1] * h
         s2, s3 = s * s, s * s * s
-        return (
+        range_m: np.ndarray = (
             (2 * s3 - 3 * s2 + 1) * p0
             + (s3 - 2 * s2 + s) * m0
             + (-2 * s3 + 3 * s2) * p1
             + (s3 - s2) * m1
         )
+        return range_m
 
     def delay_at_emission_ps(self, emission_rel_s: np.ndarray) -> np.ndarray:
         """Get: one-way delay (ps) of light leaving the satellite at the given instants."""

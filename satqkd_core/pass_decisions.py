@@ -5,7 +5,9 @@ the words used when no key can be produced.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import numpy as np
 
@@ -40,16 +42,21 @@ class ProtocolParameters:
             raise InputError(f"ldpc_eps_frame must lie in (0, 0.5), got {self.ldpc_eps_frame}")
 
 
-def statistics_from_counts(params: ProtocolParameters, f: dict) -> fk.DecoyStatistics:
+def _int_triple(values: Iterable[Any]) -> tuple[int, int, int]:
+    # The length is not checked here: DecoyStatistics rejects anything but three counts.
+    return cast("tuple[int, int, int]", tuple(int(v) for v in values))
+
+
+def statistics_from_counts(params: ProtocolParameters, f: Mapping[str, Any]) -> fk.DecoyStatistics:
     """Decoy statistics from a PE_COUNTS message (X errors are unknown before correction)."""
     try:
         return fk.DecoyStatistics(
             intensities=params.intensities,
             probabilities=params.probabilities,
-            x_detections=tuple(int(v) for v in f["x_detections"]),
+            x_detections=_int_triple(f["x_detections"]),
             x_errors=(0, 0, 0),
-            z_detections=tuple(int(v) for v in f["z_detections"]),
-            z_errors=tuple(int(v) for v in f["z_errors"]),
+            z_detections=_int_triple(f["z_detections"]),
+            z_errors=_int_triple(f["z_errors"]),
         )
     except InputError as exc:
         raise ProtocolError(f"PE_COUNTS: {exc}") from None

@@ -29,6 +29,8 @@ of `privacy_amplification_fft`, which returns the same bits (decision 0006).
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import numba
 import numpy as np
@@ -60,8 +62,10 @@ def _target_clmul_instruction() -> str:
     """The carry-less multiply numba's target machine has: "vpclmulqdq512", "pclmulqdq" or ""."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return ""
-    # numba compiles for these features (its own rule: NUMBA_CPU_FEATURES, else the host's)
-    flat = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    # numba compiles for these features (its own rule: NUMBA_CPU_FEATURES, else the host's);
+    # numba.core.config sets its attributes at run time, so mypy cannot see CPU_FEATURES.
+    features_setting = config.CPU_FEATURES  # type: ignore[attr-defined]
+    flat = features_setting if features_setting is not None else get_host_cpu_features()
     features = {f[1:] for f in flat.split(",") if f.startswith("+")}
     if {"avx512f", "vpclmulqdq"} <= features:
         return "vpclmulqdq512"
@@ -162,15 +166,20 @@ _I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 
+# clmul_dot(words, a_end, x_start, groups) -> (lo, hi), callable from jitted code only.
+_ClmulDot = Callable[[np.ndarray, int, int, int], tuple[np.uint64, np.uint64]]
 
-def _make_clmul_dot(instruction: str) -> object:
+
+def _make_clmul_dot(instruction: str) -> _ClmulDot:
     """Intrinsic clmul_dot(words, a_end, x_start, groups) -> (lo, hi): the XOR over
     t < 8 groups of the 128-bit carry-less products words[a_end - t] * words[x_start + t]."""
 
     def lane_constant(values: list[int]) -> ir.Constant:
         return ir.Constant(ir.VectorType(_I32, len(values)), values)
 
-    def products_512(builder: ir.IRBuilder, data: ir.Value, args: list, acc: ir.Value) -> None:
+    def products_512(
+        builder: ir.IRBuilder, data: ir.Value, args: list[ir.Value], acc: ir.Value
+    ) -> None:
         v8 = ir.VectorType(_I64, 8)
         fn = builder.module.declare_intrinsic(
             "llvm.x86.pclmulqdq.512", fnty=ir.FunctionType(v8, [v8, v8, _I8])
@@ -194,7 +203,9 @@ def _make_clmul_dot(instruction: str) -> object:
             odd = builder.call(fn, [a, x, ir.Constant(_I8, 0x11)])  # high words
             builder.store(builder.xor(builder.load(acc), builder.xor(even, odd)), acc)
 
-    def products_128(builder: ir.IRBuilder, data: ir.Value, args: list, acc: ir.Value) -> None:
+    def products_128(
+        builder: ir.IRBuilder, data: ir.Value, args: list[ir.Value], acc: ir.Value
+    ) -> None:
         v2 = ir.VectorType(_I64, 2)
         fn = builder.module.declare_intrinsic(
             "llvm.x86.pclmulqdq", fnty=ir.FunctionType(v2, [v2, v2, _I8])
@@ -216,15 +227,22 @@ def _make_clmul_dot(instruction: str) -> object:
             )
             builder.store(builder.xor(builder.load(acc), product), acc)
 
+    # numba's typing and lowering objects (contexts, signatures) are untyped: Any below.
     @intrinsic
-    def clmul_dot(typingctx, words, a_end, x_start, groups):
+    def clmul_dot(
+        typingctx: Any,
+        words: types.Type,
+        a_end: types.Type,
+        x_start: types.Type,
+        groups: types.Type,
+    ) -> tuple[Any, Callable[..., Any]] | None:
         if not instruction or not (
             isinstance(words, types.Array) and words.dtype == types.uint64 and words.ndim == 1
         ):
             return None
         signature = types.UniTuple(types.uint64, 2)(words, types.intp, types.intp, types.intp)
 
-        def codegen(context, builder, sig, args):
+        def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Sequence[ir.Value]) -> Any:
             data = context.make_array(sig.args[0])(context, builder, args[0]).data
             if instruction == "vpclmulqdq512":
                 v8 = ir.VectorType(_I64, 8)
@@ -251,7 +269,7 @@ def _make_clmul_dot(instruction: str) -> object:
 
         return signature, codegen
 
-    return clmul_dot
+    return cast("_ClmulDot", clmul_dot)
 
 
 _clmul_dot = _make_clmul_dot(CLMUL_INSTRUCTION)

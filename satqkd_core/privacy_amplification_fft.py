@@ -181,7 +181,8 @@ def _rounded_parity(values: np.ndarray) -> np.ndarray | None:
     rounded = np.rint(values)
     if values.size and float(np.max(np.abs(values - rounded))) >= ROUNDING_MARGIN_LIMIT:
         return None
-    return (rounded.astype(np.int64) & 1).astype(np.uint8)
+    parities: np.ndarray = (rounded.astype(np.int64) & 1).astype(np.uint8)
+    return parities
 
 
 def _fast_length(minimum: int) -> int:

@@ -42,7 +42,8 @@ def sift_mask(payload_basis: np.ndarray, ogs_basis: np.ndarray) -> np.ndarray:
     payload_basis = _as_label_array(payload_basis, "payload_basis", N_BASES)
     ogs_basis = _as_label_array(ogs_basis, "ogs_basis", N_BASES)
     _check_same_length(payload_basis, "payload_basis", ogs_basis, "ogs_basis")
-    return payload_basis == ogs_basis
+    mask: np.ndarray = payload_basis == ogs_basis
+    return mask
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _sift_kernel(
             kept_ogs_bits[kept] = ogs_bits[i]
             error = np.int64(payload_bits[i] ^ ogs_bits[i])
         tally[2 * (3 * b + np.int64(intensity[i])) + error] += same
-        kept += same
+        kept += int(same)
     return kept
 
 

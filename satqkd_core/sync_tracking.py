@@ -3,7 +3,8 @@
 `track_pulse_indices` carries the offset line (whole periods included) and the payload clock
 drift from frame to frame in a `TimingState`, so |offset| < period / 2 is needed only at QKD
 start: a payload oscillator 100 ppb off the station clock moves the offset by ten periods per
-second. Each frame's own line fit and assignment are those of `sync` (per-frame assignment).
+second. Each frame's own line fit and assignment are those of `sync.assign_pulse_indices`
+(`sync_line`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numba
 import numpy as np
 
 from satqkd_core.errors import InputError
-from satqkd_core.sync import (
+from satqkd_core.sync_line import (
     _PS_PER_S,
     SyncResult,
     _estimate_line,

@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING
 
 from drivers.interfaces import BeaconSensor, BeaconSpot, FastSteeringMirror, Gimbal, PhotonDetector
 from satqkd_core.ephemeris import Station, StationTrack
-from satqkd_core.errors import InputError
 from satqkd_ogs.atp_record import INSTRUMENT_NAMES, AtpRecord
 from satqkd_ogs.detectors import DetectorControl, DetectorsNotReady
 from satqkd_ogs.fine_steering import FineSteering, FineSteeringGains
 from satqkd_ogs.instrument_guard import FAILED, InstrumentGuard
 from satqkd_ogs.mount import MountTracker
-from satqkd_ogs.pointing import FineSteeringLaw, PassPrediction, PointingSample, SpiralScan
+from satqkd_ogs.pointing import PassPrediction, PointingSample, SpiralScan
+from satqkd_ogs.settings import AtpSettings, DetectorSettings
 from satqkd_runtime.clock import Clock
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ __all__ = [
     "INSTRUMENT_NAMES",
     "AtpRecord",
     "AtpSettings",
+    "DetectorSettings",
     "DetectorsNotReady",
     "StationAtp",
     "StationInstruments",
@@ -69,73 +70,6 @@ class StationInstruments:
         return any(getattr(self, name) is not None for name in INSTRUMENT_NAMES)
 
 
-@dataclass(frozen=True)
-class AtpSettings:
-    """ATP and detector settings from the station profile's `atp` and `detectors` sections."""
-
-    fine_loop_rate_hz: float = 10.0
-    prepare_lead_s: float = 20.0
-    fsm_integral_gain: float = 0.5
-    fsm_proportional_gain: float = 0.0
-    fsm_travel_fraction: float = 0.95
-    offload_threshold_fraction: float = 0.5
-    offload_time_constant_s: float = 1.0
-    offload_settle_s: float = 3.0
-    gimbal_position_gain_per_s: float = 2.0
-    gimbal_max_rate_deg_s: float = 10.0
-    gimbal_spot_gain_per_s: float = 0.5
-    slew_tolerance_deg: float = 0.05
-    acquisition_field_of_view_urad: float = 200.0
-    spiral_scan_rate_urad_per_s: float = 2000.0
-    initial_pointing_uncertainty_urad: float = 1000.0
-    track_lost_after_s: float = 1.0
-    park_az_deg: float = 0.0
-    park_el_deg: float = 90.0
-    instrument_retry_s: float = 1.0
-    instrument_retry_max_s: float = 30.0
-    telemetry_period_s: float = 1.0
-    detector_bias_v: float = 60.0
-    detector_max_temperature_c: float = -20.0
-    detector_poll_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        positive = (
-            "fine_loop_rate_hz",
-            "offload_time_constant_s",
-            "gimbal_position_gain_per_s",
-            "gimbal_max_rate_deg_s",
-            "gimbal_spot_gain_per_s",
-            "slew_tolerance_deg",
-            "acquisition_field_of_view_urad",
-            "spiral_scan_rate_urad_per_s",
-            "initial_pointing_uncertainty_urad",
-            "track_lost_after_s",
-            "instrument_retry_s",
-            "instrument_retry_max_s",
-            "telemetry_period_s",
-            "detector_poll_s",
-        )
-        for name in positive:
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise InputError(f"AtpSettings.{name} must be a positive number, got {value!r}")
-        for name in ("prepare_lead_s", "offload_settle_s", "detector_bias_v"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise InputError(f"AtpSettings.{name} must be >= 0, got {value!r}")
-        for name in ("fsm_travel_fraction", "offload_threshold_fraction"):
-            value = getattr(self, name)
-            if not 0.0 < value <= 1.0:
-                raise InputError(f"AtpSettings.{name} must be in (0, 1], got {value!r}")
-        # the fine-steering law checks its own gains
-        FineSteeringLaw(self.fsm_integral_gain, self.fsm_proportional_gain, (-1, 1), (-1, 1))
-
-    @property
-    def loop_period_s(self) -> float:
-        """Get: the ATP loop period in seconds."""
-        return 1.0 / self.fine_loop_rate_hz
-
-
 class StationAtp:
     """ATP and detector control of one pass plan (see the module docstring)."""
 
@@ -149,8 +83,10 @@ class StationAtp:
         runtime: NodeRuntime,
         tagger_lead_s: float,
         fault_counters: dict[str, int] | None = None,
+        detectors: DetectorSettings | None = None,
     ) -> None:
         s = settings
+        detector_settings = detectors if detectors is not None else DetectorSettings()
         self.plan = plan
         self.settings = settings
         self.instruments = instruments
@@ -217,9 +153,9 @@ class StationAtp:
         self.detectors = (
             DetectorControl(
                 instruments.detectors,
-                s.detector_bias_v,
-                s.detector_max_temperature_c,
-                s.detector_poll_s,
+                detector_settings.bias_v,
+                detector_settings.max_temperature_c,
+                detector_settings.poll_s,
                 clock,
                 self.guard,
                 self._event,

@@ -6,54 +6,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
 
 from drivers.interfaces import DeviceError, TimeTagger
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope
-from satqkd_core.ephemeris import Station, StationTrack
 from satqkd_core.errors import InputError, ProtocolError
-from satqkd_core.pass_decisions import ProtocolParameters
 from satqkd_ogs.atp import (
     INSTRUMENT_NAMES,
     AtpRecord,
-    AtpSettings,
     DetectorsNotReady,
     StationAtp,
     StationInstruments,
 )
+from satqkd_ogs.pass_summary import ogs_pass_summary
 from satqkd_ogs.session import OgsSession, PassPlan
+from satqkd_ogs.settings import OgsSettings
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import Clock
-from satqkd_runtime.keystore import KeyStore
-from satqkd_runtime.node import NodeRuntime, QkdChannel
+from satqkd_runtime.keystore import KeyStore, KeyStoreError
+from satqkd_runtime.node import ChannelCounts, NodeRuntime, QkdChannel
 
 log = logging.getLogger("satqkd.ogs")
 
 UP = 0  # Wegman-Carter direction ground -> payload
-
-
-@dataclass(frozen=True)
-class OgsSettings:
-    """What the station daemon needs from the station and mission profiles."""
-
-    mission: str
-    station: str
-    location: Station | StationTrack
-    protocol: ProtocolParameters
-    sync_window_ps: float
-    cascade_passes: int
-    reply_timeout_s: float = 60.0
-    tag_read_timeout_s: float = 120.0
-    tagger_lead_s: float = 1.0
-    housekeeping_period_s: float = 10.0
-    atp: AtpSettings = field(default_factory=AtpSettings)
-
-    @property
-    def node(self) -> str:
-        """Get: this station's node name on the bus."""
-        return f"ogs-{self.station}"
 
 
 class OgsDaemon:
@@ -93,6 +69,7 @@ class OgsDaemon:
         self.atp: dict[int, StationAtp] = {}
         self.atp_records: dict[int, AtpRecord] = {}
         self.instrument_faults: dict[str, int] = dict.fromkeys(INSTRUMENT_NAMES, 0)
+        self._channel_at_load: dict[int, ChannelCounts] = {}  # for the pass summaries
 
     async def run(self) -> None:
         """Control: serve until SHUTDOWN or cancellation."""
@@ -162,6 +139,7 @@ class OgsDaemon:
                 await self.runtime.reject_telecommand(envelope, str(exc))
                 return
             self.sessions[plan.plan_id] = session
+            self._channel_at_load[plan.plan_id] = ChannelCounts.of(self.channel)
             self.pass_done[plan.plan_id] = asyncio.Event()
             if atp is not None:
                 self.atp[plan.plan_id] = atp
@@ -224,6 +202,7 @@ class OgsDaemon:
             self.runtime,
             self.settings.tagger_lead_s,
             self.instrument_faults,
+            detectors=self.settings.detectors,
         )
 
     async def _detectors_refusal(self, plan_id: int) -> str | None:
@@ -294,7 +273,25 @@ class OgsDaemon:
                     "KEY_STORED",
                     f"plan {plan.plan_id}: key {result.key_id} ({result.pa_output_bits} bits)",
                 )
-            self.pass_done[plan.plan_id].set()
+            try:
+                await self._publish_summary(session)
+            finally:
+                self.pass_done[plan.plan_id].set()
+
+    async def _publish_summary(self, session: OgsSession) -> None:
+        """Publish OGS_PASS_SUMMARY: the figures the pass report takes from the station."""
+        plan_id = session.plan.plan_id
+        try:
+            fields = ogs_pass_summary(
+                session,
+                self.settings.location,
+                self.atp_records.get(plan_id),
+                self._channel_at_load.get(plan_id, ChannelCounts(0, 0, 0, 0)),
+                self.clock.now_unix_s(),
+            )
+            await self.runtime.publish_telemetry("OGS_PASS_SUMMARY", **fields)
+        except (ConnectionError, ValueError, KeyStoreError) as exc:
+            log.warning("plan %d: pass summary not published: %s", plan_id, exc)
 
     def _housekeeping_snapshot(self) -> tuple[str, int, int]:
         return self.mode, self.keystore.total_bits(), self.channel.pad_words_remaining

@@ -26,38 +26,19 @@ from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope
 from satqkd_core.errors import ProtocolError
-from satqkd_core.pass_decisions import ProtocolParameters
 from satqkd_core.payload_icd import crc16_ccitt
+from satqkd_payload.pass_summary import EmissionWindow, payload_pass_summary
 from satqkd_payload.session import PayloadSession
+from satqkd_payload.settings import PayloadSettings
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import Clock
-from satqkd_runtime.keystore import KeyStore
-from satqkd_runtime.node import NodeRuntime, QkdChannel
+from satqkd_runtime.keystore import KeyStore, KeyStoreError
+from satqkd_runtime.node import ChannelCounts, NodeRuntime, QkdChannel
 
 log = logging.getLogger("satqkd.payload")
 
 NODE = "payload"
 UP, DOWN = 0, 1  # Wegman-Carter directions: ground->payload, payload->ground
-
-
-@dataclass(frozen=True)
-class PayloadSettings:
-    """What the payload daemon needs from the mission profile."""
-
-    mission: str
-    protocol: ProtocolParameters
-    repetition_rate_hz: float
-    housekeeping_period_s: float = 10.0
-    # the source goes to its safe state once the broker has been unreachable this long
-    ground_link_timeout_s: float = 5.0
-    # are-you-alive period on the payload controller's link (its watchdog is a few times this)
-    controller_keep_alive_s: float = 2.0
-
-    def __post_init__(self) -> None:
-        for name in ("housekeeping_period_s", "ground_link_timeout_s", "controller_keep_alive_s"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 < value < float("inf"):
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
 @dataclass
@@ -107,6 +88,9 @@ class PayloadDaemon:
         # (station, plan id) -> why its emission was cut; the pass ends without a key
         self.interrupted: dict[tuple[str, int], str] = {}
         self._emitting_for: tuple[str, int] | None = None
+        # (station, plan id) -> when the source emitted, and the channel at plan load
+        self.emissions: dict[tuple[str, int], EmissionWindow] = {}
+        self._channel_at_load: dict[tuple[str, int], ChannelCounts] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._load_station_links()
 
@@ -245,6 +229,24 @@ class PayloadDaemon:
                 f"{session.station} plan {session.plan_id}: key {outcome.key_id} "
                 f"({outcome.key_bits} bits)",
             )
+        await self._publish_summary(session)
+
+    async def _publish_summary(self, session: PayloadSession) -> None:
+        """Publish PAYLOAD_PASS_SUMMARY: the figures the pass report takes from the payload."""
+        key = (session.station, session.plan_id)
+        try:
+            fields = payload_pass_summary(
+                session,
+                self.emissions.get(key),
+                self._channel_at_load.get(key, ChannelCounts(0, 0, 0, 0)),
+                self.clock.now_unix_s(),
+            )
+            await self.runtime.publish_telemetry("PAYLOAD_PASS_SUMMARY", **fields)
+        except ConnectionError as exc:
+            self.counters.publish_failures += 1
+            log.warning("payload: plan %d summary not sent: %s", session.plan_id, exc)
+        except (ValueError, KeyStoreError) as exc:
+            log.warning("payload: plan %d summary not made: %s", session.plan_id, exc)
 
     async def _execute(self, envelope: Envelope) -> None:
         name, f = envelope.spec.name, envelope.fields
@@ -260,6 +262,8 @@ class PayloadDaemon:
                 await self.runtime.reject_telecommand(envelope, refusal)
                 return
             link = self.links[f["station"]]
+            plan_key = (str(f["station"]), int(f["plan_id"]))
+            self._channel_at_load[plan_key] = ChannelCounts.of(link.channel)
             link.sessions[int(f["plan_id"])] = PayloadSession(
                 plan_id=int(f["plan_id"]),
                 station=f["station"],
@@ -357,6 +361,9 @@ class PayloadDaemon:
             self._interrupt(key, f"source not enabled: {exc}")
             return
         self._emitting_for = key
+        self.emissions[key] = EmissionWindow(
+            plan["qkd_start_unix_s"], plan["qkd_stop_unix_s"], plan["repetition_rate_hz"]
+        )
         self.mode = "qkd"
         await self._emit("PASS_STARTED", f"source on for {plan['station']}")
         await self.clock.sleep_until(plan["qkd_stop_unix_s"])
@@ -367,6 +374,8 @@ class PayloadDaemon:
 
     def _interrupt(self, key: tuple[str, int], reason: str) -> None:
         """Mark a pass whose emission was cut; it ends without a key (see the module)."""
+        if (emission := self.emissions.get(key)) is not None:
+            emission.close(self.clock.now_unix_s())
         if key not in self.interrupted:
             self.interrupted[key] = reason
             self.counters.passes_interrupted += 1
@@ -374,6 +383,8 @@ class PayloadDaemon:
 
     async def _safe_source(self, reason: str) -> bool:
         """Command the safe state; False (counted, evented) if the source did not confirm it."""
+        for emission in self.emissions.values():
+            emission.close(self.clock.now_unix_s())
         try:
             await self.source.disable()
         except DeviceError as exc:

@@ -334,3 +334,17 @@ class PayloadSession:
         self.outcome.abort_reason = reason
         self._finished = True
         await self.channel.send("ABORT", plan_id=self.plan_id, reason=reason[:500])
+
+    def pass_figures(self) -> dict[str, int]:
+        """Get: the pass's counts for its summary telemetry (counts only, no key material)."""
+        replies = [chunk.reply for chunk in self._chunks.values()]
+        reference = self._reference_key
+        return {
+            "detections": sum(int(r["n_detections"]) for r in replies),
+            "sifted_bits": sum(int(r["n_kept"]) for r in replies),
+            "leak_ec_bits": int(self._leak_ec_bits),
+            # the bits privacy amplification hashed, once it did
+            "pa_input_bits": int(reference.size)
+            if self.outcome.key_id and reference is not None
+            else 0,
+        }

@@ -285,3 +285,33 @@ class QkdChannel:
         self._save_state(durable=False)
         counters.qkd_accepted += 1
         return envelope
+
+
+@dataclass(frozen=True)
+class ChannelCounts:
+    """The QKD channel's counters at one instant (for a pass: when its plan was loaded)."""
+
+    sent_bytes: int
+    sent_messages: int
+    received_bytes: int
+    rejected: int
+
+    @classmethod
+    def of(cls, channel: QkdChannel) -> ChannelCounts:
+        """Get: the channel's counters now."""
+        return cls(
+            channel.sent_bytes,
+            channel.sent_messages,
+            channel.received_bytes,
+            channel.runtime.counters.qkd_rejected,
+        )
+
+    def since(self, channel: QkdChannel) -> ChannelCounts:
+        """Get: what the counters grew by since this snapshot (RESET_COUNTERS clamps at 0)."""
+        now = ChannelCounts.of(channel)
+        return ChannelCounts(
+            max(now.sent_bytes - self.sent_bytes, 0),
+            max(now.sent_messages - self.sent_messages, 0),
+            max(now.received_bytes - self.received_bytes, 0),
+            max(now.rejected - self.rejected, 0),
+        )

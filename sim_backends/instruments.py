@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from drivers.interfaces import (
+    Device,
     DeviceStatus,
     DeviceTimeout,
     PulsedSource,
@@ -21,6 +23,9 @@ from drivers.interfaces import (
     TagBuffer,
     TimeTagger,
 )
+from drivers.options import DriverOptions
+from drivers.registry import BuildRequest, DriverSpec, register_driver
+from satqkd_core.errors import InputError
 from satqkd_runtime.clock import Clock
 
 
@@ -144,3 +149,45 @@ class SimTimeTagger(TimeTagger):
     async def feed(self, buffer: TagBuffer) -> None:
         """Simulation side: deliver one buffer (waits while the reader lags)."""
         await self._queue.put(buffer)
+
+
+class SimTimeTaggerOptions(DriverOptions):
+    """Options of the in-process simulated tagger: how many fed buffers it holds."""
+
+    queue_depth: Annotated[int, Field(ge=1, le=1024)] = 4
+
+
+def _build_sim_source(r: BuildRequest) -> Device:
+    if r.context.pattern is None or r.context.clock is None:
+        raise InputError(f"{r.name}: the simulated source needs the node's clock and pattern")
+    return SimPulsedSource(r.name, r.context.pattern, r.context.clock)
+
+
+def _build_sim_tagger(r: BuildRequest) -> Device:
+    if r.context.clock is None:
+        raise InputError(f"{r.name}: the simulated tagger needs the node's clock")
+    return SimTimeTagger(r.name, r.context.clock, **r.kwargs)
+
+
+register_driver(
+    DriverSpec(
+        "sim_pulsed_source",
+        "source",
+        SimPulsedSource,
+        DriverOptions,
+        _build_sim_source,
+        in_process_only=True,
+        summary="simulated source answering from the payload's sequencer (in-process only)",
+    )
+)
+register_driver(
+    DriverSpec(
+        "sim_time_tagger",
+        "tagger",
+        SimTimeTagger,
+        SimTimeTaggerOptions,
+        _build_sim_tagger,
+        in_process_only=True,
+        summary="simulated tagger streaming what the channel simulation feeds it (in-process only)",
+    )
+)

@@ -182,3 +182,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _MOSQUITTO_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.mosquitto)
+
+
+# ---- every pass report the tests write meets docs/report.schema.json -----------------------
+
+REPORT_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "docs" / "report.schema.json"
+_validated_reports: dict[Path, int] = {}  # report.json -> modification time when validated
+
+
+def report_schema_errors(report: object) -> list[str]:
+    """Get: why a report does not meet docs/report.schema.json, first error first (empty if
+    it does); each names the field's path."""
+    import json
+
+    import jsonschema
+
+    validator_class = jsonschema.Draft202012Validator
+    schema = json.loads(REPORT_SCHEMA_PATH.read_text(encoding="utf-8"))
+    validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+    errors = sorted(validator.iter_errors(report), key=lambda e: list(e.absolute_path))
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors]
+
+
+@pytest.fixture(autouse=True)
+def _written_reports_meet_the_schema(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that has temporary directories, validate every report.json written
+    under them (its own tmp_path and module or session ones alike) since the last check."""
+    yield
+    if not {"tmp_path", "tmp_path_factory"} & set(request.fixturenames):
+        return
+    import json
+
+    base = request.getfixturevalue("tmp_path_factory").getbasetemp()
+    for path in sorted(base.rglob("report.json")):
+        modified = path.stat().st_mtime_ns
+        if _validated_reports.get(path) == modified:
+            continue
+        _validated_reports[path] = modified
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            pytest.fail(f"{path}: report.json is not JSON: {exc}")
+        errors = report_schema_errors(report)
+        if errors:
+            pytest.fail(f"{path}: does not meet docs/report.schema.json: {errors[0]}")

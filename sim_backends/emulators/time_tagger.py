@@ -224,9 +224,9 @@ class TimeTaggerEmulator:
         """Get whether an acquisition is running."""
         return self.state == "RUNNING"
 
-    async def start(self) -> None:
-        """Control: listen on a free port of 127.0.0.1."""
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
+    async def start(self, port: int = 0) -> None:
+        """Control: listen on `port` of the host (0: a free one)."""
+        self._server = await asyncio.start_server(self._serve, self.host, port)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:

@@ -128,3 +128,65 @@ def test_cli_missing_and_malformed_files(tmp_path: Path, capsys) -> None:
     bad.write_text("name: [unclosed\n")
     assert main(["sim", "pass", str(bad), "--quiet"]) == 2
     assert "bad.yaml: invalid YAML at line" in capsys.readouterr().err
+
+
+def test_a_daemon_setting_left_out_of_the_profile_takes_the_daemons_own_default(
+    tmp_path: Path,
+) -> None:
+    from satqkd.config import station_path
+    from satqkd.wiring import ogs_settings
+    from satqkd_ogs.settings import AtpSettings, DetectorSettings
+
+    root = _copy_configs(tmp_path)
+    station_file = root / "stations/xinglong.yaml"
+
+    def leave_out(d: dict) -> None:
+        d["atp"].pop("acquisition_field_of_view_urad")
+        d["detectors"].pop("bias_v", None)
+
+    _edit(station_file, leave_out)
+    scenario = load_scenario(root / "scenarios" / "jinan1-xinglong-clear.yaml")
+    settings = ogs_settings(scenario.mission, scenario.station, station_path(scenario))
+    # one set of defaults: the profile's and the daemon's are the same declaration
+    assert settings.atp == AtpSettings(
+        initial_pointing_uncertainty_urad=1000.0,
+        spiral_scan_rate_urad_per_s=2000.0,
+    )
+    assert settings.atp.acquisition_field_of_view_urad == 500.0
+    assert settings.detectors == DetectorSettings()
+    # the simulation-only key of the section stays out of the daemon's settings
+    assert not hasattr(settings.atp, "tracking_bandwidth_hz")
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda d: d["atp"].__setitem__("fine_loop_rate", 5.0),
+            "atp.fine_loop_rate: unknown key (allowed here: initial_pointing_uncertainty_urad, ",
+        ),
+        (
+            lambda d: d["atp"].__setitem__("telemetry_period_s", 0.0),
+            "atp.telemetry_period_s: Input should be greater than or equal to 0.1 (got 0.0)",
+        ),
+        (
+            lambda d: d["detectors"].pop("efficiency"),
+            "detectors.efficiency: required key is missing",
+        ),
+        (
+            lambda d: d["detectors"].__setitem__("max_temperature_c", 80),
+            "detectors.max_temperature_c: Input should be less than or equal to 50",
+        ),
+    ],
+)
+def test_a_daemon_settings_section_reports_errors_like_the_rest(
+    tmp_path: Path, edit, expected: str
+) -> None:
+    root = _copy_configs(tmp_path)
+    _edit(root / "stations/xinglong.yaml", edit)
+    with pytest.raises(ConfigError) as info:
+        load_scenario(root / "scenarios" / "jinan1-xinglong-clear.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(root / "stations/xinglong.yaml") + ": ")
+    assert expected in message

@@ -18,8 +18,9 @@ import pytest
 from drivers.interfaces import TagBuffer
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.config import load_scenario, station_path
+from satqkd.instruments_config import validate_instruments
 from satqkd.pass_physics import plan_pass
-from satqkd.simulation import build_bench
+from satqkd.simulation import build_bench, scenario_benches
 from satqkd.wiring import ogs_settings, pass_plan_fields, payload_settings, preshared_auth_key
 from satqkd_core import dictionary as dct
 from satqkd_core import rng
@@ -74,9 +75,13 @@ async def test_broker_outage_mid_pass_safes_the_source_and_ends_the_pass_without
         mission.source.basis_x_probability,
     )
     async with contextlib.AsyncExitStack() as stack:
-        bench = await build_bench(
-            {"source": "in-process", "tagger": "in-process"}, clock, sequencer, stack
-        )
+        # the source and the tagger in-process, the station's ATP out of the loop
+        tagger = {"driver": "sim_time_tagger", "resource": "in-process://tagger"}
+        benches = {
+            "payload": scenario_benches(scenario)["payload"],
+            "station": validate_instruments({"name": "t", "instruments": {"tagger": tagger}}, "t"),
+        }
+        bench, _ = await build_bench(benches, scenario, physics, clock, sequencer, stack)
         payload_bus = await stack.enter_async_context(_fast_bus(broker.url, "payload"))
         ogs_bus = await stack.enter_async_context(_fast_bus(broker.url, "ogs"))
         occ = await stack.enter_async_context(_fast_bus(broker.url, "occ"))

@@ -18,7 +18,6 @@ from satqkd.instruments_cli import (
     run_instruments_check,
 )
 from satqkd.instruments_config import (
-    GimbalEntry,
     load_instruments_config,
     validate_instruments,
 )
@@ -29,20 +28,22 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "instruments"
 def test_sim_bench_is_all_healthy(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_instruments_check(str(CONFIGS / "sim-bench.yaml")) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 6
-    for name, line in zip(("gimbal", "fsm", "beacon", "laser", "detectors"), lines, strict=False):
+    assert len(lines) == 7
+    names = ("tagger", "gimbal", "fsm", "beacon", "laser", "detectors")
+    for name, line in zip(names, lines, strict=False):
         assert line.startswith(f"{name}  ") and line.endswith("  OK"), line
-    assert "Pan-Tilt Controller" in lines[0] and "az_deg=0" in lines[0]
-    assert lines[-1] == "5 instrument(s): 5 healthy, 0 not"
+    assert "Pan-Tilt Controller" in lines[1] and "az_deg=0" in lines[1]
+    assert "TDC1" in lines[0] and "serial://" in lines[0]
+    assert lines[-1] == "6 instrument(s): 6 healthy, 0 not"
 
 
 def test_lab_bench_config_is_valid() -> None:
     bench = load_instruments_config(CONFIGS / "lab-bench.yaml")
-    assert set(bench.instruments) == {"gimbal", "fsm", "beacon", "laser", "detectors"}
+    assert set(bench.instruments) == {"tagger", "gimbal", "fsm", "beacon", "laser", "detectors"}
     gimbal = bench.instruments["gimbal"]
-    assert isinstance(gimbal, GimbalEntry)
+    assert gimbal.kind == "gimbal" and gimbal.path == "hardware"
     assert gimbal.resource.startswith("serial:///dev/serial/by-id/")
-    assert gimbal.driver_options() == {
+    assert gimbal.driver_options().model_dump(exclude_none=True) == {
         "pan_resolution_arcsec": 46.2857,
         "tilt_resolution_arcsec": 46.2857,
     }

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from pathlib import Path
 
 import pytest
 
+from satqkd.cli import main
 from satqkd.keyrate_cli import run_keyrate_estimate
 
 REQUEST = {
@@ -103,3 +106,26 @@ def test_bad_fields_exit_2_with_one_line_naming_the_field(tmp_path, capsys, muta
     assert run_keyrate_estimate(_write(tmp_path, request)) == 2
     line = _single_error_line(capsys)
     assert fragment in line
+
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "configs" / "keyrate" / "jinan1-clear-pass.json"
+
+
+def test_shipped_example_gives_the_key_of_its_pass(capsys):
+    # The counts of the seed-7 clear Jinan-1 pass (docs/keyrate.md), through the command line.
+    assert main(["keyrate", "estimate", str(EXAMPLE)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    out = json.loads(captured.out)
+    assert out["key_length_bits"] > 0
+    # What that pass itself extracted from these counts and this leak.
+    assert out["key_length_bits"] == 593304
+    assert out["n_x"] == 2246910 + 140763 + 640
+    assert out["bounds"] == "hoeffding"
+
+
+def test_docs_show_the_shipped_example():
+    text = (REPO / "docs" / "keyrate.md").read_text(encoding="utf-8")
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", text, re.DOTALL)]
+    assert json.loads(EXAMPLE.read_text(encoding="utf-8")) in blocks

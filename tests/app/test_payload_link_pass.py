@@ -14,8 +14,9 @@ from drivers.payload_link_source import PayloadLinkSource
 from drivers.scpi import ScpiLaserSource
 from satqkd.cli import main
 from satqkd.config import Scenario, load_scenario
+from satqkd.instruments_config import BenchConfig, validate_instruments
 from satqkd.report import build_report
-from satqkd.simulation import run_pass
+from satqkd.simulation import run_pass, scenario_benches
 from sim_backends.instruments import SimPulsedSource
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,18 +38,40 @@ def in_process(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
-def _scenario(source: str, payload_link: str) -> Scenario:
+LASER_SIM = "visa-sim://drivers/sim/laser_source.yaml#TCPIP0::127.0.0.1::5025::SOCKET"
+
+
+def _scenario() -> Scenario:
     scenario = load_scenario(CLEAR, seed=SEED)
-    simulation = scenario.scenario.simulation
-    instruments = simulation.instruments.model_copy(
-        update={"source": source, "payload_link": payload_link}
-    )
-    simulation = simulation.model_copy(
-        update={"qkd_start_after_aos_s": 190.0, "instruments": instruments}
-    )
+    simulation = scenario.scenario.simulation.model_copy(update={"qkd_start_after_aos_s": 190.0})
     return scenario.model_copy(
         update={"scenario": scenario.scenario.model_copy(update={"simulation": simulation})}
     )
+
+
+def _benches(scenario: Scenario, source: str, payload_link: str) -> dict[str, BenchConfig]:
+    """The scenario's benches with the payload's source reached as asked: the hardware in-process
+    or over pyvisa-sim, driven directly or through the payload controller's emulator."""
+    benches = scenario_benches(scenario)
+    hardware = (
+        {"driver": "sim_pulsed_source", "resource": "in-process://source"}
+        if source == "in-process"
+        else {"driver": "scpi_laser_source", "resource": LASER_SIM}
+    )
+    if payload_link == "emulator":
+        behind = "" if source == "in-process" else "?hardware=laser"
+        entries = {
+            "source": {
+                "driver": "payload_link_source",
+                "resource": f"emulator://payload-controller{behind}",
+            }
+        }
+        if source != "in-process":
+            entries["laser"] = hardware
+    else:
+        entries = {"source": hardware}
+    benches["payload"] = validate_instruments({"name": "p", "instruments": entries}, "test")
+    return benches
 
 
 @pytest.mark.parametrize(
@@ -62,7 +85,9 @@ def _scenario(source: str, payload_link: str) -> Scenario:
 async def test_the_source_path_does_not_change_the_key(
     in_process: dict, tmp_path: Path, source: str, payload_link: str, driver: type
 ) -> None:
-    run = await run_pass(_scenario(source, payload_link), tmp_path, max_duration_s=60.0)
+    scenario = _scenario()
+    benches = _benches(scenario, source, payload_link)
+    run = await run_pass(scenario, tmp_path, max_duration_s=60.0, benches=benches)
     report = build_report(run)
     assert report["key"]["secret_key_bits"] > 0, report["key"]["abort_reason"]
     assert report["key"]["sha256_ogs"] == report["key"]["sha256_payload"]

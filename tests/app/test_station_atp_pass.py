@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +30,37 @@ def _run(out: Path, scenario: Path = CLEAR, *extra: str) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
-def _scenario_with(tmp: Path, instruments: dict[str, str]) -> Path:
-    """The clear scenario with its own instrument paths (in a copy of the configs tree)."""
+_RESOURCES = {
+    "in-process": "in-process://{}",
+    "emulator": "emulator://{}",
+    "visa-sim": "visa-sim://drivers/sim/bias_supply.yaml#ASRL1::INSTR",
+}
+
+
+def _scenario_with(
+    tmp: Path, instruments: dict[str, str], payload_source: dict[str, str] | None = None
+) -> Path:
+    """The clear scenario with its own station bench (the shipped in-process one with each named
+    slot reached on the path given, or left out for "none") and optionally its own payload
+    source entry, in a copy of the configs tree."""
     configs = tmp / "configs"
-    for folder in ("missions", "stations"):
+    for folder in ("missions", "stations", "instruments"):
         shutil.copytree(REPO / "configs" / folder, configs / folder)
+    bench = yaml.safe_load((configs / "instruments" / "sim-station.yaml").read_text())
+    for slot, path in instruments.items():
+        if path == "none":
+            del bench["instruments"][slot]
+        else:
+            bench["instruments"][slot]["resource"] = _RESOURCES[path].format(slot)
+    bench["name"] = "station-paths"
+    (configs / "instruments" / "station-paths.yaml").write_text(yaml.safe_dump(bench))
+    benches = {"station": "station-paths"}
+    if payload_source is not None:
+        payload = {"name": "payload-paths", "instruments": {"source": payload_source}}
+        (configs / "instruments" / "payload-paths.yaml").write_text(yaml.safe_dump(payload))
+        benches["payload"] = "payload-paths"
     scenario = yaml.safe_load(CLEAR.read_text())
-    scenario["simulation"] = {"instruments": instruments}
+    scenario["simulation"] = {"benches": benches}
     path = configs / "scenarios" / "station-paths.yaml"
     path.parent.mkdir(parents=True)
     path.write_text(yaml.safe_dump(scenario))
@@ -70,10 +95,20 @@ def test_the_station_instruments_are_in_the_loop_by_default(in_process: dict) ->
 
 
 def test_station_instruments_behind_ports_give_the_in_process_key(
-    in_process: dict, tmp_path: Path
+    in_process: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emulated = _run(tmp_path / "emulated", CLEAR, "--instruments", "emulator")
-    assert emulated["atp"]["station_tracking"]["instruments"]["gimbal"] == "emulator"
+    """Through the progress display a terminal gets (`--instruments` must reach the pass)."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    out = tmp_path / "emulated"
+    loud = [arg for arg in SHORT if arg != "--quiet"]
+    assert (
+        main(["sim", "pass", str(CLEAR), "--out", str(out), *loud, "--instruments", "emulator"])
+        == 0
+    )
+    emulated = json.loads((out / "report.json").read_text())
+    assert emulated["atp"]["station_tracking"]["instruments"] == dict.fromkeys(
+        ("gimbal", "fsm", "beacon", "detectors"), "emulator"
+    )
     assert emulated["key"]["sha256_ogs"] == emulated["key"]["sha256_payload"]
     assert emulated["key"]["sha256_ogs"] == in_process["key"]["sha256_ogs"]
     assert emulated["quantum"] == in_process["quantum"]
@@ -82,9 +117,14 @@ def test_station_instruments_behind_ports_give_the_in_process_key(
 
 
 def test_each_instrument_path_is_chosen_on_its_own(in_process: dict, tmp_path: Path) -> None:
+    """Mixed: each instrument's resource string picks its path, the laser over pyvisa-sim."""
     paths = {"gimbal": "emulator", "fsm": "in-process", "beacon": "emulator",
              "detectors": "visa-sim"}  # fmt: skip
-    mixed = _run(tmp_path / "mixed", _scenario_with(tmp_path, paths))
+    laser = {
+        "driver": "scpi_laser_source",
+        "resource": "visa-sim://drivers/sim/laser_source.yaml#TCPIP0::127.0.0.1::5025::SOCKET",
+    }
+    mixed = _run(tmp_path / "mixed", _scenario_with(tmp_path, paths, laser))
     assert mixed["atp"]["station_tracking"]["instruments"] == paths
     assert mixed["key"]["sha256_ogs"] == in_process["key"]["sha256_ogs"]
     assert mixed["quantum"]["detections"] == in_process["quantum"]["detections"]

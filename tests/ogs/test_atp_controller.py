@@ -41,7 +41,7 @@ PASS_AOS = 1796134727.421875
 RISING = PASS_AOS + 120.0  # elevation 30 -> 55 deg over the next minute, azimuth 182 -> 201
 DRIVERS = {"gimbal": PtuGimbal, "fsm": PiGcsMirror, "beacon": QuadCellBeacon}
 DRIVERS["detectors"] = ScpiBiasSupply
-SETTINGS = AtpSettings(prepare_lead_s=20.0)
+SETTINGS = AtpSettings(prepare_lead_s=20.0, acquisition_field_of_view_urad=200.0)
 
 
 class RecordingBus:

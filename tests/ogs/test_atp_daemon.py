@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import math
 from pathlib import Path
 
@@ -62,28 +61,17 @@ async def test_short_pass_with_station_instruments_makes_a_key_through_a_beacon_
 ) -> None:
     daemons: list[OgsDaemon] = []
     outage: dict[str, float] = {}
-    original_bench = simulation.build_bench
-
-    async def bench_with_station(*args, **kwargs):
-        # the sim-bench's station instruments on the pass's own simulated clock
-        bound = inspect.signature(original_bench).bind(*args, **kwargs).arguments
-        result = await original_bench(*args, **kwargs)
-        instruments = await open_station_instruments(SIM_BENCH, bound["clock"], bound["stack"])
-        outage["instruments"] = instruments  # type: ignore[assignment]
-        return result
 
     def station_daemon(settings, *args, **kwargs) -> OgsDaemon:
-        # a pass run that wires its own bench keeps it; otherwise the sim-bench drives ATP
-        kwargs.setdefault("instruments", outage.get("instruments"))
         # 5 Hz keeps the test short; pre-cooled detectors are the norm before a pass
-        atp = dataclasses.replace(
-            settings.atp, fine_loop_rate_hz=5.0, detector_max_temperature_c=30.0
+        atp = dataclasses.replace(settings.atp, fine_loop_rate_hz=5.0)
+        detectors = dataclasses.replace(settings.detectors, max_temperature_c=30.0)
+        daemon = OgsDaemon(
+            dataclasses.replace(settings, atp=atp, detectors=detectors), *args, **kwargs
         )
-        daemon = OgsDaemon(dataclasses.replace(settings, atp=atp), *args, **kwargs)
         daemons.append(daemon)
         return daemon
 
-    monkeypatch.setattr(simulation, "build_bench", bench_with_station)
     monkeypatch.setattr(simulation, "OgsDaemon", station_daemon)
 
     scenario = _short_scenario()
@@ -214,7 +202,9 @@ class _NoTagger:
 async def test_sim_bench_config_opens_the_station_instruments() -> None:
     clock = SimClock(1.8e9)
     async with contextlib.AsyncExitStack() as stack:
-        instruments = await open_station_instruments(SIM_BENCH, clock, stack, seed=3)
+        node = await open_station_instruments(SIM_BENCH, clock, stack, seed=3)
+        assert node.tagger is not None and node.paths["tagger"] == "emulator"
+        instruments = node.station_instruments()
         assert instruments.present
         assert instruments.gimbal is not None and instruments.fsm is not None
         assert instruments.beacon is not None and instruments.detectors is not None
@@ -268,9 +258,10 @@ def test_station_profile_atp_and_detector_keys_reach_the_daemon_settings() -> No
     data["atp"] = {**data["atp"], "fine_loop_rate_hz": 25.0, "fsm_integral_gain": 0.8}
     data["detectors"] = {**data["detectors"], "bias_v": 55.0, "max_temperature_c": -35.0}
     station = validate_model(StationConfig, data, "xinglong.yaml")
-    atp = ogs_settings(mission, station, STATION).atp
+    settings = ogs_settings(mission, station, STATION)
+    atp, detectors = settings.atp, settings.detectors
     assert (atp.fine_loop_rate_hz, atp.fsm_integral_gain) == (25.0, 0.8)
-    assert (atp.detector_bias_v, atp.detector_max_temperature_c) == (55.0, -35.0)
+    assert (detectors.bias_v, detectors.max_temperature_c) == (55.0, -35.0)
     assert atp.acquisition_field_of_view_urad == 100.0  # the profile's existing key
     assert atp.prepare_lead_s == 20.0  # a default
     data["atp"]["fsm_integral_gain"] = 2.5  # the PI loop would be unstable

@@ -4,6 +4,7 @@ controller on a serial line (here the controller firmware on a pty, in real time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -14,7 +15,8 @@ import pytest
 from firmware_shims.payload_controller import PayloadController
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.cli import main
-from satqkd.daemons import open_payload_source
+from satqkd.daemons import open_payload_source, payload_bench
+from satqkd.instruments_config import validate_instruments
 from satqkd_core import dictionary as dct
 from satqkd_core.codec import decode_envelope, encode_envelope
 from satqkd_core.payload_icd import DisableReason
@@ -34,17 +36,23 @@ async def test_open_payload_source_reaches_the_controller() -> None:
     clock = RealClock()
     sequencer = SourceSequencer(1, (0.5, 0.25, 0.25), 0.5)
     async with PayloadController(clock) as controller:
-        source = await open_payload_source(
-            f"serial://{controller.port_path}", clock, sequencer, 0.5
-        )
-        try:
+        entry = {
+            "driver": "payload_link_source",
+            "resource": f"serial://{controller.port_path}",
+            "options": {"keep_alive_interval_s": 0.5},
+        }
+        bench = validate_instruments({"name": "link", "instruments": {"source": entry}}, "test")
+        async with contextlib.AsyncExitStack() as stack:
+            source = await open_payload_source(bench, clock, sequencer, stack)
             await asyncio.sleep(1.2)  # the keep-alive pings meanwhile
             assert controller.counters.tc_accepted >= 3  # connect's ping + report + pings
             assert type(source).__name__ == "PayloadLinkSource"
-        finally:
-            await source.close()
-    simulated = await open_payload_source(None, clock, sequencer, 0.5)
-    assert isinstance(simulated, SimPulsedSource)
+    # --link is short for that bench; without a bench the source is simulated
+    short = payload_bench(None, f"serial://{controller.port_path}")
+    assert short is not None and short.instruments["source"].driver == "payload_link_source"
+    async with contextlib.AsyncExitStack() as stack:
+        simulated = await open_payload_source(None, clock, sequencer, stack)
+        assert isinstance(simulated, SimPulsedSource)
 
 
 def test_a_link_that_does_not_open_fails_in_one_line(

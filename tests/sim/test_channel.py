@@ -14,7 +14,6 @@ from firmware_shims.source_sequencer import PulsePattern, SourceSequencer
 from satqkd_core.ephemeris import SPEED_OF_LIGHT_M_S, Station, topocentric
 from satqkd_core.errors import InputError
 from satqkd_core.rng import derive_key
-from sim_backends.atp import AtpModel, tracking_residual_urad
 from sim_backends.channel import (
     AttackModel,
     DetectorModel,
@@ -31,6 +30,7 @@ from sim_backends.channel import (
 )
 from sim_backends.link import Atmosphere, Background, ReceiverOptics, TransmitterOptics, link_budget
 from sim_backends.orbit import find_passes, load_sample_tle
+from sim_backends.transmitter_pointing import TransmitterPointing, pointing_residual_urad
 
 SOURCE = SourceModel(
     repetition_rate_hz=1e8,
@@ -378,7 +378,7 @@ def test_jinan1_like_night_pass_over_xinglong_gives_a_usable_sifted_key() -> Non
     )
     unix_s = np.arange(window.aos_unix_s, window.los_unix_s, 1.0)
     geometry = topocentric(*tle, station, unix_s)
-    atp = AtpModel(1000.0, 100.0, 2000.0, 1.5, 50.0)
+    pointing = TransmitterPointing(1.5, 50.0)
     budget = link_budget(
         geometry,
         TransmitterOptics(850.0, 0.1, 30.0, 0.5),
@@ -387,7 +387,7 @@ def test_jinan1_like_night_pass_over_xinglong_gives_a_usable_sifted_key() -> Non
         ),
         Atmosphere(0.8, "clear"),
         Background("dark_night"),
-        tracking_residual_urad(atp, unix_s, seed=2),
+        pointing_residual_urad(pointing, unix_s, seed=2),
         scintillation_seed=3,
     )
     source = dataclasses.replace(SOURCE, polarisation_error=0.01, intensity_fluctuation=0.01)

@@ -11,7 +11,7 @@ from drivers.beacon import QuadCellBeacon
 from drivers.fsm import PiGcsMirror
 from drivers.gimbal import PtuGimbal
 from drivers.interfaces import DeviceDisconnected, DeviceError, DeviceTimeout
-from drivers.scpi import ScpiBiasSupply, ScpiLaserSource
+from drivers.registry import DRIVERS, BuildContext, build_driver
 from drivers.transport import open_transport
 from satqkd_core.errors import InputError
 from satqkd_runtime.clock import SimClock
@@ -22,20 +22,23 @@ from sim_backends.emulators.gimbal import PtuEmulator
 
 T0 = 1_700_000_000.0
 FAST_BACKOFF = {"reconnect_backoff_s": 0.01, "reconnect_backoff_max_s": 0.04}
-DRIVERS = {
-    "gimbal": PtuGimbal,
-    "fsm": PiGcsMirror,
-    "beacon": QuadCellBeacon,
-    "laser": ScpiLaserSource,
-    "detectors": ScpiBiasSupply,
-}
+# every registered driver whose emulator speaks lines, found through the instrument registry
+BY_EMULATOR = {spec.emulator: spec.name for spec in DRIVERS.values() if spec.emulator in EMULATORS}
+
+
+def test_every_line_emulator_has_a_registered_driver() -> None:
+    assert set(BY_EMULATOR) == set(EMULATORS)
 
 
 @pytest.mark.parametrize("name", sorted(EMULATORS))
 async def test_every_driver_connects_to_its_emulator_through_memory(name: str) -> None:
-    emulator = await start_emulator(name, SimClock(T0), seed=1, port="memory")
+    clock = SimClock(T0)
+    emulator = await start_emulator(name, clock, seed=1, port="memory")
     assert emulator.resource == f"memory://{emulator.name}"
-    driver = DRIVERS[name](name, emulator.memory_transport(), timeout_s=0.5)
+    driver = build_driver(
+        name, BY_EMULATOR[name], emulator.memory_transport(), timeout_s=0.5,
+        context=BuildContext(clock=clock),
+    )  # fmt: skip
     try:
         await driver.connect(timeout_s=2.0)
         status = await driver.status()

@@ -1,0 +1,27 @@
+"""The payload daemon's settings, declared once: defaults and allowed ranges."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, InstanceOf
+from pydantic.dataclasses import dataclass
+
+from satqkd_core.pass_decisions import ProtocolParameters
+from satqkd_runtime.settings import SETTINGS_CONFIG, HousekeepingPeriod, Seconds
+
+__all__ = ["PayloadSettings"]
+
+
+@dataclass(frozen=True, config=SETTINGS_CONFIG)
+class PayloadSettings:
+    """What the payload daemon needs from the mission profile, and its own timings."""
+
+    mission: str
+    protocol: InstanceOf[ProtocolParameters]
+    repetition_rate_hz: Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+    housekeeping_period_s: HousekeepingPeriod = 10.0
+    # the source goes to its safe state once the broker has been unreachable this long
+    ground_link_timeout_s: Seconds = 5.0
+    # are-you-alive period on the payload controller's link (its watchdog is a few times this)
+    controller_keep_alive_s: Seconds = 2.0
