@@ -12,6 +12,7 @@ from drivers.beacon import QuadCellBeacon
 from drivers.fsm import PiGcsMirror
 from drivers.gimbal import PtuGimbal
 from drivers.interfaces import DeviceDisconnected, DeviceError, DeviceTimeout
+from drivers.registry import DRIVERS, BuildContext, build_driver
 from drivers.scpi import ScpiBiasSupply, ScpiLaserSource
 from drivers.transport import open_transport
 from satqkd_runtime.clock import SimClock
@@ -218,17 +219,16 @@ async def test_instrument_gone_for_good_gives_up_after_doubling_delays() -> None
 
 @pytest.mark.parametrize("name", sorted(EMULATORS))
 async def test_every_registered_emulator_answers_its_driver(name: str) -> None:
-    drivers = {
-        "gimbal": PtuGimbal,
-        "fsm": PiGcsMirror,
-        "beacon": QuadCellBeacon,
-        "laser": ScpiLaserSource,
-        "detectors": ScpiBiasSupply,
-    }
-    emulator = await start_emulator(name, SimClock(T0))
+    """Each emulator on its own kind of port, answering the driver the registry names for it."""
+    driver = next(spec.name for spec in DRIVERS.values() if spec.emulator == name)
+    clock = SimClock(T0)
+    emulator = await start_emulator(name, clock)
     expected_scheme = "serial://" if EMULATORS[name][1] == "pty" else "tcp://"
     assert emulator.resource.startswith(expected_scheme)
-    device = drivers[name](name, open_transport(emulator.resource), timeout_s=1.0)
+    device = build_driver(
+        name, driver, open_transport(emulator.resource), timeout_s=1.0,
+        context=BuildContext(clock=clock),
+    )  # fmt: skip
     try:
         await device.connect(timeout_s=2.0)
         status = await device.status()
