@@ -137,6 +137,10 @@ class SimulationTruth:
     wall_s: float
     simulated_s: float
     key_ready_after_los_s: float  # wall seconds: a simulated clock stands still at LOS
+    #: the bench file of each node and how each instrument slot was reached (in-process,
+    #: emulator, visa-sim, hardware, recording; "none" for a slot the bench leaves empty)
+    benches: dict[str, str] = field(default_factory=dict)
+    instruments: dict[str, str] = field(default_factory=dict)
 
 
 def _utc(unix_s: float | None) -> str | None:
@@ -378,4 +382,6 @@ def build_report(
     report["atp"] = _atp(o, truth)
     report["classical_channel"] = _classical_channel(o, p)
     report["timing"] = _timing(o, truth)
+    if truth is not None:
+        report["simulation"] = {"benches": truth.benches, "instruments": truth.instruments}
     return report

@@ -64,6 +64,8 @@ def simulation_truth(
     *,
     wall_s: float,
     key_ready_after_los_s: float,
+    benches: dict[str, str] | None = None,
+    instruments: dict[str, str] | None = None,
 ) -> SimulationTruth:
     """Get: the truth of one simulated pass, for `satqkd.report_builder.build_report`."""
     simulation = scenario.scenario.simulation
@@ -77,4 +79,6 @@ def simulation_truth(
         wall_s=wall_s,
         simulated_s=physics.window.los_unix_s - physics.clock_start_unix_s,
         key_ready_after_los_s=key_ready_after_los_s,
+        benches=dict(benches or {}),
+        instruments=dict(instruments or {}),
     )

@@ -64,6 +64,9 @@ class PassRun:
     pulses_sent: int
     bus_bytes: dict[str, int]
     station: StationBench | None = None  # the station's instruments and their truth
+    # the bench file of each node, and how each instrument slot was reached
+    benches: dict[str, str] = field(default_factory=dict)
+    instrument_paths: dict[str, str] = field(default_factory=dict)
     # what the recorder took from the bus, the simulator's truth, the key stores' digests, and
     # the report made of them (satqkd.report_builder)
     recorded: list[dict[str, Any]] = field(default_factory=list)
@@ -305,6 +308,8 @@ async def run_pass(
         pulses_sent=pulses_sent,
         bus_bytes=bus_bytes,
         station=station_bench,
+        benches={node: bench_config.origin for node, bench_config in benches.items()},
+        instrument_paths=dict(bench.paths),
         recorded=recorder.records,
     )
     _add_report(run)
@@ -341,6 +346,8 @@ def _add_report(run: PassRun) -> None:
         run.station,
         wall_s=run.wall_s,
         key_ready_after_los_s=run.key_ready_after_los_s,
+        benches=run.benches,
+        instruments=run.instrument_paths,
     )
     run.key_digests = key_digests(
         run.recorded,

@@ -97,7 +97,10 @@ def test_the_station_instruments_are_in_the_loop_by_default(in_process: dict) ->
 def test_station_instruments_behind_ports_give_the_in_process_key(
     in_process: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Through the progress display a terminal gets (`--instruments` must reach the pass)."""
+    """Every instrument of both nodes behind its wire-level emulator (the payload's source
+    through the controller firmware on a pty, the TT/1 tagger and the station's instruments on
+    their ports) gives the in-process key; run through the progress display a terminal gets
+    (`--instruments` must reach the pass)."""
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     out = tmp_path / "emulated"
     loud = [arg for arg in SHORT if arg != "--quiet"]
@@ -109,6 +112,10 @@ def test_station_instruments_behind_ports_give_the_in_process_key(
     assert emulated["atp"]["station_tracking"]["instruments"] == dict.fromkeys(
         ("gimbal", "fsm", "beacon", "detectors"), "emulator"
     )
+    assert emulated["key"]["secret_key_bits"] > 0, emulated["key"]["abort_reason"]
+    assert emulated["simulation"]["instruments"]["source"] == "emulator"  # the controller's
+    assert emulated["simulation"]["instruments"]["tagger"] == "emulator"
+    assert emulated["simulation"]["benches"]["station"].endswith("sim-station-emulated.yaml")
     assert emulated["key"]["sha256_ogs"] == emulated["key"]["sha256_payload"]
     assert emulated["key"]["sha256_ogs"] == in_process["key"]["sha256_ogs"]
     assert emulated["quantum"] == in_process["quantum"]
@@ -126,6 +133,7 @@ def test_each_instrument_path_is_chosen_on_its_own(in_process: dict, tmp_path: P
     }
     mixed = _run(tmp_path / "mixed", _scenario_with(tmp_path, paths, laser))
     assert mixed["atp"]["station_tracking"]["instruments"] == paths
+    assert mixed["simulation"]["instruments"]["source"] == "visa-sim"
     assert mixed["key"]["sha256_ogs"] == in_process["key"]["sha256_ogs"]
     assert mixed["quantum"]["detections"] == in_process["quantum"]["detections"]
 
