@@ -23,5 +23,5 @@ class PayloadSettings:
     housekeeping_period_s: HousekeepingPeriod = 10.0
     # the source goes to its safe state once the broker has been unreachable this long
     ground_link_timeout_s: Seconds = 5.0
-    # are-you-alive period on the payload controller's link (its watchdog is a few times this)
-    controller_keep_alive_s: Seconds = 2.0
+    # (the keep-alive on the payload controller's link is the link's own setting: the bench's
+    # payload_link_source option keep_alive_interval_s)
