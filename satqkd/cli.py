@@ -135,6 +135,12 @@ def _build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--ogs-keys", required=True, help="station key store directory")
     boot.add_argument("--station", required=True, help="station name")
     boot.add_argument("--messages", type=int, default=65536, help="messages per direction")
+    boot.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a pre-shared key already installed (and forget its sequence state) at "
+        "both ends",
+    )
     return parser
 
 
@@ -283,9 +289,20 @@ def _bootstrap_keys(args: argparse.Namespace) -> int:
 
     if args.messages < 1:
         return _fail("--messages must be positive", EXIT_USAGE)
+    stores = (KeyStore(Path(args.payload_keys) / args.station), KeyStore(Path(args.ogs_keys)))
+    holding = [str(store.directory) for store in stores if store.has_secret("preshared-auth")]
+    if holding and not args.force:
+        # overwriting one end alone, or a pool whose words were already used, would break
+        # authentication or reuse one-time-pad words: replacing is an explicit decision
+        return _fail(
+            f"{', '.join(holding)} already hold(s) a pre-shared authentication key; "
+            "give --force to replace it at both ends",
+            EXIT_USAGE,
+        )
     key = secrets.token_bytes(preshared_key_bytes(args.messages))
-    KeyStore(Path(args.payload_keys) / args.station).store_secret("preshared-auth", key)
-    KeyStore(Path(args.ogs_keys)).store_secret("preshared-auth", key)
+    for store in stores:
+        store.delete_secret("auth-sequence")  # the new pool starts at its first word
+        store.store_secret("preshared-auth", key)
     print(f"pre-shared authentication key for {args.station} installed ({len(key)} bytes)")
     return 0
 

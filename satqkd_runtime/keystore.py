@@ -118,6 +118,23 @@ class KeyStore:
         _write_private(path, data, durable)
         return path
 
+    def has_secret(self, name: str) -> bool:
+        """Get: whether a named secret is stored."""
+        return (self.directory / f"{name}.secret").is_file()
+
+    def delete_secret(self, name: str) -> None:
+        """Control: remove a named secret, if stored (the directory entry is made durable)."""
+        path = self.directory / f"{name}.secret"
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        descriptor = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
     def load_secret(self, name: str) -> bytes:
         """Get: a named secret."""
         path = self.directory / f"{name}.secret"
