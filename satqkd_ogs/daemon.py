@@ -25,7 +25,8 @@ from satqkd_ogs.settings import OgsSettings
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import Clock
 from satqkd_runtime.keystore import KeyStore, KeyStoreError
-from satqkd_runtime.node import ChannelCounts, NodeRuntime, QkdChannel
+from satqkd_runtime.node import NodeRuntime
+from satqkd_runtime.qkd_channel import ChannelCounts, QkdChannel
 
 log = logging.getLogger("satqkd.ogs")
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from satqkd_core.ephemeris import Station, StationTrack, topocentric
 from satqkd_core.finite_key import binary_entropy
-from satqkd_runtime.node import ChannelCounts
+from satqkd_runtime.qkd_channel import ChannelCounts
 
 if TYPE_CHECKING:
     from satqkd_ogs.atp_record import AtpRecord

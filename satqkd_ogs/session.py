@@ -38,7 +38,7 @@ from satqkd_core.sifting import count_bit_errors, unpack_intensity_labels
 from satqkd_core.sync import TimingState, track_pulse_indices
 from satqkd_core.verification import verification_tag, verification_tag_bits
 from satqkd_runtime.keystore import KeyStore
-from satqkd_runtime.node import QkdChannel
+from satqkd_runtime.qkd_channel import QkdChannel
 
 log = logging.getLogger("satqkd.ogs")
 

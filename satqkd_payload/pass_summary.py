@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from satqkd_runtime.node import ChannelCounts
+from satqkd_runtime.qkd_channel import ChannelCounts
 
 if TYPE_CHECKING:
     from satqkd_payload.session import PayloadSession

@@ -35,7 +35,7 @@ from satqkd_core.verification import (
     verification_tag_bits,
 )
 from satqkd_runtime.keystore import KeyStore
-from satqkd_runtime.node import QkdChannel
+from satqkd_runtime.qkd_channel import QkdChannel
 
 log = logging.getLogger("satqkd.payload")
 

@@ -4,7 +4,8 @@
 
 - `bus`: `MessageBus`, the one wrapper around aiomqtt (reconnect, resubscribe, ordering).
 - `node`: `NodeRuntime` (telecommand intake with counters, common commands, housekeeping,
-  events) and `QkdChannel` (authenticated, sequence-numbered, idempotent QKD messages).
+  events).
+- `qkd_channel`: `QkdChannel` (authenticated, sequence-numbered, idempotent QKD messages).
 - `clock`: the injected clocks, `RealClock` (UTC) and `SimClock` (advanced by a scenario).
 - `keystore`: owner-only key storage, pending until the peer confirms.
 
@@ -14,11 +15,13 @@ Nothing here knows about instruments or simulation physics; it imports only `sat
 from satqkd_runtime.bus import BusMessage, BusStats, MessageBus, parse_mqtt_url
 from satqkd_runtime.clock import Clock, RealClock, SimClock, SimulationStalled
 from satqkd_runtime.keystore import KeyMetadata, KeyStore, KeyStoreError
-from satqkd_runtime.node import NodeCounters, NodeRuntime, QkdChannel
+from satqkd_runtime.node import NodeCounters, NodeRuntime
+from satqkd_runtime.qkd_channel import ChannelCounts, QkdChannel
 
 __all__ = [
     "BusMessage",
     "BusStats",
+    "ChannelCounts",
     "Clock",
     "KeyMetadata",
     "KeyStore",

@@ -31,7 +31,8 @@ from satqkd_payload.daemon import PayloadDaemon, PayloadSettings
 from satqkd_payload.session import PayloadSession
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
-from satqkd_runtime.node import NodeRuntime, QkdChannel
+from satqkd_runtime.node import NodeRuntime
+from satqkd_runtime.qkd_channel import QkdChannel
 from sim_backends.orbit import circular_orbit_tle
 
 MISSION, STATION, PLAN_ID = "jinan1-ldpc", "xinglong", 42

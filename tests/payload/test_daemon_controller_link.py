@@ -26,7 +26,8 @@ from satqkd_payload.daemon import PayloadDaemon, station_number
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
-from satqkd_runtime.node import NodeRuntime, QkdChannel
+from satqkd_runtime.node import NodeRuntime
+from satqkd_runtime.qkd_channel import QkdChannel
 from sim_backends.instruments import SimPulsedSource
 from tests.drivers.cuttable_line import CuttableLine
 

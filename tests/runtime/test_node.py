@@ -12,7 +12,8 @@ from satqkd_core.authentication import WegmanCarterAuthenticator, preshared_key_
 from satqkd_core.codec import decode_envelope
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
-from satqkd_runtime.node import NodeRuntime, QkdChannel
+from satqkd_runtime.node import NodeRuntime
+from satqkd_runtime.qkd_channel import QkdChannel
 
 
 class RecordingBus:
