@@ -623,6 +623,18 @@ _EVENTS: tuple[EventSpec, ...] = (
     ),
     EventSpec("BUS_RECONNECTED", 0x0005, "WARNING_LO", "The broker connection was re-established."),
     EventSpec("AUTH_POOL_LOW", 0x0006, "WARNING_LO", "Few authentication pad words remain."),
+    EventSpec(
+        "TC_AUTH_FAILURE",
+        0x0007,
+        "WARNING_HI",
+        "A telecommand without a valid MAC, or replayed, was refused (not executed).",
+    ),
+    EventSpec(
+        "AUTH_FAILURE_LIMIT",
+        0x0008,
+        "FATAL",
+        "Failed tag checks reached their cap: the channel accepts nothing more.",
+    ),
     EventSpec("PASS_STARTED", 0x0010, "ACTIVITY_HI", "A planned pass started (AOS)."),
     EventSpec("PASS_ENDED", 0x0011, "ACTIVITY_HI", "A planned pass ended (LOS or abort)."),
     EventSpec("BLOCK_ABORTED", 0x0012, "WARNING_LO", "A key block was abandoned; text says why."),
@@ -630,11 +642,23 @@ _EVENTS: tuple[EventSpec, ...] = (
     EventSpec("PLAN_LOADED", 0x0014, "ACTIVITY_LO", "A pass plan was loaded."),
     EventSpec("NODE_STARTED", 0x0015, "ACTIVITY_HI", "The daemon started and subscribed."),
     EventSpec(
+        "KEY_DISCARDED",
+        0x0016,
+        "WARNING_LO",
+        "A pending key was deleted: the peer never confirmed holding it, or the pass aborted.",
+    ),
+    EventSpec(
         "SOURCE_SAFE_STATE", 0x0020, "WARNING_HI", "The quantum source went to its safe state."
     ),
     EventSpec("LOOP_OVERRUN", 0x0021, "WARNING_LO", "A periodic loop missed its deadline."),
     EventSpec(
         "INSTRUMENT_ERROR", 0x0022, "WARNING_HI", "An instrument reported or caused an error."
+    ),
+    EventSpec(
+        "ENTROPY_SOURCE_FAILURE",
+        0x0023,
+        "FATAL",
+        "The entropy source failed a health test or stopped answering; nothing random is drawn.",
     ),
     EventSpec("CONFIG_ERROR", 0x0030, "WARNING_HI", "A configuration value was invalid."),
     EventSpec("ATP_ACQUIRED", 0x0040, "ACTIVITY_HI", "The station acquired the beacon spot."),
