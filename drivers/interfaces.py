@@ -96,6 +96,36 @@ class PulsedSource(Device):
         """Get: the sequencer's record (basis, bit, intensity) for the given pulse indices."""
 
 
+class EntropyFailure(DeviceError):
+    """The entropy source failed a health test or cannot deliver: nothing random is drawn
+    until it is reconnected (the message says which test or what failed)."""
+
+
+class EntropySource(Device):
+    """Random bytes for every secret and every public random value a node draws.
+
+    `read(n_bytes, purpose)` returns exactly `n_bytes` fresh bytes, never the same bytes
+    twice, or raises EntropyFailure. `purpose` names what the bytes are for (e.g.
+    "pattern-key/plan 17"); real sources only count it, the seeded simulation source derives
+    its output from (seed, purpose, how many times that purpose was drawn) so a seed
+    reproduces a pass whatever order concurrent draws happen in.
+    """
+
+    @property
+    @abstractmethod
+    def seeded(self) -> bool:
+        """Get: True for a deterministic (seeded, simulation-only) source, never secret."""
+
+    @abstractmethod
+    async def read(self, n_bytes: int, purpose: str) -> bytes:
+        """Get: `n_bytes` random bytes for `purpose` (EntropyFailure if the source failed)."""
+
+    @property
+    @abstractmethod
+    def drawn_bytes(self) -> dict[str, int]:
+        """Get: bytes delivered so far, by purpose prefix (the text before the first '/')."""
+
+
 class TimeTagger(Device):
     """A time tagger streaming (channel, timestamp_ps) buffers."""
 
