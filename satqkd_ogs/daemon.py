@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from drivers.interfaces import DeviceError, TimeTagger
 from satqkd_core import dictionary as dct
@@ -45,6 +46,7 @@ class OgsDaemon:
         keystore: KeyStore,
         entropy_key: int,
         instruments: StationInstruments | None = None,
+        tc_verifier: Any = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -52,7 +54,9 @@ class OgsDaemon:
         self.tagger = tagger
         self.keystore = keystore
         self.entropy_key = entropy_key
-        self.runtime = NodeRuntime(bus, settings.mission, settings.node, clock)
+        self.runtime = NodeRuntime(
+            bus, settings.mission, settings.node, clock, tc_verifier=tc_verifier
+        )
         self.channel = QkdChannel(
             self.runtime,
             WegmanCarterAuthenticator(keystore.load_secret("preshared-auth"), send_direction=UP),

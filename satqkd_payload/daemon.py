@@ -73,6 +73,7 @@ class PayloadDaemon:
         source: PulsedSource,
         key_root: Path,
         entropy_key: int,
+        tc_verifier: Any = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -80,7 +81,7 @@ class PayloadDaemon:
         self.source = source
         self.key_root = Path(key_root)
         self.entropy_key = entropy_key
-        self.runtime = NodeRuntime(bus, settings.mission, NODE, clock)
+        self.runtime = NodeRuntime(bus, settings.mission, NODE, clock, tc_verifier=tc_verifier)
         self.links: dict[str, _StationLink] = {}
         self.mode = "idle"
         self.stopped = asyncio.Event()

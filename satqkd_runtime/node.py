@@ -49,8 +49,11 @@ class NodeCounters:
 class NodeRuntime:
     """Telecommand intake, telemetry and events of one node (`payload` or `ogs-<station>`)."""
 
-    def __init__(self, bus: MessageBus, mission: str, node: str, clock: Clock) -> None:
+    def __init__(
+        self, bus: MessageBus, mission: str, node: str, clock: Clock, tc_verifier: Any = None
+    ) -> None:
         self.bus = bus
+        self.tc_verifier = tc_verifier
         self.mission = mission
         self.node = node
         self.clock = clock
