@@ -47,7 +47,7 @@ def _exchange(qber: float, frames: int, seed: int) -> dict:
     reference = rng.integers(0, 2, n).astype(np.uint8)
     noisy = reference ^ (rng.random(n) < qber).astype(np.uint8)
     started = time.process_time()
-    sender = LdpcSender(reference, qber, seed, fill_seed=seed)
+    sender = LdpcSender(reference, qber, seed, fill=rng.bytes(n))
     receiver = LdpcReceiver(noisy, qber, seed)
     receiver.apply_first(sender.first_message())
     while (request := receiver.next_request()) is not None:

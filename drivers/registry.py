@@ -9,7 +9,9 @@ its protocol test and one `register_driver` line below.
 
 In-process simulated instruments, which have no wire protocol (a source answering from its
 sequencer, a tagger fed by the channel simulation), register themselves from `sim_backends`
-when the application imports it; nothing in a daemon does, so a daemon never sees them.
+when the application imports it; nothing in a daemon does, so a daemon never sees them. A
+host service with no transport (the OS CSPRNG, `os_entropy`) is also reached as in-process://
+but registers here, flagged `host_service`: it is production equipment, not a simulation.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from drivers.beacon import QuadCellBeacon, QuadCellBeaconOptions
+from drivers.entropy_os import OsEntropySource
+from drivers.entropy_qrng import SerialQrng, SerialQrngOptions
 from drivers.fsm import PiGcsMirror, PiGcsMirrorOptions
 from drivers.gimbal import PtuGimbal, PtuGimbalOptions
 from drivers.interfaces import Device
@@ -42,11 +46,12 @@ from satqkd_runtime.clock import Clock
 
 #: the kinds of instrument a node drives, each one slot: the payload drives a source; a ground
 #: station a time tagger, a gimbal, a fast-steering mirror, a beacon sensor and a detector bias
-#: supply. A kind added later is a new name here and a slot in the node that drives it.
-KINDS: tuple[str, ...] = ("source", "tagger", "gimbal", "fsm", "beacon", "detectors")
+#: supply; both an entropy source (every secret and public random value they draw). A kind
+#: added later is a new name here and a slot in the node that drives it.
+KINDS: tuple[str, ...] = ("source", "tagger", "gimbal", "fsm", "beacon", "detectors", "entropy")
 NODE_KINDS: Mapping[str, tuple[str, ...]] = {
-    "payload": ("source",),
-    "station": ("tagger", "gimbal", "fsm", "beacon", "detectors"),
+    "payload": ("source", "entropy"),
+    "station": ("tagger", "gimbal", "fsm", "beacon", "detectors", "entropy"),
 }
 
 
@@ -98,6 +103,9 @@ class DriverSpec:
     #: True for instruments that replay a recording (reached only as file://PATH)
     reads_file: bool = False
     summary: str = ""
+    #: True for an in-process driver of something the host itself provides (the OS CSPRNG),
+    #: not a simulation: no transport, yet allowed in production daemons
+    host_service: bool = False
 
 
 DRIVERS: dict[str, DriverSpec] = {}
@@ -192,6 +200,11 @@ def _tdc1_tagger(r: BuildRequest) -> Device:
     return Tdc1TimeTagger(
         r.name, r.transport, timeout_s=r.timeout_s, clock=r.context.clock, **r.kwargs
     )
+
+
+def _serial_qrng(r: BuildRequest) -> Device:
+    assert r.transport is not None
+    return SerialQrng(r.name, r.transport, timeout_s=r.timeout_s, **r.kwargs)
 
 
 FILE_SCHEME = "file://"
@@ -303,5 +316,29 @@ register_driver(
         _replay_tagger,
         reads_file=True,
         summary="replays a recorded acquisition from a PicoQuant PTU (T2) file: file://PATH",
+    )
+)
+register_driver(
+    DriverSpec(
+        "os_entropy",
+        "entropy",
+        OsEntropySource,
+        DriverOptions,
+        lambda r: OsEntropySource(r.name),
+        in_process_only=True,
+        host_service=True,
+        summary="the operating system's CSPRNG (os.urandom): in-process://os_entropy",
+    )
+)
+register_driver(
+    DriverSpec(
+        "serial_qrng",
+        "entropy",
+        SerialQrng,
+        SerialQrngOptions,
+        _serial_qrng,
+        "qrng",
+        summary="QRNG streaming raw bytes (USB serial or TCP), SP 800-90B health tests, "
+        "SHA-256 conditioned",
     )
 )

@@ -1,14 +1,22 @@
-"""The payload source sequencer: QRNG words -> (basis, bit, intensity) for any pulse index.
+"""The payload source sequencer: random words -> (basis, bit, intensity) for any pulse index.
 
-The FPGA sequencer of a decoy-state BB84 source draws one random word per pulse and turns it
-into the polarisation state and the intensity class of that pulse. Here the QRNG is emulated by
-the counter-based generator of satqkd_core.rng keyed by a secret pattern key, so the pattern of
-pulse n is a pure function of (key, n): no pass-long record has to be stored (a 600 s pass at
-100 MHz has 6e10 pulses), and the payload and the simulator agree on every pulse.
+The FPGA sequencer of a decoy-state BB84 source turns one random word per pulse into the
+polarisation state and the intensity class of that pulse. Every pass has its own 256-bit
+pattern key, drawn from the payload's entropy source when the pass plan is loaded and erased
+when the pass ends, so no two passes share a pattern bit. The word of pulse n is half of an
+AES-256 block in counter mode:
+
+    block(b) = AES-256_k(b as a 128-bit big-endian integer),   b = n // 2
+    word(n)  = bytes 8 * (n % 2) .. 8 * (n % 2) + 7 of block(n // 2), big-endian
+
+so any pulse can be looked up in any order (a 600 s pass at 100 MHz has 6e10 pulses and only
+the detected ones are ever asked for) and the payload and the simulator agree on every pulse.
+The pattern is therefore computationally secure (AES-256 as a pseudorandom function keyed with
+256 fresh bits per pass), not information-theoretic: docs/security.md says what that means.
 
 Word layout (bit 63 is the most significant): bits 32..63 choose the intensity against integer
 thresholds, bits 1..31 choose the basis, bit 0 is the key bit. Thresholds are integers, so the
-kernel and its reference agree exactly and every platform gives the same pattern.
+vectorised path and its per-pulse reference agree exactly on every platform.
 """
 
 from __future__ import annotations
@@ -16,19 +24,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from satqkd_core import rng
 from satqkd_core.errors import InputError
 
-__all__ = ["PulsePattern", "SourceSequencer", "sequence_pulses", "sequence_pulses_reference"]
+__all__ = [
+    "PATTERN_KEY_BYTES",
+    "PulsePattern",
+    "SourceSequencer",
+    "pattern_words",
+    "pattern_words_reference",
+    "sequence_pulses",
+    "sequence_pulses_reference",
+]
 
+PATTERN_KEY_BYTES = 32  # AES-256
 _INTENSITY_SCALE = 1 << 32
 _BASIS_SCALE = 1 << 31
-_U32 = np.uint64(32)
-_U1 = np.uint64(1)
 _BASIS_MASK = np.uint64(0x7FFFFFFF)
+_MAX_INDEX = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -40,46 +55,59 @@ class PulsePattern:
     intensity: np.ndarray
 
 
-@numba.njit(cache=True)
+def _check_key(key: object) -> bytes:
+    if not isinstance(key, bytes | bytearray) or len(key) != PATTERN_KEY_BYTES:
+        raise InputError(f"pattern key must be {PATTERN_KEY_BYTES} bytes")
+    return bytes(key)
+
+
+def pattern_words(key: bytes, pulse_index: np.ndarray) -> np.ndarray:
+    """Get the 64-bit word of each pulse (int64 >= 0, validated by the caller)."""
+    key = _check_key(key)
+    index = np.asarray(pulse_index, dtype=np.int64)
+    counters = np.zeros((index.shape[0], 2), dtype=">u8")
+    counters[:, 1] = index >> 1
+    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    blocks = encryptor.update(counters.tobytes()) + encryptor.finalize()
+    halves = np.frombuffer(blocks, dtype=">u8").reshape(-1, 2)
+    return halves[np.arange(index.shape[0]), index & 1].astype(np.uint64)
+
+
+def pattern_words_reference(key: bytes, pulse_index: np.ndarray) -> np.ndarray:
+    """Get the same words one pulse at a time with Python integers (reference)."""
+    key = _check_key(key)
+    words = []
+    for n in (int(i) for i in pulse_index):
+        encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+        block = encryptor.update((n >> 1).to_bytes(16, "big")) + encryptor.finalize()
+        half = block[8 * (n & 1) : 8 * (n & 1) + 8]
+        words.append(int.from_bytes(half, "big"))
+    return np.array(words, dtype=np.uint64)
+
+
 def sequence_pulses(
-    key: np.uint64,
-    signal_threshold: np.uint64,
-    decoy_threshold: np.uint64,
-    basis_x_threshold: np.uint64,
-    pulse_index: np.ndarray,
-    basis: np.ndarray,
-    bit: np.ndarray,
-    intensity: np.ndarray,
-) -> None:
-    """Set basis, bit and intensity of each pulse from its QRNG word."""
-    key2 = rng.second_round_key(key)
-    for i in range(pulse_index.shape[0]):
-        word = rng.counter_word(key, key2, np.uint64(pulse_index[i]))
-        top = word >> _U32
-        if top < signal_threshold:
-            intensity[i] = 0
-        elif top < decoy_threshold:
-            intensity[i] = 1
-        else:
-            intensity[i] = 2
-        basis[i] = 0 if ((word >> _U1) & _BASIS_MASK) < basis_x_threshold else 1
-        bit[i] = np.uint8(word & _U1)
+    words: np.ndarray, signal_threshold: int, decoy_threshold: int, basis_x_threshold: int
+) -> PulsePattern:
+    """Get basis, bit and intensity of each pulse from its word."""
+    top = words >> np.uint64(32)
+    intensity = (top >= np.uint64(signal_threshold)).astype(np.uint8)
+    intensity += (top >= np.uint64(decoy_threshold)).astype(np.uint8)
+    basis = (((words >> np.uint64(1)) & _BASIS_MASK) >= np.uint64(basis_x_threshold)).astype(
+        np.uint8
+    )
+    bit = (words & np.uint64(1)).astype(np.uint8)
+    return PulsePattern(basis=basis, bit=bit, intensity=intensity)
 
 
 def sequence_pulses_reference(
-    key: int,
-    signal_threshold: int,
-    decoy_threshold: int,
-    basis_x_threshold: int,
-    pulse_index: np.ndarray,
+    words: np.ndarray, signal_threshold: int, decoy_threshold: int, basis_x_threshold: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Get (basis, bit, intensity) with Python integers (reference for sequence_pulses)."""
-    n = len(pulse_index)
+    n = len(words)
     basis = np.zeros(n, dtype=np.uint8)
     bit = np.zeros(n, dtype=np.uint8)
     intensity = np.zeros(n, dtype=np.uint8)
-    for i, index in enumerate(pulse_index):
-        word = rng.counter_word_reference(key, int(index))
+    for i, word in enumerate(int(w) for w in words):
         top = word >> 32
         intensity[i] = 0 if top < signal_threshold else (1 if top < decoy_threshold else 2)
         basis[i] = 0 if ((word >> 1) & 0x7FFFFFFF) < basis_x_threshold else 1
@@ -87,19 +115,48 @@ def sequence_pulses_reference(
     return basis, bit, intensity
 
 
+def _check_index(pulse_index: object) -> np.ndarray:
+    index = np.asarray(pulse_index)
+    if index.ndim != 1:
+        raise InputError(f"pulse_index must be a 1-D array, got shape {index.shape}")
+    if index.size and not np.issubdtype(index.dtype, np.integer):
+        raise InputError(f"pulse_index must hold integers, got dtype {index.dtype}")
+    if index.size and index.dtype == np.uint64 and int(index.max()) > _MAX_INDEX:
+        raise InputError("pulse_index must fit in int64")
+    index = np.ascontiguousarray(index.astype(np.int64, copy=False))
+    if index.size and int(index.min()) < 0:
+        raise InputError(f"pulse_index must be >= 0, got minimum {int(index.min())}")
+    return index
+
+
+def _key_bytes(pattern_key: object) -> bytes:
+    """A fixed key given as 32 bytes, or (simulation and tests) an integer in [0, 2**64)."""
+    if isinstance(pattern_key, bytes | bytearray):
+        return _check_key(pattern_key)
+    if isinstance(pattern_key, bool) or not isinstance(pattern_key, int | np.integer):
+        raise InputError("pattern_key must be 32 bytes, an integer in [0, 2**64) or None")
+    if not 0 <= int(pattern_key) < 1 << 64:
+        raise InputError(f"pattern_key must be in [0, 2**64), got {pattern_key}")
+    return int(pattern_key).to_bytes(PATTERN_KEY_BYTES, "big")
+
+
 class SourceSequencer:
-    """Pulse pattern of the payload's decoy-state BB84 source, reproducible from its key."""
+    """Pulse patterns of the payload's decoy-state BB84 source, one key per pass.
+
+    `load_pass(plan_id, key)` holds a pass's key, `activate(plan_id)` makes it the pattern the
+    source emits (what `pattern` answers), `pattern_of(plan_id, ...)` reads a pass's record,
+    `forget(plan_id)` erases its key. A sequencer built with a fixed `pattern_key` (channel
+    simulations and tests outside a daemon) starts with that pattern active as plan -1.
+    """
+
+    FIXED_PLAN = -1
 
     def __init__(
         self,
-        pattern_key: int,
+        pattern_key: bytes | int | None,
         intensity_probabilities: tuple[float, float, float],
         basis_x_probability: float,
     ) -> None:
-        if isinstance(pattern_key, bool) or not isinstance(pattern_key, (int, np.integer)):
-            raise InputError("pattern_key must be an integer in [0, 2**64)")
-        if not 0 <= int(pattern_key) < 1 << 64:
-            raise InputError(f"pattern_key must be in [0, 2**64), got {pattern_key}")
         probabilities = tuple(float(p) for p in intensity_probabilities)
         if len(probabilities) != 3:
             raise InputError(
@@ -115,7 +172,6 @@ class SourceSequencer:
         basis_x_probability = float(basis_x_probability)
         if not 0.0 <= basis_x_probability <= 1.0:
             raise InputError(f"basis_x_probability must be in [0, 1], got {basis_x_probability}")
-        self.pattern_key = int(pattern_key)
         self.intensity_probabilities = probabilities
         self.basis_x_probability = basis_x_probability
         # Integer thresholds: resolution 2^-32 (intensity) and 2^-31 (basis).
@@ -124,29 +180,54 @@ class SourceSequencer:
             round((probabilities[0] + probabilities[1]) * _INTENSITY_SCALE), _INTENSITY_SCALE
         )
         self.basis_x_threshold = min(round(basis_x_probability * _BASIS_SCALE), _BASIS_SCALE)
+        self._keys: dict[int, bytearray] = {}
+        self._active: int | None = None
+        if pattern_key is not None:
+            self.load_pass(self.FIXED_PLAN, _key_bytes(pattern_key))
+            self.activate(self.FIXED_PLAN)
+
+    def load_pass(self, plan_id: int, key: bytes) -> None:
+        """Control: hold the pattern key of a pass (32 bytes from the entropy source)."""
+        if int(plan_id) in self._keys:
+            raise InputError(f"plan {plan_id} already has a pattern key")
+        self._keys[int(plan_id)] = bytearray(_check_key(key))
+
+    def activate(self, plan_id: int) -> None:
+        """Control: the source emits this pass's pattern from now on."""
+        if int(plan_id) not in self._keys:
+            raise InputError(f"no pattern key loaded for plan {plan_id}")
+        self._active = int(plan_id)
+
+    def forget(self, plan_id: int) -> None:
+        """Control: overwrite and drop a pass's key (its pattern can no longer be read)."""
+        key = self._keys.pop(int(plan_id), None)
+        if key is not None:
+            key[:] = bytes(len(key))
+        if self._active == int(plan_id):
+            self._active = None
+
+    @property
+    def active_plan(self) -> int | None:
+        """Get: the plan whose pattern the source emits, None when no pass is active."""
+        return self._active
+
+    def has_pass(self, plan_id: int) -> bool:
+        """Get: whether a pass's key is held."""
+        return int(plan_id) in self._keys
 
     def pattern(self, pulse_index: np.ndarray) -> PulsePattern:
-        """Get the pattern of the given pulses (int64 indices >= 0, any order, any batching)."""
-        index = np.asarray(pulse_index)
-        if index.ndim != 1:
-            raise InputError(f"pulse_index must be a 1-D array, got shape {index.shape}")
-        if index.size and not np.issubdtype(index.dtype, np.integer):
-            raise InputError(f"pulse_index must hold integers, got dtype {index.dtype}")
-        index = np.ascontiguousarray(index.astype(np.int64, copy=False))
-        if index.size and int(index.min()) < 0:
-            raise InputError(f"pulse_index must be >= 0, got minimum {int(index.min())}")
-        n = index.shape[0]
-        basis = np.empty(n, dtype=np.uint8)
-        bit = np.empty(n, dtype=np.uint8)
-        intensity = np.empty(n, dtype=np.uint8)
-        sequence_pulses(
-            np.uint64(self.pattern_key),
-            np.uint64(self.signal_threshold),
-            np.uint64(self.decoy_threshold),
-            np.uint64(self.basis_x_threshold),
-            index,
-            basis,
-            bit,
-            intensity,
+        """Get the pattern the source is emitting (the active pass) for the given pulses."""
+        if self._active is None:
+            raise InputError("no pass is active: the sequencer has no pattern to emit")
+        return self.pattern_of(self._active, pulse_index)
+
+    def pattern_of(self, plan_id: int, pulse_index: np.ndarray) -> PulsePattern:
+        """Get a pass's pattern of the given pulses (int64 >= 0, any order, any batching)."""
+        key = self._keys.get(int(plan_id))
+        if key is None:
+            raise InputError(f"no pattern key for plan {plan_id} (never loaded, or forgotten)")
+        index = _check_index(pulse_index)
+        words = pattern_words(bytes(key), index)
+        return sequence_pulses(
+            words, self.signal_threshold, self.decoy_threshold, self.basis_x_threshold
         )
-        return PulsePattern(basis=basis, bit=bit, intensity=intensity)

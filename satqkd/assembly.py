@@ -4,7 +4,8 @@ Every command that drives instruments builds them here from a bench file: `satqk
 (both nodes of a simulated pass), `satqkd payload run`, `satqkd ogs run` and
 `satqkd instruments check`. A node takes the bench entries of the kinds it drives (the payload a
 source; a station a time tagger, gimbal, fast-steering mirror, beacon sensor and detector bias
-supply) and ignores the others, so one bench file may describe a whole lab. Each entry's
+supply; both an entropy source) and ignores the others, so one bench file may describe a whole
+lab. Each entry's
 resource decides the path: real hardware through a transport, a pyvisa-sim model, a wire-level
 emulator on a port (`emulator://`) or in memory (`in-process://`), or an in-process simulated
 instrument. The drivers are the same on every path.
@@ -23,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.interfaces import Device, DeviceError, PulsedSource, TimeTagger
+from drivers.interfaces import Device, DeviceError, EntropySource, PulsedSource, TimeTagger
 from drivers.registry import KINDS, NODE_KINDS, BuildContext, build_driver
 from drivers.transport import Transport, open_transport
 from firmware_shims.payload_controller import PayloadController
@@ -102,6 +103,13 @@ class NodeInstruments:
         """Get: the station's time tagger, if the bench has one."""
         device = self.devices.get("tagger")
         return device if isinstance(device, TimeTagger) else None
+
+    @property
+    def entropy(self) -> EntropySource | None:
+        """Get: the node's entropy source, if the bench has one (a simulation wires its
+        seeded source itself)."""
+        device = self.devices.get("entropy")
+        return device if isinstance(device, EntropySource) else None
 
     def emulator_of(self, slot: str) -> Any:
         """Get: the emulator behind a slot's instrument, or None."""

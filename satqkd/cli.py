@@ -120,9 +120,29 @@ def _build_parser() -> argparse.ArgumentParser:
                 help="write each pass's report.json and telemetry.jsonl to DIR/<plan_id>/ "
                 "(default: ./runs/ogs-<station>/)",
             )
-        run.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+        run.add_argument(
+            "--broker", required=True, help="mqtt://HOST:PORT, or mqtts://HOST:PORT with --tls-*"
+        )
+        _add_tls_arguments(run, "payload" if node == "payload" else "ogs-<station>")
+        if node == "ogs":
+            run.add_argument(
+                "--tls-reports-cert",
+                metavar="FILE",
+                help="with mqtts://: the report recorder's certificate (recorder-<station>.crt)",
+            )
+            run.add_argument(
+                "--tls-reports-key", metavar="FILE", help="and its key (recorder-<station>.key)"
+            )
         run.add_argument("--keys", required=True, help="key store directory")
-        run.add_argument("--seed", type=int, default=None, help="deterministic entropy (tests)")
+        run.add_argument(
+            "--seed", type=int, default=None, help="seed of emulated instruments' noise (tests)"
+        )
+        run.add_argument(
+            "--insecure-seeded-entropy",
+            action="store_true",
+            help="draw every secret from a source seeded with --seed: predictable, tests only "
+            "(default: the bench's entropy source, else the operating system's CSPRNG)",
+        )
         run.add_argument(
             "--housekeeping-period-s", type=float, default=10.0, help="telemetry period"
         )
@@ -141,7 +161,70 @@ def _build_parser() -> argparse.ArgumentParser:
         help="replace a pre-shared key already installed (and forget its sequence state) at "
         "both ends",
     )
+    tc_keys = keys.add_parser(
+        "telecommand", help="install one telecommand key (AES-256-CMAC) at a node and the OCC"
+    )
+    tc_keys.add_argument("--node", required=True, help="'payload' or 'ogs-<station>'")
+    tc_keys.add_argument(
+        "--node-keys",
+        required=True,
+        help="the node's key directory: the payload's key root, or the station's key store",
+    )
+    tc_keys.add_argument("--occ-keys", required=True, help="the control centre's key directory")
+    tc_keys.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a telecommand key already installed (sequence numbers restart at both ends)",
+    )
+    from satqkd.tc_cli import add_tc_parser
+
+    add_tc_parser(sub, _add_tls_arguments)
+    _add_broker_parser(sub)
     return parser
+
+
+def _add_tls_arguments(parser: argparse.ArgumentParser, identity: str) -> None:
+    """Control: add --tls-ca, --tls-cert and --tls-key (for an mqtts:// --broker)."""
+    parser.add_argument("--tls-ca", metavar="FILE", help="with mqtts://: the broker's CA (ca.crt)")
+    parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help=f"with mqtts://: this client's certificate ({identity}.crt)",
+    )
+    parser.add_argument("--tls-key", metavar="FILE", help=f"and its key ({identity}.key)")
+
+
+def _add_broker_parser(sub: argparse._SubParsersAction) -> None:
+    """Control: add the `broker` group: `broker certs` and `broker config` (docs/broker.md)."""
+    group = sub.add_parser("broker", help="a secure MQTT broker (TLS, certificates, ACL)")
+    commands = group.add_subparsers(dest="command", required=True)
+    certs = commands.add_parser(
+        "certs", help="make a CA, the broker's certificate and one per daemon identity"
+    )
+    config = commands.add_parser("config", help="write mosquitto.conf and its ACL")
+    for command in (certs, config):
+        command.add_argument("out_dir", metavar="OUT_DIR", help="directory to write to")
+        command.add_argument("--mission", required=True, help="mission name (e.g. jinan1)")
+        command.add_argument(
+            "--station", action="append", required=True, help="station name (repeat for more)"
+        )
+        command.add_argument("--force", action="store_true", help="replace existing files")
+    certs.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME_OR_IP",
+        help="a name the daemons reach the broker by (repeat; localhost and 127.0.0.1 always)",
+    )
+    certs.add_argument("--days", type=int, default=365, help="validity (default 365 days)")
+    config.add_argument("--port", type=int, default=8883, help="TLS listener port (default 8883)")
+    config.add_argument(
+        "--certs", required=True, metavar="CERT_DIR", help="where the broker host keeps them"
+    )
+    config.add_argument(
+        "--acl-file", metavar="PATH", help="where the broker reads the ACL (default OUT_DIR/acl)"
+    )
+    config.add_argument("--bind", default=None, metavar="ADDRESS", help="listen on this address")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,8 +255,16 @@ def main(argv: list[str] | None = None) -> int:
             return run_keyrate_estimate(args.file)
         if args.group in ("payload", "ogs"):
             return _run_daemon(args)
+        if args.group == "keys" and args.command == "telecommand":
+            return _telecommand_keys(args)
         if args.group == "keys":
             return _bootstrap_keys(args)
+        if args.group == "tc":
+            from satqkd.tc_cli import run_tc_send
+
+            return run_tc_send(args)
+        if args.group == "broker":
+            return _broker(args)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
@@ -187,6 +278,12 @@ def _sim_pass(args: argparse.Namespace) -> int:
     from satqkd.report import build_report, write_plots, write_report, write_telemetry
     from satqkd.simulation import SimulationError, run_pass
 
+    if args.broker is not None and args.broker.startswith("mqtts:"):
+        return _fail(
+            "--broker: a simulated pass runs every node in one process and takes plain mqtt:// "
+            "only; give a test broker (or none: an embedded one)",
+            EXIT_USAGE,
+        )
     scenario = load_scenario(args.config, seed=args.seed)
     if args.max_duration_s is not None and args.max_duration_s <= 0:
         return _fail("--max-duration-s must be positive", EXIT_USAGE)
@@ -273,19 +370,49 @@ def _run_daemon(args: argparse.Namespace) -> int:
     runner = run_payload_daemon if args.group == "payload" else run_ogs_daemon
 
     from satqkd.signals import run_until_signalled
+    from satqkd_runtime.bus import SubscriptionRefusedError
+    from satqkd_runtime.keystore import KeyStoreError
 
     try:
         asyncio.run(run_until_signalled(runner(args, entropy)))
     except ConnectionError as exc:
         return _fail(f"broker: {exc}")
+    except KeyStoreError as exc:  # e.g. a pad pool without its sequence state: refuse to start
+        return _fail(str(exc), EXIT_USAGE)
+    except SubscriptionRefusedError as exc:
+        return _fail(f"{exc} (is the broker's ACL generated for this mission and station?)")
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    return 0
+
+
+def _broker(args: argparse.Namespace) -> int:
+    """`satqkd broker certs|config`: write a broker's certificates or its configuration."""
+    from satqkd.broker_security import write_broker_config, write_certificates
+
+    try:
+        if args.command == "certs":
+            written = write_certificates(
+                args.out_dir, args.mission, args.station, hosts=args.host, days=args.days,
+                force=args.force,
+            )  # fmt: skip
+        else:
+            written = write_broker_config(
+                args.out_dir, args.mission, args.station, port=args.port, certs_dir=args.certs,
+                acl_file=args.acl_file, bind=args.bind, force=args.force,
+            )  # fmt: skip
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        return _fail(f"{exc.filename or args.out_dir}: {exc.strerror}")
+    print("\n".join(str(path) for path in written))
     return 0
 
 
 def _bootstrap_keys(args: argparse.Namespace) -> int:
     from satqkd_core.authentication import preshared_key_bytes
     from satqkd_runtime.keystore import KeyStore
+    from satqkd_runtime.qkd_channel import install_preshared_key
 
     if args.messages < 1:
         return _fail("--messages must be positive", EXIT_USAGE)
@@ -301,9 +428,27 @@ def _bootstrap_keys(args: argparse.Namespace) -> int:
         )
     key = secrets.token_bytes(preshared_key_bytes(args.messages))
     for store in stores:
-        store.delete_secret("auth-sequence")  # the new pool starts at its first word
-        store.store_secret("preshared-auth", key)
+        install_preshared_key(store, key)  # the new pool starts at its first word, no extension
     print(f"pre-shared authentication key for {args.station} installed ({len(key)} bytes)")
+    return 0
+
+
+def _telecommand_keys(args: argparse.Namespace) -> int:
+    """`satqkd keys telecommand`: one fresh 256-bit key at the node and the OCC."""
+    from satqkd_core.errors import InputError
+    from satqkd_runtime.keystore import KeyStoreError
+    from satqkd_runtime.telecommand_auth import TelecommandKeyError, install_telecommand_key
+
+    try:
+        key = install_telecommand_key(args.node_keys, args.occ_keys, args.node, args.force)
+    except (TelecommandKeyError, InputError, KeyStoreError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        return _fail(f"{exc.filename or 'key directory'}: {exc.strerror}")
+    print(
+        f"telecommand key for {args.node} installed (key id {key.key_id}, AES-256-CMAC) in "
+        f"{args.node_keys} and {Path(args.occ_keys) / args.node}; sequence numbers start at 1"
+    )
     return 0
 
 

@@ -20,20 +20,24 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from drivers.interfaces import DeviceError, PulsedSource, TimeTagger
+from drivers.entropy import refuse_seeded_in_production
+from drivers.entropy_os import OsEntropySource
+from drivers.interfaces import DeviceError, EntropySource, PulsedSource, TimeTagger
 from drivers.registry import BuildContext
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.assembly import AssemblyError, EmulatorFactory, NodeInstruments, assemble_node
+from satqkd.broker_security import daemon_tls, recorder_identity
 from satqkd.config import MissionConfig, StationConfig, load_model
 from satqkd.instruments_config import BenchConfig, load_instruments_config, validate_instruments
 from satqkd.ogs_reports import start_station_reports
 from satqkd.wiring import ogs_settings, payload_settings
-from satqkd_core import rng
 from satqkd_ogs.daemon import OgsDaemon
 from satqkd_payload.daemon import PayloadDaemon
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import Clock, RealClock
 from satqkd_runtime.keystore import KeyStore, KeyStoreError
+from satqkd_runtime.telecommand_auth import TelecommandVerifier
+from sim_backends.entropy import SeededEntropySource
 from sim_backends.instruments import SimPulsedSource, SimTimeTagger
 
 log = logging.getLogger("satqkd.daemons")
@@ -43,25 +47,33 @@ async def run_payload_daemon(args: argparse.Namespace, entropy: int) -> None:
     """Serve as the payload until SHUTDOWN or a signal."""
     mission = load_model(MissionConfig, Path(args.config))
     clock = RealClock()
+    # the payload computer's sequencer: the daemon draws a fresh pattern key for every pass
     sequencer = SourceSequencer(
-        rng.derive_key(entropy, "payload/qrng"),
-        mission.source.probabilities,
-        mission.source.basis_x_probability,
+        None, mission.source.probabilities, mission.source.basis_x_probability
     )
     settings = dataclasses.replace(payload_settings(mission), housekeeping_period_s=_period(args))
     bench = payload_bench(getattr(args, "instruments", None), getattr(args, "link", None))
     key_root = Path(args.keys)
     key_root.mkdir(parents=True, exist_ok=True)
+    tc_verifier = TelecommandVerifier.load(key_root, "payload")  # ValueError: how to install
     async with contextlib.AsyncExitStack() as stack:
         try:
-            source = await open_payload_source(bench, clock, sequencer, stack, seed=entropy)
+            source, bench_entropy = await open_payload_instruments(
+                bench, clock, sequencer, stack, seed=entropy
+            )
+            random_source = await open_entropy(bench_entropy, args, entropy, stack)
         except AssemblyError as exc:
             link = getattr(args, "link", None)
             raise ValueError(f"--link {link}: {exc}" if link else str(exc)) from None
         bus = await stack.enter_async_context(
-            MessageBus(args.broker, f"satqkd-payload-{mission.name}")
+            MessageBus(  # over TLS the broker makes the certificate's CN the client id
+                args.broker, f"satqkd-payload-{mission.name}", tls=daemon_tls(args, "payload")
+            )
         )
-        daemon = PayloadDaemon(settings, bus, clock, source, key_root, rng.derive_key(entropy, "e"))
+        daemon = PayloadDaemon(
+            settings, bus, clock, source, key_root, random_source, sequencer,
+            tc_verifier=tc_verifier,
+        )  # fmt: skip
         if not daemon.links:
             log.warning("no station key stores with a pre-shared key under %s", key_root)
         await daemon.run()
@@ -80,6 +92,32 @@ def payload_bench(instruments: str | None, link: str | None) -> BenchConfig | No
     return validate_instruments({"name": "link", "instruments": {"source": entry}}, "--link")
 
 
+async def open_entropy(
+    bench_entropy: EntropySource | None,
+    args: argparse.Namespace,
+    seed: int,
+    stack: contextlib.AsyncExitStack,
+) -> EntropySource:
+    """Get: the node's entropy source: the bench's, else the operating system's CSPRNG, or
+    with --insecure-seeded-entropy one seeded with `seed`; a seeded source without that flag
+    is refused (ValueError naming it)."""
+    insecure = bool(getattr(args, "insecure_seeded_entropy", False))
+    source = bench_entropy
+    if source is None:
+        source = SeededEntropySource("entropy", seed) if insecure else OsEntropySource("entropy")
+        await source.connect()
+        stack.push_async_callback(source.close)
+    if insecure and not source.seeded:
+        raise ValueError(
+            f"--insecure-seeded-entropy, but the bench's entropy source {source.name} is not "
+            "seeded: drop the flag or the bench entry"
+        )
+    refuse_seeded_in_production(source, insecure)
+    if insecure:
+        log.warning("entropy from a seeded source: every key of this run is predictable")
+    return source
+
+
 async def open_payload_source(
     bench: BenchConfig | None,
     clock: Clock,
@@ -89,7 +127,21 @@ async def open_payload_source(
 ) -> PulsedSource:
     """Get: the payload's source, connected (made safe and closed when `stack` unwinds): the
     bench's, or a simulated one answering from the sequencer when there is none."""
+    source, _ = await open_payload_instruments(bench, clock, sequencer, stack, seed)
+    return source
+
+
+async def open_payload_instruments(
+    bench: BenchConfig | None,
+    clock: Clock,
+    sequencer: SourceSequencer,
+    stack: contextlib.AsyncExitStack,
+    seed: int = 0,
+) -> tuple[PulsedSource, EntropySource | None]:
+    """Get: the payload's source (as `open_payload_source`) and its bench's entropy source,
+    if the bench has one."""
     source: PulsedSource | None = None
+    bench_entropy: EntropySource | None = None
     if bench is not None:
         node = await assemble_node(
             bench, "payload", clock=clock, stack=stack,
@@ -97,12 +149,13 @@ async def open_payload_source(
             emulators=EmulatorFactory(clock, seed),
         )  # fmt: skip
         source = node.source
+        bench_entropy = node.entropy
     if source is None:
         log.warning("no source in the bench: the payload drives a simulated source")
         source = SimPulsedSource("source", sequencer.pattern, clock)
         await source.connect()
         stack.push_async_callback(_close_quietly, source)
-    return source
+    return source, bench_entropy
 
 
 async def run_ogs_daemon(args: argparse.Namespace, entropy: int) -> None:
@@ -118,19 +171,25 @@ async def run_ogs_daemon(args: argparse.Namespace, entropy: int) -> None:
             f"{args.keys}: no pre-shared authentication key (run 'satqkd keys bootstrap')"
         ) from None
     bench = load_instruments_config(args.instruments) if args.instruments else None
+    tc_verifier = TelecommandVerifier.load(args.keys, f"ogs-{station.name}")
     async with contextlib.AsyncExitStack() as stack:
         node = await open_station_instruments(bench, clock, stack, seed=entropy)
+        random_source = await open_entropy(node.entropy, args, entropy, stack)
         tagger = node.tagger
         if tagger is None:
             log.warning("no time tagger in the bench: the station reads a simulated one")
             tagger = SimTimeTagger("tagger", clock)
             await tagger.connect()
             stack.push_async_callback(_close_quietly, tagger)
-        bus = await stack.enter_async_context(MessageBus(args.broker, f"satqkd-ogs-{station.name}"))
+        node_name = f"ogs-{station.name}"  # over TLS the broker makes this CN the client id
+        bus = await stack.enter_async_context(
+            MessageBus(args.broker, f"satqkd-{node_name}", tls=daemon_tls(args, node_name))
+        )
         # a report of each pass, from what the daemons publish (docs/report.md)
         await start_station_reports(
-            stack, args.broker, mission.name, station.name, store, getattr(args, "reports", None)
-        )
+            stack, args.broker, mission.name, station.name, store, getattr(args, "reports", None),
+            tls=daemon_tls(args, recorder_identity(station.name), recorder=True),
+        )  # fmt: skip
         settings = dataclasses.replace(
             ogs_settings(mission, station, Path(args.config)), housekeeping_period_s=_period(args)
         )
@@ -140,8 +199,9 @@ async def run_ogs_daemon(args: argparse.Namespace, entropy: int) -> None:
             clock,
             tagger,
             store,
-            rng.derive_key(entropy, "e"),
+            random_source,
             node.station_instruments(),
+            tc_verifier=tc_verifier,
         )
         await daemon.run()
 

@@ -3,8 +3,10 @@
 All instruments are tried in parallel, each within its own connect timeout; an instrument that
 does not answer costs its timeout, not the others'. Emulated instruments (``emulator://NAME``,
 ``in-process://NAME``) are started for the check; every instrument is built through the same
-assembly path as the daemons (`satqkd.assembly`). Output is a rich table on a terminal and plain
-lines otherwise. Exit status: 0 all healthy, 1 any unhealthy or unreachable, 2 a bad config.
+assembly path as the daemons (`satqkd.assembly`). An entropy source is also asked for a few
+bytes (behind a QRNG's, its health tests run on fresh raw bytes). Output is a rich table on a
+terminal and plain lines otherwise. Exit status: 0 all healthy, 1 any unhealthy or unreachable,
+2 a bad config.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from drivers.interfaces import Device, DeviceError
+from drivers.interfaces import Device, DeviceError, EntropySource
 from drivers.registry import BuildContext
 from satqkd.assembly import AssemblyError, EmulatorFactory, open_instrument
 from satqkd.config import ConfigError
@@ -28,6 +30,8 @@ EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
 EXIT_BAD_CONFIG = 2
 _CLOSE_TIMEOUT_S = 2.0
+#: what a check draws from an entropy source: enough to pass the health tests once more
+ENTROPY_CHECK_BYTES = 64
 
 
 @dataclass
@@ -78,6 +82,8 @@ async def check_instrument(
         result.resource = str(shown)
     try:
         await device.connect(entry.connect_timeout_s)
+        if isinstance(device, EntropySource):
+            await _draw_check_bytes(device, entry.connect_timeout_s)
         status = await asyncio.wait_for(device.status(), entry.connect_timeout_s)
         result.identity = status.identity
         result.readings = {k: v for k, v in status.detail.items() if k != "counters"}
@@ -89,6 +95,16 @@ async def check_instrument(
         with contextlib.suppress(DeviceError, OSError, TimeoutError):
             await asyncio.wait_for(device.close(), _CLOSE_TIMEOUT_S)
     return result
+
+
+async def _draw_check_bytes(device: EntropySource, timeout_s: float) -> None:
+    """Measure: draw a few bytes (a QRNG's health tests run on the raw bytes behind them);
+    DeviceError if the source fails or returns the wrong length."""
+    sample = await asyncio.wait_for(
+        device.read(ENTROPY_CHECK_BYTES, "instruments-check"), timeout_s
+    )
+    if len(sample) != ENTROPY_CHECK_BYTES:
+        raise DeviceError(f"{device.name}: asked {ENTROPY_CHECK_BYTES} bytes, got {len(sample)}")
 
 
 async def check_instruments(config: BenchConfig) -> list[InstrumentCheck]:

@@ -9,7 +9,8 @@ instrument is reached:
 - `file://PATH`: a recorded acquisition, for a driver that replays one;
 - `emulator://NAME`: the driver's wire-level emulator, started in-process on a pty or a loopback
   TCP port (`?port=pty|tcp` to choose); `in-process://NAME`: the same emulator behind an
-  in-memory transport, or, for a simulated instrument with no wire protocol, that instrument.
+  in-memory transport, or, for a simulated instrument with no wire protocol, that instrument,
+  or a service of the host itself (`in-process://os_entropy`, the OS CSPRNG).
 
 The payload controller's emulator owns the source hardware it drives: name the bench entry that
 is that hardware with `emulator://payload-controller?hardware=ENTRY` (default: a simulated
@@ -24,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+import sim_backends.entropy  # registers the seeded simulation entropy source (sim_entropy)
 import sim_backends.instruments  # noqa: F401  (registers the in-process simulated instruments)
 from drivers.options import DriverOptions
 from drivers.registry import DRIVERS, DriverSpec
@@ -102,6 +104,11 @@ class BenchEntry(_Model):
                                  f"{FILE_SCHEME}PATH")  # fmt: skip
             raise ValueError(f"driver {self.driver} does not read recordings ({FILE_SCHEME})")
         if target is None:
+            if spec.host_service:
+                raise ValueError(
+                    f"driver {self.driver} is provided by the host and has no transport: its "
+                    f"resource is {IN_PROCESS_SCHEME}{spec.name}"
+                )
             if spec.in_process_only:
                 raise ValueError(
                     f"driver {self.driver} is a simulated instrument: its resource is "

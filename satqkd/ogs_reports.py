@@ -27,7 +27,7 @@ from satqkd.report_builder import (
     write_report,
 )
 from satqkd_core import dictionary as dct
-from satqkd_runtime.bus import MessageBus
+from satqkd_runtime.bus import BusTls, MessageBus
 from satqkd_runtime.keystore import KeyStore
 
 log = logging.getLogger("satqkd.reports")
@@ -112,9 +112,12 @@ async def start_station_reports(
     station: str,
     keystore: KeyStore | None,
     directory: str | Path | None = None,
+    tls: BusTls | None = None,
 ) -> StationReports:
     """Get: a station's report writer, recording from now on its own bus connection until
-    `stack` closes."""
+    `stack` closes (over `mqtts://`, `tls` holds the recorder's own certificate: a broker that
+    makes the certificate's CN the client id would let two connections under the station's
+    identity take each other's place)."""
     reports = StationReports(
         Path(directory) if directory is not None else default_reports_dir(station),
         mission,
@@ -122,7 +125,7 @@ async def start_station_reports(
         keystore,
     )
     client_id = f"satqkd-{dct.ogs_node(station)}-reports"
-    bus = await stack.enter_async_context(MessageBus(broker_url, client_id))
+    bus = await stack.enter_async_context(MessageBus(broker_url, client_id, tls=tls))
     recorder = PassRecorder(
         bus,
         mission,

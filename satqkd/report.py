@@ -34,7 +34,7 @@ def write_plots(run: PassRun, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     physics = run.physics
-    result = run.ogs.sessions[run.plan_id].result
+    result = run.ogs.results[run.plan_id]
     t0 = physics.window.aos_unix_s
     chunks = result.chunks
     t_chunk = np.array([0.5 * (c.start_unix_s + c.stop_unix_s) - t0 for c in chunks])
@@ -86,8 +86,8 @@ def write_plots(run: PassRun, out_dir: Path) -> list[Path]:
     if chunks:
         sifted = np.cumsum([c.sifted for c in chunks])
         ax.plot(t_chunk, sifted, label="sifted bits (cumulative)")
-        if result.pa_output_bits and not result.abort_reason:
-            ax.axhline(result.pa_output_bits, color="g", ls="--", label="final secret key")
+        if result.key_bits and not result.abort_reason:
+            ax.axhline(result.key_bits, color="g", ls="--", label="final secret key")
     ax.set(xlabel="time after AOS (s)", ylabel="bits", title="Key over the pass")
     ax.legend()
     save(fig, "key.png")

@@ -34,13 +34,20 @@ from satqkd.sim_truth import simulation_truth
 from satqkd.wiring import ogs_settings, pass_plan_fields, payload_settings, preshared_auth_key
 from satqkd_core import dictionary as dct
 from satqkd_core import rng
-from satqkd_core.codec import decode_envelope, encode_envelope
+from satqkd_core.codec import decode_envelope
 from satqkd_ogs.daemon import OgsDaemon
 from satqkd_payload.daemon import PayloadDaemon
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
+from satqkd_runtime.qkd_channel import install_preshared_key
+from satqkd_runtime.telecommand_auth import (
+    TelecommandSigner,
+    TelecommandVerifier,
+    install_telecommand_key,
+)
 from sim_backends.emulators.scpi import LaserSourceEmulator
+from sim_backends.entropy import SeededEntropySource
 
 log = logging.getLogger("satqkd.sim")
 
@@ -218,16 +225,26 @@ async def run_pass(
     payload_keys = key_root / "payload"
     ogs_keys = key_root / f"ogs-{station.name}"
     preshared = preshared_auth_key(seed, scenario.scenario.simulation.preshared_auth_messages)
-    KeyStore(payload_keys / station.name).store_secret("preshared-auth", preshared)
+    install_preshared_key(KeyStore(payload_keys / station.name), preshared)
     ogs_store = KeyStore(ogs_keys)
-    ogs_store.store_secret("preshared-auth", preshared)
+    install_preshared_key(ogs_store, preshared)
+    occ_keys = key_root / "occ"  # the control centre signs telecommands (decision 0016)
+    install_telecommand_key(payload_keys, occ_keys, "payload", force=True)
+    install_telecommand_key(ogs_keys, occ_keys, f"ogs-{station.name}", force=True)
 
     clock = SimClock(physics.clock_start_unix_s)
+    # the payload computer's sequencer: a fresh pattern key per pass, drawn by the payload
+    # daemon from its entropy source when the plan is loaded
     sequencer = SourceSequencer(
-        rng.derive_key(seed, "payload/qrng"),
-        mission.source.probabilities,
-        mission.source.basis_x_probability,
+        None, mission.source.probabilities, mission.source.basis_x_probability
     )
+    # every random value of each node from its own seeded source: the seed reproduces a pass
+    payload_entropy = SeededEntropySource(
+        "payload-entropy", rng.derive_key(seed, "payload/entropy")
+    )
+    ogs_entropy = SeededEntropySource("ogs-entropy", rng.derive_key(seed, "ogs/entropy"))
+    for entropy in (payload_entropy, ogs_entropy):
+        await entropy.connect()
     if benches is None:
         benches = scenario_benches(scenario, instruments)
 
@@ -253,7 +270,9 @@ async def run_pass(
             clock,
             bench.source,
             payload_keys,
-            rng.derive_key(seed, "payload/entropy"),
+            payload_entropy,
+            sequencer,
+            tc_verifier=TelecommandVerifier.load(payload_keys, "payload"),
         )
         ogs = OgsDaemon(
             ogs_settings(mission, station, station_path(scenario)),
@@ -261,8 +280,9 @@ async def run_pass(
             clock,
             bench.tagger,
             ogs_store,
-            rng.derive_key(seed, "ogs/entropy"),
+            ogs_entropy,
             instruments=station_bench.instruments,
+            tc_verifier=TelecommandVerifier.load(ogs_keys, f"ogs-{station.name}"),
         )
         await occ_bus.subscribe(f"satqkd/{mission.name}/+/tm/tc_ack")
         daemon_tasks = [asyncio.create_task(payload.run()), asyncio.create_task(ogs.run())]
@@ -271,12 +291,11 @@ async def run_pass(
 
         plan_id = 1 + (seed % 1_000_000)
         plan = pass_plan_fields(plan_id, scenario, physics)
-        spec = dct.DICTIONARY["LOAD_PASS_PLAN"]
-        nodes = {"payload": 1, f"ogs-{station.name}": 1}
-        for node, seq in nodes.items():
-            await occ_bus.publish(
-                dct.telecommand_topic(mission.name, node), encode_envelope(spec, seq, plan)
-            )
+        nodes = {"payload": 0, f"ogs-{station.name}": 0}  # node -> seq of its plan command
+        for node in nodes:
+            signer = TelecommandSigner.for_node(occ_keys, node)
+            nodes[node], signed = signer.sign("LOAD_PASS_PLAN", plan)
+            await occ_bus.publish(dct.telecommand_topic(mission.name, node), signed)
         acks = await _wait_acks(occ_bus, nodes, timeout_s=30.0)
         refused = {n: r for n, (ok, r) in acks.items() if not ok}
         if refused:
@@ -332,8 +351,7 @@ async def _await_summaries(
     part ended)."""
     if await recorder.wait_for("OGS_PASS_SUMMARY", plan_id, 30.0, station) is None:
         raise SimulationError(f"the station's summary of plan {plan_id} did not reach the bus")
-    session = payload.session(station, plan_id)
-    ended = session is not None and session.finished
+    ended = payload.outcome(station, plan_id) is not None
     await recorder.wait_for("PAYLOAD_PASS_SUMMARY", plan_id, 10.0 if ended else 0.0, station)
 
 
@@ -366,8 +384,8 @@ async def _wait_for_end(
     try:
         await asyncio.wait_for(ogs.pass_done[plan_id].wait(), timeout_s)
         deadline = time.perf_counter() + 10.0
-        session = payload.session(station, plan_id)
-        while session is not None and not session.finished and time.perf_counter() < deadline:
+        # the payload ends after the station's KEY_STORED reaches it (or an abort does)
+        while payload.outcome(station, plan_id) is None and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)
     except TimeoutError:
         raise SimulationError(f"post-processing did not finish within {timeout_s:g} s") from None
@@ -400,7 +418,8 @@ async def _drive_pass(
         emitting = bench.source_emitting()
         await clock.advance_to(t1)
         conditions = station.frame_conditions(t0, t1) if station is not None else None
-        if emitting:
+        # an aborted pass's pattern key is gone: nothing more reaches the station from it
+        if emitting and sequencer.active_plan is not None:
             frame = physics.detections_for_frame(
                 k,
                 sequencer.pattern,
@@ -414,7 +433,9 @@ async def _drive_pass(
         channel, timestamp_ps = frame
         await bench.feed(TagBuffer(channel, timestamp_ps, t0, t1))
         if progress is not None:
-            detections = ogs.sessions[plan_id].result.detections
+            session = ogs.sessions.get(plan_id)
+            result = session.result if session is not None else ogs.results.get(plan_id)
+            detections = result.detections if result is not None else 0
             progress((k + 1) / n_frames, f"{detections} detections")
     return pulses_sent
 

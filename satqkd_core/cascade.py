@@ -34,6 +34,15 @@ chosen that sit among its unknown bits is at most that value. This trades leak f
 (1e4-bit frames, Q = 2 %, 16 passes, mean of 60: 0 -> f 1.058 and 225 round trips;
 0.5 -> 1.092 and 143; 1.0 -> 1.117 and 116; 2.0 -> 1.156 and 90).
 
+Leakage in both directions (Tupkary & Lütkenhaus, "Using Cascade in quantum key
+distribution", arXiv:2307.00576): the payload's answers disclose `leak_bits` reference
+parities, and the station's queries disclose its own parities too: a range is bisected exactly
+when the station's parity of it differs from the reference, so the transcript tells the
+station's parity of every top-level block (the inferred last blocks included) and of every
+left half it asked about (the right half follows from the parent). `station_parity_bits`
+counts those, `total_leak_bits` is the sum charged in the finite-key bound; both ends compute
+the same figures from the queries alone.
+
 Residual errors: like every Cascade, a frame can end with an even number of errors hidden in
 every known range; error verification (`satqkd_core.verification`) catches those frames.
 """
@@ -271,7 +280,25 @@ def select_concurrent_ranges_reference(
 # ---------------------------------------------------------------------------------------------
 
 
-class CascadeResponder:
+class _TwoWayLeak:
+    """What both ends of Cascade count alike: the answered rows (`leak_bits`) and, from them,
+    what the exchange disclosed in both directions."""
+
+    leak_bits: int
+    _passes: int
+
+    @property
+    def station_parity_bits(self) -> int:
+        """Get: the station's parities its queries disclosed (see the module docstring)."""
+        return _station_parity_bits(self.leak_bits, self._passes)
+
+    @property
+    def total_leak_bits(self) -> int:
+        """Get: parities disclosed in both directions, the leak the key length is charged."""
+        return self.leak_bits + self.station_parity_bits
+
+
+class CascadeResponder(_TwoWayLeak):
     """Payload side: answers parity queries on the reference key and counts what it discloses."""
 
     def __init__(self, reference_key: np.ndarray, seed: int, passes: int = DEFAULT_PASSES) -> None:
@@ -314,12 +341,12 @@ class CascadeResponder:
         return np.ascontiguousarray(rows)
 
 
-class CascadeCorrector:
+class CascadeCorrector(_TwoWayLeak):
     """Ground side: corrects the noisy key to the reference through batched parity queries.
 
     Protocol: `q = next_query()`; send q; `apply_reply(answers)`; repeat until next_query()
-    returns None (then `done` is True). `leak_bits` counts the answered parities and
-    `round_trips` the replies applied.
+    returns None (then `done` is True). `leak_bits` counts the answered (reference) parities,
+    `total_leak_bits` adds what the queries disclose, `round_trips` counts replies applied.
     """
 
     def __init__(
@@ -505,6 +532,13 @@ class CascadeCorrector:
         # cut right after the half-th unknown bit: each half keeps >= 1 unknown bit
         cut = nth_marked_positions(self._bit_unknown, self._perms, rows, half) + 1
         return np.ascontiguousarray(np.stack([rows[:, 0], rows[:, 1], cut], axis=1))
+
+
+def _station_parity_bits(answered: int, passes: int) -> int:
+    """The station's disclosed parities: every answered range, plus the last top-level block
+    of each pass after the first (its reference parity is inferred, never asked, but whether
+    the station bisects it tells the station's parity)."""
+    return answered + (passes - 1) if answered else 0
 
 
 def _validated_reply(parities: object, expected: int) -> np.ndarray:

@@ -32,6 +32,13 @@ that fail keep counting (their syndromes were public), and requests carry only w
 failed and how many symbols to reveal, never key-dependent data. `leak_bits` is this sum over
 all frames, equal at both ends.
 
+Dropped frames (decision 0018): which frames decode depends on the errors, so keeping only
+the decoded frames is a post-selection. Both ends therefore keep the decoy statistics of every
+frame (`framed_mask()`: the tail outside all frames is a selection fixed before any data is
+seen), and charge `charged_leak_bits` = `leak_bits` + k bits for each failed frame (its key
+bits are treated as disclosed: by the chain rule for min-entropy, H(X_kept | E) >=
+H(X_framed | E) - |X_failed|) + one bit per frame for the public decoded/failed flag.
+
 On the wire every message is one dictionary message (`MESSAGE_NAMES`, declared in
 `satqkd_core.dictionary`): `wire_message` gives its name and fields, `message_from_wire` the
 message back (the name carries the kind; the dictionary's declaration carries the version).
@@ -39,7 +46,6 @@ message back (the name carries the kind; the dictionary's declaration carries th
 
 from __future__ import annotations
 
-import hashlib
 import math
 import secrets
 from collections.abc import Mapping
@@ -192,11 +198,10 @@ class LdpcSender:
     """Payload side: discloses syndromes and, on request, punctured values; counts the leak.
 
     The punctured symbols are filled with private random bits: the leak bound m - p relies on
-    them being uniform and unknown to an eavesdropper, so by default they come from the
-    operating system's CSPRNG (`secrets`). With a `fill_seed` (a secret of the sender's own
-    entropy) they are its SHAKE-256 expansion (FIPS 202): reproducible for the same seed, so
-    a simulated pass gives the same leak and key on every run, and revealed values still do
-    not predict unrevealed ones without the seed. `frame_ok` is known after the final request.
+    them being uniform and unknown to an eavesdropper, so they are `fill`, bytes drawn from
+    the node's entropy source (at least `fill_bits_needed` bits; the first ones are used, one
+    bit per punctured symbol, never expanded), or by default the operating system's CSPRNG.
+    `frame_ok` is known after the final request.
     """
 
     def __init__(
@@ -207,7 +212,7 @@ class LdpcSender:
         eps_frame: float = 1e-3,
         *,
         codes: tuple[LdpcCode, ...] | None = None,
-        fill_seed: int | None = None,
+        fill: bytes | None = None,
     ) -> None:
         key = as_bit_array(reference_key, "reference_key", allow_empty=True)
         self._codes = _codes(codes)
@@ -219,7 +224,7 @@ class LdpcSender:
         code, k = self.plan.code, self.plan.frame_key_bits
         self.frames = key.size // k
         self._key_bits = key.size
-        self._punctured_values = _private_bits((self.frames, self.plan.punctured), fill_seed)
+        self._punctured_values = _private_bits((self.frames, self.plan.punctured), fill)
         self._syndromes = np.empty((self.frames, code.m), dtype=np.uint8)
         word = np.zeros(code.n, dtype=np.uint8)
         for f in range(self.frames):
@@ -242,24 +247,37 @@ class LdpcSender:
         *,
         eps_frame: float = 1e-3,
         codes: tuple[LdpcCode, ...] | None = None,
-        fill_seed: int | None = None,
+        fill: bytes | None = None,
     ) -> LdpcSender:
         """Build the sender the receiver's start request asks for (its seed and QBER estimate)."""
         as_bit_array(reference_key, "reference_key", allow_empty=True)
-        if not 0.0 < float(eps_frame) < 0.5:
-            raise InputError(f"eps_frame must lie in (0, 0.5), got {eps_frame}")
-        request = _check_kind(request, KIND_START)
-        seed = _field_int(request, "seed")
-        if not 0 <= seed < 2**63:
-            raise ProtocolError(f"seed must lie in [0, 2^63), got {seed}")
-        qber = _field_float(request, "qber_estimate")
-        if not 0.0 < qber < 0.5:
-            raise ProtocolError(f"qber_estimate must lie in (0, 0.5), got {qber}")
-        try:
-            plan_frames(qber, _codes(codes), eps_frame=eps_frame)
-        except InputError as exc:  # the peer's QBER estimate: no shipped code serves it
-            raise ProtocolError(f"no frame plan for the start request: {exc}") from None
-        return cls(reference_key, qber, seed, eps_frame, codes=codes, fill_seed=fill_seed)
+        seed, qber = _start_parameters(request, eps_frame, codes)
+        return cls(reference_key, qber, seed, eps_frame, codes=codes, fill=fill)
+
+    @staticmethod
+    def fill_bits_needed(
+        key_bits: int,
+        request: dict[str, Any],
+        *,
+        eps_frame: float = 1e-3,
+        codes: tuple[LdpcCode, ...] | None = None,
+    ) -> int:
+        """Get: the private fill bits a sender built from this start request punctures with
+        (frames x punctured symbols per frame), so the caller can draw exactly that many."""
+        _, qber = _start_parameters(request, eps_frame, codes)
+        n = as_count(key_bits, "key_bits")
+        plan = fit_plan_to_key(plan_frames(qber, _codes(codes), eps_frame=eps_frame), n, qber)
+        return (n // plan.frame_key_bits) * plan.punctured
+
+    @property
+    def charged_leak_bits(self) -> int:
+        """Get: the leak the key length is charged once done (see the module docstring)."""
+        return _charged_leak(self.leak_bits, self.frames, self.frame_ok, self.plan)
+
+    def framed_mask(self) -> np.ndarray:
+        """Bits of the reference key that lie in a frame (decoded or not)."""
+        every = np.ones(self.frames, dtype=bool)
+        return _kept_mask(self.layout, self.plan.frame_key_bits, every, self._key_bits)
 
     def first_message(self) -> dict[str, Any]:
         """Get the opening message in one part: code, frame shape, seed, every syndrome."""
@@ -389,17 +407,41 @@ def fit_plan_to_key(plan: FramePlan, key_bits: int, qber_estimate: float) -> Fra
     return FramePlan(code, fitted_k, code.n - fitted_k - punctured, punctured, step)
 
 
-def _private_bits(shape: tuple[int, int], fill_seed: int | None) -> np.ndarray:
+def _start_parameters(
+    request: dict[str, Any], eps_frame: float, codes: tuple[LdpcCode, ...] | None
+) -> tuple[int, float]:
+    """The (seed, QBER estimate) of a start request; ProtocolError if it cannot be served."""
+    if not 0.0 < float(eps_frame) < 0.5:
+        raise InputError(f"eps_frame must lie in (0, 0.5), got {eps_frame}")
+    request = _check_kind(request, KIND_START)
+    seed = _field_int(request, "seed")
+    if not 0 <= seed < 2**63:
+        raise ProtocolError(f"seed must lie in [0, 2^63), got {seed}")
+    qber = _field_float(request, "qber_estimate")
+    if not 0.0 < qber < 0.5:
+        raise ProtocolError(f"qber_estimate must lie in (0, 0.5), got {qber}")
+    try:
+        plan_frames(qber, _codes(codes), eps_frame=eps_frame)
+    except InputError as exc:  # the peer's QBER estimate: no shipped code serves it
+        raise ProtocolError(f"no frame plan for the start request: {exc}") from None
+    return seed, qber
+
+
+def _charged_leak(leak_bits: int, frames: int, frame_ok: np.ndarray, plan: FramePlan) -> int:
+    failed = int(frames - np.count_nonzero(frame_ok))
+    return int(leak_bits) + failed * plan.frame_key_bits + int(frames)
+
+
+def _private_bits(shape: tuple[int, int], fill: bytes | None) -> np.ndarray:
     count = shape[0] * shape[1]
-    if fill_seed is None:
-        # a CSPRNG: revealed fill bits must not let anyone predict the unrevealed ones
-        raw = np.frombuffer(secrets.token_bytes((count + 7) // 8), dtype=np.uint8)
-        return np.unpackbits(raw, count=count).reshape(shape)
-    seed = as_count(fill_seed, "fill_seed")
-    # an extendable-output hash of the seed: a stream cipher's keystream, not a PRNG whose
-    # state its outputs give away (PCG64 or SplitMix would let revealed fill predict the rest)
-    xof = hashlib.shake_256(b"satqkd.ldpc.fill.v1\x1f" + str(seed).encode())
-    raw = np.frombuffer(xof.digest((count + 7) // 8), dtype=np.uint8)
+    if fill is None:
+        # the OS CSPRNG: revealed fill bits must not let anyone predict the unrevealed ones
+        fill = secrets.token_bytes((count + 7) // 8)
+    if not isinstance(fill, bytes | bytearray):
+        raise InputError(f"fill must be bytes, got {type(fill).__name__}")
+    if 8 * len(fill) < count:
+        raise InputError(f"fill holds {8 * len(fill)} bits, the frames puncture {count}")
+    raw = np.frombuffer(bytes(fill), dtype=np.uint8)
     return np.unpackbits(raw, count=count).reshape(shape)
 
 
@@ -596,6 +638,20 @@ class LdpcReceiver:
         if not self._started:
             return np.zeros(self._key.size, dtype=bool)
         return _kept_mask(self.layout, self.plan.frame_key_bits, self.frame_ok, self._key.size)
+
+    def framed_mask(self) -> np.ndarray:
+        """Bits of the key that lie in a frame (decoded or not): whose statistics count."""
+        if not self._started:
+            return np.zeros(self._key.size, dtype=bool)
+        every = np.ones(self.frames, dtype=bool)
+        return _kept_mask(self.layout, self.plan.frame_key_bits, every, self._key.size)
+
+    @property
+    def charged_leak_bits(self) -> int:
+        """Get: the leak the key length is charged once done (see the module docstring)."""
+        if not self._started:
+            return int(self.leak_bits)
+        return _charged_leak(self.leak_bits, self.frames, self.frame_ok, self.plan)
 
     def _code_for(self, message: dict[str, Any]) -> LdpcCode:
         code_id = _field_int(message, "code_id")

@@ -8,7 +8,7 @@ import contextlib
 import logging
 from typing import Any
 
-from drivers.interfaces import DeviceError, TimeTagger
+from drivers.interfaces import DeviceError, EntropySource, TimeTagger
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope
@@ -21,7 +21,7 @@ from satqkd_ogs.atp import (
     StationInstruments,
 )
 from satqkd_ogs.pass_summary import ogs_pass_summary
-from satqkd_ogs.session import OgsSession, PassPlan
+from satqkd_ogs.session import OgsPassResult, OgsSession, PassPlan
 from satqkd_ogs.settings import OgsSettings
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import Clock
@@ -44,7 +44,7 @@ class OgsDaemon:
         clock: Clock,
         tagger: TimeTagger,
         keystore: KeyStore,
-        entropy_key: int,
+        entropy: EntropySource,
         instruments: StationInstruments | None = None,
         tc_verifier: Any = None,
     ) -> None:
@@ -53,7 +53,7 @@ class OgsDaemon:
         self.clock = clock
         self.tagger = tagger
         self.keystore = keystore
-        self.entropy_key = entropy_key
+        self.entropy = entropy
         self.runtime = NodeRuntime(
             bus, settings.mission, settings.node, clock, tc_verifier=tc_verifier
         )
@@ -65,6 +65,8 @@ class OgsDaemon:
             state_store=keystore,
         )
         self.sessions: dict[int, OgsSession] = {}
+        # results of recent passes once their sessions were released (counts, no key bits)
+        self.results: dict[int, OgsPassResult] = {}
         self.pass_done: dict[int, asyncio.Event] = {}
         self.mode = "idle"
         self.stopped = asyncio.Event()
@@ -87,6 +89,7 @@ class OgsDaemon:
         )
         try:
             await self.runtime.emit_event("NODE_STARTED", f"station {self.settings.station} up")
+            await self._discard_orphaned_keys()
             async for message in self.bus.messages():
                 if message.topic == self.runtime.telecommand_topic:
                     envelope = await self.runtime.decode_telecommand(message.payload)
@@ -113,6 +116,10 @@ class OgsDaemon:
                 raise ProtocolError(f"{envelope.spec.name} for unknown plan {plan_id}")
             if envelope.spec.name == "SIFT_RESULT":
                 session.on_sift_result(envelope.fields)
+            elif envelope.spec.name == "ABORT":
+                # the payload gave up: stop tagging (if still on), end keyless at once
+                reason = f"payload aborted: {envelope.fields['reason']}"
+                session.request_abort(reason, tell_payload=False)
             else:
                 session.inbox.put_nowait(envelope)
         except (ProtocolError, InputError) as exc:
@@ -134,7 +141,7 @@ class OgsDaemon:
                     self.channel,
                     self.keystore,
                     self.settings.protocol,
-                    self.entropy_key,
+                    self.entropy,
                     self.settings.sync_window_ps,
                     self.settings.cascade_passes,
                     self.settings.reply_timeout_s,
@@ -158,6 +165,7 @@ class OgsDaemon:
                 await self.runtime.reject_telecommand(envelope, f"no plan {f['plan_id']}")
                 return
             session.result.abort_reason = f"aborted by command: {f['reason']}"
+            session.request_abort(session.result.abort_reason)
             if (atp := self.atp.get(int(f["plan_id"]))) is not None:
                 atp.request_stop()
             await self.tagger.stop()
@@ -236,6 +244,8 @@ class OgsDaemon:
                 buffer = await self.tagger.read(self.settings.tag_read_timeout_s)
                 if buffer is None:
                     break
+                if session.abort_requested is not None:
+                    break
                 await session.process_buffer(buffer)
                 chunk = session.result.chunks[-1]
                 await self.runtime.publish_telemetry(
@@ -281,7 +291,29 @@ class OgsDaemon:
             try:
                 await self._publish_summary(session)
             finally:
+                self._release(session)
                 self.pass_done[plan.plan_id].set()
+
+    def _release(self, session: OgsSession) -> None:
+        """Forget a finished pass: its per-detection arrays and key bits; keep its counts."""
+        plan_id = session.plan.plan_id
+        session.release()
+        self.sessions.pop(plan_id, None)
+        self.results[plan_id] = session.result
+        self._channel_at_load.pop(plan_id, None)
+        atp = self.atp.get(plan_id)
+        if atp is not None and atp.record.finished:  # a running ATP still holds the mount
+            del self.atp[plan_id]
+        for history in (self.results, self.atp_records, self.pass_done):
+            while len(history) > 16 and next(iter(history)) != plan_id:
+                del history[next(iter(history))]
+
+    async def _discard_orphaned_keys(self) -> None:
+        """Keys left pending by a previous run were never confirmed by the payload: drop them."""
+        for key_id in self.keystore.key_ids():
+            if self.keystore.metadata(key_id).state == "pending":
+                self.keystore.discard(key_id)
+                await self.runtime.emit_event("KEY_DISCARDED", f"key {key_id} pending at start-up")
 
     async def _publish_summary(self, session: OgsSession) -> None:
         """Publish OGS_PASS_SUMMARY: the figures the pass report takes from the station."""

@@ -134,12 +134,8 @@ def ogs_pass_summary(
     """Get: the OGS_PASS_SUMMARY fields of a session whose post-processing ended;
     `channel_at_load` is the channel's counters when its plan was loaded."""
     plan, result = session.plan, session.result
-    key_bits = result.pa_output_bits if result.key_id and not result.abort_reason else 0
-    # a key stored and then abandoned (KEY_STORED not sent) keeps its id: the report
-    # compares what each end holds
-    stored_unix_s = NAN
-    if result.key_id:
-        stored_unix_s = session.keystore.metadata(result.key_id).created_unix_s
+    key_bits = result.key_bits if result.key_id and not result.abort_reason else 0
+    stored_unix_s = NAN if result.key_stored_unix_s is None else result.key_stored_unix_s
     channel = channel_at_load.since(session.channel)
     return {
         "plan_id": plan.plan_id,
@@ -173,6 +169,9 @@ def ogs_pass_summary(
         "verification_tag_bits": result.verification_tag_bits,
         "pa_input_bits": result.pa_input_bits,
         "pa_output_bits": result.pa_output_bits,
+        "auth_refill_bits": result.auth_refill_bits,
+        "eps_sec": session.params.eps_sec,
+        "eps_cor": session.params.eps_cor,
         **_finite_key(session),
         "secret_key_bits": key_bits,
         "key_id": result.key_id or "",

@@ -5,6 +5,7 @@ reference), verification and privacy amplification after loss of signal."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,7 +14,6 @@ import numpy as np
 
 from drivers.interfaces import TagBuffer
 from satqkd_core import finite_key as fk
-from satqkd_core import rng
 from satqkd_core.cascade import CascadeCorrector
 from satqkd_core.codec import Envelope
 from satqkd_core.detection_report import encode_detection_report
@@ -37,6 +37,7 @@ from satqkd_core.privacy_amplification import toeplitz_hash, toeplitz_seed_bits
 from satqkd_core.sifting import count_bit_errors, unpack_intensity_labels
 from satqkd_core.sync import TimingState, track_pulse_indices
 from satqkd_core.verification import verification_tag, verification_tag_bits
+from satqkd_runtime.entropy_draws import RandomBytes, draw_bits, draw_seed
 from satqkd_runtime.keystore import KeyStore
 from satqkd_runtime.qkd_channel import QkdChannel
 
@@ -46,7 +47,15 @@ EPHEMERIS_STEP_S = 1.0
 
 
 class PassAborted(Exception):
-    """The pass ends without a key; the message says why."""
+    """The pass ends without a key; the message says why. `tell_payload`: the payload does
+    not know yet (a timeout, an operator's abort) and is sent ABORT."""
+
+    def __init__(self, reason: str, tell_payload: bool = False) -> None:
+        super().__init__(reason)
+        self.tell_payload = tell_payload
+
+
+_ABORT_REQUESTED = object()  # put in the inbox by request_abort: wakes any wait at once
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,9 @@ class OgsPassResult:
     verification_tag_bits: int = 0
     pa_input_bits: int = 0
     pa_output_bits: int = 0
+    auth_refill_bits: int = 0  # leading output bits that refilled the authentication pool
+    key_bits: int = 0  # bits stored and confirmed (the output less the refill)
+    key_stored_unix_s: float | None = None
     key_id: str | None = None
     abort_reason: str | None = None
     finished: bool = False
@@ -162,7 +174,7 @@ class OgsSession:
         channel: QkdChannel,
         keystore: KeyStore,
         params: ProtocolParameters,
-        entropy_key: int,
+        entropy: RandomBytes,
         sync_window_ps: float,
         cascade_passes: int,
         reply_timeout_s: float,
@@ -171,7 +183,10 @@ class OgsSession:
         self.channel = channel
         self.keystore = keystore
         self.params = params
-        self.entropy_key = entropy_key
+        self.entropy = entropy
+        self.abort_requested: str | None = None
+        self._tell_payload_of_abort = True
+        self._stored_key_id: str | None = None  # stored, not yet confirmed by the payload
         self.sync_window_ps = sync_window_ps
         self.cascade_passes = cascade_passes
         self.reply_timeout_s = reply_timeout_s
@@ -189,9 +204,20 @@ class OgsSession:
         )
         self.tagger_epoch_unix_s: float | None = None
 
-    def _random_words(self, label: str, count: int) -> np.ndarray:
-        key = rng.derive_key(self.entropy_key, f"{label}/{self.plan.plan_id}")
-        return rng.random_u64(key, np.arange(count, dtype=np.int64))
+    def _purpose(self, what: str) -> str:
+        return f"{what}/{self.plan.station}/{self.plan.plan_id}"
+
+    def request_abort(self, reason: str, tell_payload: bool = True) -> None:
+        """Control: end the pass without a key at either end, at the next step it takes
+        (`tell_payload`: send the payload ABORT; not when the abort came from it)."""
+        if self.abort_requested is None:
+            self.abort_requested = reason
+            self._tell_payload_of_abort = tell_payload
+            self.inbox.put_nowait(_ABORT_REQUESTED)  # type: ignore[arg-type]
+
+    def _check_abort(self) -> None:
+        if self.abort_requested is not None:
+            raise PassAborted(self.abort_requested, tell_payload=self._tell_payload_of_abort)
 
     # --- during the pass ---------------------------------------------------------------
 
@@ -234,7 +260,7 @@ class OgsSession:
             self.result.clock_drift_ppb = timing.drift_ppb
             self.result.clock_offset_at_qkd_start_ps = timing.offset_at_ps(qkd_start_ps)
         chunk_id = len(self.result.chunks)
-        index, basis, bit = self._squash(sync.pulse_index[ok], channel[ok] - 1, chunk_id)
+        index, basis, bit = await self._squash(sync.pulse_index[ok], channel[ok] - 1, chunk_id)
         mid = 0.5 * (buffer.start_unix_s + buffer.stop_unix_s)
         record = ChunkRecord(
             chunk=chunk_id,
@@ -262,7 +288,7 @@ class OgsSession:
             report=report,
         )
 
-    def _squash(
+    async def _squash(
         self, pulse_index: np.ndarray, detector: np.ndarray, chunk_id: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One detection per pulse; several clicks on one pulse become a random basis and bit
@@ -274,10 +300,10 @@ class OgsSession:
         basis = detector_sorted[first] >> 1
         bit = detector_sorted[first] & 1
         multi = np.flatnonzero(counts > 1)
-        if multi.size:
-            words = self._random_words(f"squash/{chunk_id}", multi.size)
-            basis[multi] = (words & 1).astype(np.uint8)
-            bit[multi] = ((words >> 1) & 1).astype(np.uint8)
+        if multi.size:  # two secret bits from the entropy source per multi-click pulse
+            bits = await draw_bits(self.entropy, 2 * multi.size, self._purpose("squash"))
+            basis[multi] = bits[0::2]
+            bit[multi] = bits[1::2]
         return unique.astype(np.int64), basis.astype(np.uint8), bit.astype(np.uint8)
 
     def on_sift_result(self, f: dict) -> None:
@@ -321,8 +347,11 @@ class OgsSession:
                 envelope = await asyncio.wait_for(self.inbox.get(), self.reply_timeout_s)
             except TimeoutError:
                 raise PassAborted(
-                    f"payload did not send {name} within {self.reply_timeout_s:g} s"
+                    f"payload did not send {name} within {self.reply_timeout_s:g} s",
+                    tell_payload=True,
                 ) from None
+            if envelope is _ABORT_REQUESTED:
+                self._check_abort()
             if envelope.spec.name == "ABORT":
                 raise PassAborted(f"payload aborted: {envelope.fields['reason']}")
             if envelope.spec.name == name:
@@ -331,10 +360,10 @@ class OgsSession:
 
     async def _reconcile_cascade(
         self, noisy: np.ndarray, qber_z: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Cascade with the payload: (corrected key, kept mask), every bit kept."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cascade with the payload: (corrected key, kept mask, framed mask), all bits."""
         plan, result = self.plan, self.result
-        seed = int(self._random_words("cascade-seed", 1)[0] >> np.uint64(1))
+        seed = await draw_seed(self.entropy, self._purpose("cascade-seed"))
         corrector = await asyncio.to_thread(
             CascadeCorrector, noisy, max(qber_z, 1e-3), seed, self.cascade_passes
         )
@@ -355,26 +384,29 @@ class OgsSession:
             bits = np.unpackbits(np.frombuffer(reply["parities"], np.uint8), bitorder="big")
             await asyncio.to_thread(corrector.apply_reply, bits[: query.shape[0]])
             round_no += 1
-        result.leak_ec_bits, result.ec_rounds = corrector.leak_bits, corrector.round_trips
+        # both directions: the payload's answers and what the queries tell of the station's
+        result.leak_ec_bits, result.ec_rounds = corrector.total_leak_bits, corrector.round_trips
         result.ec_input_bits = int(noisy.size)
         await self.channel.send(
             "EC_DONE",
             plan_id=plan.plan_id,
-            leak_ec_bits=corrector.leak_bits,
+            leak_ec_bits=corrector.total_leak_bits,
             round_trips=corrector.round_trips,
         )
-        return corrector.corrected_key, np.ones(noisy.size, dtype=bool)
+        every = np.ones(noisy.size, dtype=bool)
+        return corrector.corrected_key, every, every
 
     async def _reconcile_ldpc(
         self, noisy: np.ndarray, qber: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Blind LDPC with the payload: (corrected bits of the decoded frames, kept mask).
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Blind LDPC with the payload: (corrected bits of the decoded frames, kept mask,
+        framed mask: the bits whose statistics count, failed frames included).
 
         Decoding runs in a worker thread; a malformed or unexpected LDPC message is counted
         and reported, and the exchange waits on for the right one until the reply timeout.
         """
         plan, result = self.plan, self.result
-        seed = int(self._random_words("ldpc-seed", 1)[0] >> np.uint64(1))
+        seed = await draw_seed(self.entropy, self._purpose("ldpc-seed"))
         receiver = await asyncio.to_thread(LdpcReceiver, noisy, qber, seed)
         await self._send_ldpc(receiver.start_request())
         while not receiver.first_complete:
@@ -386,16 +418,17 @@ class OgsSession:
                 await self.channel.send(
                     "EC_DONE",
                     plan_id=plan.plan_id,
-                    leak_ec_bits=receiver.leak_bits,
+                    leak_ec_bits=receiver.charged_leak_bits,
                     round_trips=receiver.link_round_trips + 1,
                 )
             await self._receive_ldpc(receiver.apply_reply)
         kept = receiver.kept_mask()
-        result.leak_ec_bits, result.ec_rounds = receiver.leak_bits, receiver.link_round_trips
+        result.leak_ec_bits = receiver.charged_leak_bits
+        result.ec_rounds = receiver.link_round_trips
         result.ec_frames = receiver.frames
         result.ec_frames_failed = int(receiver.frames - receiver.frame_ok.sum())
         result.ec_input_bits = receiver.frames * receiver.plan.frame_key_bits
-        return receiver.corrected_key[kept], kept
+        return receiver.corrected_key[kept], kept, receiver.framed_mask()
 
     async def _send_ldpc(self, message: dict) -> str:
         name, fields = wire_message(message)
@@ -412,8 +445,11 @@ class OgsSession:
                 envelope = await asyncio.wait_for(self.inbox.get(), deadline - loop.time())
             except TimeoutError:
                 raise PassAborted(
-                    f"payload did not answer the LDPC exchange within {self.reply_timeout_s:g} s"
+                    f"payload did not answer the LDPC exchange within {self.reply_timeout_s:g} s",
+                    tell_payload=True,
                 ) from None
+            if envelope is _ABORT_REQUESTED:
+                self._check_abort()
             name = envelope.spec.name
             if name == "ABORT":
                 raise PassAborted(f"payload aborted: {envelope.fields['reason']}")
@@ -429,10 +465,18 @@ class OgsSession:
     async def post_process(self) -> None:
         """Parameter estimation, error correction, verification, privacy amplification."""
         try:
+            self._check_abort()
             await self._post_process()
         except PassAborted as exc:
             self.result.abort_reason = str(exc)
+            self._discard_key()
+            if exc.tell_payload:
+                with contextlib.suppress(ConnectionError):
+                    await self.channel.send(
+                        "ABORT", plan_id=self.plan.plan_id, reason=str(exc)[:500]
+                    )
         except Exception as exc:
+            self._discard_key()
             kind = "protocol error" if isinstance(exc, ProtocolError) else "station error"
             self.result.abort_reason = f"{kind}: {exc}"
             await self.channel.send(
@@ -475,12 +519,13 @@ class OgsSession:
         noisy = _concat([c.x_bits for c in chunks])
         qber_z = sum(result.z_errors) / max(sum(result.z_detections), 1)
         if self.params.reconciliation == "ldpc":
-            corrected, kept = await self._reconcile_ldpc(noisy, max(qber_z, 1e-3))
+            corrected, kept, framed = await self._reconcile_ldpc(noisy, max(qber_z, 1e-3))
         else:
-            corrected, kept = await self._reconcile_cascade(noisy, qber_z)
-        # only the kept bits go on: the decoy statistics are those of the kept X detections
+            corrected, kept, framed = await self._reconcile_cascade(noisy, qber_z)
+        # the kept bits go on; the decoy statistics are those of every frame (dropped frames
+        # are charged in the leak, not post-selected away)
+        stats = kept_statistics(stats, x_int[framed])
         x_int, noisy = x_int[kept], noisy[kept]
-        stats = kept_statistics(stats, x_int)
         result.ec_kept_bits = int(corrected.size)
         flips = (corrected != noisy).astype(np.uint8)
         result.x_errors = tuple(
@@ -512,13 +557,49 @@ class OgsSession:
         if n_seed != toeplitz_seed_bits(n, m):
             raise ProtocolError("PA_SEED seed length does not match the key lengths")
         seed_bits = np.unpackbits(np.frombuffer(pa["seed"], np.uint8), bitorder="big")[:n_seed]
+        refill = int(pa["auth_refill_bits"])
+        if refill % 128 or not 0 <= refill < m:
+            raise ProtocolError(f"PA_SEED refills {refill} bits of a {m}-bit key")
         key = await asyncio.to_thread(toeplitz_hash, corrected, seed_bits, m)
-        self.keystore.store(
-            pa["key_id"], key, "payload", plan.plan_id, self.channel.runtime.clock.now_unix_s()
+        corrected.fill(0)
+        refill_bytes = bytearray(np.packbits(key[:refill], bitorder="big").tobytes())
+        now = self.channel.runtime.clock.now_unix_s()
+        self.keystore.store(pa["key_id"], key[refill:], "payload", plan.plan_id, now)
+        key.fill(0)
+        self._stored_key_id = pa["key_id"]
+        result.pa_output_bits, result.auth_refill_bits = m, refill
+        result.key_stored_unix_s = now
+        await self.channel.send(
+            "KEY_STORED", plan_id=plan.plan_id, key_id=pa["key_id"], key_bits=m - refill
         )
-        self.keystore.confirm(pa["key_id"])
-        result.key_id, result.pa_output_bits = pa["key_id"], m
-        await self.channel.send("KEY_STORED", plan_id=plan.plan_id, key_id=pa["key_id"], key_bits=m)
+        try:
+            confirmed = await self._expect("KEY_CONFIRMED")
+            if confirmed["key_id"] != pa["key_id"]:
+                raise ProtocolError(f"KEY_CONFIRMED for key {confirmed['key_id']!r}")
+            self.keystore.confirm(pa["key_id"])
+            if refill:
+                self.channel.extend_pool(pa["key_id"], bytes(refill_bytes))
+        finally:
+            refill_bytes[:] = bytes(len(refill_bytes))
+        self._stored_key_id = None
+        result.key_id, result.key_bits = pa["key_id"], m - refill
+
+    def _discard_key(self) -> None:
+        """Delete a key stored but not confirmed by the payload (this pass ends keyless)."""
+        if self._stored_key_id is not None:
+            self.keystore.discard(self._stored_key_id)
+            self._stored_key_id = None
+
+    def release(self) -> None:
+        """Control: overwrite and drop the pass's per-detection arrays (bits included);
+        the counts the report and plots use stay."""
+        for chunk in self.result.chunks:
+            for name in ("bit", "x_bits", "basis", "pulse_index"):
+                array = getattr(chunk, name)
+                if array is not None:
+                    array.fill(0)
+            chunk.pulse_index = chunk.basis = chunk.bit = np.zeros(0, dtype=np.uint8)
+            chunk.x_bits = chunk.x_intensity = chunk.z_intensity = chunk.z_error_flags = None
 
 
 def _concat(arrays: list[np.ndarray | None]) -> np.ndarray:

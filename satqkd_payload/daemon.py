@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from drivers.interfaces import DeviceError, PulsedSource
+import numpy as np
+
+from drivers.interfaces import DeviceError, EntropyFailure, EntropySource, PulsedSource
 from drivers.payload_link_source import InterlockedSource, SourceReport
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
@@ -28,7 +31,7 @@ from satqkd_core.codec import Envelope
 from satqkd_core.errors import ProtocolError
 from satqkd_core.payload_icd import crc16_ccitt
 from satqkd_payload.pass_summary import EmissionWindow, payload_pass_summary
-from satqkd_payload.session import PayloadSession
+from satqkd_payload.session import PayloadPassOutcome, PayloadSession
 from satqkd_payload.settings import PayloadSettings
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import Clock
@@ -37,6 +40,24 @@ from satqkd_runtime.node import NodeRuntime
 from satqkd_runtime.qkd_channel import ChannelCounts, QkdChannel
 
 log = logging.getLogger("satqkd.payload")
+
+PATTERN_KEY_BYTES = 32  # a pass's pattern key: AES-256 (the sequencer's counter mode)
+
+
+class PatternSequencer(Protocol):
+    """The payload computer's pulse sequencer (firmware_shims.source_sequencer on the bench and
+    in simulation): one pattern key per pass, the active pass emitted, records read by plan."""
+
+    def load_pass(self, plan_id: int, key: bytes) -> None: ...
+
+    def activate(self, plan_id: int) -> None: ...
+
+    def forget(self, plan_id: int) -> None: ...
+
+    def has_pass(self, plan_id: int) -> bool: ...
+
+    def pattern_of(self, plan_id: int, pulse_index: np.ndarray) -> Any: ...
+
 
 NODE = "payload"
 UP, DOWN = 0, 1  # Wegman-Carter directions: ground->payload, payload->ground
@@ -72,7 +93,8 @@ class PayloadDaemon:
         clock: Clock,
         source: PulsedSource,
         key_root: Path,
-        entropy_key: int,
+        entropy: EntropySource,
+        sequencer: PatternSequencer,
         tc_verifier: Any = None,
     ) -> None:
         self.settings = settings
@@ -80,7 +102,8 @@ class PayloadDaemon:
         self.clock = clock
         self.source = source
         self.key_root = Path(key_root)
-        self.entropy_key = entropy_key
+        self.entropy = entropy
+        self.sequencer = sequencer
         self.runtime = NodeRuntime(bus, settings.mission, NODE, clock, tc_verifier=tc_verifier)
         self.links: dict[str, _StationLink] = {}
         self.mode = "idle"
@@ -94,6 +117,8 @@ class PayloadDaemon:
         self.emissions: dict[tuple[str, int], EmissionWindow] = {}
         self._channel_at_load: dict[tuple[str, int], ChannelCounts] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # how recent passes ended, once their sessions were released (key ids, no key bits)
+        self.ended: dict[tuple[str, int], PayloadPassOutcome] = {}
         self._load_station_links()
 
     def _load_station_links(self) -> None:
@@ -115,9 +140,26 @@ class PayloadDaemon:
             self.links[station] = _StationLink(station, store, channel)
 
     def session(self, station: str, plan_id: int) -> PayloadSession | None:
-        """Get: the session of a pass plan, if loaded."""
+        """Get: the session of a pass plan, if loaded and not yet released."""
         link = self.links.get(station)
         return link.sessions.get(plan_id) if link else None
+
+    def outcome(self, station: str, plan_id: int) -> PayloadPassOutcome | None:
+        """Get: how a pass ended (None while it runs or if unknown)."""
+        session = self.session(station, plan_id)
+        if session is not None:
+            return session.outcome if session.finished else None
+        return self.ended.get((station, plan_id))
+
+    async def _discard_orphaned_keys(self) -> None:
+        """Keys left pending by a previous run were never confirmed by the station: drop them."""
+        for link in self.links.values():
+            for key_id in link.keystore.key_ids():
+                if link.keystore.metadata(key_id).state == "pending":
+                    link.keystore.discard(key_id)
+                    await self._emit(
+                        "KEY_DISCARDED", f"{link.station}: key {key_id} pending at start-up"
+                    )
 
     async def run(self) -> None:
         """Control: serve until SHUTDOWN or cancellation; the source ends in its safe state."""
@@ -134,6 +176,7 @@ class PayloadDaemon:
             await self.runtime.emit_event(
                 "NODE_STARTED", f"payload serving stations {sorted(self.links)}"
             )
+            await self._discard_orphaned_keys()
             async for message in self.bus.messages():
                 try:
                     await self._dispatch(message.topic, message.payload)
@@ -187,6 +230,9 @@ class PayloadDaemon:
     async def _on_qkd_message(self, link: _StationLink, envelope: Envelope) -> None:
         plan_id = int(envelope.fields.get("plan_id", -1))
         session = link.sessions.get(plan_id)
+        if session is None and envelope.spec.name == "ABORT":
+            await self._late_abort(link, plan_id, str(envelope.fields.get("reason", "")))
+            return
         cut = self.interrupted.get((link.station, plan_id))
         if (
             cut is not None
@@ -197,6 +243,7 @@ class PayloadDaemon:
             # post-processing starts: the pulses counted as sent were not all emitted
             await session.abort(f"source emission interrupted: {cut}")
             await self._report_session_end(session)
+            self._release(link, session)
             return
         try:
             if session is None:
@@ -211,10 +258,41 @@ class PayloadDaemon:
         except Exception as exc:
             self.runtime.counters.qkd_rejected += 1
             reason = f"payload could not process {envelope.spec.name}: {exc}"
+            if isinstance(exc, EntropyFailure):
+                await self._emit("ENTROPY_SOURCE_FAILURE", str(exc))
             await self.runtime.emit_event("QKD_MESSAGE_REJECTED", f"{link.station}: {reason}")
             await session.abort(reason)
         if session.finished:
             await self._report_session_end(session)
+            self._release(link, session)
+
+    def _release(self, link: _StationLink, session: PayloadSession) -> None:
+        """Forget a finished pass: its pattern key, its key material, its session."""
+        self.sequencer.forget(session.plan_id)
+        session.release()
+        link.sessions.pop(session.plan_id, None)
+        self._channel_at_load.pop((link.station, session.plan_id), None)
+        self.ended[(link.station, session.plan_id)] = session.outcome
+        while len(self.ended) > 64:
+            del self.ended[next(iter(self.ended))]
+
+    async def _late_abort(self, link: _StationLink, plan_id: int, reason: str) -> None:
+        """The station gave up a pass this end already finished: drop the key it confirmed
+        (the station has none), or count the message if nothing is known of the plan."""
+        outcome = self.ended.get((link.station, plan_id))
+        if outcome is None:
+            self.runtime.counters.qkd_rejected += 1
+            await self.runtime.emit_event(
+                "QKD_MESSAGE_REJECTED", f"{link.station}: ABORT for unknown plan {plan_id}"
+            )
+            return
+        if outcome.key_id and not outcome.discarded:
+            link.keystore.discard(outcome.key_id)
+            outcome.discarded, outcome.confirmed = True, False
+            outcome.abort_reason = reason or "aborted by the station after the key"
+            await self._emit(
+                "KEY_DISCARDED", f"{link.station} plan {plan_id}: key {outcome.key_id}: {reason}"
+            )
 
     async def _report_session_end(self, session: PayloadSession) -> None:
         outcome = session.outcome
@@ -264,21 +342,34 @@ class PayloadDaemon:
                 await self.runtime.reject_telecommand(envelope, refusal)
                 return
             link = self.links[f["station"]]
-            plan_key = (str(f["station"]), int(f["plan_id"]))
+            plan_id = int(f["plan_id"])
+            try:  # a fresh pattern for every pass: no bit of it is shared with another
+                pattern_key = await self.entropy.read(
+                    PATTERN_KEY_BYTES, f"pattern-key/{f['station']}/{plan_id}"
+                )
+            except EntropyFailure as exc:
+                await self._emit("ENTROPY_SOURCE_FAILURE", str(exc))
+                await self.runtime.reject_telecommand(envelope, f"entropy source: {exc}")
+                return
+            self.sequencer.load_pass(plan_id, pattern_key)
+            plan_key = (str(f["station"]), plan_id)
             self._channel_at_load[plan_key] = ChannelCounts.of(link.channel)
-            link.sessions[int(f["plan_id"])] = PayloadSession(
-                plan_id=int(f["plan_id"]),
+            link.sessions[plan_id] = PayloadSession(
+                plan_id=plan_id,
                 station=f["station"],
-                source=self.source,
+                pattern=functools.partial(self.sequencer.pattern_of, plan_id),
                 channel=link.channel,
                 keystore=link.keystore,
                 params=self.settings.protocol,
-                entropy_key=self.entropy_key,
+                entropy=self.entropy,
+                auth_refill=functools.partial(_auth_refill_bits, link.channel),
+                pending_key_timeout_s=self.settings.pending_key_timeout_s,
             )
             self._spawn(self._source_schedule(f))
             await self.runtime.accept_telecommand(envelope)
         elif name == "ABORT_PASS":
             await self._safe_source(f"pass aborted: {f['reason']}")
+            await self._abort_sessions(int(f["plan_id"]), f"aborted by command: {f['reason']}")
             if isinstance(self.source, InterlockedSource):
                 with contextlib.suppress(DeviceError):  # not loaded there: nothing to clear
                     await self.source.clear_pass_plan(int(f["plan_id"]))
@@ -315,9 +406,23 @@ class PayloadDaemon:
                 f"repetition_rate_hz {f['repetition_rate_hz']:g} differs from the source's "
                 f"{self.settings.repetition_rate_hz:g}"
             )
-        if int(f["plan_id"]) in self.links[f["station"]].sessions:
+        if int(f["plan_id"]) in self.links[f["station"]].sessions or self.sequencer.has_pass(
+            int(f["plan_id"])
+        ):
             return f"plan {f['plan_id']} already loaded"
         return None
+
+    async def _abort_sessions(self, plan_id: int, reason: str) -> None:
+        """End the plan's session at once, without a key at either end (the station is told)."""
+        for link in self.links.values():
+            session = link.sessions.get(plan_id)
+            if session is not None:
+                self._interrupt((link.station, plan_id), reason)  # never emits after this
+                if self._emitting_for == (link.station, plan_id):
+                    self._emitting_for = None
+                await session.abort(reason)
+                await self._report_session_end(session)
+                self._release(link, session)
 
     async def _load_plan_into_source(self, f: dict) -> str | None:
         """Load the plan into an interlocked source's controller; the refusal, if any."""
@@ -357,6 +462,7 @@ class PayloadDaemon:
         if key in self.interrupted:
             return
         try:
+            self.sequencer.activate(int(plan["plan_id"]))
             await self.source.enable(plan["qkd_start_unix_s"])
         except DeviceError as exc:
             await self._instrument_error(f"plan {key[1]}: source not enabled: {exc}")
@@ -456,6 +562,21 @@ class PayloadDaemon:
         key_bits = sum(link.keystore.total_bits() for link in self.links.values())
         words = sum(link.channel.pad_words_remaining for link in self.links.values())
         return self.mode, key_bits, words
+
+
+# below this many messages left in the pool, a new key refills it with REFILL_MESSAGES more
+REFILL_BELOW_MESSAGES = 4096
+REFILL_MESSAGES = 8192
+_BITS_PER_MESSAGE = 128  # one 64-bit pad word for each direction
+
+
+def _auth_refill_bits(channel: QkdChannel, output_bits: int) -> int:
+    """Get: how many leading bits of a new `output_bits`-bit key refill the channel's pool
+    (whole messages, at most half the key; 0 while the pool holds enough)."""
+    if channel.pad_words_remaining >= REFILL_BELOW_MESSAGES:
+        return 0
+    messages = min(REFILL_MESSAGES, (output_bits // 2) // _BITS_PER_MESSAGE)
+    return messages * _BITS_PER_MESSAGE
 
 
 def station_number(station: str) -> int:

@@ -54,12 +54,11 @@ def payload_pass_summary(
     outcome = session.outcome
     figures = session.pass_figures()
     pulses = emission.pulses(now_unix_s) if emission is not None else 0
-    key_bits = outcome.key_bits if outcome.key_id and not outcome.abort_reason else 0
-    # a key stored and then abandoned (the station failed after it) keeps its id: the report
-    # compares what each end holds
-    stored_unix_s = NAN
-    if outcome.key_id:
-        stored_unix_s = session.keystore.metadata(outcome.key_id).created_unix_s
+    held = outcome.key_id and not outcome.abort_reason and not outcome.discarded
+    key_bits = outcome.key_bits if held else 0
+    # a key stored and then discarded (the station never confirmed it) keeps its id: the
+    # report compares what each end holds
+    stored_unix_s = NAN if outcome.stored_unix_s is None else outcome.stored_unix_s
     channel = channel_at_load.since(session.channel)
     return {
         "plan_id": session.plan_id,
@@ -74,6 +73,7 @@ def payload_pass_summary(
         "secret_key_bits": key_bits,
         "key_id": outcome.key_id or "",
         "key_confirmed": bool(outcome.confirmed),
+        "auth_refill_bits": outcome.auth_refill_bits,
         "abort_reason": (outcome.abort_reason or "")[:500],
         "key_stored_unix_s": stored_unix_s,
         "ended_unix_s": now_unix_s,

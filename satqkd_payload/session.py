@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from drivers.interfaces import PulsedSource
 from satqkd_core import finite_key as fk
-from satqkd_core import rng
 from satqkd_core.cascade import CascadeResponder
 from satqkd_core.codec import Envelope
 from satqkd_core.detection_report import decode_detection_report
@@ -29,10 +28,15 @@ from satqkd_core.pass_decisions import (
 from satqkd_core.privacy_amplification import toeplitz_hash, toeplitz_seed_bits
 from satqkd_core.sifting import pack_intensity_labels, sift_mask
 from satqkd_core.verification import (
-    random_verification_hash_key,
     verification_hash_key_words,
     verification_tag,
     verification_tag_bits,
+)
+from satqkd_runtime.entropy_draws import (
+    RandomBytes,
+    draw_bits,
+    draw_hash_key_words,
+    draw_key_id,
 )
 from satqkd_runtime.keystore import KeyStore
 from satqkd_runtime.qkd_channel import QkdChannel
@@ -53,10 +57,17 @@ class PayloadPassOutcome:
     """What the payload knows at the end of a pass (no key material)."""
 
     key_id: str | None = None
-    key_bits: int = 0
+    key_bits: int = 0  # bits stored (privacy amplification's output less the pool refill)
+    auth_refill_bits: int = 0  # bits of the output that refilled the authentication pool
     confirmed: bool = False
+    discarded: bool = False  # a stored key was deleted: the station never confirmed it
     abort_reason: str | None = None
     chunks: int = 0
+    stored_unix_s: float | None = None
+
+
+def _no_refill(_output_bits: int) -> int:
+    return 0
 
 
 @dataclass
@@ -65,11 +76,16 @@ class PayloadSession:
 
     plan_id: int
     station: str
-    source: PulsedSource
+    # pulse index -> this pass's pattern record (basis, bit, intensity), from the sequencer
+    pattern: Callable[[np.ndarray], Any]
     channel: QkdChannel
     keystore: KeyStore
     params: ProtocolParameters
-    entropy_key: int
+    entropy: RandomBytes
+    # how many leading bits of a new key of the given length go to the authentication pool
+    auth_refill: Callable[[int], int] = _no_refill
+    # a stored key the station has not confirmed after this long is discarded
+    pending_key_timeout_s: float = 60.0
     outcome: PayloadPassOutcome = field(default_factory=PayloadPassOutcome)
     _chunks: dict[int, _SiftedChunk] = field(default_factory=dict)
     _reference_key: np.ndarray | None = None
@@ -79,22 +95,24 @@ class PayloadSession:
     _ldpc: LdpcSender | None = None
     _leak_ec_bits: int = 0
     _finished: bool = False
+    _refill: bytearray | None = None
+    _pa_input_bits: int = 0
+    _pending_timer: asyncio.Task[None] | None = None
 
     @property
     def finished(self) -> bool:
         """Get: whether the pass has ended with a key or an abort."""
         return self._finished
 
-    def _random_words(self, label: str, count: int) -> np.ndarray:
-        key = rng.derive_key(self.entropy_key, f"{label}/{self.plan_id}")
-        return rng.random_u64(key, np.arange(count, dtype=np.int64))
+    def _purpose(self, what: str) -> str:
+        return f"{what}/{self.station}/{self.plan_id}"
 
     async def handle(self, envelope: Envelope) -> None:
         """Process one authenticated message from the station."""
         name, fields = envelope.spec.name, envelope.fields
         if fields.get("plan_id") != self.plan_id:
             raise ProtocolError(f"{name} for plan {fields.get('plan_id')}, expected {self.plan_id}")
-        if self._finished and name != "KEY_STORED":
+        if self._finished and name not in ("KEY_STORED", "ABORT"):
             raise ProtocolError(f"{name} after the pass ended")
         handler = {
             "DETECTION_REPORT": self._on_detection_report,
@@ -129,7 +147,7 @@ class PayloadSession:
                 f"chunk {chunk}: report holds {pulse_index.size} detections, "
                 f"header says {f['n_detections']}"
             )
-        record = await self.source.read_pattern(pulse_index)
+        record = self.pattern(pulse_index)
         keep = sift_mask(record.basis, ogs_basis)
         kept_basis = record.basis[keep]
         kept_intensity = record.intensity[keep]
@@ -215,15 +233,18 @@ class PayloadSession:
             )
         if self._ldpc is not None:
             raise ProtocolError("LDPC_START after LDPC reconciliation started")
-        # punctured fill: a SHAKE-256 stream keyed from the payload's own entropy, so the same
-        # scenario gives the same exchange (decoding can depend on the fill in rare cases)
-        fill_seed = rng.derive_key(self.entropy_key, f"ldpc-fill/{self.plan_id}")
+        # punctured fill: private uniform bits straight from the entropy source, one per
+        # punctured symbol (the leak bound m - p credits exactly these)
+        needed = LdpcSender.fill_bits_needed(
+            self._reference_key.size, message, eps_frame=self.params.ldpc_eps_frame
+        )
+        fill = await self.entropy.read((needed + 7) // 8, self._purpose("ldpc-fill"))
         self._ldpc = await asyncio.to_thread(
             LdpcSender.from_start_request,
             self._reference_key,
             message,
             eps_frame=self.params.ldpc_eps_frame,
-            fill_seed=fill_seed,
+            fill=fill,
         )
         for part in self._ldpc.first_messages():
             await self._send_ldpc(part)
@@ -236,9 +257,11 @@ class PayloadSession:
         reply = await asyncio.to_thread(self._ldpc.reply, message)
         await self._send_ldpc(reply)
         if self._ldpc.done and self._x_intensity is not None:
-            kept = self._ldpc.kept_mask()
-            self._reference_key = self._reference_key[kept]
-            self._statistics = kept_statistics(self._statistics, self._x_intensity[kept])
+            # the key keeps the decoded frames; the statistics stay those of every frame
+            # (dropped frames are charged as disclosed: ldpc_reconciliation's docstring)
+            framed = self._ldpc.framed_mask()
+            self._statistics = kept_statistics(self._statistics, self._x_intensity[framed])
+            self._reference_key = self._reference_key[self._ldpc.kept_mask()]
             self._x_intensity = None  # restricted once, whatever re-delivery follows
 
     async def _send_ldpc(self, message: dict) -> None:
@@ -250,10 +273,10 @@ class PayloadSession:
         if self.params.reconciliation == "ldpc":
             if self._ldpc is None or not self._ldpc.done:
                 raise ProtocolError("EC_DONE before LDPC reconciliation finished")
-            return self._ldpc.leak_bits
+            return self._ldpc.charged_leak_bits
         if self._responder is None:
             raise ProtocolError("EC_DONE before any EC_QUERY")
-        return self._responder.leak_bits
+        return self._responder.total_leak_bits
 
     async def _on_ec_done(self, f: dict) -> None:
         if self._reference_key is None:
@@ -269,9 +292,10 @@ class PayloadSession:
         if n == 0:
             await self._abort("error correction kept no key bits (every frame failed)")
             return
-        words = random_verification_hash_key(
-            np.random.default_rng(self._random_words("verification", 1)[0]),
+        words = await draw_hash_key_words(
+            self.entropy,
             verification_hash_key_words(self.params.eps_cor, n),
+            self._purpose("verification-key"),
         )
         tag = await asyncio.to_thread(verification_tag, self._reference_key, words)
         await self.channel.send("VERIFY", plan_id=self.plan_id, hash_key=words, tag=tag)
@@ -293,16 +317,27 @@ class PayloadSession:
             await self._abort(no_key_reason(result, leak))
             return
         n_seed = toeplitz_seed_bits(n, m)
-        words = self._random_words("privacy-amplification", (n_seed + 63) // 64)
-        seed = np.unpackbits(words.astype(">u8").view(np.uint8), bitorder="big")[:n_seed]
+        seed = await draw_bits(self.entropy, n_seed, self._purpose("pa-seed"))
         final_key = await asyncio.to_thread(toeplitz_hash, self._reference_key, seed, m)
-        key_id = str(
-            uuid.UUID(bytes=self._random_words("key-id", 2).astype(">u8").tobytes(), version=4)
-        )
+        self._pa_input_bits = n
+        refill = self.auth_refill(m)
+        if refill % 128 or not 0 <= refill < m:
+            raise ProtocolError(f"authentication refill of {refill} bits out of a {m}-bit key")
+        key_id = await draw_key_id(self.entropy, self._purpose("key-id"))
+        self._refill = bytearray(np.packbits(final_key[:refill], bitorder="big").tobytes())
         self.keystore.store(
-            key_id, final_key, self.station, self.plan_id, self.channel.runtime.clock.now_unix_s()
+            key_id,
+            final_key[refill:],
+            self.station,
+            self.plan_id,
+            self.channel.runtime.clock.now_unix_s(),
         )
-        self.outcome.key_id, self.outcome.key_bits = key_id, m
+        final_key.fill(0)
+        self._reference_key.fill(0)
+        self.outcome.stored_unix_s = self.channel.runtime.clock.now_unix_s()
+        self.outcome.key_id, self.outcome.key_bits = key_id, m - refill
+        self.outcome.auth_refill_bits = refill
+        self._pending_timer = asyncio.create_task(self._expire_pending_key())
         await self.channel.send(
             "PA_SEED",
             plan_id=self.plan_id,
@@ -310,41 +345,92 @@ class PayloadSession:
             seed=np.packbits(seed, bitorder="big").tobytes(),
             n_seed_bits=n_seed,
             key_id=key_id,
+            auth_refill_bits=refill,
         )
+
+    async def _expire_pending_key(self) -> None:
+        """Discard the stored key if the station does not confirm holding it in time."""
+        clock = self.channel.runtime.clock
+        await clock.sleep_until(clock.now_unix_s() + self.pending_key_timeout_s)
+        if not self.outcome.confirmed and not self._finished:
+            await self._abort(
+                f"station did not confirm key {self.outcome.key_id} within "
+                f"{self.pending_key_timeout_s:g} s"
+            )
 
     async def _on_key_stored(self, f: dict) -> None:
         if self.outcome.key_id is None or f["key_id"] != self.outcome.key_id:
             raise ProtocolError(f"KEY_STORED for unknown key {f['key_id']!r}")
+        if self.outcome.confirmed:
+            return  # re-delivered: KEY_CONFIRMED went out already
+        if self.outcome.discarded:
+            raise ProtocolError(f"KEY_STORED for key {f['key_id']} already discarded")
         if int(f["key_bits"]) != self.outcome.key_bits:
             raise ProtocolError("KEY_STORED with a different key length")
         self.keystore.confirm(self.outcome.key_id)
         self.outcome.confirmed = True
         self._finished = True
+        self._cancel_pending_timer()
+        if self._refill:
+            self.channel.extend_pool(self.outcome.key_id, bytes(self._refill))
+            self._refill[:] = bytes(len(self._refill))
+        await self.channel.send("KEY_CONFIRMED", plan_id=self.plan_id, key_id=self.outcome.key_id)
+
+    def _cancel_pending_timer(self) -> None:
+        if self._pending_timer is not None and self._pending_timer is not asyncio.current_task():
+            self._pending_timer.cancel()
+        self._pending_timer = None
+
+    def _discard_key(self) -> None:
+        """Delete the key this pass stored, whatever its state: the station has no copy."""
+        self._cancel_pending_timer()
+        if self._refill is not None:
+            self._refill[:] = bytes(len(self._refill))
+        if self.outcome.key_id is not None and not self.outcome.discarded:
+            self.keystore.discard(self.outcome.key_id)
+            self.outcome.discarded = True
+            self.outcome.confirmed = False
 
     async def _on_abort(self, f: dict) -> None:
+        # the station has no key from this pass (it aborted before storing, or discarded its
+        # pending copy): neither may this end keep one
         self.outcome.abort_reason = str(f["reason"]) or "aborted by the station"
         self._finished = True
+        self._discard_key()
 
     async def abort(self, reason: str) -> None:
-        """Control: end the pass without a key and tell the station why."""
+        """Control: end the pass without a key at either end and tell the station why
+        (a key already confirmed by both ends stays)."""
         if not self._finished:
             await self._abort(reason)
 
     async def _abort(self, reason: str) -> None:
         self.outcome.abort_reason = reason
         self._finished = True
+        self._discard_key()
         await self.channel.send("ABORT", plan_id=self.plan_id, reason=reason[:500])
+
+    def release(self) -> None:
+        """Control: overwrite and drop the pass's key material (the session is over)."""
+        self._cancel_pending_timer()
+        for chunk in self._chunks.values():
+            chunk.x_bits.fill(0)
+            chunk.reply["z_bits"] = b""
+        self._chunks.clear()
+        for array in (self._reference_key, self._x_intensity):
+            if array is not None:
+                array.fill(0)
+        self._reference_key = self._x_intensity = None
+        self._responder = None
+        self._ldpc = None
 
     def pass_figures(self) -> dict[str, int]:
         """Get: the pass's counts for its summary telemetry (counts only, no key material)."""
         replies = [chunk.reply for chunk in self._chunks.values()]
-        reference = self._reference_key
         return {
             "detections": sum(int(r["n_detections"]) for r in replies),
             "sifted_bits": sum(int(r["n_kept"]) for r in replies),
             "leak_ec_bits": int(self._leak_ec_bits),
             # the bits privacy amplification hashed, once it did
-            "pa_input_bits": int(reference.size)
-            if self.outcome.key_id and reference is not None
-            else 0,
+            "pa_input_bits": self._pa_input_bits,
         }

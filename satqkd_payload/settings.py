@@ -23,5 +23,7 @@ class PayloadSettings:
     housekeeping_period_s: HousekeepingPeriod = 10.0
     # the source goes to its safe state once the broker has been unreachable this long
     ground_link_timeout_s: Seconds = 5.0
+    # a key stored at PA_SEED that the station has not confirmed this long after is discarded
+    pending_key_timeout_s: Seconds = 60.0
     # (the keep-alive on the payload controller's link is the link's own setting: the bench's
     # payload_link_source option keep_alive_interval_s)

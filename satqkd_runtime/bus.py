@@ -19,6 +19,12 @@ client id is discarded on entry and the session is discarded again on a clean ex
 Connection state: `connected`, `wait_connected()`, `wait_disconnected()` and
 `stats.disconnects` let a daemon act on a lost link (the payload puts its source in its safe
 state when the ground link stays down).
+
+Transport: `mqtt://host[:port]` is plain TCP (port 1883 by default); `mqtts://host[:port]` is
+TLS (port 8883 by default) and needs `tls=BusTls(ca_file, cert_file, key_file)`: the broker's
+certificate is checked against the CA and the host name, and the client presents its own
+certificate (a broker with `use_identity_as_username` takes the certificate's CN as the
+client's identity, docs/broker.md).
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aiomqtt
+
+from satqkd_runtime.bus_tls import BusTls, tls_context_for
+
+__all__ = ["BusMessage", "BusStats", "BusTls", "MessageBus", "parse_mqtt_url"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -77,22 +87,32 @@ class _Connection:
         self.lost = asyncio.Event()
 
 
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_URL_FORM = "'mqtt://host:port' or 'mqtts://host:port'"
+
+
 def parse_mqtt_url(url: str) -> tuple[str, int]:
-    """Get (host, port) from 'mqtt://host[:port]' (port 1883 if omitted); ValueError if bad."""
+    """Get (host, port) from 'mqtt://host[:port]' (port 1883 if omitted) or
+    'mqtts://host[:port]' (TLS, port 8883 if omitted); ValueError if bad."""
+    return _split_mqtt_url(url)[1:]
+
+
+def _split_mqtt_url(url: str) -> tuple[str, str, int]:
+    """Get (scheme, host, port) of a broker url; ValueError naming the url if bad."""
     if not isinstance(url, str):
-        raise ValueError(f"url: expected 'mqtt://host:port', got {url!r}")
+        raise ValueError(f"url: expected {_URL_FORM}, got {url!r}")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"url: bad MQTT url {url!r} ({exc})") from None
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise ValueError(f"url: expected 'mqtt://host:port', got {url!r}")
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"url: expected {_URL_FORM}, got {url!r}")
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise ValueError(f"url: expected 'mqtt://host:port' with nothing else, got {url!r}")
+        raise ValueError(f"url: expected {_URL_FORM} with nothing else, got {url!r}")
     if port == 0:
         raise ValueError(f"url: port must be in 1..65535, got {url!r}")
-    return parts.hostname, 1883 if port is None else port
+    return parts.scheme, parts.hostname, _DEFAULT_PORTS[parts.scheme] if port is None else port
 
 
 def _check_topic(topic: object, *, is_filter: bool) -> str:
@@ -132,9 +152,12 @@ class MessageBus:
         publish_timeout_s: float = 30.0,
         keepalive_s: int = 15,
         persistent_session: bool = True,
+        tls: BusTls | None = None,
     ) -> None:
         self.url = url
-        self._host, self._port = parse_mqtt_url(url)
+        scheme, self._host, self._port = _split_mqtt_url(url)
+        self.tls = tls
+        self._tls_context = tls_context_for(url, scheme, tls)
         if not isinstance(client_id, str) or not client_id:
             raise ValueError(f"client_id: must be a non-empty string, got {client_id!r}")
         if not 0 < reconnect_min_s <= reconnect_max_s:
@@ -320,6 +343,7 @@ class MessageBus:
             keepalive=self._keepalive_s,
             timeout=self._connect_timeout_s,
             logger=_log,
+            tls_context=self._tls_context,
         )
 
     async def _discard_session(self) -> None:

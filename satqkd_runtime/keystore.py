@@ -3,6 +3,14 @@
 Key bits are stored packed (big-endian bit order) in `<key_id>.key` with mode 0600 inside a
 0700 directory; `<key_id>.json` holds metadata only (never key material). A key is `pending`
 until the peer confirms it holds the same key, then `confirmed`.
+
+Crash safety. Every file is written to `<name>.tmp`, fsynced, renamed over the old one with
+`os.replace`, and then the directory itself is fsynced: the rename (and an unlink) is a change
+of the directory, and without that second fsync a crash can undo it even though the file's
+data reached the disk. A write with `durable=False` skips both fsyncs. `discard` destroys a key:
+its bits are overwritten with zeros and fsynced before the files are unlinked (on a
+copy-on-write file system or an SSD the old blocks may survive below the file system; full
+disk encryption covers that).
 """
 
 from __future__ import annotations
@@ -35,16 +43,47 @@ class KeyMetadata:
     state: str
 
 
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of `directory` durable (a rename or an unlink done in it)."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_suffix(path.suffix + ".tmp")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _write_private(path: Path, data: bytes, durable: bool = True) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = _tmp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
+        _write_all(fd, data)
         if durable:
             os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    if durable:
+        # the rename lives in the directory: without this a crash can undo it
+        fsync_directory(path.parent)
+
+
+def _overwrite_with_zeros(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        _write_all(fd, bytes(os.fstat(fd).st_size))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class KeyStore:
@@ -77,6 +116,22 @@ class KeyStore:
         meta = self.metadata(key_id)
         updated = KeyMetadata(**{**asdict(meta), "state": "confirmed"})
         _write_private(self._paths(key_id)[1], json.dumps(asdict(updated), indent=1).encode())
+
+    def discard(self, key_id: str) -> None:
+        """Control: destroy a key (e.g. a pending key the peer never confirmed): its bits are
+        overwritten with zeros and fsynced, then the key, its metadata and any leftover of an
+        interrupted write are unlinked and the directory fsynced. KeyStoreError if nothing of
+        the key is stored."""
+        key_path, meta_path = self._paths(key_id)
+        key_files = [p for p in (key_path, _tmp_path(key_path)) if p.exists()]
+        meta_files = [p for p in (meta_path, _tmp_path(meta_path)) if p.exists()]
+        if not key_files and not meta_files:
+            raise KeyStoreError(f"no key {key_id} in {self.directory}")
+        for path in key_files:
+            _overwrite_with_zeros(path)
+        for path in key_files + meta_files:
+            path.unlink()
+        fsync_directory(self.directory)
 
     def metadata(self, key_id: str) -> KeyMetadata:
         """Get: the metadata of one key."""
@@ -129,11 +184,7 @@ class KeyStore:
             path.unlink()
         except FileNotFoundError:
             return
-        descriptor = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        fsync_directory(self.directory)
 
     def load_secret(self, name: str) -> bytes:
         """Get: a named secret."""

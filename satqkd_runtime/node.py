@@ -5,6 +5,14 @@ share their framework: every telecommand is counted accepted or rejected and ack
 every error becomes an event with an id, and QKD protocol messages pass through an
 authenticated, sequence-numbered channel that drops re-deliveries (idempotent) and rejects
 forgeries without processing them.
+
+Telecommands are authenticated (decision 0016, docs/telecommands.md): with a
+`TelecommandVerifier` a telecommand is executed only if its security trailer verifies and its
+seq is new; anything else on the telecommand topic (unsigned, forged, replayed, undecodable) is
+refused before execution, counted in `tc_auth_failures` (which RESET_COUNTERS does not zero),
+reported by a TC_AUTH_FAILURE event and a negative TC_ACK. A node built with no verifier
+(`tc_verifier=None`) refuses every telecommand as unauthenticated; only an explicit
+`UnauthenticatedTelecommands()` opt-out, for a test or simulation, executes unsigned ones.
 """
 
 from __future__ import annotations
@@ -24,13 +32,21 @@ from satqkd_core.codec import (
 )
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import Clock
+from satqkd_runtime.telecommand_auth import (
+    TelecommandAuthError,
+    TelecommandStateError,
+    TelecommandVerifier,
+    UnauthenticatedTelecommands,
+)
 
 log = logging.getLogger("satqkd.node")
 
 
 @dataclass
 class NodeCounters:
-    """Counters reported in housekeeping telemetry; RESET_COUNTERS zeroes them."""
+    """Counters reported in housekeeping telemetry; RESET_COUNTERS zeroes them, except the
+    security counter `tc_auth_failures` (telecommands refused as unauthenticated), which only
+    a restart of the daemon clears: an unauthenticated command must not erase its own trace."""
 
     tc_accepted: int = 0
     tc_rejected: int = 0
@@ -38,9 +54,10 @@ class NodeCounters:
     qkd_rejected: int = 0
     qkd_duplicates: int = 0
     events: dict[str, int] = field(default_factory=dict)
+    tc_auth_failures: int = 0
 
     def reset(self) -> None:
-        """Control: zero every counter."""
+        """Control: zero every counter but `tc_auth_failures`."""
         self.tc_accepted = self.tc_rejected = 0
         self.qkd_accepted = self.qkd_rejected = self.qkd_duplicates = 0
         self.events.clear()
@@ -50,10 +67,17 @@ class NodeRuntime:
     """Telecommand intake, telemetry and events of one node (`payload` or `ogs-<station>`)."""
 
     def __init__(
-        self, bus: MessageBus, mission: str, node: str, clock: Clock, tc_verifier: Any = None
+        self,
+        bus: MessageBus,
+        mission: str,
+        node: str,
+        clock: Clock,
+        tc_verifier: TelecommandVerifier | UnauthenticatedTelecommands | None = None,
     ) -> None:
         self.bus = bus
         self.tc_verifier = tc_verifier
+        if isinstance(tc_verifier, UnauthenticatedTelecommands):
+            log.warning("%s: telecommands are NOT authenticated (explicit opt-out)", node)
         self.mission = mission
         self.node = node
         self.clock = clock
@@ -85,11 +109,31 @@ class NodeRuntime:
         await self.bus.publish(topic, encode_envelope(spec, self._tm_seq, fields), qos=spec.qos)
 
     async def decode_telecommand(self, payload: bytes) -> Envelope | None:
-        """Decode a telecommand; a bad one is counted, reported as an event, and None returned."""
+        """Decode and authenticate a telecommand; one that is not to be executed is counted,
+        reported as an event, negatively acknowledged, and None returned. An authentic one's
+        seq is on disk (it can never be accepted again) before it is returned."""
+        verifier = self.tc_verifier
+        authenticating = not isinstance(verifier, UnauthenticatedTelecommands)
         try:
             envelope = decode_envelope(payload)
         except CodecError as exc:
-            await self.reject_telecommand(None, f"undecodable telecommand: {exc}")
+            if authenticating:  # nothing undecodable was signed by the control centre
+                await self.refuse_unauthenticated(None, f"undecodable telecommand: {exc}")
+            else:
+                await self.reject_telecommand(None, f"undecodable telecommand: {exc}")
+            return None
+        if verifier is None:
+            await self.refuse_unauthenticated(
+                envelope, "this node has no telecommand key loaded: every telecommand is refused"
+            )
+            return None
+        try:
+            verifier.verify(payload, envelope)
+        except TelecommandAuthError as exc:
+            await self.refuse_unauthenticated(envelope, str(exc))
+            return None
+        except TelecommandStateError as exc:
+            await self.reject_telecommand(envelope, f"not executed: {exc}")
             return None
         if envelope.spec.kind != "tc":
             await self.reject_telecommand(
@@ -97,6 +141,20 @@ class NodeRuntime:
             )
             return None
         return envelope
+
+    async def refuse_unauthenticated(self, envelope: Envelope | None, reason: str) -> None:
+        """Count (in the security counter), report and negatively acknowledge a telecommand
+        refused as unauthenticated; `reason` says what failed (never any key material)."""
+        self.counters.tc_auth_failures += 1
+        what = f"{envelope.spec.name} seq {envelope.seq}" if envelope else "telecommand"
+        await self.emit_event("TC_AUTH_FAILURE", f"{what} refused, not executed: {reason}")
+        await self.publish_telemetry(
+            "TC_ACK",
+            command_id=envelope.spec.id if envelope else 0,
+            command_seq=envelope.seq if envelope else 0,
+            accepted=False,
+            reason=f"not authenticated: {reason}"[:200],
+        )
 
     async def accept_telecommand(self, envelope: Envelope) -> None:
         """Count and acknowledge an executed telecommand."""
@@ -159,6 +217,7 @@ class NodeRuntime:
                 clock_unix_s=self.clock.now_unix_s(),
                 tc_accepted=c.tc_accepted,
                 tc_rejected=c.tc_rejected,
+                tc_auth_failures=c.tc_auth_failures,
                 qkd_accepted=c.qkd_accepted,
                 qkd_rejected=c.qkd_rejected,
                 qkd_duplicates=c.qkd_duplicates,

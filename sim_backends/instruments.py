@@ -137,6 +137,9 @@ class SimTimeTagger(TimeTagger):
         """Control: stop streaming."""
         if self.running:
             self.running = False
+            # buffers nobody will read (a pass aborted mid-way) give way to the end marker
+            while self._queue.full():
+                self._queue.get_nowait()
             await self._queue.put(None)
 
     async def read(self, timeout_s: float | None = None) -> TagBuffer | None:
@@ -147,7 +150,10 @@ class SimTimeTagger(TimeTagger):
             raise DeviceTimeout(f"{self.name}: no tag buffer within {timeout_s} s") from None
 
     async def feed(self, buffer: TagBuffer) -> None:
-        """Simulation side: deliver one buffer (waits while the reader lags)."""
+        """Simulation side: deliver one buffer (waits while the reader lags); a stopped
+        tagger drops it, as a real one records nothing."""
+        if not self.running:
+            return
         await self._queue.put(buffer)
 
 

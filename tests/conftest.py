@@ -9,10 +9,16 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-_MOSQUITTO_FIXTURES = frozenset({"mosquitto", "mosquitto_url", "mosquitto_factory"})
+if TYPE_CHECKING:
+    from satqkd_runtime.bus_tls import BusTls
+
+_MOSQUITTO_FIXTURES = frozenset(
+    {"mosquitto", "mosquitto_url", "mosquitto_factory", "secure_mosquitto"}
+)
 _FALLBACK_MOSQUITTO = Path("/usr/sbin/mosquitto")  # Debian installs it outside a user's PATH
 
 
@@ -154,6 +160,62 @@ def mosquitto(mosquitto_factory: Callable[..., MosquittoBroker]) -> MosquittoBro
 def mosquitto_url(mosquitto: MosquittoBroker) -> str:
     """The url of a running mosquitto broker (mqtt://127.0.0.1:PORT)."""
     return mosquitto.url
+
+
+SECURE_MISSION = "jinan1"
+SECURE_STATIONS = ("xinglong",)
+
+
+class SecureMosquitto(MosquittoBroker):
+    """A mosquitto with the configuration and ACL `satqkd broker config` generates for mission
+    jinan1, station xinglong: TLS only, client certificates required, CN = username = client
+    id. `tls(identity)` gives a client's settings from `satqkd broker certs`'s files."""
+
+    def __init__(self, executable: str, workdir: Path, certs: Path) -> None:
+        from satqkd.broker_security import write_broker_config
+
+        super().__init__(executable, workdir)
+        self.certs = certs
+        conf, _acl = write_broker_config(
+            workdir / "broker", SECURE_MISSION, SECURE_STATIONS, port=self.port,
+            certs_dir=certs, bind="127.0.0.1",
+        )  # fmt: skip
+        lines = [conf.read_text(), "log_dest stderr", "log_type error", "log_type warning"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            lines.append("user root")  # as root mosquitto would switch to user 'mosquitto'
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    @property
+    def url(self) -> str:
+        """Get the broker url, mqtts://127.0.0.1:PORT."""
+        return f"mqtts://127.0.0.1:{self.port}"
+
+    def tls(self, identity: str) -> BusTls:
+        """Get: the BusTls of a client certificate made for `identity`."""
+        from satqkd_runtime.bus_tls import BusTls
+
+        certs = self.certs
+        return BusTls(certs / "ca.crt", certs / f"{identity}.crt", certs / f"{identity}.key")
+
+
+@pytest.fixture(scope="session")
+def broker_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of `satqkd broker certs` for jinan1/xinglong: ca, server and one
+    certificate per identity (payload, ogs-xinglong, recorder-xinglong, occ)."""
+    from satqkd.broker_security import write_certificates
+
+    directory = tmp_path_factory.mktemp("broker") / "certs"
+    write_certificates(directory, SECURE_MISSION, SECURE_STATIONS)
+    return directory
+
+
+@pytest.fixture
+def secure_mosquitto(broker_certs: Path, tmp_path: Path) -> Iterator[SecureMosquitto]:
+    """A running mosquitto with the generated TLS configuration and ACL (see SecureMosquitto)."""
+    broker = SecureMosquitto(_require_mosquitto(), tmp_path / "secure-mosquitto", broker_certs)
+    broker.start()
+    yield broker
+    broker.stop()
 
 
 @pytest.fixture

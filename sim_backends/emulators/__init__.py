@@ -1,9 +1,9 @@
 """Wire-level instrument emulators, chosen by name (`emulator://NAME` in instrument configs).
 
 Each one serves its instrument's protocol on the kind of port the instrument has in the lab:
-a pty for serial instruments (gimbal, beacon sensor, TDC1 time tagger), a loopback TCP port for
-LAN ones (fast steering mirror controller, SCPI laser source and detector bias supply); or, for
-the in-process path of a simulation, no port at all (`InMemoryTransport`).
+a pty for serial instruments (gimbal, beacon sensor, TDC1 time tagger, streaming QRNG), a
+loopback TCP port for LAN ones (fast steering mirror controller, SCPI laser source and detector
+bias supply); or, for the in-process path of a simulation, no port at all (`InMemoryTransport`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sim_backends.emulators.base import FaultInjection, InMemoryTransport, LineE
 from sim_backends.emulators.beacon import QuadCellEmulator
 from sim_backends.emulators.fsm import GcsMirrorEmulator
 from sim_backends.emulators.gimbal import PtuEmulator
+from sim_backends.emulators.qrng import QrngEmulator
 from sim_backends.emulators.scpi import BiasSupplyEmulator, LaserSourceEmulator
 from sim_backends.emulators.tdc1 import Tdc1Emulator
 
@@ -28,6 +29,7 @@ __all__ = [
     "LaserSourceEmulator",
     "LineEmulator",
     "PtuEmulator",
+    "QrngEmulator",
     "QuadCellEmulator",
     "Tdc1Emulator",
     "start_emulator",
@@ -41,6 +43,7 @@ EMULATORS: dict[str, tuple[Callable[[Clock | None, int], LineEmulator], str]] = 
     "laser": (lambda clock, seed: LaserSourceEmulator(clock, seed=seed), "tcp"),
     "detectors": (lambda clock, seed: BiasSupplyEmulator(clock, seed=seed), "tcp"),
     "tdc1": (lambda clock, seed: Tdc1Emulator(clock, seed=seed), "pty"),
+    "qrng": (lambda clock, seed: QrngEmulator(clock, seed=seed), "pty"),
 }
 
 

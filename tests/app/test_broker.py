@@ -51,6 +51,7 @@ async def test_pa_seed_sized_qos1_message_goes_through() -> None:
         "seed": seed,
         "n_seed_bits": len(seed) * 8,
         "key_id": "jinan1-xinglong-7-0",
+        "auth_refill_bits": 0,
     }
     envelope = encode_envelope(spec, 42, fields, tag=b"\x01" * 8)
     assert len(envelope) > 200_000

@@ -24,12 +24,15 @@ from satqkd.simulation import build_bench, scenario_benches
 from satqkd.wiring import ogs_settings, pass_plan_fields, payload_settings, preshared_auth_key
 from satqkd_core import dictionary as dct
 from satqkd_core import rng
-from satqkd_core.codec import decode_envelope, encode_envelope
+from satqkd_core.codec import decode_envelope
 from satqkd_ogs.daemon import OgsDaemon
 from satqkd_payload.daemon import PayloadDaemon
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
+from satqkd_runtime.qkd_channel import install_preshared_key
+from tests.seeded_entropy import seeded_entropy
+from tests.tc_signing import OccSigner, install_tc_key
 
 REPO = Path(__file__).resolve().parents[2]
 CLEAR = REPO / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"
@@ -65,9 +68,9 @@ async def test_broker_outage_mid_pass_safes_the_source_and_ends_the_pass_without
     physics = plan_pass(scenario, max_duration_s=45.0)
     mission, station = scenario.mission, scenario.station
     preshared = preshared_auth_key(SEED, 4096)
-    KeyStore(tmp_path / "payload" / station.name).store_secret("preshared-auth", preshared)
+    install_preshared_key(KeyStore(tmp_path / "payload" / station.name), preshared)
     ogs_store = KeyStore(tmp_path / "ogs")
-    ogs_store.store_secret("preshared-auth", preshared)
+    install_preshared_key(ogs_store, preshared)
     clock = SimClock(physics.clock_start_unix_s)
     sequencer = SourceSequencer(
         rng.derive_key(SEED, "payload/qrng"),
@@ -100,7 +103,9 @@ async def test_broker_outage_mid_pass_safes_the_source_and_ends_the_pass_without
             clock,
             bench.source,
             tmp_path / "payload",
-            rng.derive_key(SEED, "payload/entropy"),
+            await seeded_entropy(rng.derive_key(SEED, "payload/entropy")),
+            sequencer,
+            tc_verifier=install_tc_key(tmp_path / "payload", tmp_path / "occ", "payload"),
         )
         ogs = OgsDaemon(
             dataclasses.replace(
@@ -110,17 +115,19 @@ async def test_broker_outage_mid_pass_safes_the_source_and_ends_the_pass_without
             clock,
             bench.tagger,
             ogs_store,
-            rng.derive_key(SEED, "ogs/entropy"),
+            await seeded_entropy(rng.derive_key(SEED, "ogs/entropy")),
+            tc_verifier=install_tc_key(tmp_path / "ogs", tmp_path / "occ", f"ogs-{station.name}"),
         )
         daemons = [asyncio.create_task(payload.run()), asyncio.create_task(ogs.run())]
         try:
             await asyncio.sleep(0.1)  # both daemons subscribed
             plan_id = 1 + SEED
             plan = pass_plan_fields(plan_id, scenario, physics)
+            signer = OccSigner(tmp_path / "occ")
             for node in ("payload", f"ogs-{station.name}"):
                 await occ.publish(
                     dct.telecommand_topic(mission.name, node),
-                    encode_envelope(dct.DICTIONARY["LOAD_PASS_PLAN"], 1, plan),
+                    signer.sign(node, "LOAD_PASS_PLAN", **plan),
                 )
 
             def acks() -> list[bool]:
@@ -187,22 +194,25 @@ async def test_broker_outage_mid_pass_safes_the_source_and_ends_the_pass_without
 
             await clock.advance_to(physics.window.los_unix_s)
             await asyncio.wait_for(ogs.pass_done[plan_id].wait(), 60.0)
-            session = payload.session(station.name, plan_id)
-            assert session is not None
-            await _until(lambda: session.finished, "the payload ends the pass")
+            await _until(
+                lambda: payload.outcome(station.name, plan_id) is not None,
+                "the payload ends the pass",
+            )
+            outcome = payload.outcome(station.name, plan_id)
+            assert outcome is not None
         finally:
             for task in [*daemons, collector]:
                 task.cancel()
             await asyncio.gather(*daemons, collector, return_exceptions=True)
 
-    ogs_result = ogs.sessions[plan_id].result
+    ogs_result = ogs.results[plan_id]
     assert ogs_result.abort_reason is not None
     assert ogs_result.abort_reason.startswith(
         "payload aborted: source emission interrupted: ground link lost for 3 s"
     )
-    assert session.outcome.abort_reason is not None
-    assert session.outcome.abort_reason.startswith("source emission interrupted: ground link")
-    assert ogs_result.key_id is None and session.outcome.key_id is None
+    assert outcome.abort_reason is not None
+    assert outcome.abort_reason.startswith("source emission interrupted: ground link")
+    assert ogs_result.key_id is None and outcome.key_id is None
     assert ogs_store.total_bits() == 0
     assert KeyStore(tmp_path / "payload" / station.name).total_bits() == 0
     assert payload.counters.ground_link_losses == 1

@@ -12,6 +12,7 @@ import pytest
 
 from drivers.interfaces import (
     BeaconSensor,
+    EntropySource,
     FastSteeringMirror,
     Gimbal,
     PhotonDetector,
@@ -34,7 +35,10 @@ INTERFACES = {
     "fsm": FastSteeringMirror,
     "beacon": BeaconSensor,
     "detectors": PhotonDetector,
+    "entropy": EntropySource,
 }
+#: options a bench must state (no safe default): a QRNG's assessed min-entropy
+REQUIRED_OPTIONS = {"serial_qrng": {"min_entropy_bits_per_byte": 7.0}}
 
 
 def _pattern(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -51,7 +55,8 @@ def test_every_kind_has_an_interface_and_a_node() -> None:
 def test_every_registered_driver_fits_its_kind(name: str) -> None:
     spec = DRIVERS[name]
     assert issubclass(spec.driver_class, INTERFACES[spec.kind]), name
-    spec.options()  # every option has a default: an entry without options is valid
+    # every option has a default (an entry without options is valid) except stated assessments
+    spec.options.model_validate(REQUIRED_OPTIONS.get(name, {}))
     assert spec.summary, f"{name}: the registry row says what the driver is for"
     if spec.in_process_only or spec.reads_file:
         assert spec.emulator is None
@@ -76,7 +81,14 @@ async def test_every_registered_driver_reaches_its_emulator_through_the_assembly
     bench = validate_instruments(
         {
             "name": "one",
-            "instruments": {"dut": {"driver": name, "resource": target, "connect_timeout_s": 30}},
+            "instruments": {
+                "dut": {
+                    "driver": name,
+                    "resource": target,
+                    "connect_timeout_s": 30,
+                    "options": REQUIRED_OPTIONS.get(name, {}),
+                }
+            },
         },
         "one",
     )

@@ -28,18 +28,24 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "instruments"
 def test_sim_bench_is_all_healthy(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_instruments_check(str(CONFIGS / "sim-bench.yaml")) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 7
-    names = ("tagger", "gimbal", "fsm", "beacon", "laser", "detectors")
+    assert len(lines) == 8
+    names = ("tagger", "gimbal", "fsm", "beacon", "laser", "detectors", "entropy")
     for name, line in zip(names, lines, strict=False):
         assert line.startswith(f"{name}  ") and line.endswith("  OK"), line
     assert "Pan-Tilt Controller" in lines[1] and "az_deg=0" in lines[1]
     assert "TDC1" in lines[0] and "serial://" in lines[0]
-    assert lines[-1] == "6 instrument(s): 6 healthy, 0 not"
+    assert "serial_qrng" in lines[6] and "rct_cutoff=4 apt_cutoff=18" in lines[6]
+    assert lines[-1] == "7 instrument(s): 7 healthy, 0 not"
 
 
 def test_lab_bench_config_is_valid() -> None:
     bench = load_instruments_config(CONFIGS / "lab-bench.yaml")
-    assert set(bench.instruments) == {"tagger", "gimbal", "fsm", "beacon", "laser", "detectors"}
+    assert set(bench.instruments) == {
+        "tagger", "gimbal", "fsm", "beacon", "laser", "detectors", "entropy"
+    }  # fmt: skip
+    entropy = bench.instruments["entropy"]
+    assert entropy.kind == "entropy" and entropy.path == "hardware"
+    assert entropy.driver_options().model_dump()["min_entropy_bits_per_byte"] == 7.0
     gimbal = bench.instruments["gimbal"]
     assert gimbal.kind == "gimbal" and gimbal.path == "hardware"
     assert gimbal.resource.startswith("serial:///dev/serial/by-id/")

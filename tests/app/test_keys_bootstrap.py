@@ -3,6 +3,7 @@ installed key is never replaced by accident (its one-time-pad words may already 
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
@@ -51,7 +52,10 @@ def test_an_installed_key_is_replaced_only_with_force(
     second = ogs.load_secret("preshared-auth")
     assert second != first and payload.load_secret("preshared-auth") == second
     # the new pool starts at its first word at both ends
-    assert not ogs.has_secret("auth-sequence") and not payload.has_secret("auth-sequence")
+    for store in (payload, ogs):
+        state = json.loads(store.load_secret("auth-sequence"))
+        assert state["next_send_seq"] == 0 and state["highest_received_seq"] == -1
+        assert state["auth_failures"] == 0 and not store.has_secret("auth-pool-extensions")
 
 
 def test_one_end_already_holding_a_key_is_refused_too(

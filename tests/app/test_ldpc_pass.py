@@ -41,6 +41,8 @@ def test_ldpc_pass_gives_equal_keys_in_few_round_trips(tmp_path: Path) -> None:
     # one-way syndromes and a few blind rounds instead of hundreds of parity round trips
     assert 2 <= pp["ec_rounds"] < cascade["postprocessing"]["ec_rounds"] / 10
     assert ldpc["classical_channel"]["messages"] < cascade["classical_channel"]["messages"]
-    # LDPC leaks more at Q ~1 % (f ~1.16 against ~1.03): a somewhat shorter key
+    # one-way LDPC (f ~1.16) is charged far less than Cascade, whose parities are charged in
+    # both directions (the station's queries disclose its own): a much longer key
     ratio = key["secret_key_bits"] / cascade["key"]["secret_key_bits"]
-    assert 0.85 < ratio < 1.0
+    assert ratio > 1.3
+    assert cascade["postprocessing"]["ec_efficiency"] > 1.8

@@ -16,9 +16,10 @@ import jsonschema
 import pytest
 
 from satqkd_core import dictionary as dct
-from satqkd_core.codec import decode_envelope, encode_envelope
+from satqkd_core.codec import decode_envelope
 from satqkd_runtime.bus import MessageBus
 from tests.conftest import free_tcp_port
+from tests.tc_signing import OccSigner, install_tc_key
 
 REPO = Path(__file__).resolve().parents[2]
 MISSION = REPO / "configs" / "missions" / "jinan1.yaml"
@@ -71,6 +72,9 @@ async def test_ogs_run_drives_a_tagger_on_the_lan_and_writes_a_valid_report(
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert boot.returncode == 0, boot.stderr
+        occ_keys = tmp_path / "occ"  # the control centre signs the plans (decision 0016)
+        install_tc_key(payload_keys, occ_keys, "payload")
+        install_tc_key(ogs_keys, occ_keys, "ogs-xinglong")
         common = ["--broker", mosquitto_url, "--seed", "4", "--housekeeping-period-s", "0.5"]
         async with MessageBus(mosquitto_url, "occ-real-tagger") as occ:
             await occ.subscribe("satqkd/jinan1/+/tm/#")
@@ -111,10 +115,11 @@ async def test_ogs_run_drives_a_tagger_on_the_lan_and_writes_a_valid_report(
                 "qkd_start_unix_s": start, "qkd_stop_unix_s": start + 2,
                 "repetition_rate_hz": 1e8,
             }  # fmt: skip
-            spec = dct.DICTIONARY["LOAD_PASS_PLAN"]
+            signer = OccSigner(occ_keys)
             for node in ("payload", "ogs-xinglong"):
                 await occ.publish(
-                    dct.telecommand_topic("jinan1", node), encode_envelope(spec, 1, plan)
+                    dct.telecommand_topic("jinan1", node),
+                    signer.sign(node, "LOAD_PASS_PLAN", **plan),
                 )
             report_path = reports / "31" / "report.json"
             deadline = time.monotonic() + 60

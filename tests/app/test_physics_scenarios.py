@@ -276,12 +276,13 @@ def test_station_tracks_a_drifting_payload_clock_and_makes_a_key(tmp_path: Path)
     assert key["sha256_payload"] == key["sha256_ogs"]
     assert report["quantum"]["qber"] < 0.03
     assert report["sync"]["assigned_fraction"] > 0.98
-    session = run.ogs.sessions[run.plan_id]
-    assert session.timing_state.frames_measured == len(session.result.chunks) == 20
-    assert session.result.clock_drift_ppb == pytest.approx(100.0, abs=0.05)
+    result = run.ogs.results[run.plan_id]
+    # every frame measured its clock offset (one entry per measured frame)
+    assert len(result.clock_offsets_ps) == len(result.chunks) == 20
+    assert result.clock_drift_ppb == pytest.approx(100.0, abs=0.05)
     # Offsets at the frame centres, whole periods (10 ns) included: 1234 ps at QKD start, then
     # 100 ns less per second.
-    offsets = session.result.clock_offsets_ps
+    offsets = result.clock_offsets_ps
     assert offsets[0] == pytest.approx(1234.0 - 0.5e5, abs=2_000.0)
     assert offsets[-1] == pytest.approx(1234.0 - 19.5e5, abs=2_000.0)
     assert np.diff(offsets) == pytest.approx(np.full(19, -1e5), abs=50.0)

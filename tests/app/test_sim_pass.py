@@ -89,7 +89,8 @@ def test_clear_pass_gives_the_same_secret_key_at_both_ends(seed7: tuple[Path, di
     pp = report["postprocessing"]
     assert pp["pa_output_bits"] == key["secret_key_bits"]
     assert pp["leak_ec_bits"] > 0 and pp["ec_rounds"] > 0
-    assert 1.0 < pp["ec_efficiency"] < 1.6
+    # Cascade's parities are charged in both directions: about twice its one-way ~1.03
+    assert 1.8 < pp["ec_efficiency"] < 2.4
     assert report["sync"]["assigned_fraction"] > 0.9
     assert report["classical_channel"]["rejected_messages"] == 0
     assert report["classical_channel"]["uplink_bytes"] > 0

@@ -1,5 +1,6 @@
-"""Each daemon runs on its own against a real Mosquitto broker: it is commanded, reports
-telemetry and events, rejects bad input with counted events, and shuts down on command."""
+"""Each daemon runs on its own against a real Mosquitto broker: it is commanded (signed
+telecommands, decision 0016), reports telemetry and events, rejects bad input with counted
+events, and shuts down on command."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from satqkd_core import dictionary as dct
 from satqkd_core.codec import decode_envelope, encode_envelope
 from satqkd_runtime.bus import MessageBus
+from tests.tc_signing import OccSigner
 
 REPO = Path(__file__).resolve().parents[2]
 MISSION = REPO / "configs" / "missions" / "jinan1.yaml"
@@ -23,10 +25,6 @@ pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
 
 def _satqkd(*args: str) -> list[str]:
     return [sys.executable, "-m", "satqkd.cli", *args]
-
-
-def _tc(name: str, seq: int, **fields) -> bytes:
-    return encode_envelope(dct.DICTIONARY[name], seq, fields)
 
 
 async def _collect(bus: MessageBus, until, timeout_s: float = 30.0) -> list:
@@ -80,6 +78,15 @@ async def test_daemon_alone_is_commanded_and_counts_bad_input(
         timeout=60,
     )
     assert boot.returncode == 0, boot.stderr
+    occ_keys = tmp_path / "occ-keys"
+    node_keys = payload_keys if node == "payload" else ogs_keys
+    install = subprocess.run(
+        _satqkd("keys", "telecommand", "--node", node, "--node-keys", str(node_keys),
+                "--occ-keys", str(occ_keys)),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    signer = OccSigner(occ_keys)
     if node == "payload":
         cmd = _satqkd("payload", "run", str(MISSION), "--keys", str(payload_keys))
         qkd_in = dct.qkd_topic("jinan1", "xinglong", "up")
@@ -96,16 +103,21 @@ async def test_daemon_alone_is_commanded_and_counts_bad_input(
         try:
             # the daemon is up once its first housekeeping packet arrives
             await _collect(occ, lambda seen: any(e.spec.name == "HOUSEKEEPING" for _, e in seen))
-            await occ.publish(tc_topic, _tc("NOOP", 1))
-            await occ.publish(tc_topic, b"\x00garbage")
-            await occ.publish(tc_topic, _tc("LOAD_PASS_PLAN", 2, **_plan("atlantis")))
+            await occ.publish(tc_topic, signer.sign(node, "NOOP"))  # seq 1
+            await occ.publish(tc_topic, b"\x00garbage")  # not authenticated: a security count
+            await occ.publish(tc_topic, signer.sign(node, "LOAD_PASS_PLAN", **_plan("atlantis")))
             forged = encode_envelope(
                 dct.DICTIONARY["ABORT"], 0, {"plan_id": 1, "reason": "x"}, tag=b"\x00" * 8
             )
             await occ.publish(qkd_in, forged)
             await occ.publish(qkd_in, b"SQ\x01")
 
-            wanted_events = {"TC_REJECTED", "AUTH_FAILURE", "QKD_MESSAGE_REJECTED"}
+            wanted_events = {
+                "TC_REJECTED",
+                "TC_AUTH_FAILURE",
+                "AUTH_FAILURE",
+                "QKD_MESSAGE_REJECTED",
+            }
 
             def event_names(seen: list) -> set[str]:
                 return {
@@ -117,7 +129,11 @@ async def test_daemon_alone_is_commanded_and_counts_bad_input(
             def done(seen: list) -> bool:
                 # telemetry and events are separate topics, with no order between them
                 hk = [e.fields for _, e in seen if e.spec.name == "HOUSEKEEPING"]
-                counted = bool(hk) and hk[-1]["tc_rejected"] == 2 and hk[-1]["qkd_rejected"] == 2
+                counted = bool(hk) and (
+                    hk[-1]["tc_rejected"],
+                    hk[-1]["tc_auth_failures"],
+                    hk[-1]["qkd_rejected"],
+                ) == (1, 1, 2)
                 return counted and wanted_events <= event_names(seen)
 
             seen = await _collect(occ, done)
@@ -128,7 +144,7 @@ async def test_daemon_alone_is_commanded_and_counts_bad_input(
             assert wanted_events <= event_names(seen)
             hk = [e.fields for _, e in seen if e.spec.name == "HOUSEKEEPING"][-1]
             assert hk["tc_accepted"] == 1 and hk["node"] == node
-            await occ.publish(tc_topic, _tc("SHUTDOWN", 3))
+            await occ.publish(tc_topic, signer.sign(node, "SHUTDOWN"))
             returncode = await asyncio.to_thread(process.wait, 30)
             assert returncode == 0, process.stderr.read()
         finally:

@@ -185,6 +185,7 @@ def test_pa_seed_of_200_kb_round_trips() -> None:
         "seed": seed,
         "n_seed_bits": 1_600_000,
         "key_id": "k",
+        "auth_refill_bits": 1024,
     }
     encoded = encode_envelope(DICTIONARY["PA_SEED"], 1, fields, b"t" * 8)
     assert decode_envelope(encoded).fields == fields

@@ -42,6 +42,11 @@ def codes() -> tuple[LdpcCode, ...]:
     return tuple(build_code(spec) for spec in _SPECS)
 
 
+def _fill(seed: int) -> bytes:
+    """Private fill bytes for a sender (a test's stand-in for the entropy source)."""
+    return np.random.default_rng(seed).bytes(1 << 18)
+
+
 def _keys(n: int, qber: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     reference = rng.integers(0, 2, n).astype(np.uint8)
@@ -73,7 +78,7 @@ def _assert_flat(message: dict) -> None:
 @pytest.mark.parametrize("qber", [0.02, 0.06])
 def test_both_ends_agree_on_kept_bits_and_leak(codes: tuple[LdpcCode, ...], qber: float) -> None:
     reference, noisy = _keys(9000, qber, seed=int(qber * 1000))
-    sender = LdpcSender(reference, qber, seed=77, codes=codes, fill_seed=3)
+    sender = LdpcSender(reference, qber, seed=77, codes=codes, fill=_fill(3))
     receiver = LdpcReceiver(noisy, qber, seed=77, codes=codes)
     log: list[dict] = []
     _exchange(sender, receiver, log)
@@ -102,7 +107,7 @@ def test_tail_and_failed_frames_are_discarded_at_both_ends(codes: tuple[LdpcCode
     reference, _ = _keys(7000, 0.0, seed=1)
     rng = np.random.default_rng(9)
     noisy = reference ^ (rng.random(7000) < 0.045).astype(np.uint8)
-    sender = LdpcSender(reference, 0.02, seed=5, codes=codes, fill_seed=1)
+    sender = LdpcSender(reference, 0.02, seed=5, codes=codes, fill=_fill(1))
     receiver = LdpcReceiver(noisy, 0.02, seed=5, codes=codes)
     _exchange(sender, receiver)
     k = sender.plan.frame_key_bits
@@ -129,7 +134,7 @@ def test_shipped_codes_reconcile_one_frame() -> None:
     qber = 0.05
     plan = plan_frames(qber, mother_codes())
     reference, noisy = _keys(plan.frame_key_bits + 100, qber, seed=3)
-    sender = LdpcSender(reference, qber, seed=2, fill_seed=4)
+    sender = LdpcSender(reference, qber, seed=2, fill=_fill(4))
     receiver = LdpcReceiver(noisy, qber, seed=2)
     _exchange(sender, receiver)
     assert receiver.frame_ok.tolist() == [True]
@@ -146,13 +151,13 @@ def test_efficiency_is_cascades() -> None:
 
 def test_messages_are_deterministic_for_fixed_seeds(codes: tuple[LdpcCode, ...]) -> None:
     reference, _ = _keys(5000, 0.03, seed=4)
-    one = LdpcSender(reference, 0.03, seed=8, codes=codes, fill_seed=2).first_message()
-    two = LdpcSender(reference, 0.03, seed=8, codes=codes, fill_seed=2).first_message()
+    one = LdpcSender(reference, 0.03, seed=8, codes=codes, fill=_fill(2)).first_message()
+    two = LdpcSender(reference, 0.03, seed=8, codes=codes, fill=_fill(2)).first_message()
     assert one.keys() == two.keys()
     for key in one:
         assert np.array_equal(one[key], two[key])
     # other private fill: other syndromes, same public layout
-    three = LdpcSender(reference, 0.03, seed=8, codes=codes, fill_seed=3).first_message()
+    three = LdpcSender(reference, 0.03, seed=8, codes=codes, fill=_fill(3)).first_message()
     assert three["positions_seed"] == one["positions_seed"]
     if one["punctured"]:
         assert not np.array_equal(three["syndromes"], one["syndromes"])
@@ -160,7 +165,7 @@ def test_messages_are_deterministic_for_fixed_seeds(codes: tuple[LdpcCode, ...])
 
 def test_redelivered_messages_are_idempotent(codes: tuple[LdpcCode, ...]) -> None:
     reference, noisy = _keys(6000, 0.04, seed=6)
-    sender = LdpcSender(reference, 0.04, seed=3, codes=codes, fill_seed=5)
+    sender = LdpcSender(reference, 0.04, seed=3, codes=codes, fill=_fill(5))
     receiver = LdpcReceiver(noisy, 0.04, seed=3, codes=codes)
     receiver.apply_first(sender.first_message())
     request = receiver.next_request()
@@ -180,7 +185,7 @@ def test_redelivered_messages_are_idempotent(codes: tuple[LdpcCode, ...]) -> Non
 
 def test_protocol_errors_name_the_problem(codes: tuple[LdpcCode, ...]) -> None:
     reference, noisy = _keys(6000, 0.04, seed=7)
-    sender = LdpcSender(reference, 0.04, seed=3, codes=codes, fill_seed=5)
+    sender = LdpcSender(reference, 0.04, seed=3, codes=codes, fill=_fill(5))
     first = sender.first_message()
     receiver = LdpcReceiver(noisy, 0.04, seed=3, codes=codes)
     with pytest.raises(ProtocolError, match="first message"):
@@ -253,7 +258,7 @@ def test_outcome_does_not_depend_on_the_private_fill(codes: tuple[LdpcCode, ...]
     reference, noisy = _keys(8000, 0.035, seed=11)
     outcomes = []
     for fill in (1, 2, None):
-        sender = LdpcSender(reference, 0.035, seed=9, codes=codes, fill_seed=fill)
+        sender = LdpcSender(reference, 0.035, seed=9, codes=codes, fill=_fill(fill))
         receiver = LdpcReceiver(noisy, 0.035, seed=9, codes=codes)
         _exchange(sender, receiver)
         kept = receiver.kept_mask()
@@ -268,13 +273,13 @@ def _started_pair(
     reference, noisy = _keys(n, qber, seed=seed)
     receiver = LdpcReceiver(noisy, qber, seed=seed + 100, codes=codes)
     start = receiver.start_request()
-    sender = LdpcSender.from_start_request(reference, start, codes=codes, fill_seed=seed)
+    sender = LdpcSender.from_start_request(reference, start, codes=codes, fill=_fill(seed))
     return sender, receiver, reference
 
 
 def test_the_start_request_builds_the_sender_it_asks_for(codes: tuple[LdpcCode, ...]) -> None:
     sender, receiver, reference = _started_pair(codes, 9000, 0.03, seed=21)
-    direct = LdpcSender(reference, 0.03, seed=121, codes=codes, fill_seed=21)
+    direct = LdpcSender(reference, 0.03, seed=121, codes=codes, fill=_fill(21))
     assert sender.first_message().keys() == direct.first_message().keys()
     for key, value in sender.first_message().items():
         assert np.array_equal(value, direct.first_message()[key]), key
@@ -326,7 +331,7 @@ def test_syndromes_in_parts_decode_as_in_one_message(codes: tuple[LdpcCode, ...]
     while (request := receiver.next_request()) is not None:
         receiver.apply_reply(sender.reply(request))
     whole = LdpcReceiver(receiver._key, 0.04, seed=123, codes=codes)
-    _exchange(LdpcSender(reference, 0.04, seed=123, codes=codes, fill_seed=23), whole)
+    _exchange(LdpcSender(reference, 0.04, seed=123, codes=codes, fill=_fill(23)), whole)
     assert receiver.frame_ok.tolist() == whole.frame_ok.tolist()
     assert receiver.leak_bits == whole.leak_bits and receiver.round_trips == whole.round_trips
     assert np.array_equal(receiver.corrected_key, whole.corrected_key)
@@ -386,7 +391,7 @@ def test_every_message_travels_as_its_dictionary_message(codes: tuple[LdpcCode, 
 
 def test_the_key_is_spread_over_whole_frames(codes: tuple[LdpcCode, ...]) -> None:
     reference, noisy = _keys(9100, 0.03, seed=26)
-    sender = LdpcSender(reference, 0.03, seed=6, codes=codes, fill_seed=6)
+    sender = LdpcSender(reference, 0.03, seed=6, codes=codes, fill=_fill(6))
     receiver = LdpcReceiver(noisy, 0.03, seed=6, codes=codes)
     _exchange(sender, receiver)
     planned = plan_frames(0.03, codes)

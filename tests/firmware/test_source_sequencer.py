@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from firmware_shims.source_sequencer import (
     SourceSequencer,
+    pattern_words,
+    pattern_words_reference,
     sequence_pulses,
     sequence_pulses_reference,
 )
@@ -20,43 +22,57 @@ MICIUS_PROBABILITIES = (0.5, 0.25, 0.25)  # Liao et al., Nature 549, 43 (2017)
 
 @settings(max_examples=150, deadline=None)
 @given(
-    key=st.integers(min_value=0, max_value=2**64 - 1),
+    key=st.binary(min_size=32, max_size=32),
+    indices=st.lists(st.integers(min_value=0, max_value=2**63 - 1), max_size=40),
+)
+def test_words_match_reference(key: bytes, indices: list[int]) -> None:
+    index = np.array(indices, dtype=np.int64)
+    np.testing.assert_array_equal(pattern_words(key, index), pattern_words_reference(key, index))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    words=st.lists(st.integers(min_value=0, max_value=2**64 - 1), max_size=130),
     cuts=st.tuples(
         st.integers(min_value=0, max_value=2**32), st.integers(min_value=0, max_value=2**32)
     ),
     basis_threshold=st.integers(min_value=0, max_value=2**31),
-    indices=st.lists(st.integers(min_value=0, max_value=2**63 - 1), max_size=130),
 )
-def test_kernel_matches_reference(
-    key: int, cuts: tuple[int, int], basis_threshold: int, indices: list[int]
+def test_mapping_matches_reference(
+    words: list[int], cuts: tuple[int, int], basis_threshold: int
 ) -> None:
     low, high = sorted(cuts)
-    index = np.array(indices, dtype=np.int64)
-    n = index.shape[0]
-    basis, bit, intensity = (np.empty(n, np.uint8) for _ in range(3))
-    sequence_pulses(
-        np.uint64(key), np.uint64(low), np.uint64(high), np.uint64(basis_threshold),
-        index, basis, bit, intensity,
-    )  # fmt: skip
-    ref_basis, ref_bit, ref_intensity = sequence_pulses_reference(
-        key, low, high, basis_threshold, index
-    )
-    np.testing.assert_array_equal(basis, ref_basis)
-    np.testing.assert_array_equal(bit, ref_bit)
-    np.testing.assert_array_equal(intensity, ref_intensity)
+    array = np.array(words, dtype=np.uint64)
+    pattern = sequence_pulses(array, low, high, basis_threshold)
+    ref_basis, ref_bit, ref_intensity = sequence_pulses_reference(array, low, high, basis_threshold)
+    np.testing.assert_array_equal(pattern.basis, ref_basis)
+    np.testing.assert_array_equal(pattern.bit, ref_bit)
+    np.testing.assert_array_equal(pattern.intensity, ref_intensity)
+
+
+def test_words_are_aes_256_in_counter_mode() -> None:
+    """FIPS-197 appendix C.3: AES-256 of block 00112233...ff under key 000102...1f; pulse
+    n = 2 * 0x00112233445566778899aabbccddeeff is the first half of that block."""
+    key = bytes(range(32))
+    block = 0x00112233445566778899AABBCCDDEEFF
+    expected = bytes.fromhex("8ea2b7ca516745bfeafc49904b496089")
+    # counter b covers pulses 2b and 2b + 1; the index must fit int64, so use the low bits
+    # of the FIPS block through the reference, which takes Python integers
+    words = pattern_words_reference(key, [2 * block, 2 * block + 1])
+    assert int(words[0]).to_bytes(8, "big") + int(words[1]).to_bytes(8, "big") == expected
 
 
 @pytest.mark.parametrize("n", [0, 1, 9, 64, 129])
 def test_public_pattern_matches_reference_on_edge_lengths(n: int) -> None:
-    sequencer = SourceSequencer(derive_key(1, "edge"), MICIUS_PROBABILITIES, 0.5)
+    key = derive_key(1, "edge")
+    sequencer = SourceSequencer(key, MICIUS_PROBABILITIES, 0.5)
     index = np.arange(n, dtype=np.int64) * 1_000_003
     pattern = sequencer.pattern(index)
     ref = sequence_pulses_reference(
-        sequencer.pattern_key,
+        pattern_words_reference(key.to_bytes(32, "big"), index),
         sequencer.signal_threshold,
         sequencer.decoy_threshold,
         sequencer.basis_x_threshold,
-        index,
     )
     for got, want in zip((pattern.basis, pattern.bit, pattern.intensity), ref, strict=True):
         assert got.dtype == np.uint8 and got.shape == (n,)
@@ -130,3 +146,26 @@ def test_constructor_rejects_bad_input(args: tuple, message: str) -> None:
 def test_pattern_rejects_bad_indices(index: np.ndarray) -> None:
     with pytest.raises(InputError, match="pulse_index"):
         SourceSequencer(1, MICIUS_PROBABILITIES, 0.5).pattern(index)
+
+
+def test_passes_have_their_own_keys_and_forgotten_keys_cannot_be_read() -> None:
+    sequencer = SourceSequencer(None, MICIUS_PROBABILITIES, 0.5)
+    with pytest.raises(InputError, match="no pass is active"):
+        sequencer.pattern(np.arange(4))
+    sequencer.load_pass(1, bytes(range(32)))
+    sequencer.load_pass(2, bytes(range(1, 33)))
+    with pytest.raises(InputError, match="already has a pattern key"):
+        sequencer.load_pass(2, bytes(32))
+    index = np.arange(100_000, dtype=np.int64)
+    sequencer.activate(2)
+    emitted = sequencer.pattern(index)
+    first, second = sequencer.pattern_of(1, index), sequencer.pattern_of(2, index)
+    np.testing.assert_array_equal(emitted.bit, second.bit)
+    assert 0.48 < np.mean(first.bit == second.bit) < 0.52
+    sequencer.forget(2)
+    with pytest.raises(InputError, match="plan 2"):
+        sequencer.pattern_of(2, index)
+    with pytest.raises(InputError, match="no pass is active"):
+        sequencer.pattern(index)
+    with pytest.raises(InputError, match="32 bytes"):
+        sequencer.load_pass(3, bytes(16))

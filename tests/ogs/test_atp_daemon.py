@@ -29,13 +29,16 @@ from satqkd.config import (
 from satqkd.daemons import open_station_instruments
 from satqkd.wiring import ogs_settings, preshared_auth_key
 from satqkd_core import dictionary as dct
-from satqkd_core.codec import decode_envelope, encode_envelope
+from satqkd_core.codec import decode_envelope
 from satqkd_ogs.atp import StationInstruments
 from satqkd_ogs.daemon import OgsDaemon
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
+from satqkd_runtime.qkd_channel import install_preshared_key
 from sim_backends.emulators.scpi import BiasSupplyEmulator
+from tests.seeded_entropy import seeded_entropy
+from tests.tc_signing import OccSigner, install_tc_key
 
 REPO = Path(__file__).resolve().parents[2]
 CLEAR = REPO / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"
@@ -102,7 +105,7 @@ async def test_short_pass_with_station_instruments_makes_a_key_through_a_beacon_
     outage["start"], outage["stop"] = plan.qkd_start_unix_s + 10.0, plan.qkd_start_unix_s + 16.0
     run_result = await asyncio.wait_for(task, 100.0)
 
-    result = run_result.ogs.sessions[run_result.plan_id].result
+    result = run_result.ogs.results[run_result.plan_id]
     assert result.abort_reason is None and result.key_id is not None and result.pa_output_bits > 0
     record = ogs.atp_records[run_result.plan_id]
     summary = record.summary()
@@ -138,7 +141,7 @@ async def test_daemon_refuses_a_pass_its_warm_detectors_cannot_take(
     aos = 1796134847.0
     clock = SimClock(aos - 30.0)
     store = KeyStore(tmp_path / "ogs")
-    store.store_secret("preshared-auth", preshared_auth_key(5, 4096))
+    install_preshared_key(store, preshared_auth_key(5, 4096))
     supply = BiasSupplyEmulator(clock, cooling_time_constant_s=1e9, seed=1)
     await supply.start_tcp()
     detectors = ScpiBiasSupply("detectors", open_transport(supply.resource), timeout_s=0.5)
@@ -150,6 +153,8 @@ async def test_daemon_refuses_a_pass_its_warm_detectors_cannot_take(
         "repetition_rate_hz": 1e8,
     }  # fmt: skip
     tc_topic = dct.telecommand_topic("jinan1", "ogs-xinglong")
+    verifier = install_tc_key(tmp_path / "ogs", tmp_path / "occ", "ogs-xinglong")
+    signer = OccSigner(tmp_path / "occ")
     try:
         async with (
             MessageBus(embedded_broker_url, "ogs-test") as bus,
@@ -157,18 +162,24 @@ async def test_daemon_refuses_a_pass_its_warm_detectors_cannot_take(
         ):
             await occ.subscribe("satqkd/jinan1/ogs-xinglong/tm/tc_ack")
             daemon = OgsDaemon(
-                settings, bus, clock, _NoTagger(), store, 7, StationInstruments(detectors=detectors)
+                settings,
+                bus,
+                clock,
+                _NoTagger(),
+                store,
+                await seeded_entropy(7),
+                StationInstruments(detectors=detectors),
+                tc_verifier=verifier,
             )
             served = asyncio.create_task(daemon.run())
             await asyncio.sleep(0.1)
-            spec = dct.DICTIONARY["LOAD_PASS_PLAN"]
-            await occ.publish(tc_topic, encode_envelope(spec, 1, plan))
+            await occ.publish(tc_topic, signer.sign("ogs-xinglong", "LOAD_PASS_PLAN", **plan))
             assert (await asyncio.wait_for(_ack(occ, 1), 10.0))["accepted"]
             await clock.advance_to(aos + 10.0)
             await asyncio.wait_for(daemon.pass_done[9].wait(), 10.0)
-            reason = daemon.sessions[9].result.abort_reason
+            reason = daemon.results[9].abort_reason
             # the daemon is still up: it answers a NOOP after the refusal
-            await occ.publish(tc_topic, encode_envelope(dct.DICTIONARY["NOOP"], 2, {}))
+            await occ.publish(tc_topic, signer.sign("ogs-xinglong", "NOOP"))  # seq 2
             assert (await asyncio.wait_for(_ack(occ, 2), 10.0))["accepted"]
             await clock.advance_to(aos + 61.0)
             served.cancel()
@@ -240,7 +251,7 @@ async def test_bench_with_two_gimbals_or_a_dead_instrument_is_refused(tmp_path: 
 def test_ogs_run_with_a_missing_instruments_config_fails_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    KeyStore(tmp_path).store_secret("preshared-auth", preshared_auth_key(1, 1000))
+    install_preshared_key(KeyStore(tmp_path), preshared_auth_key(1, 1000))
     status = main(
         [
             "ogs", "run", str(STATION), "--mission", str(MISSION), "--keys", str(tmp_path),

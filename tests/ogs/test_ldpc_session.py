@@ -9,6 +9,7 @@ verification, privacy amplification, key storage at both ends.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from drivers.interfaces import PulsePatternRecord
+from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.wiring import preshared_auth_key
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
@@ -27,13 +29,14 @@ from satqkd_core.ephemeris import Station
 from satqkd_core.ldpc import code_by_id
 from satqkd_core.pass_decisions import ProtocolParameters
 from satqkd_ogs.session import ChunkRecord, OgsSession, PassPlan
-from satqkd_payload.daemon import PayloadDaemon, PayloadSettings
+from satqkd_payload.daemon import PayloadDaemon, PayloadSettings, _auth_refill_bits
 from satqkd_payload.session import PayloadSession
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
 from satqkd_runtime.node import NodeRuntime
-from satqkd_runtime.qkd_channel import QkdChannel
+from satqkd_runtime.qkd_channel import QkdChannel, install_preshared_key
 from sim_backends.orbit import circular_orbit_tle
+from tests.seeded_entropy import seeded_entropy
 
 MISSION, STATION, PLAN_ID = "jinan1-ldpc", "xinglong", 42
 EPOCH_UNIX_S = 1_796_083_200.0  # 2026-12-01
@@ -125,6 +128,11 @@ class ScriptedSource:
         self.basis, self.bit, self.intensity = basis, bit, intensity
 
     async def read_pattern(self, pulse_index: np.ndarray) -> PulsePatternRecord:
+        return PulsePatternRecord(
+            self.basis[pulse_index], self.bit[pulse_index], self.intensity[pulse_index]
+        )
+
+    def pattern(self, pulse_index: np.ndarray) -> PulsePatternRecord:
         return PulsePatternRecord(
             self.basis[pulse_index], self.bit[pulse_index], self.intensity[pulse_index]
         )
@@ -230,25 +238,27 @@ async def ldpc_pass(tmp_path: Path) -> AsyncIterator[Callable[..., Pass]]:
         bus, clock = LoopbackBus(), SimClock(EPOCH_UNIX_S)
         preshared = preshared_auth_key(5, 4096)
         payload_store = KeyStore(tmp_path / "payload" / STATION)
-        payload_store.store_secret("preshared-auth", preshared)
+        install_preshared_key(payload_store, preshared)
         ogs_store = KeyStore(tmp_path / "ogs")
-        ogs_store.store_secret("preshared-auth", preshared)
+        install_preshared_key(ogs_store, preshared)
         payload = PayloadDaemon(
             PayloadSettings(MISSION, params, 1e8),
             PayloadBus(bus),  # type: ignore[arg-type]
             clock,
             block.source,  # type: ignore[arg-type]
             tmp_path / "payload",
-            entropy_key=11,
+            await seeded_entropy(11),
+            SourceSequencer(None, (0.5, 0.25, 0.25), 0.5),
         )
         session = PayloadSession(
             PLAN_ID,
             STATION,
-            block.source,  # type: ignore[arg-type]
+            block.source.pattern,
             payload.links[STATION].channel,
             payload.links[STATION].keystore,
             params,
-            entropy_key=11,
+            await seeded_entropy(11),
+            auth_refill=functools.partial(_auth_refill_bits, payload.links[STATION].channel),
         )
         payload.links[STATION].sessions[PLAN_ID] = session
         runtime = NodeRuntime(bus, MISSION, f"ogs-{STATION}", clock)  # type: ignore[arg-type]
@@ -273,7 +283,7 @@ async def ldpc_pass(tmp_path: Path) -> AsyncIterator[Callable[..., Pass]]:
             channel,
             ogs_store,
             params,
-            12,
+            await seeded_entropy(12),
             1000.0,
             16,
             timeout_s,
@@ -311,8 +321,8 @@ def _assert_same_key_at_both_ends(p: Pass) -> None:
     assert result.abort_reason is None, result.abort_reason
     assert p.payload_session.outcome.abort_reason is None
     assert p.payload_session.outcome.confirmed
-    assert result.pa_output_bits > 0
-    assert p.ogs_store.total_bits() == p.payload_store.total_bits() == result.pa_output_bits
+    assert result.pa_output_bits > result.key_bits > 0
+    assert p.ogs_store.total_bits() == p.payload_store.total_bits() == result.key_bits
     assert p.ogs_store.digest() == p.payload_store.digest()
 
 
@@ -340,7 +350,10 @@ async def test_a_good_exchange_gives_both_ends_the_same_key(ldpc_pass) -> None:
     first = next(f for f in down_fields if "syndromes" in f)
     code = code_by_id(first["code_id"])
     revealed = sum(f["revealed_bits"] for f in down_fields if "revealed_bits" in f)
-    assert result.leak_ec_bits == first["frames"] * (code.m - first["punctured"]) + revealed
+    frames, frame_bits = first["frames"], result.ec_input_bits // result.ec_frames
+    disclosed = frames * (code.m - first["punctured"]) + revealed
+    # charged besides: each dropped frame's bits, one decoded/failed flag per frame
+    assert result.leak_ec_bits == disclosed + result.ec_frames_failed * frame_bits + frames
     assert result.finite_key is not None
     # efficiency of this exchange: LDPC at Q ~1 % (decision 0004: f ~1.16)
     h = -(0.011 * np.log2(0.011) + 0.989 * np.log2(0.989))
@@ -362,8 +375,10 @@ async def test_failed_frames_are_dropped_at_both_ends(ldpc_pass) -> None:
     assert result.pa_input_bits == result.ec_kept_bits == kept_frames * frame_bits
     assert result.verification_tag_bits > 0
     assert "verification failed" not in str(result.abort_reason)
-    # the finite-key bound is taken on the kept X detections only
+    # the finite-key bound is taken on every frame's X detections (no post-selection); the
+    # dropped frames' bits are charged as disclosed
     assert sum(result.x_detections) > result.pa_input_bits
+    assert result.leak_ec_bits > result.ec_frames_failed * frame_bits
     _assert_same_key_at_both_ends(p)
 
 

@@ -18,6 +18,7 @@ from satqkd_core import rng
 from satqkd_core.sync import assign_pulse_indices
 from satqkd_ogs.session import OgsSession, PassPlan
 from satqkd_runtime.keystore import KeyStore
+from tests.seeded_entropy import seeded_entropy_now
 
 REPO = Path(__file__).resolve().parents[2]
 DRIFT_SCENARIO = REPO / "configs" / "scenarios" / "jinan1-xinglong-clock-drift.yaml"
@@ -71,7 +72,7 @@ def _session(scenario: Scenario, physics: PassPhysics, tmp_path: Path) -> OgsSes
         RecordingChannel(),  # type: ignore[arg-type]
         KeyStore(tmp_path / "keys"),
         protocol_parameters(scenario.mission),
-        entropy_key=1,
+        entropy=seeded_entropy_now(1),
         sync_window_ps=protocol.sync_window_ps,
         cascade_passes=protocol.cascade_passes,
         reply_timeout_s=1.0,

@@ -21,15 +21,17 @@ from satqkd.config import MissionConfig, load_model
 from satqkd.wiring import payload_settings, preshared_auth_key
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
-from satqkd_core.codec import Envelope, decode_envelope, encode_envelope
+from satqkd_core.codec import Envelope, decode_envelope
 from satqkd_payload.daemon import PayloadDaemon, station_number
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
 from satqkd_runtime.node import NodeRuntime
-from satqkd_runtime.qkd_channel import QkdChannel
+from satqkd_runtime.qkd_channel import QkdChannel, install_preshared_key
 from sim_backends.instruments import SimPulsedSource
 from tests.drivers.cuttable_line import CuttableLine
+from tests.seeded_entropy import seeded_entropy
+from tests.tc_signing import OccSigner, install_tc_key
 
 REPO = Path(__file__).resolve().parents[2]
 MISSION = REPO / "configs" / "missions" / "jinan1.yaml"
@@ -50,6 +52,7 @@ class Rig:
     occ: MessageBus
     station: QkdChannel
     rate_hz: float
+    tc: OccSigner  # the control centre's telecommand signer
     seen: list[tuple[str, Envelope]] = field(default_factory=list)
 
     async def wait_for(
@@ -97,10 +100,9 @@ class Rig:
             "qkd_stop_unix_s": T0 + stop_s,
             "repetition_rate_hz": self.rate_hz,
         }
-        spec = dct.DICTIONARY["LOAD_PASS_PLAN"]
-        await self.occ.publish(
-            dct.telecommand_topic("jinan1", "payload"), encode_envelope(spec, seq, plan)
-        )
+        signed_seq, signed = self.tc.signed("payload", "LOAD_PASS_PLAN", **plan)
+        assert signed_seq == seq, "telecommands are signed with consecutive seqs from 1"
+        await self.occ.publish(dct.telecommand_topic("jinan1", "payload"), signed)
         return await self.ack(seq)
 
 
@@ -123,7 +125,7 @@ async def rig(mosquitto_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
     sequencer = SourceSequencer(99, tuple(mission.source.probabilities), 0.5)
     laser = SimPulsedSource("laser", sequencer.pattern, clock)
     preshared = preshared_auth_key(3, 1000)
-    KeyStore(tmp_path / "keys" / STATION).store_secret("preshared-auth", preshared)
+    install_preshared_key(KeyStore(tmp_path / "keys" / STATION), preshared)
     async with contextlib.AsyncExitStack() as stack:
         controller = await stack.enter_async_context(
             PayloadController(clock, link_timeout_s=3.0, tick_s=0.1, source_hardware=laser)
@@ -152,11 +154,15 @@ async def rig(mosquitto_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
             send_topic=dct.qkd_topic("jinan1", STATION, "up"),
             receive_topic=dct.qkd_topic("jinan1", STATION, "down"),
         )
-        daemon = PayloadDaemon(payload_settings(mission), bus, clock, source, tmp_path / "keys", 7)
+        daemon = PayloadDaemon(
+            payload_settings(mission), bus, clock, source, tmp_path / "keys",
+            await seeded_entropy(7), sequencer,
+            tc_verifier=install_tc_key(tmp_path / "keys", tmp_path / "occ", "payload"),
+        )  # fmt: skip
         task = asyncio.create_task(daemon.run())
         rig = Rig(
             clock, controller, laser, line, daemon, task, occ, station,
-            mission.source.repetition_rate_hz,
+            mission.source.repetition_rate_hz, OccSigner(tmp_path / "occ"),
         )  # fmt: skip
 
         async def collect() -> None:
@@ -225,6 +231,9 @@ async def test_a_silent_controller_link_safes_the_source_and_ends_the_pass(rig: 
     abort = await rig.wait_for(lambda _t, e: e.spec.name == "ABORT", "ABORT to the station")
     assert abort.fields["plan_id"] == 11
     assert abort.fields["reason"].startswith("source emission interrupted: payload controller")
-    session = daemon.session(STATION, 11)
-    assert session is not None and session.finished and session.outcome.key_id is None
+    async with asyncio.timeout(10.0):  # the session is released once its end is reported
+        while daemon.session(STATION, 11) is not None:
+            await asyncio.sleep(0.01)
+    outcome = daemon.outcome(STATION, 11)
+    assert outcome is not None and outcome.key_id is None
     assert "source emission interrupted" in await rig.event("BLOCK_ABORTED")

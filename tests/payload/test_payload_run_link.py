@@ -18,11 +18,12 @@ from satqkd.cli import main
 from satqkd.daemons import open_payload_source, payload_bench
 from satqkd.instruments_config import validate_instruments
 from satqkd_core import dictionary as dct
-from satqkd_core.codec import decode_envelope, encode_envelope
+from satqkd_core.codec import decode_envelope
 from satqkd_core.payload_icd import DisableReason
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import RealClock
 from sim_backends.instruments import SimPulsedSource
+from tests.tc_signing import OccSigner, install_tc_key
 
 REPO = Path(__file__).resolve().parents[2]
 MISSION = REPO / "configs" / "missions" / "jinan1.yaml"
@@ -58,6 +59,7 @@ async def test_open_payload_source_reaches_the_controller() -> None:
 def test_a_link_that_does_not_open_fails_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    install_tc_key(tmp_path, tmp_path / "occ", "payload")  # or it stops at the missing key
     status = main(
         [
             "payload", "run", str(MISSION), "--broker", "mqtt://127.0.0.1:9",
@@ -94,6 +96,8 @@ async def test_payload_run_drives_a_controller_through_a_pass(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert boot.returncode == 0, boot.stderr
+    signer = OccSigner(tmp_path / "occ")  # the control centre signs (decision 0016)
+    install_tc_key(keys, tmp_path / "occ", "payload")
     async with (
         PayloadController(clock, link_timeout_s=5.0, source_hardware=laser) as controller,
         MessageBus(mosquitto_url, "occ-link-test") as occ,
@@ -131,7 +135,7 @@ async def test_payload_run_drives_a_controller_through_a_pass(
                 "repetition_rate_hz": 1e8,
             }  # fmt: skip
             topic = dct.telecommand_topic("jinan1", "payload")
-            await occ.publish(topic, encode_envelope(dct.DICTIONARY["LOAD_PASS_PLAN"], 1, plan))
+            await occ.publish(topic, signer.sign("payload", "LOAD_PASS_PLAN", **plan))
             async with asyncio.timeout(20):
                 while "PASS_ENDED" not in seen:
                     await asyncio.sleep(0.02)
@@ -141,7 +145,7 @@ async def test_payload_run_drives_a_controller_through_a_pass(
             assert len(enabled_at) == 1 and start <= enabled_at[0] < start + 0.5
             assert laser.first_pulse_unix_s == start and not laser.enabled
             assert controller.disable_reason in (DisableReason.PLAN_ENDED, DisableReason.COMMANDED)
-            await occ.publish(topic, encode_envelope(dct.DICTIONARY["SHUTDOWN"], 2, {}))
+            await occ.publish(topic, signer.sign("payload", "SHUTDOWN"))
             returncode = await asyncio.to_thread(process.wait, 30)
             assert returncode == 0, process.stderr.read() if process.stderr else ""
             assert controller.counters.watchdog_trips == 0
