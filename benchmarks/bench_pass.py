@@ -22,7 +22,7 @@ def figures(quick: bool) -> list[dict[str, Any]]:
     physics = run.physics
     simulated = physics.window.los_unix_s - physics.clock_start_unix_s
     qkd_s = physics.qkd_stop_unix_s - physics.qkd_start_unix_s
-    result = run.ogs.sessions[run.plan_id].result
+    result = run.ogs.results[run.plan_id]  # the session itself is released at the end
     params = {
         "scenario": SCENARIO.name,
         "qkd_s": qkd_s,

@@ -8,7 +8,7 @@ import contextlib
 import logging
 from typing import Any
 
-from drivers.interfaces import DeviceError, EntropySource, TimeTagger
+from drivers.interfaces import DeviceError, EntropyFailure, EntropySource, TimeTagger
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope
@@ -276,6 +276,8 @@ class OgsDaemon:
         except (DeviceError, ProtocolError, InputError) as exc:
             session.result.abort_reason = f"pass execution failed: {exc}"
             session.result.finished = True
+            if isinstance(exc, EntropyFailure):  # no squashing bits: the pass cannot go on
+                await self.runtime.emit_event("ENTROPY_SOURCE_FAILURE", str(exc))
         finally:
             self.mode = "idle"
             result = session.result
@@ -310,10 +312,8 @@ class OgsDaemon:
 
     async def _discard_orphaned_keys(self) -> None:
         """Keys left pending by a previous run were never confirmed by the payload: drop them."""
-        for key_id in self.keystore.key_ids():
-            if self.keystore.metadata(key_id).state == "pending":
-                self.keystore.discard(key_id)
-                await self.runtime.emit_event("KEY_DISCARDED", f"key {key_id} pending at start-up")
+        for key_id in self.keystore.discard_pending():
+            await self.runtime.emit_event("KEY_DISCARDED", f"key {key_id} pending at start-up")
 
     async def _publish_summary(self, session: OgsSession) -> None:
         """Publish OGS_PASS_SUMMARY: the figures the pass report takes from the station."""

@@ -19,20 +19,25 @@ import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from drivers.interfaces import DeviceError, EntropyFailure, EntropySource, PulsedSource
-from drivers.payload_link_source import InterlockedSource, SourceReport
+from drivers.payload_link_source import InterlockedSource
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope
 from satqkd_core.errors import ProtocolError
 from satqkd_core.payload_icd import crc16_ccitt
+from satqkd_payload.key_lifecycle import (
+    PATTERN_KEY_BYTES,
+    PatternSequencer,
+    auth_refill_bits,
+    discard_confirmed_key,
+)
 from satqkd_payload.pass_summary import EmissionWindow, payload_pass_summary
 from satqkd_payload.session import PayloadPassOutcome, PayloadSession
 from satqkd_payload.settings import PayloadSettings
+from satqkd_payload.source_control import SourceControl
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import Clock
 from satqkd_runtime.keystore import KeyStore, KeyStoreError
@@ -40,23 +45,6 @@ from satqkd_runtime.node import NodeRuntime
 from satqkd_runtime.qkd_channel import ChannelCounts, QkdChannel
 
 log = logging.getLogger("satqkd.payload")
-
-PATTERN_KEY_BYTES = 32  # a pass's pattern key: AES-256 (the sequencer's counter mode)
-
-
-class PatternSequencer(Protocol):
-    """The payload computer's pulse sequencer (firmware_shims.source_sequencer on the bench and
-    in simulation): one pattern key per pass, the active pass emitted, records read by plan."""
-
-    def load_pass(self, plan_id: int, key: bytes) -> None: ...
-
-    def activate(self, plan_id: int) -> None: ...
-
-    def forget(self, plan_id: int) -> None: ...
-
-    def has_pass(self, plan_id: int) -> bool: ...
-
-    def pattern_of(self, plan_id: int, pulse_index: np.ndarray) -> Any: ...
 
 
 NODE = "payload"
@@ -83,7 +71,7 @@ class _StationLink:
     sessions: dict[int, PayloadSession] = field(default_factory=dict)
 
 
-class PayloadDaemon:
+class PayloadDaemon(SourceControl):
     """One payload: source, sifting, one key buffer per station it has a pre-shared key with."""
 
     def __init__(
@@ -151,16 +139,6 @@ class PayloadDaemon:
             return session.outcome if session.finished else None
         return self.ended.get((station, plan_id))
 
-    async def _discard_orphaned_keys(self) -> None:
-        """Keys left pending by a previous run were never confirmed by the station: drop them."""
-        for link in self.links.values():
-            for key_id in link.keystore.key_ids():
-                if link.keystore.metadata(key_id).state == "pending":
-                    link.keystore.discard(key_id)
-                    await self._emit(
-                        "KEY_DISCARDED", f"{link.station}: key {key_id} pending at start-up"
-                    )
-
     async def run(self) -> None:
         """Control: serve until SHUTDOWN or cancellation; the source ends in its safe state."""
         await self.bus.subscribe(self.runtime.telecommand_topic)
@@ -195,6 +173,12 @@ class PayloadDaemon:
                 log.error("payload: source safe state at shutdown not confirmed: %s", exc)
             self.mode = "safe"
 
+    async def _discard_orphaned_keys(self) -> None:
+        """Keys left pending by a previous run were never confirmed by the station: drop them."""
+        for link in self.links.values():
+            for key_id in link.keystore.discard_pending():
+                await self._emit("KEY_DISCARDED", f"{link.station}: key {key_id} pending at start")
+
     async def _housekeeping(self) -> None:
         """Housekeeping telemetry, resumed after a broker outage outlasting a publish."""
         while True:
@@ -205,14 +189,6 @@ class PayloadDaemon:
             except ConnectionError:
                 self.counters.publish_failures += 1
                 await self.bus.wait_connected()
-
-    async def _emit(self, name: str, text: str) -> None:
-        """Emit an event; one that cannot be published (broker away too long) is logged."""
-        try:
-            await self.runtime.emit_event(name, text)
-        except ConnectionError as exc:
-            self.counters.publish_failures += 1
-            log.warning("payload: event %s not sent (%s): %s", name, exc, text)
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         if topic == self.runtime.telecommand_topic:
@@ -285,14 +261,8 @@ class PayloadDaemon:
             await self.runtime.emit_event(
                 "QKD_MESSAGE_REJECTED", f"{link.station}: ABORT for unknown plan {plan_id}"
             )
-            return
-        if outcome.key_id and not outcome.discarded:
-            link.keystore.discard(outcome.key_id)
-            outcome.discarded, outcome.confirmed = True, False
-            outcome.abort_reason = reason or "aborted by the station after the key"
-            await self._emit(
-                "KEY_DISCARDED", f"{link.station} plan {plan_id}: key {outcome.key_id}: {reason}"
-            )
+        elif discard_confirmed_key(link.keystore, outcome, reason):
+            await self._emit("KEY_DISCARDED", f"{link.station} plan {plan_id}: {reason}")
 
     async def _report_session_end(self, session: PayloadSession) -> None:
         outcome = session.outcome
@@ -362,7 +332,7 @@ class PayloadDaemon:
                 keystore=link.keystore,
                 params=self.settings.protocol,
                 entropy=self.entropy,
-                auth_refill=functools.partial(_auth_refill_bits, link.channel),
+                auth_refill=functools.partial(auth_refill_bits, link.channel),
                 pending_key_timeout_s=self.settings.pending_key_timeout_s,
             )
             self._spawn(self._source_schedule(f))
@@ -446,137 +416,10 @@ class PayloadDaemon:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _source_schedule(self, plan: dict) -> None:
-        """Emit from qkd_start to qkd_stop; pulse 0 leaves at qkd_start."""
-        key = (str(plan["station"]), int(plan["plan_id"]))
-        try:
-            await self.source.configure(plan["repetition_rate_hz"])
-        except DeviceError as exc:
-            await self._instrument_error(f"plan {key[1]}: source not configured: {exc}")
-            self._interrupt(key, f"source not configured: {exc}")
-            return
-        await self.clock.sleep_until(plan["qkd_start_unix_s"])
-        if self.ground_link_lost:
-            self._interrupt(key, "ground link down at QKD start: source kept safe")
-            return
-        if key in self.interrupted:
-            return
-        try:
-            self.sequencer.activate(int(plan["plan_id"]))
-            await self.source.enable(plan["qkd_start_unix_s"])
-        except DeviceError as exc:
-            await self._instrument_error(f"plan {key[1]}: source not enabled: {exc}")
-            self._interrupt(key, f"source not enabled: {exc}")
-            return
-        self._emitting_for = key
-        self.emissions[key] = EmissionWindow(
-            plan["qkd_start_unix_s"], plan["qkd_stop_unix_s"], plan["repetition_rate_hz"]
-        )
-        self.mode = "qkd"
-        await self._emit("PASS_STARTED", f"source on for {plan['station']}")
-        await self.clock.sleep_until(plan["qkd_stop_unix_s"])
-        self._emitting_for = None
-        await self._safe_source("end of the QKD window")
-        self.mode = "idle"
-        await self._emit("PASS_ENDED", f"source off after {plan['station']} pass")
-
-    def _interrupt(self, key: tuple[str, int], reason: str) -> None:
-        """Mark a pass whose emission was cut; it ends without a key (see the module)."""
-        if (emission := self.emissions.get(key)) is not None:
-            emission.close(self.clock.now_unix_s())
-        if key not in self.interrupted:
-            self.interrupted[key] = reason
-            self.counters.passes_interrupted += 1
-            log.warning("payload: plan %d with %s interrupted: %s", key[1], key[0], reason)
-
-    async def _safe_source(self, reason: str) -> bool:
-        """Command the safe state; False (counted, evented) if the source did not confirm it."""
-        for emission in self.emissions.values():
-            emission.close(self.clock.now_unix_s())
-        try:
-            await self.source.disable()
-        except DeviceError as exc:
-            await self._instrument_error(f"safe state ({reason}) not confirmed: {exc}")
-            return False
-        return True
-
-    async def _instrument_error(self, text: str) -> None:
-        self.counters.instrument_errors += 1
-        await self._emit("INSTRUMENT_ERROR", text)
-
-    async def _watch_ground_link(self) -> None:
-        """Safe the source when the broker stays unreachable for ground_link_timeout_s."""
-        timeout_s = self.settings.ground_link_timeout_s
-        while True:
-            await self.bus.wait_disconnected()
-            down_unix_s = self.clock.now_unix_s()
-            self.counters.ground_link_losses += 1
-            log.warning("payload: ground link down (broker %s unreachable)", self.bus.url)
-            back = asyncio.ensure_future(self.bus.wait_connected())
-            expiry = asyncio.ensure_future(self.clock.sleep_until(down_unix_s + timeout_s))
-            try:
-                await asyncio.wait({back, expiry}, return_when=asyncio.FIRST_COMPLETED)
-                if back.done():
-                    back.result()  # a bus that failed for good ends the watch loudly
-                    continue
-                self.ground_link_lost = True
-                self.counters.ground_link_safings += 1
-                safed_unix_s = self.clock.now_unix_s()
-                confirmed = await self._safe_source("ground link lost")
-                cut = self._emitting_for
-                if cut is not None:
-                    self._interrupt(cut, f"ground link lost for {timeout_s:g} s: source safed")
-                    self._emitting_for = None
-                self.mode = "safe"
-                await back
-            finally:
-                self.ground_link_lost = False
-                expiry.cancel()
-                back.cancel()
-            down_s = self.clock.now_unix_s() - down_unix_s
-            await self._emit(
-                "SOURCE_SAFE_STATE",
-                f"ground link lost: broker unreachable for {down_s:.1f} s (timeout "
-                f"{timeout_s:g} s); source {'safed' if confirmed else 'NOT confirmed safe'} "
-                f"at {safed_unix_s:.3f}"
-                + (f"; plan {cut[1]} with {cut[0]} ends without a key" if cut else ""),
-            )
-
-    async def _forward_source_reports(self) -> None:
-        """Pass the source controller's reports on as this daemon's events."""
-        assert isinstance(self.source, InterlockedSource)
-        while True:
-            report: SourceReport = await self.source.next_report()
-            if report.kind == "safe_state":
-                self.counters.controller_safings += 1
-                cut = self._emitting_for
-                if cut is not None:
-                    self._interrupt(cut, report.text)
-                    self._emitting_for = None
-                    self.mode = "safe"
-                await self._emit("SOURCE_SAFE_STATE", report.text)
-            else:
-                await self._instrument_error(report.text)
-
     def _housekeeping_snapshot(self) -> tuple[str, int, int]:
         key_bits = sum(link.keystore.total_bits() for link in self.links.values())
         words = sum(link.channel.pad_words_remaining for link in self.links.values())
         return self.mode, key_bits, words
-
-
-# below this many messages left in the pool, a new key refills it with REFILL_MESSAGES more
-REFILL_BELOW_MESSAGES = 4096
-REFILL_MESSAGES = 8192
-_BITS_PER_MESSAGE = 128  # one 64-bit pad word for each direction
-
-
-def _auth_refill_bits(channel: QkdChannel, output_bits: int) -> int:
-    """Get: how many leading bits of a new `output_bits`-bit key refill the channel's pool
-    (whole messages, at most half the key; 0 while the pool holds enough)."""
-    if channel.pad_words_remaining >= REFILL_BELOW_MESSAGES:
-        return 0
-    messages = min(REFILL_MESSAGES, (output_bits // 2) // _BITS_PER_MESSAGE)
-    return messages * _BITS_PER_MESSAGE
 
 
 def station_number(station: str) -> int:

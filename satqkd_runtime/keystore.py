@@ -141,6 +141,14 @@ class KeyStore:
         except FileNotFoundError:
             raise KeyStoreError(f"no key {key_id} in {self.directory}") from None
 
+    def discard_pending(self) -> list[str]:
+        """Control: discard every key still pending (the peer never confirmed it: a crash or a
+        lost message left it behind); get their ids."""
+        pending = [k for k in self.key_ids() if self.metadata(k).state == "pending"]
+        for key_id in pending:
+            self.discard(key_id)
+        return pending
+
     def load(self, key_id: str) -> np.ndarray:
         """Get: the key bits (uint8 0/1)."""
         key_path, _ = self._paths(key_id)

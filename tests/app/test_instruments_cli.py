@@ -34,7 +34,7 @@ def test_sim_bench_is_all_healthy(capsys: pytest.CaptureFixture[str]) -> None:
         assert line.startswith(f"{name}  ") and line.endswith("  OK"), line
     assert "Pan-Tilt Controller" in lines[1] and "az_deg=0" in lines[1]
     assert "TDC1" in lines[0] and "serial://" in lines[0]
-    assert "serial_qrng" in lines[6] and "rct_cutoff=4 apt_cutoff=18" in lines[6]
+    assert "serial_qrng" in lines[6] and "rct_cutoff=7 apt_cutoff=26" in lines[6]
     assert lines[-1] == "7 instrument(s): 7 healthy, 0 not"
 
 

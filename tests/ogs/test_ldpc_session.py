@@ -29,7 +29,8 @@ from satqkd_core.ephemeris import Station
 from satqkd_core.ldpc import code_by_id
 from satqkd_core.pass_decisions import ProtocolParameters
 from satqkd_ogs.session import ChunkRecord, OgsSession, PassPlan
-from satqkd_payload.daemon import PayloadDaemon, PayloadSettings, _auth_refill_bits
+from satqkd_payload.daemon import PayloadDaemon, PayloadSettings
+from satqkd_payload.key_lifecycle import auth_refill_bits
 from satqkd_payload.session import PayloadSession
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
@@ -258,7 +259,7 @@ async def ldpc_pass(tmp_path: Path) -> AsyncIterator[Callable[..., Pass]]:
             payload.links[STATION].keystore,
             params,
             await seeded_entropy(11),
-            auth_refill=functools.partial(_auth_refill_bits, payload.links[STATION].channel),
+            auth_refill=functools.partial(auth_refill_bits, payload.links[STATION].channel),
         )
         payload.links[STATION].sessions[PLAN_ID] = session
         runtime = NodeRuntime(bus, MISSION, f"ogs-{STATION}", clock)  # type: ignore[arg-type]

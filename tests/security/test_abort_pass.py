@@ -61,3 +61,7 @@ async def test_abort_pass_at_three_quarters_leaves_no_key_at_either_end(
     outcome = run.payload.outcome(station, plan_id)
     assert outcome is not None and not outcome.confirmed
     assert run.ogs.results[plan_id].key_id is None
+    # both sessions were released: no pattern key, no per-detection arrays kept
+    assert run.ogs.sessions == {} and run.payload.links[station].sessions == {}
+    assert not run.payload.sequencer.has_pass(plan_id)
+    assert all(chunk.x_bits is None for chunk in run.ogs.results[plan_id].chunks)
