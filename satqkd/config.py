@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from firmware_shims.source_sequencer import record_thresholds
 from satqkd_ogs.settings import AtpSettings, DetectorSettings
 from satqkd_runtime.settings import SETTINGS_CONFIG
 
@@ -73,6 +74,10 @@ class SourceConfig(_Model):
     basis_x_probability: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     polarisation_error: Annotated[float, Field(ge=0.0, le=0.5)] = 0.005
     intensity_fluctuation: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
+    # the pulse pattern (docs/security.md, Randomness): "expanded", a 256-bit AES key per pass
+    # (computational); "recorded", one entropy byte per pulse drawn and kept on disk for the
+    # pass (information-theoretic; probabilities in 1/16, the basis in 1/8)
+    pattern: Literal["expanded", "recorded"] = "expanded"
 
     @model_validator(mode="after")
     def _decoy_ordering(self) -> SourceConfig:
@@ -89,6 +94,8 @@ class SourceConfig(_Model):
                 f"repetition_rate_hz must give a whole number of picoseconds per pulse, "
                 f"got {self.repetition_rate_hz:g} Hz ({period_ps:g} ps)"
             )
+        if self.pattern == "recorded":  # ValueError naming the probabilities
+            record_thresholds(self.probabilities, self.basis_x_probability)
         return self
 
 

@@ -54,6 +54,7 @@ def payload_settings(mission: MissionConfig) -> PayloadSettings:
         mission=mission.name,
         protocol=protocol_parameters(mission),
         repetition_rate_hz=mission.source.repetition_rate_hz,
+        pattern_mode=mission.source.pattern,
     )
 
 

@@ -29,10 +29,16 @@ from satqkd_core.codec import Envelope
 from satqkd_core.errors import ProtocolError
 from satqkd_core.payload_icd import crc16_ccitt
 from satqkd_payload.key_lifecycle import (
+    PATTERN_DIR,
     PATTERN_KEY_BYTES,
+    PatternRecordError,
     PatternSequencer,
     auth_refill_bits,
     discard_confirmed_key,
+    discard_leftover_records,
+    erase_pattern_record,
+    pattern_record_path,
+    record_pattern,
 )
 from satqkd_payload.pass_summary import EmissionWindow, payload_pass_summary
 from satqkd_payload.session import PayloadPassOutcome, PayloadSession
@@ -92,6 +98,10 @@ class PayloadDaemon(SourceControl):
         self.key_root = Path(key_root)
         self.entropy = entropy
         self.sequencer = sequencer
+        if settings.pattern_mode == "recorded":  # InputError naming the probabilities
+            sequencer.check_recorded_mode()
+        # recorded patterns a crashed run left would tell anyone with the disk a past pattern
+        discard_leftover_records(self.key_root)
         self.runtime = NodeRuntime(bus, settings.mission, NODE, clock, tc_verifier=tc_verifier)
         self.links: dict[str, _StationLink] = {}
         self.mode = "idle"
@@ -112,6 +122,8 @@ class PayloadDaemon(SourceControl):
     def _load_station_links(self) -> None:
         """Every sub-directory of the key root with a pre-shared key is a station we serve."""
         for directory in sorted(p for p in self.key_root.glob("*") if p.is_dir()):
+            if directory.name == PATTERN_DIR:  # recorded patterns, not a station
+                continue
             store = KeyStore(directory)
             try:
                 preshared = store.load_secret("preshared-auth")
@@ -172,6 +184,10 @@ class PayloadDaemon(SourceControl):
             except DeviceError as exc:
                 log.error("payload: source safe state at shutdown not confirmed: %s", exc)
             self.mode = "safe"
+            if self.settings.pattern_mode == "recorded":  # no record outlives its daemon
+                for link in self.links.values():
+                    for plan_id in link.sessions:
+                        self.sequencer.forget(plan_id)
 
     async def _discard_orphaned_keys(self) -> None:
         """Keys left pending by a previous run were never confirmed by the station: drop them."""
@@ -313,15 +329,10 @@ class PayloadDaemon(SourceControl):
                 return
             link = self.links[f["station"]]
             plan_id = int(f["plan_id"])
-            try:  # a fresh pattern for every pass: no bit of it is shared with another
-                pattern_key = await self.entropy.read(
-                    PATTERN_KEY_BYTES, f"pattern-key/{f['station']}/{plan_id}"
-                )
-            except EntropyFailure as exc:
-                await self._emit("ENTROPY_SOURCE_FAILURE", str(exc))
-                await self.runtime.reject_telecommand(envelope, f"entropy source: {exc}")
+            refusal = await self._load_pattern(f)
+            if refusal:
+                await self.runtime.reject_telecommand(envelope, refusal)
                 return
-            self.sequencer.load_pass(plan_id, pattern_key)
             plan_key = (str(f["station"]), plan_id)
             self._channel_at_load[plan_key] = ChannelCounts.of(link.channel)
             link.sessions[plan_id] = PayloadSession(
@@ -359,6 +370,32 @@ class PayloadDaemon(SourceControl):
             await self.runtime.accept_telecommand(envelope)
         else:
             await self.runtime.reject_telecommand(envelope, f"{name} is not a payload command")
+
+    async def _load_pattern(self, f: dict) -> str | None:
+        """Give the sequencer a fresh pattern for the plan, no bit of it shared with another
+        pass: a 256-bit key (`expanded`) or every pulse's byte drawn and recorded now
+        (`recorded`); the refusal, if any."""
+        station, plan_id = str(f["station"]), int(f["plan_id"])
+        try:
+            if self.settings.pattern_mode != "recorded":
+                key = await self.entropy.read(PATTERN_KEY_BYTES, f"pattern-key/{station}/{plan_id}")
+                self.sequencer.load_pass(plan_id, key)
+                return None
+            path = pattern_record_path(self.key_root, station, plan_id)
+            pulses = round((f["qkd_stop_unix_s"] - f["qkd_start_unix_s"]) * f["repetition_rate_hz"])
+            purpose = f"pattern-record/{station}/{plan_id}"
+            await record_pattern(self.entropy, path, pulses, purpose)
+        except EntropyFailure as exc:
+            await self._emit("ENTROPY_SOURCE_FAILURE", str(exc))
+            return f"entropy source: {exc}"
+        except PatternRecordError as exc:
+            return f"pattern record: {exc}"
+        try:
+            self.sequencer.load_recorded_pass(plan_id, path)
+        except ValueError as exc:
+            erase_pattern_record(path)
+            return f"pattern record: {exc}"
+        return None
 
     def _check_plan(self, f: dict) -> str | None:
         if f["mission"] != self.settings.mission:

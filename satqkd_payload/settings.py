@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, InstanceOf
 from pydantic.dataclasses import dataclass
@@ -25,5 +25,8 @@ class PayloadSettings:
     ground_link_timeout_s: Seconds = 5.0
     # a key stored at PA_SEED that the station has not confirmed this long after is discarded
     pending_key_timeout_s: Seconds = 60.0
+    # the pulse pattern: "expanded" (a 256-bit AES key per pass) or "recorded" (one entropy
+    # byte per pulse, drawn and written to disk at plan load: information-theoretic)
+    pattern_mode: Literal["expanded", "recorded"] = "expanded"
     # (the keep-alive on the payload controller's link is the link's own setting: the bench's
     # payload_link_source option keep_alive_interval_s)

@@ -239,6 +239,29 @@ def broker_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(request.param))
 
 
+# One minute of QKD near culmination of the clear Jinan-1/Xinglong pass, seed 7: enough for a
+# key in a fraction of a whole pass's time. Several modules check it; it runs once per session.
+SHORT_CLEAR_PASS_ARGS = ("--seed", "7", "--start-after-aos-s", "190", "--max-duration-s", "60")
+
+
+@pytest.fixture(scope="session")
+def short_clear_pass(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """(output directory, report) of `satqkd sim pass` on the clear scenario with
+    SHORT_CLEAR_PASS_ARGS; its keys are under the directory's keys/."""
+    import json
+
+    from satqkd.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path_factory.mktemp("short-clear-pass")
+    scenario = repo / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"
+    status = main(
+        ["sim", "pass", str(scenario), "--out", str(out), "--quiet", *SHORT_CLEAR_PASS_ARGS]
+    )
+    assert status == 0
+    return out, json.loads((out / "report.json").read_text())
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that uses a mosquitto fixture, in case its author forgot the mark."""
     for item in items:

@@ -104,8 +104,10 @@ def test_clear_pass_gives_the_same_secret_key_at_both_ends(seed7: tuple[Path, di
     assert ogs_key.read_bytes() == payload_key.read_bytes()
 
 
-def test_same_seed_same_report_and_other_seed_other_key(tmp_path: Path) -> None:
-    first = run_pass(tmp_path / "first", CLEAR, "--seed", "7", *SHORT)
+def test_same_seed_same_report_and_other_seed_other_key(
+    tmp_path: Path, short_clear_pass: tuple[Path, dict]
+) -> None:
+    first = short_clear_pass[1]  # --seed 7 with SHORT, run once for the session
     assert first["key"]["secret_key_bits"] > 0, first["key"]["abort_reason"]
     again = run_pass(tmp_path / "again", CLEAR, "--seed", "7", *SHORT)
     assert _without_timing(again) == _without_timing(first)

@@ -10,7 +10,6 @@ the tag bits at both ends survived the whole suite before) and the statistics th
 
 from __future__ import annotations
 
-import asyncio
 import math
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from typing import Any
 import pytest
 
 from satqkd.config import Scenario, load_scenario
-from satqkd.simulation import run_pass
 from satqkd_core.finite_key import DecoyStatistics, finite_key_length
 from satqkd_runtime.keystore import KeyStore
 
@@ -42,18 +40,10 @@ def _rates(values: Any) -> tuple[float, float, float]:
 
 
 @pytest.fixture(scope="module")
-def short_pass(tmp_path_factory: pytest.TempPathFactory) -> PassOutput:
-    """(output directory, report, mission config) of one 60 s simulated pass, run once."""
-    scenario = load_scenario(CLEAR)
-    simulation = scenario.scenario.simulation.model_copy(
-        update={"qkd_start_after_aos_s": START_AFTER_AOS_S}
-    )
-    scenario = scenario.model_copy(
-        update={"scenario": scenario.scenario.model_copy(update={"simulation": simulation})}
-    )
-    out = tmp_path_factory.mktemp("short-pass")
-    run = asyncio.run(run_pass(scenario, out, None, None, max_duration_s=60.0))
-    return out, run.report, scenario
+def short_pass(short_clear_pass: tuple[Path, dict[str, Any]]) -> PassOutput:
+    """(output directory, report, mission config) of the session's 60 s seed-7 pass."""
+    out, report = short_clear_pass
+    return out, report, load_scenario(CLEAR)
 
 
 def test_key_length_follows_from_the_reported_counts(
