@@ -213,7 +213,7 @@ _MESSAGES: tuple[MessageSpec, ...] = (
             _f("qkd_accepted", "u32", "", "QKD messages accepted"),
             _f("qkd_rejected", "u32", "", "QKD messages rejected (malformed, bad tag, bad state)"),
             _f("qkd_duplicates", "u32", "", "QKD messages ignored as re-deliveries"),
-            _f("key_bits_stored", "u64", "bit", "final key bits in the key store"),
+            _f("key_bits_stored", "u64", "bit", "confirmed final key bits in the key store"),
             _f("auth_words_remaining", "u64", "", "authentication pad words left in the pool"),
         ),
         "Periodic housekeeping of a node (counters as in F Prime / cFS).",
@@ -690,6 +690,12 @@ _EVENTS: tuple[EventSpec, ...] = (
     EventSpec("KEY_STORED", 0x0013, "ACTIVITY_HI", "A final key was stored."),
     EventSpec("PLAN_LOADED", 0x0014, "ACTIVITY_LO", "A pass plan was loaded."),
     EventSpec("NODE_STARTED", 0x0015, "ACTIVITY_HI", "The daemon started and subscribed."),
+    EventSpec(
+        "KEY_STORE_RECOVERED",
+        0x0017,
+        "WARNING_LO",
+        "At start-up a key store removed crash leftovers or quarantined a corrupt entry.",
+    ),
     EventSpec(
         "KEY_DISCARDED",
         0x0016,

@@ -312,6 +312,8 @@ class OgsDaemon:
 
     async def _discard_orphaned_keys(self) -> None:
         """Keys left pending by a previous run were never confirmed by the payload: drop them."""
+        for line in self.keystore.recover().messages():
+            await self.runtime.emit_event("KEY_STORE_RECOVERED", line)
         for key_id in self.keystore.discard_pending():
             await self.runtime.emit_event("KEY_DISCARDED", f"key {key_id} pending at start-up")
 

@@ -192,6 +192,8 @@ class PayloadDaemon(SourceControl):
     async def _discard_orphaned_keys(self) -> None:
         """Keys left pending by a previous run were never confirmed by the station: drop them."""
         for link in self.links.values():
+            for line in link.keystore.recover().messages():
+                await self._emit("KEY_STORE_RECOVERED", f"{link.station}: {line}")
             for key_id in link.keystore.discard_pending():
                 await self._emit("KEY_DISCARDED", f"{link.station}: key {key_id} pending at start")
 

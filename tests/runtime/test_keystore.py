@@ -47,9 +47,13 @@ def test_digest_equal_for_equal_keys(tmp_path: Path) -> None:
     key_id = str(uuid.UUID(int=9, version=4))
     a.store(key_id, key, "b", 1, 0.0)
     b.store(key_id, key, "a", 1, 5.0)
+    a.confirm(key_id)
+    b.confirm(key_id)
     assert a.digest() == b.digest()
     other = KeyStore(tmp_path / "c")
     flipped = key.copy()
     flipped[0] ^= 1
     other.store(key_id, flipped, "a", 1, 0.0)
+    assert other.digest(state=None) != a.digest()
+    other.confirm(key_id)
     assert other.digest() != a.digest()
