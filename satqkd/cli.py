@@ -9,24 +9,128 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
+import os
+import re
 import secrets
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from satqkd.config import ConfigError
+from satqkd.config import NAME_PATTERN, ConfigError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
+_log = logging.getLogger("satqkd.cli")
+
 
 def _fail(message: str, status: int = EXIT_FAILED) -> int:
-    print(f"satqkd: {message}", file=sys.stderr)
+    print(f"satqkd: {' '.join(str(message).split())}", file=sys.stderr)
     return status
 
 
+# --- argument validation: each type gives argparse a one-line reason --------------------------
+
+
+class _UsageError(Exception):
+    """A command line argparse refused; main() prints it as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one `satqkd: ...` line instead of usage text."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        command = self.prog.removeprefix("satqkd").strip()
+        where = f"{command}: " if command else ""
+        raise _UsageError(f"{where}{message} (see {self.prog} --help)")
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
+def _int_in(low: int, high: int, what: str = "an integer"):
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10) if len(text) <= 40 else None
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what} in {low}..{high}, got {text[:40]!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+_seed = _int_in(0, 2**63 - 1, "a seed")
+_messages = _int_in(1, 10_000_000, "a message count")
+_any_port = _int_in(0, 65535, "a port (0: any free one)")
+_port = _int_in(1, 65535, "a port")
+_days = _int_in(1, 36500, "a number of days")
+
+
+def _broker_url(text: str) -> str:
+    form = "mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected {form}, got {text!r} ({exc})") from None
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or port == 0:
+        raise argparse.ArgumentTypeError(f"expected {form}, got {text!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise argparse.ArgumentTypeError(f"expected {form} with nothing else, got {text!r}")
+    return text
+
+
+def _name(text: str) -> str:
+    if re.fullmatch(NAME_PATTERN, text) is None:
+        raise argparse.ArgumentTypeError(
+            f"a name is lower-case letters, digits, '_' and '-' ({NAME_PATTERN}), got {text!r}"
+        )
+    return text
+
+
+def _output_dir(text: str) -> str:
+    """An output directory that exists and is writable, or can be created."""
+    path = Path(text)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link
+            raise argparse.ArgumentTypeError(f"{existing}: is a dangling symbolic link")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing}: not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{existing}: not writable")
+    return text
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="satqkd", description="Satellite QKD payload and ground-station control stack."
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
@@ -35,13 +139,20 @@ def _build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="simulations").add_subparsers(dest="command", required=True)
     sim_pass = sim.add_parser("pass", help="run one simulated pass end to end")
     sim_pass.add_argument("config", help="scenario YAML (configs/scenarios/...)")
-    sim_pass.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
-    sim_pass.add_argument("--out", default=None, help="output directory (default runs/<time>)")
-    sim_pass.add_argument("--broker", default=None, help="mqtt://HOST:PORT (default: embedded)")
-    sim_pass.add_argument("--max-duration-s", type=float, default=None, help="cap QKD time")
+    sim_pass.add_argument("--seed", type=_seed, default=None, help="override the scenario's seed")
+    sim_pass.add_argument(
+        "--out",
+        type=_output_dir,
+        default=None,
+        help="output directory, new or empty (default runs/<time>)",
+    )
+    sim_pass.add_argument(
+        "--broker", type=_broker_url, default=None, help="mqtt://HOST:PORT (default: embedded)"
+    )
+    sim_pass.add_argument("--max-duration-s", type=_positive, default=None, help="cap QKD time")
     sim_pass.add_argument(
         "--start-after-aos-s",
-        type=float,
+        type=_non_negative,
         default=None,
         help="start QKD no earlier than this after AOS (e.g. a short pass near culmination)",
     )
@@ -61,11 +172,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "name", help="emulator (gimbal, fsm, beacon, laser, detectors, tdc1, tagger)"
     )
     sim_emulator.add_argument(
-        "--port", type=int, default=0, help="TCP port for a LAN instrument (default: free)"
+        "--port", type=_any_port, default=0, help="TCP port for a LAN instrument (default: free)"
     )
     sim_emulator.add_argument(
         "--dark-count-rate-hz",
-        type=float,
+        type=_non_negative,
         default=100.0,
         help="a tagger's dark counts per channel while it acquires (default 100)",
     )
@@ -77,7 +188,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sim_link = sim.add_parser("link", help="link budget over a pass, without daemons")
     sim_link.add_argument("config", help="scenario YAML")
-    sim_link.add_argument("--out", default=None, help="output directory (default runs/<time>)")
+    sim_link.add_argument(
+        "--out", type=_output_dir, default=None, help="output directory (default runs/<time>)"
+    )
 
     instruments = sub.add_parser("instruments", help="lab instruments").add_subparsers(
         dest="command", required=True
@@ -121,7 +234,10 @@ def _build_parser() -> argparse.ArgumentParser:
                 "(default: ./runs/ogs-<station>/)",
             )
         run.add_argument(
-            "--broker", required=True, help="mqtt://HOST:PORT, or mqtts://HOST:PORT with --tls-*"
+            "--broker",
+            type=_broker_url,
+            required=True,
+            help="mqtt://HOST:PORT, or mqtts://HOST:PORT with --tls-*",
         )
         _add_tls_arguments(run, "payload" if node == "payload" else "ogs-<station>")
         if node == "ogs":
@@ -135,7 +251,7 @@ def _build_parser() -> argparse.ArgumentParser:
             )
         run.add_argument("--keys", required=True, help="key store directory")
         run.add_argument(
-            "--seed", type=int, default=None, help="seed of emulated instruments' noise (tests)"
+            "--seed", type=_seed, default=None, help="seed of emulated instruments' noise (tests)"
         )
         run.add_argument(
             "--insecure-seeded-entropy",
@@ -144,7 +260,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "(default: the bench's entropy source, else the operating system's CSPRNG)",
         )
         run.add_argument(
-            "--housekeeping-period-s", type=float, default=10.0, help="telemetry period"
+            "--housekeeping-period-s", type=_positive, default=10.0, help="telemetry period"
         )
 
     keys = sub.add_parser("keys", help="key stores").add_subparsers(dest="command", required=True)
@@ -153,8 +269,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     boot.add_argument("--payload-keys", required=True, help="payload key store root")
     boot.add_argument("--ogs-keys", required=True, help="station key store directory")
-    boot.add_argument("--station", required=True, help="station name")
-    boot.add_argument("--messages", type=int, default=65536, help="messages per direction")
+    boot.add_argument("--station", type=_name, required=True, help="station name")
+    boot.add_argument("--messages", type=_messages, default=65536, help="messages per direction")
     boot.add_argument(
         "--force",
         action="store_true",
@@ -216,8 +332,8 @@ def _add_broker_parser(sub: argparse._SubParsersAction) -> None:
         metavar="NAME_OR_IP",
         help="a name the daemons reach the broker by (repeat; localhost and 127.0.0.1 always)",
     )
-    certs.add_argument("--days", type=int, default=365, help="validity (default 365 days)")
-    config.add_argument("--port", type=int, default=8883, help="TLS listener port (default 8883)")
+    certs.add_argument("--days", type=_days, default=365, help="validity (default 365 days)")
+    config.add_argument("--port", type=_port, default=8883, help="TLS listener port (default 8883)")
     config.add_argument(
         "--certs", required=True, metavar="CERT_DIR", help="where the broker host keeps them"
     )
@@ -228,8 +344,30 @@ def _add_broker_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `satqkd` command."""
-    args = _build_parser().parse_args(argv)
+    """Entry point of the `satqkd` command: a user's mistake is one line on stderr, never a
+    traceback (exit status 2); an unexpected failure is one line too (status 1; -v logs it)."""
+    try:
+        args = _build_parser().parse_args(argv)
+    except _UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        return _main(args)
+    except _UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except ConnectionError as exc:
+        return _fail(f"broker: {exc}")
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else "input/output"
+        return _fail(f"{where}: {exc.strerror or exc}")
+    except RecursionError:
+        return _fail("input nested too deeply", EXIT_USAGE)
+    except Exception as exc:  # the last line of defence against a traceback
+        _log.info("unexpected error", exc_info=True)
+        detail = str(exc)[:200] or "no detail"
+        return _fail(f"unexpected error: {type(exc).__name__}: {detail} (run with -v for detail)")
+
+
+def _main(args: argparse.Namespace) -> int:
     level = logging.WARNING - 10 * args.verbose
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("amqtt", "transitions", "numba"):
@@ -272,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     return _fail(f"unknown command {args.group}", EXIT_USAGE)
 
 
+# what a simulated pass writes into its --out (report.py, simulation.py)
+_RUN_OUTPUTS = ("report.json", "keys", "telemetry.jsonl")
+
+
 def _sim_pass(args: argparse.Namespace) -> int:
     from satqkd.assembly import AssemblyError
     from satqkd.config import load_scenario
@@ -298,6 +440,14 @@ def _sim_pass(args: argparse.Namespace) -> int:
         )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = Path(args.out) if args.out else Path("runs") / stamp
+    earlier = [name for name in _RUN_OUTPUTS if (out_dir / name).exists()]
+    if earlier:
+        # a second run would find the first run's keys and overwrite its report
+        return _fail(
+            f"--out {out_dir}: already holds an earlier run ({', '.join(earlier)}); "
+            "give a new or empty directory",
+            EXIT_USAGE,
+        )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -366,6 +516,9 @@ def _run_with_progress(scenario, out_dir: Path, args: argparse.Namespace):
 def _run_daemon(args: argparse.Namespace) -> int:
     from satqkd.daemons import run_ogs_daemon, run_payload_daemon
 
+    keys = Path(args.keys)
+    if keys.exists() and not keys.is_dir():
+        return _fail(f"--keys {keys}: not a directory", EXIT_USAGE)
     entropy = args.seed if args.seed is not None else secrets.randbits(63)
     runner = run_payload_daemon if args.group == "payload" else run_ogs_daemon
 

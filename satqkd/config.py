@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from firmware_shims.source_sequencer import record_thresholds
+from satqkd.safe_yaml import YamlInputError, load_text, read_bounded_text
 from satqkd_ogs.settings import AtpSettings, DetectorSettings
 from satqkd_runtime.settings import SETTINGS_CONFIG
 
@@ -29,12 +29,17 @@ class ConfigError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never a valid setting (a bound like ge=0 would let .inf through)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+
+# integers must be written as integers: no `true` read as 1, no 3.0 read as 3
+StrictCount = Field(strict=True)
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Positive = Annotated[float, Field(gt=0.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
+Intensity = Annotated[float, Field(ge=0.0, le=100.0)]
 
 
 # --- mission profile -------------------------------------------------------------------------
@@ -69,7 +74,8 @@ class OrbitConfig(_Model):
 class SourceConfig(_Model):
     wavelength_nm: Annotated[float, Field(ge=400.0, le=1700.0)]
     repetition_rate_hz: Annotated[float, Field(ge=1e6, le=10e9)]
-    intensities: tuple[NonNegative, NonNegative, NonNegative]
+    # mean photon numbers per pulse: a weak-coherent source, not a laser at full power
+    intensities: tuple[Intensity, Intensity, Intensity]
     probabilities: tuple[Fraction, Fraction, Fraction]
     basis_x_probability: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     polarisation_error: Annotated[float, Field(ge=0.0, le=0.5)] = 0.005
@@ -110,7 +116,7 @@ class ProtocolConfig(_Model):
     eps_sec: Annotated[float, Field(gt=0.0, lt=1e-3)] = 1e-9
     eps_cor: Annotated[float, Field(gt=0.0, lt=1e-3)] = 1e-15
     qber_abort_threshold: Annotated[float, Field(gt=0.0, le=0.5)] = 0.11
-    cascade_passes: Annotated[int, Field(ge=1, le=32)] = 16
+    cascade_passes: Annotated[int, StrictCount, Field(ge=1, le=32)] = 16
     ec_efficiency_estimate: Annotated[float, Field(ge=1.0, le=2.0)] = 1.16
     sync_window_ps: Annotated[float, Field(gt=0.0, le=1e6)] = 1000.0
     frame_s: Annotated[float, Field(ge=0.01, le=10.0)] = 1.0
@@ -188,7 +194,7 @@ class PolarisationConfig(_Model):
 
 
 class TaggerConfig(_Model):
-    resolution_ps: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    resolution_ps: Annotated[int, StrictCount, Field(ge=1, le=1_000_000)] = 1
 
 
 class TrackPointConfig(_Model):
@@ -242,7 +248,7 @@ class PassSearchConfig(_Model):
     days: Annotated[float, Field(gt=0.0, le=30.0)] = 3.0
     min_max_elevation_deg: Annotated[float, Field(ge=0.0, le=90.0)] = 30.0
     night_only: bool = True
-    pass_index: Annotated[int, Field(ge=0, le=1000)] = 0
+    pass_index: Annotated[int, StrictCount, Field(ge=0, le=1000)] = 0
 
 
 class CloudConfig(_Model):
@@ -304,7 +310,7 @@ class SkyTruthConfig(_Model):
 
 class SimulationConfig(_Model):
     clock_offset_ps: Annotated[float, Field(ge=-4000.0, le=4000.0)] = 1234.0
-    preshared_auth_messages: Annotated[int, Field(ge=1000, le=10_000_000)] = 65536
+    preshared_auth_messages: Annotated[int, StrictCount, Field(ge=1000, le=10_000_000)] = 65536
     # payload oscillator frequency offset against the station's clock (+ = payload fast)
     clock_drift_ppb: Annotated[float, Field(ge=-10_000.0, le=10_000.0)] = 0.0
     # start QKD no earlier than this after AOS (e.g. a short test pass near culmination)
@@ -318,7 +324,7 @@ class ScenarioConfig(_Model):
     description: str = ""
     mission: str
     station: str
-    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    seed: Annotated[int, StrictCount, Field(ge=0, lt=2**63)] = 0
     search: PassSearchConfig
     weather: WeatherConfig = WeatherConfig()
     attacks: AttackConfig = AttackConfig()
@@ -350,8 +356,18 @@ def _describe_error(error: dict[str, Any], model: type[Any]) -> str:
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     got = error.get("input")
-    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    shown = "" if isinstance(got, dict) else f" (got {_short_repr(got)})"
     return f"{path}: {message}{shown}"
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    """repr() of a value a user wrote, cut to one short line (a value may be megabytes long)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        return f"<{type(value).__name__}>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fields(annotation: Any) -> dict[str, Any] | None:
@@ -377,18 +393,17 @@ def _fields_at(model: type[Any], loc: tuple[Any, ...]) -> dict[str, Any] | None:
 def load_yaml_mapping(path: Path) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; ConfigError on any failure."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded_text(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except YamlInputError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+        data = load_text(text)
+    except YamlInputError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return data
@@ -447,8 +462,9 @@ def load_scenario(path: str | Path, seed: int | None = None) -> Scenario:
     """Load a scenario YAML and the mission and station it names."""
     path = Path(path)
     scenario = load_model(ScenarioConfig, path)
-    if seed is not None:
-        scenario = scenario.model_copy(update={"seed": seed})
+    if seed is not None:  # validated like the file's own seed
+        data = {**scenario.model_dump(exclude_unset=True), "seed": seed}
+        scenario = validate_model(ScenarioConfig, data, f"{path} (with --seed)")
     root = configs_root_for(path)
     mission_path = _resolve_named(root, "missions", scenario.mission, path, "mission")
     station_path = _resolve_named(root, "stations", scenario.station, path, "station")

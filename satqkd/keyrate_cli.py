@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 import sys
 from typing import Any
 
@@ -13,6 +15,7 @@ from satqkd_core.finite_key import finite_key_length, parse_keyrate_request
 _PREFIX = "satqkd keyrate estimate: "
 EXIT_OK = 0
 EXIT_USAGE = 2
+MAX_BYTES = 4 * 1024 * 1024  # a counts file is a few hundred bytes
 
 
 def _error(message: str) -> int:
@@ -49,8 +52,7 @@ def keyrate_estimate_from_request(request: Any) -> dict[str, Any]:
 def run_keyrate_estimate(path: str) -> int:
     """Print the finite-key estimate for the request in the JSON file at path; return exit code."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = _read_bounded(path)
     except FileNotFoundError:
         return _error(f"{path}: no such file")
     except IsADirectoryError:
@@ -61,6 +63,8 @@ def run_keyrate_estimate(path: str) -> int:
         return _error(f"{path}: not UTF-8 text")
     except OSError as exc:
         return _error(f"{path}: cannot read ({exc.strerror or exc})")
+    except ValueError as exc:  # not a regular file, or too large
+        return _error(f"{path}: {exc}")
     try:
         # Reject NaN/Infinity literals: they are not JSON and no count or epsilon may be one.
         request = json.loads(text, parse_constant=_reject_constant)
@@ -68,14 +72,34 @@ def run_keyrate_estimate(path: str) -> int:
         return _error(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
     except InputError as exc:
         return _error(f"{path}: {exc}")
+    except RecursionError:
+        return _error(f"{path}: invalid JSON: nested too deeply")
+    except ValueError as exc:  # e.g. an integer literal of thousands of digits
+        return _error(f"{path}: invalid JSON: {' '.join(str(exc).split())[:120]}")
     try:
         out = keyrate_estimate_from_request(request)
     except InputError as exc:
         return _error(str(exc))
+    except (OverflowError, ZeroDivisionError, ValueError):
+        return _error("the bounds cannot be computed for these counts")
     if not all(math.isfinite(v) for v in out.values() if isinstance(v, float)):
         return _error("the bounds are not finite for these counts")
     print(json.dumps(out, indent=2))
     return EXIT_OK
+
+
+def _read_bounded(path: str) -> str:
+    """The UTF-8 text of a regular file of at most MAX_BYTES (never /dev/zero or a FIFO)."""
+    info = os.stat(path)
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("not a regular file")
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"larger than {MAX_BYTES} bytes")
+    return data.decode("utf-8")
 
 
 def _reject_constant(name: str) -> float:

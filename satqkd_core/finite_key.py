@@ -24,6 +24,13 @@ BOUNDS = ("hoeffding",)
 # Tolerance on sum(p_k) == 1: JSON decimals such as 0.7 + 0.2 + 0.1 miss 1 by one ulp.
 _PROBABILITY_SUM_TOLERANCE = 1e-9
 
+# Mean photon number per pulse above which an intensity is not a weak-coherent QKD source (and
+# exp(mu) in the decoy bounds would overflow near 710).
+MAX_INTENSITY = 100.0
+
+# Counts are 64-bit event counters; anything larger is a corrupted file, not an observation.
+MAX_COUNT = 2**63 - 1
+
 
 def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -53,6 +60,10 @@ def _check_intensities(values: object, field: str) -> tuple[float, float, float]
         raise InputError(f"{field}: need mu_1 > mu_2 + mu_3 >= 0, got {shown}")
     if not mu2 > mu3:
         raise InputError(f"{field}: need mu_2 > mu_3, got {shown}")
+    if mu1 > MAX_INTENSITY:
+        raise InputError(
+            f"{field}: mean photon numbers must be at most {MAX_INTENSITY:g}, got {shown}"
+        )
     return mu1, mu2, mu3
 
 
@@ -74,6 +85,9 @@ def _check_count(value: object, field: str) -> int:
         value = int(value)  # JSON writers may print large counts as 1e6
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise InputError(f"{field}: must be a non-negative integer, got {value!r}")
+    if value > MAX_COUNT:
+        bits = value.bit_length()
+        raise InputError(f"{field}: must be at most 2**63 - 1, got a {bits}-bit number")
     return value
 
 
