@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from drivers.interfaces import DeviceError, EntropyFailure, EntropySource, TimeTagger
@@ -13,6 +14,7 @@ from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope
 from satqkd_core.errors import InputError, ProtocolError
+from satqkd_core.pass_plan import pass_plan_problem
 from satqkd_ogs.atp import (
     INSTRUMENT_NAMES,
     AtpRecord,
@@ -27,6 +29,7 @@ from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import Clock
 from satqkd_runtime.keystore import KeyStore, KeyStoreError
 from satqkd_runtime.node import NodeRuntime
+from satqkd_runtime.plan_registry import PlanRegistry
 from satqkd_runtime.qkd_channel import ChannelCounts, QkdChannel
 
 log = logging.getLogger("satqkd.ogs")
@@ -82,23 +85,22 @@ class OgsDaemon:
         """Control: serve until SHUTDOWN or cancellation."""
         await self.bus.subscribe(self.runtime.telecommand_topic)
         await self.bus.subscribe(self.channel.receive_topic)
-        housekeeping = asyncio.create_task(
-            self.runtime.housekeeping_loop(
-                self.settings.housekeeping_period_s, self._housekeeping_snapshot
-            )
-        )
+        housekeeping = asyncio.create_task(self._housekeeping(), name="ogs housekeeping")
         try:
             await self.runtime.emit_event("NODE_STARTED", f"station {self.settings.station} up")
             await self._discard_orphaned_keys()
             async for message in self.bus.messages():
-                if message.topic == self.runtime.telecommand_topic:
-                    envelope = await self.runtime.decode_telecommand(message.payload)
-                    if envelope is not None:
-                        await self._execute(envelope)
-                elif message.topic == self.channel.receive_topic:
-                    envelope = await self.channel.accept(message.payload)
-                    if envelope is not None:
-                        await self._on_qkd_message(envelope)
+                try:
+                    if message.topic == self.runtime.telecommand_topic:
+                        envelope = await self.runtime.decode_telecommand(message.payload)
+                        if envelope is not None:
+                            await self._execute(envelope)
+                    elif message.topic == self.channel.receive_topic:
+                        envelope = await self.channel.accept(message.payload)
+                        if envelope is not None:
+                            await self._on_qkd_message(envelope)
+                except ConnectionError as exc:  # the broker stayed away longer than a publish
+                    log.warning("ogs: could not answer on %s: %s", message.topic, exc)
                 if self.stopped.is_set():
                     break
         finally:
@@ -107,6 +109,17 @@ class OgsDaemon:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await self.tagger.stop()
+
+    async def _housekeeping(self) -> None:
+        """Housekeeping telemetry, resumed after a broker outage outlasting a publish."""
+        while True:
+            try:
+                await self.runtime.housekeeping_loop(
+                    self.settings.housekeeping_period_s, self._housekeeping_snapshot
+                )
+            except ConnectionError as exc:
+                log.warning("ogs: housekeeping paused by a broker outage: %s", exc)
+                await self.bus.wait_connected()
 
     async def _on_qkd_message(self, envelope: Envelope) -> None:
         plan_id = int(envelope.fields.get("plan_id", -1))
@@ -147,7 +160,8 @@ class OgsDaemon:
                     self.settings.reply_timeout_s,
                 )
                 atp = self._atp_for(plan)
-            except (ValueError, InputError) as exc:
+                PlanRegistry(self.keystore).record(plan.plan_id)  # before the pass can start
+            except (ValueError, InputError, KeyStoreError) as exc:
                 await self.runtime.reject_telecommand(envelope, str(exc))
                 return
             self.sessions[plan.plan_id] = session
@@ -182,15 +196,15 @@ class OgsDaemon:
             raise ValueError(
                 f"plan for station {f['station']!r}, this is {self.settings.station!r}"
             )
+        problem = pass_plan_problem(f, self.clock.now_unix_s())  # the rules both ends share
+        if problem:
+            raise ValueError(problem)
         if int(f["plan_id"]) in self.sessions:
             raise ValueError(f"plan {f['plan_id']} already loaded")
-        if not f["aos_unix_s"] <= f["qkd_start_unix_s"] < f["qkd_stop_unix_s"] <= f["los_unix_s"]:
-            raise ValueError("need aos <= qkd_start < qkd_stop <= los")
-        if f["qkd_start_unix_s"] != int(f["qkd_start_unix_s"]):
-            raise ValueError("qkd_start_unix_s must be a whole second (pulse timing origin)")
-        period_ps = 1e12 / f["repetition_rate_hz"]
-        if abs(period_ps - round(period_ps)) > 1e-6:
-            raise ValueError(f"repetition_rate_hz {f['repetition_rate_hz']:g}: period not whole ps")
+        # a plan id is never used twice, across restarts too (recorded on accept)
+        refusal = PlanRegistry(self.keystore).refusal(int(f["plan_id"]))
+        if refusal:
+            raise ValueError(refusal)
         return PassPlan(**{k: f[k] for k in PassPlan.__dataclass_fields__})
 
     def _atp_for(self, plan: PassPlan) -> StationAtp | None:
@@ -232,6 +246,7 @@ class OgsDaemon:
 
     async def _execute_pass(self, session: OgsSession) -> None:
         plan = session.plan
+        outage: str | None = None  # the broker stayed away longer than a publish waits
         try:
             await self.clock.sleep_until(plan.qkd_start_unix_s - self.settings.tagger_lead_s)
             refusal = await self._detectors_refusal(plan.plan_id)
@@ -278,20 +293,41 @@ class OgsDaemon:
             session.result.finished = True
             if isinstance(exc, EntropyFailure):  # no squashing bits: the pass cannot go on
                 await self.runtime.emit_event("ENTROPY_SOURCE_FAILURE", str(exc))
+        except ConnectionError as exc:
+            # the pass cannot go on without the payload: end it keyless, tell it once back
+            outage = f"broker outage during the pass: {exc}"
+            session.result.abort_reason = session.result.abort_reason or outage
+            session.abort_requested = session.abort_requested or outage
+            session._discard_key()
+            session.result.finished = True
+            with contextlib.suppress(Exception):
+                await self.tagger.stop()
         finally:
             self.mode = "idle"
             result = session.result
-            if result.abort_reason:
-                await self.runtime.emit_event(
-                    "BLOCK_ABORTED", f"plan {plan.plan_id}: {result.abort_reason}"
-                )
-            elif result.key_id:
-                await self.runtime.emit_event(
-                    "KEY_STORED",
-                    f"plan {plan.plan_id}: key {result.key_id} ({result.pa_output_bits} bits)",
-                )
             try:
-                await self._publish_summary(session)
+                if outage is not None:
+                    reason = (result.abort_reason or outage)[:500]
+                    await self._once_connected(
+                        f"plan {plan.plan_id}: ABORT to the payload",
+                        lambda: self.channel.send("ABORT", plan_id=plan.plan_id, reason=reason),
+                    )
+                if result.abort_reason:
+                    text = f"plan {plan.plan_id}: {result.abort_reason}"
+                    await self._once_connected(
+                        f"plan {plan.plan_id}: BLOCK_ABORTED",
+                        lambda: self.runtime.emit_event("BLOCK_ABORTED", text),
+                    )
+                elif result.key_id:
+                    bits = result.pa_output_bits
+                    text = f"plan {plan.plan_id}: key {result.key_id} ({bits} bits)"
+                    await self._once_connected(
+                        f"plan {plan.plan_id}: KEY_STORED",
+                        lambda: self.runtime.emit_event("KEY_STORED", text),
+                    )
+                await self._once_connected(
+                    f"plan {plan.plan_id}: pass summary", lambda: self._publish_summary(session)
+                )
             finally:
                 self._release(session)
                 self.pass_done[plan.plan_id].set()
@@ -328,9 +364,26 @@ class OgsDaemon:
                 self._channel_at_load.get(plan_id, ChannelCounts(0, 0, 0, 0)),
                 self.clock.now_unix_s(),
             )
-            await self.runtime.publish_telemetry("OGS_PASS_SUMMARY", **fields)
-        except (ConnectionError, ValueError, KeyStoreError) as exc:
-            log.warning("plan %d: pass summary not published: %s", plan_id, exc)
+        except (ValueError, KeyStoreError) as exc:
+            log.warning("plan %d: pass summary not made: %s", plan_id, exc)
+            return
+        # a ConnectionError goes to the caller, which publishes again once the broker is back
+        await self.runtime.publish_telemetry("OGS_PASS_SUMMARY", **fields)
+
+    async def _once_connected(self, what: str, publish: Callable[[], Awaitable[None]]) -> None:
+        """Publish, again after each broker outage outlasting a publish, until it goes out;
+        given up (logged) only if the bus itself failed or was closed."""
+        while True:
+            try:
+                await publish()
+                return
+            except ConnectionError as exc:
+                log.warning("%s waits for the broker: %s", what, exc)
+            try:
+                await self.bus.wait_connected()
+            except ConnectionError as exc:
+                log.warning("%s not sent: %s", what, exc)
+                return
 
     def _housekeeping_snapshot(self) -> tuple[str, int, int]:
         return self.mode, self.keystore.total_bits(), self.channel.pad_words_remaining

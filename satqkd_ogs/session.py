@@ -320,6 +320,11 @@ class OgsSession(Reconciliation):
                     await self.channel.send(
                         "ABORT", plan_id=self.plan.plan_id, reason=str(exc)[:500]
                     )
+        except ConnectionError:
+            # the broker stayed away longer than a publish waits: the daemon ends the pass
+            # and tells the payload once the broker is back
+            self._discard_key()
+            raise
         except Exception as exc:
             self._discard_key()
             if isinstance(exc, EntropyFailure):

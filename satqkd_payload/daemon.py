@@ -27,18 +27,13 @@ from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope
 from satqkd_core.errors import ProtocolError
-from satqkd_core.payload_icd import crc16_ccitt
+from satqkd_core.pass_plan import pass_plan_problem
 from satqkd_payload.key_lifecycle import (
     PATTERN_DIR,
-    PATTERN_KEY_BYTES,
-    PatternRecordError,
     PatternSequencer,
     auth_refill_bits,
     discard_confirmed_key,
     discard_leftover_records,
-    erase_pattern_record,
-    pattern_record_path,
-    record_pattern,
 )
 from satqkd_payload.pass_summary import EmissionWindow, payload_pass_summary
 from satqkd_payload.session import PayloadPassOutcome, PayloadSession
@@ -48,6 +43,7 @@ from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import Clock
 from satqkd_runtime.keystore import KeyStore, KeyStoreError
 from satqkd_runtime.node import NodeRuntime
+from satqkd_runtime.plan_registry import PlanRegistry
 from satqkd_runtime.qkd_channel import ChannelCounts, QkdChannel
 
 log = logging.getLogger("satqkd.payload")
@@ -115,6 +111,10 @@ class PayloadDaemon(SourceControl):
         self.emissions: dict[tuple[str, int], EmissionWindow] = {}
         self._channel_at_load: dict[tuple[str, int], ChannelCounts] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # (station, plan id) -> the watchdog that abandons the session if its station goes
+        # silent, and when the station was last heard from on that plan (daemon's clock)
+        self._watchdogs: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._last_heard: dict[tuple[str, int], float] = {}
         # how recent passes ended, once their sessions were released (key ids, no key bits)
         self.ended: dict[tuple[str, int], PayloadPassOutcome] = {}
         self._load_station_links()
@@ -224,6 +224,8 @@ class PayloadDaemon(SourceControl):
     async def _on_qkd_message(self, link: _StationLink, envelope: Envelope) -> None:
         plan_id = int(envelope.fields.get("plan_id", -1))
         session = link.sessions.get(plan_id)
+        if session is not None:
+            self._last_heard[(link.station, plan_id)] = self.clock.now_unix_s()
         if session is None and envelope.spec.name == "ABORT":
             await self._late_abort(link, plan_id, str(envelope.fields.get("reason", "")))
             return
@@ -266,6 +268,10 @@ class PayloadDaemon(SourceControl):
         session.release()
         link.sessions.pop(session.plan_id, None)
         self._channel_at_load.pop((link.station, session.plan_id), None)
+        self._last_heard.pop((link.station, session.plan_id), None)
+        watchdog = self._watchdogs.pop((link.station, session.plan_id), None)
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()
         self.ended[(link.station, session.plan_id)] = session.outcome
         while len(self.ended) > 64:
             del self.ended[next(iter(self.ended))]
@@ -322,6 +328,11 @@ class PayloadDaemon(SourceControl):
             return
         if name == "LOAD_PASS_PLAN":
             reason = self._check_plan(f)
+            if not reason:  # recorded before the source can know the plan: never used twice
+                try:
+                    PlanRegistry(self.links[f["station"]].keystore).record(int(f["plan_id"]))
+                except KeyStoreError as exc:
+                    reason = str(exc)
             if reason:
                 await self.runtime.reject_telecommand(envelope, reason)
                 return
@@ -349,6 +360,14 @@ class PayloadDaemon(SourceControl):
                 pending_key_timeout_s=self.settings.pending_key_timeout_s,
             )
             self._spawn(self._source_schedule(f))
+            end_unix_s = max(float(f["qkd_stop_unix_s"]), float(f["los_unix_s"]))
+            watchdog = asyncio.create_task(
+                self._watch_session(link, link.sessions[plan_id], end_unix_s),
+                name=f"payload session watchdog {plan_key}",
+            )
+            self._watchdogs[plan_key] = watchdog
+            self._tasks.add(watchdog)
+            watchdog.add_done_callback(self._tasks.discard)
             await self.runtime.accept_telecommand(envelope)
         elif name == "ABORT_PASS":
             await self._safe_source(f"pass aborted: {f['reason']}")
@@ -373,32 +392,6 @@ class PayloadDaemon(SourceControl):
         else:
             await self.runtime.reject_telecommand(envelope, f"{name} is not a payload command")
 
-    async def _load_pattern(self, f: dict) -> str | None:
-        """Give the sequencer a fresh pattern for the plan, no bit of it shared with another
-        pass: a 256-bit key (`expanded`) or every pulse's byte drawn and recorded now
-        (`recorded`); the refusal, if any."""
-        station, plan_id = str(f["station"]), int(f["plan_id"])
-        try:
-            if self.settings.pattern_mode != "recorded":
-                key = await self.entropy.read(PATTERN_KEY_BYTES, f"pattern-key/{station}/{plan_id}")
-                self.sequencer.load_pass(plan_id, key)
-                return None
-            path = pattern_record_path(self.key_root, station, plan_id)
-            pulses = round((f["qkd_stop_unix_s"] - f["qkd_start_unix_s"]) * f["repetition_rate_hz"])
-            purpose = f"pattern-record/{station}/{plan_id}"
-            await record_pattern(self.entropy, path, pulses, purpose)
-        except EntropyFailure as exc:
-            await self._emit("ENTROPY_SOURCE_FAILURE", str(exc))
-            return f"entropy source: {exc}"
-        except PatternRecordError as exc:
-            return f"pattern record: {exc}"
-        try:
-            self.sequencer.load_recorded_pass(plan_id, path)
-        except ValueError as exc:
-            erase_pattern_record(path)
-            return f"pattern record: {exc}"
-        return None
-
     def _check_plan(self, f: dict) -> str | None:
         if f["mission"] != self.settings.mission:
             return (
@@ -406,10 +399,9 @@ class PayloadDaemon(SourceControl):
             )
         if f["station"] not in self.links:
             return f"no pre-shared key with station {f['station']!r} (known: {sorted(self.links)})"
-        if not f["qkd_start_unix_s"] < f["qkd_stop_unix_s"]:
-            return "qkd_start_unix_s must be before qkd_stop_unix_s"
-        if f["qkd_stop_unix_s"] <= self.clock.now_unix_s():
-            return "pass plan is already over"
+        problem = pass_plan_problem(f, self.clock.now_unix_s())  # the rules both ends share
+        if problem:
+            return problem
         if abs(f["repetition_rate_hz"] - self.settings.repetition_rate_hz) > 1e-6:
             return (
                 f"repetition_rate_hz {f['repetition_rate_hz']:g} differs from the source's "
@@ -419,7 +411,8 @@ class PayloadDaemon(SourceControl):
             int(f["plan_id"])
         ):
             return f"plan {f['plan_id']} already loaded"
-        return None
+        # a plan id is never used twice, across restarts too (recorded per station on accept)
+        return PlanRegistry(self.links[f["station"]].keystore).refusal(int(f["plan_id"]))
 
     async def _abort_sessions(self, plan_id: int, reason: str) -> None:
         """End the plan's session at once, without a key at either end (the station is told)."""
@@ -433,22 +426,37 @@ class PayloadDaemon(SourceControl):
                 await self._report_session_end(session)
                 self._release(link, session)
 
-    async def _load_plan_into_source(self, f: dict) -> str | None:
-        """Load the plan into an interlocked source's controller; the refusal, if any."""
-        if not isinstance(self.source, InterlockedSource):
-            return None
+    async def _watch_session(
+        self, link: _StationLink, session: PayloadSession, end_unix_s: float
+    ) -> None:
+        """Abandon the session if its station has sent nothing for `session_timeout_s` after
+        the plan's end or its last message (a station abort that never arrived, a station
+        gone): ended keyless, ABORT sent, its end reported and released like any other (one
+        that already ended on its own, e.g. an unconfirmed key expired, is reported and
+        released)."""
+        key = (link.station, session.plan_id)
+        timeout_s = self.settings.session_timeout_s
+        while True:
+            deadline = max(end_unix_s, self._last_heard.get(key, end_unix_s)) + timeout_s
+            if self.clock.now_unix_s() >= deadline:
+                break
+            await self.clock.sleep_until(deadline)
+            if link.sessions.get(session.plan_id) is not session:
+                return
+        reason = f"station {link.station} silent for {timeout_s:g} s: session abandoned"
         try:
-            await self.source.load_pass_plan(
-                int(f["plan_id"]),
-                station_number(f["station"]),
-                float(f["qkd_start_unix_s"]),
-                float(f["qkd_stop_unix_s"]),
-                float(f["repetition_rate_hz"]),
-            )
-        except DeviceError as exc:
-            await self._instrument_error(f"pass plan {f['plan_id']} not loaded: {exc}")
-            return f"source controller refused the plan: {exc}"
-        return None
+            try:
+                await session.abort(reason)  # the key is discarded before ABORT is sent
+            except ConnectionError as exc:
+                self.counters.publish_failures += 1
+                log.warning("payload: plan %d ABORT not sent: %s", session.plan_id, exc)
+            try:
+                await self._report_session_end(session)
+            except ConnectionError as exc:
+                self.counters.publish_failures += 1
+                log.warning("payload: plan %d end not reported: %s", session.plan_id, exc)
+        finally:
+            self._release(link, session)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -459,8 +467,3 @@ class PayloadDaemon(SourceControl):
         key_bits = sum(link.keystore.total_bits() for link in self.links.values())
         words = sum(link.channel.pad_words_remaining for link in self.links.values())
         return self.mode, key_bits, words
-
-
-def station_number(station: str) -> int:
-    """Get the u16 station id the payload controller's plan carries (CRC-16 of the name)."""
-    return crc16_ccitt(station.encode("utf-8"))

@@ -25,6 +25,9 @@ class PayloadSettings:
     ground_link_timeout_s: Seconds = 5.0
     # a key stored at PA_SEED that the station has not confirmed this long after is discarded
     pending_key_timeout_s: Seconds = 60.0
+    # a session whose station has sent nothing this long after the plan's end (the later of
+    # QKD stop and LOS) or after its last message, whichever is later, is abandoned keyless
+    session_timeout_s: Seconds = 120.0
     # the pulse pattern: "expanded" (a 256-bit AES key per pass) or "recorded" (one entropy
     # byte per pulse, drawn and written to disk at plan load: information-theoretic)
     pattern_mode: Literal["expanded", "recorded"] = "expanded"

@@ -1,4 +1,5 @@
-"""The payload's source over a pass and in its safe states, as a part of `PayloadDaemon`.
+"""The payload's source over a pass and in its safe states, as a part of `PayloadDaemon`:
+loading a plan's pattern and controller plan, emitting over its window, safing.
 
 The source emits from QKD start to QKD stop of a plan, with that pass's pattern active. It goes
 to its safe state, and a pass it was emitting for ends without a key, when the ground link (the
@@ -10,10 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from drivers.interfaces import DeviceError, PulsedSource
+from drivers.interfaces import DeviceError, EntropyFailure, EntropySource, PulsedSource
 from drivers.payload_link_source import InterlockedSource, SourceReport
+from satqkd_core.payload_icd import crc16_ccitt
+from satqkd_payload.key_lifecycle import (
+    PATTERN_KEY_BYTES,
+    PatternRecordError,
+    erase_pattern_record,
+    pattern_record_path,
+    record_pattern,
+)
 from satqkd_payload.pass_summary import EmissionWindow
 
 if TYPE_CHECKING:
@@ -42,6 +52,8 @@ class SourceControl:
     emissions: dict[tuple[str, int], EmissionWindow]
     _emitting_for: tuple[str, int] | None
     runtime: NodeRuntime
+    entropy: EntropySource
+    key_root: Path
 
     async def _emit(self, name: str, text: str) -> None:
         """Emit an event; one that cannot be published (broker away too long) is logged."""
@@ -162,3 +174,51 @@ class SourceControl:
                 await self._emit("SOURCE_SAFE_STATE", report.text)
             else:
                 await self._instrument_error(report.text)
+
+    async def _load_plan_into_source(self, f: dict) -> str | None:
+        """Load the plan into an interlocked source's controller; the refusal, if any."""
+        if not isinstance(self.source, InterlockedSource):
+            return None
+        try:
+            await self.source.load_pass_plan(
+                int(f["plan_id"]),
+                station_number(f["station"]),
+                float(f["qkd_start_unix_s"]),
+                float(f["qkd_stop_unix_s"]),
+                float(f["repetition_rate_hz"]),
+            )
+        except DeviceError as exc:
+            await self._instrument_error(f"pass plan {f['plan_id']} not loaded: {exc}")
+            return f"source controller refused the plan: {exc}"
+        return None
+
+    async def _load_pattern(self, f: dict) -> str | None:
+        """Give the sequencer a fresh pattern for the plan, no bit of it shared with another
+        pass: a 256-bit key (`expanded`) or every pulse's byte drawn and recorded now
+        (`recorded`); the refusal, if any."""
+        station, plan_id = str(f["station"]), int(f["plan_id"])
+        try:
+            if self.settings.pattern_mode != "recorded":
+                key = await self.entropy.read(PATTERN_KEY_BYTES, f"pattern-key/{station}/{plan_id}")
+                self.sequencer.load_pass(plan_id, key)
+                return None
+            path = pattern_record_path(self.key_root, station, plan_id)
+            pulses = round((f["qkd_stop_unix_s"] - f["qkd_start_unix_s"]) * f["repetition_rate_hz"])
+            purpose = f"pattern-record/{station}/{plan_id}"
+            await record_pattern(self.entropy, path, pulses, purpose)
+        except EntropyFailure as exc:
+            await self._emit("ENTROPY_SOURCE_FAILURE", str(exc))
+            return f"entropy source: {exc}"
+        except PatternRecordError as exc:
+            return f"pattern record: {exc}"
+        try:
+            self.sequencer.load_recorded_pass(plan_id, path)
+        except ValueError as exc:
+            erase_pattern_record(path)
+            return f"pattern record: {exc}"
+        return None
+
+
+def station_number(station: str) -> int:
+    """Get the u16 station id the payload controller's plan carries (CRC-16 of the name)."""
+    return crc16_ccitt(station.encode("utf-8"))

@@ -22,11 +22,13 @@ from satqkd.wiring import payload_settings, preshared_auth_key
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope, decode_envelope
-from satqkd_payload.daemon import PayloadDaemon, station_number
+from satqkd_payload.daemon import PayloadDaemon
+from satqkd_payload.source_control import station_number
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
 from satqkd_runtime.node import NodeRuntime
+from satqkd_runtime.plan_registry import PlanRegistry
 from satqkd_runtime.qkd_channel import QkdChannel, install_preshared_key
 from sim_backends.instruments import SimPulsedSource
 from tests.drivers.cuttable_line import CuttableLine
@@ -237,3 +239,13 @@ async def test_a_silent_controller_link_safes_the_source_and_ends_the_pass(rig: 
     outcome = daemon.outcome(STATION, 11)
     assert outcome is not None and outcome.key_id is None
     assert "source emission interrupted" in await rig.event("BLOCK_ABORTED")
+
+
+async def test_an_accepted_plan_id_is_recorded_and_never_taken_again(rig: Rig) -> None:
+    assert (await rig.load_plan(1, plan_id=21, start_s=100.0, stop_s=200.0))["accepted"]
+    assert PlanRegistry(rig.daemon.links[STATION].keystore).seen(21)  # on disk, per station
+    again = await rig.load_plan(2, plan_id=21, start_s=300.0, stop_s=400.0)
+    assert not again["accepted"] and "already loaded" in again["reason"]
+    late = await rig.load_plan(3, plan_id=22, start_s=0.0, stop_s=100.0)  # starts now
+    assert not late["accepted"] and "already started" in late["reason"]
+    assert not PlanRegistry(rig.daemon.links[STATION].keystore).seen(22)
