@@ -17,6 +17,7 @@ Commands used: ``*IDN?``, ``ERR?``, ``SVO``/``SVO?``, ``MOV``/``MOV?``, ``MVR``,
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
@@ -31,7 +32,7 @@ from drivers.commands import (
     strict_discrete_set,
     strict_range,
 )
-from drivers.interfaces import FastSteeringMirror, MirrorRange
+from drivers.interfaces import DeviceError, FastSteeringMirror, MirrorRange
 from drivers.options import DriverOptions
 from drivers.transport import Transport
 from satqkd_core.errors import InputError
@@ -46,6 +47,8 @@ GCS_ERRORS = {
     15: "invalid axis identifier",
 }
 _WIRE_RANGE = (-1e6, 1e6)
+#: widest travel span (max - min) in microradians a tip/tilt mirror can plausibly report
+MAX_TRAVEL_SPAN_URAD = 1e5
 
 
 def _axis_value(reply: str) -> str:
@@ -164,6 +167,8 @@ class PiGcsMirror(CommandInstrument, FastSteeringMirror):
         low = self._parse_axes("TMN?", await self._roundtrip(self._query("TMN?"), True))
         high = self._parse_axes("TMX?", await self._roundtrip(self._query("TMX?"), True))
         tip, tilt = self.axes
+        for axis in self.axes:
+            self._check_travel(axis, low[axis], high[axis])
         self._range = MirrorRange(
             low[tip] * self.axis_unit_urad,
             high[tip] * self.axis_unit_urad,
@@ -171,6 +176,23 @@ class PiGcsMirror(CommandInstrument, FastSteeringMirror):
             high[tilt] * self.axis_unit_urad,
         )
         return identity.strip()
+
+    def _check_travel(self, axis: str, low: float, high: float) -> None:
+        """Refuse (DeviceError, counted) a travel range no tip/tilt mirror can have."""
+        low_urad, high_urad = low * self.axis_unit_urad, high * self.axis_unit_urad
+        span_urad = high_urad - low_urad
+        if (
+            math.isfinite(low_urad)
+            and math.isfinite(high_urad)
+            and 0.0 < span_urad < MAX_TRAVEL_SPAN_URAD
+        ):
+            return
+        self.counters.instrument_errors += 1
+        raise DeviceError(
+            f"{self._label()}: implausible travel range of axis {axis}: TMN? {low!r} .. "
+            f"TMX? {high!r} ({low_urad:g} .. {high_urad:g} urad); expected finite limits with "
+            f"min < max and a span under {MAX_TRAVEL_SPAN_URAD:g} urad"
+        )
 
     async def _make_safe(self) -> None:
         # centre the mirror so the beam stays in the field of view; the servo stays closed

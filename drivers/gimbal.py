@@ -20,6 +20,7 @@ Commands used: ``ED`` (echo off), ``FT`` (terse feedback), ``V`` (version: the i
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
@@ -203,6 +204,12 @@ class PtuGimbal(CommandInstrument, Gimbal):
                 reported = parse_float(reply)
             except ValueError:
                 raise self.garbled(command, reply, "not a resolution") from None
+            if not (math.isfinite(reported) and reported > 0):
+                self.counters.instrument_errors += 1
+                raise DeviceError(
+                    f"{self._label()}: implausible resolution {reported!r} arcsec/count "
+                    f"({command}); expected a finite value > 0"
+                )
             if configured is not None and abs(reported - configured) > 1e-6 * configured:
                 raise DeviceError(
                     f"{self._label()}: configured resolution {configured:g} arcsec/count differs "
@@ -217,8 +224,21 @@ class PtuGimbal(CommandInstrument, Gimbal):
                 limits.append(parse_int(reply))
             except ValueError:
                 raise self.garbled(command, reply, "not a position") from None
-        self._limits_counts = (limits[0], limits[1], limits[2], limits[3])
+        self._limits_counts = self._checked_limits(limits[0], limits[1], limits[2], limits[3])
         return identity
+
+    def _checked_limits(
+        self, pan_min: int, pan_max: int, tilt_min: int, tilt_max: int
+    ) -> tuple[int, int, int, int]:
+        """Get the limits in counts if each axis has min < max; DeviceError (counted) if not."""
+        for axis, low, high in (("pan", pan_min, pan_max), ("tilt", tilt_min, tilt_max)):
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                self.counters.instrument_errors += 1
+                raise DeviceError(
+                    f"{self._label()}: implausible {axis} limits {low!r} .. {high!r} counts; "
+                    "expected finite limits with min < max"
+                )
+        return pan_min, pan_max, tilt_min, tilt_max
 
     async def _make_safe(self) -> None:
         await self.send("H")
@@ -315,7 +335,7 @@ class PtuGimbal(CommandInstrument, Gimbal):
             await self.tilt_min.get(),
             await self.tilt_max.get(),
         )
-        self._limits_counts = counts
+        self._limits_counts = self._checked_limits(*counts)
         return self._limits_from_counts()
 
     async def poll_events(self) -> tuple[str, ...]:

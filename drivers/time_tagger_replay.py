@@ -85,6 +85,7 @@ class ReplayCounters:
     overflow_records: int = 0
     unmapped_tags: int = 0
     buffers: int = 0
+    refused_buffers: int = 0
 
 
 class PtuT2Decoder:
@@ -330,14 +331,38 @@ class ReplayTimeTagger(TimeTagger):
         cut = int(np.searchsorted(stamp, window_stop, side="left"))
         if cut < stamp.size:
             self._held = [(channel[cut:], stamp[cut:])]
-        buffer = TagBuffer(
+        window_start = self._window_start_ps
+        self._window_start_ps = window_stop
+        self._check_plausible(stamp[:cut], window_start, window_stop)
+        return TagBuffer(
             channel[:cut],
             stamp[:cut],
-            self.epoch_unix_s + self._window_start_ps * 1e-12,
+            self.epoch_unix_s + window_start * 1e-12,
             self.epoch_unix_s + window_stop * 1e-12,
         )
-        self._window_start_ps = window_stop
-        return buffer
+
+    def _check_plausible(self, stamp: np.ndarray, start_ps: int, stop_ps: int) -> None:
+        """Refuse (ReplayFileError, counted) a window whose stop is before its start, whose
+        instants are not finite or holding tags outside [start, stop] (ps since timestamp 0):
+        the file's times do not run forwards. Its tags are dropped; the next read goes on."""
+        assert self.epoch_unix_s is not None
+        why = ""
+        if not (
+            math.isfinite(self.epoch_unix_s + start_ps * 1e-12)
+            and math.isfinite(self.epoch_unix_s + stop_ps * 1e-12)
+        ):
+            why = f"window {start_ps}..{stop_ps} ps is not a finite time"
+        elif stop_ps < start_ps:
+            why = f"window stop {stop_ps} ps is before its start {start_ps} ps"
+        elif stamp.size and (int(stamp.min()) < start_ps or int(stamp.max()) > stop_ps):
+            outside = stamp[(stamp < start_ps) | (stamp > stop_ps)]
+            why = (
+                f"tag at {int(outside[0])} ps outside the window {start_ps}..{stop_ps} ps "
+                f"({outside.size} outside)"
+            )
+        if why:
+            self.counters.refused_buffers += 1
+            raise self._fail(f"implausible buffer refused: {why}; expected start <= tag <= stop")
 
     def _take_held(self) -> tuple[np.ndarray, np.ndarray]:
         if not self._held:

@@ -60,6 +60,10 @@ _EVENT_DTYPE = np.dtype([("channel", "u1"), ("timestamp_ps", ">i8")])
 _MAX_TAGS_PER_FRAME = 1 << 24
 _PS = 1e-12
 _IDLE_POLL_S = 1.0  # how long the reader waits for a frame before looking again
+#: default slack (ps) a tag may lie outside its frame's interval before the frame is refused:
+#: the simulation (satqkd.pass_physics) and so the TT/1 emulator stamp a frame's tags with the
+#: light time added (ms for LEO, ~0.14 s for GEO), after the frame's interval
+DEFAULT_TAG_SLACK_PS = 200_000_000_000
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class TaggerCounters:
     reconnects: int = 0
     command_errors: int = 0
     unexpected_replies: int = 0
+    implausible_frames: int = 0
 
 
 class _FramingError(Exception):
@@ -120,6 +125,7 @@ class TcpTimeTagger(TimeTagger):
         reconnect_backoff_max_s: float = 2.0,
         queue_depth: int = 8,
         channel_settings: Mapping[int, Mapping[str, float]] | None = None,
+        tag_slack_ps: int = DEFAULT_TAG_SLACK_PS,
     ) -> None:
         super().__init__(name)
         if not isinstance(transport, Transport):
@@ -135,7 +141,10 @@ class TcpTimeTagger(TimeTagger):
             raise InputError(f"reconnect_attempts must be an int >= 0, got {reconnect_attempts!r}")
         if not isinstance(queue_depth, int) or queue_depth < 1:
             raise InputError(f"queue_depth must be an int >= 1, got {queue_depth!r}")
+        if isinstance(tag_slack_ps, bool) or not isinstance(tag_slack_ps, int) or tag_slack_ps < 0:
+            raise InputError(f"tag_slack_ps must be an int >= 0, got {tag_slack_ps!r}")
         self.transport = transport
+        self.tag_slack_ps = tag_slack_ps
         self.reply_timeout_s = float(reply_timeout_s)
         self.reconnect_attempts = reconnect_attempts
         self.reconnect_backoff_s = float(reconnect_backoff_s)
@@ -450,6 +459,7 @@ class TcpTimeTagger(TimeTagger):
             raise _FramingError(f"frame {sequence}: channel outside 1..{self.n_channels}")
         if n > 1 and np.any(timestamp_ps[1:] < timestamp_ps[:-1]):
             raise _FramingError(f"frame {sequence}: tags out of time order")
+        self._check_plausible(sequence, start_ps, stop_ps, timestamp_ps)
         overflow = bool(flags & _FLAG_DATA_LOST)
         if sequence > self._next_sequence:
             self.counters.lost_frames += sequence - self._next_sequence
@@ -467,6 +477,34 @@ class TcpTimeTagger(TimeTagger):
             overflow,
         )
         await self._queue.put(buffer, wait=self._back_pressure)
+
+    def _check_plausible(
+        self, sequence: int, start_ps: int, stop_ps: int, timestamp_ps: np.ndarray
+    ) -> None:
+        """Refuse (DeviceError, counted; ends the stream) a frame whose CRC is good but whose
+        interval or tags cannot be: stop before start, or a tag outside [start, stop] by more
+        than `tag_slack_ps` (all in ps since the epoch, as the frame carries them)."""
+        assert self.epoch_unix_s is not None
+        start_s = self.epoch_unix_s + start_ps * _PS
+        stop_s = self.epoch_unix_s + stop_ps * _PS
+        low, high = start_ps - self.tag_slack_ps, stop_ps + self.tag_slack_ps
+        why = ""
+        if not (math.isfinite(start_s) and math.isfinite(stop_s)):
+            why = f"interval {start_ps}..{stop_ps} ps is not a finite time; expected finite"
+        elif stop_ps < start_ps:
+            why = f"stop {stop_ps} ps is before start {start_ps} ps; expected start <= stop"
+        elif timestamp_ps.size and (
+            timestamp_ps[0] < low or timestamp_ps[-1] > high
+        ):  # the tags are in time order: the first and last bound them all
+            outside = timestamp_ps[(timestamp_ps < low) | (timestamp_ps > high)]
+            why = (
+                f"tag at {int(outside[0])} ps outside its interval {start_ps}..{stop_ps} ps "
+                f"({outside.size} outside); expected start - {self.tag_slack_ps} <= tag <= "
+                f"stop + {self.tag_slack_ps} ps"
+            )
+        if why:
+            self.counters.implausible_frames += 1
+            raise DeviceError(f"{self.name}: implausible frame {sequence} refused: {why}")
 
     def _back_pressure(self) -> bool:
         # once STOP is on its way the consumer stops reading: never block the reader then
@@ -670,3 +708,4 @@ class TcpTimeTaggerOptions(DriverOptions):
     reconnect_backoff_max_s: Annotated[float, Field(gt=0.0)] = 2.0
     queue_depth: Annotated[int, Field(ge=1, le=1024)] = 8
     channel_settings: dict[int, dict[str, float]] | None = None
+    tag_slack_ps: Annotated[int, Field(ge=0)] = DEFAULT_TAG_SLACK_PS

@@ -366,6 +366,7 @@ class Tdc1TimeTagger(CommandInstrument, TimeTagger):
             tick = np.concatenate([part[1] for part in self._pending])
         else:
             inputs, tick = np.zeros(0, np.uint8), np.zeros(0, np.int64)
+        await self._check_plausible(tick, stop_tick)
         channel = self._lookup[inputs]
         mapped = channel != 0
         self.stream.unmapped_tags += int(inputs.size - np.count_nonzero(mapped))
@@ -383,6 +384,33 @@ class Tdc1TimeTagger(CommandInstrument, TimeTagger):
         self.stream.tags += int(buffer.channel.size)
         self.stream.buffers += 1
         await self._queue.put(buffer, wait=lambda: not self._aborting)
+
+    async def _check_plausible(self, tick: np.ndarray, stop_tick: int) -> None:
+        """Refuse (DeviceError, counted) a buffer whose interval ends before it starts or
+        whose tags lie outside [start, stop] (both in ticks since the acquisition started):
+        its tags are dropped, ABORT is sent and the stream ends with the error."""
+        start_tick = self._pending_start_tick
+        why = ""
+        if stop_tick < start_tick:
+            why = f"stop tick {stop_tick} is before start tick {start_tick}"
+        elif tick.size and (int(tick.min()) < start_tick or int(tick.max()) > stop_tick):
+            outside = tick[(tick < start_tick) | (tick > stop_tick)]
+            why = (
+                f"tag at tick {int(outside[0])} outside the buffer's ticks "
+                f"{start_tick}..{stop_tick} ({outside.size} outside)"
+            )
+        if not why:
+            return
+        self.stream.implausible_buffers += 1
+        self._pending.clear()
+        self._pending_start_tick = max(start_tick, stop_tick)
+        self._pending_overflow = False
+        self._resync_needed = True  # the next start drains what the unit still sends
+        with contextlib.suppress(DeviceError):
+            await self.transport.write(_ABORT_COMMAND)
+        raise DeviceError(
+            f"{self._label()}: implausible buffer refused: {why}; expected start <= tag <= stop"
+        )
 
 
 class Tdc1TaggerOptions(DriverOptions):

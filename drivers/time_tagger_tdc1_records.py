@@ -59,6 +59,7 @@ class Tdc1StreamCounters:
     short_records: int = 0
     unmapped_tags: int = 0
     stream_errors: int = 0
+    implausible_buffers: int = 0
 
 
 class Tdc1RecordDecoder:
