@@ -17,33 +17,24 @@ that is itself erased (e.g. ATA secure erase) before it leaves the operator's co
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
 
 from satqkd_core.errors import InputError
+from satqkd_runtime.keystore import erase_file
 
 __all__ = ["OVERWRITE_LIMIT_BYTES", "RecordedPattern", "erase_record_file"]
 
 #: records below this size are overwritten with zeros before they are unlinked
 OVERWRITE_LIMIT_BYTES = 64 << 20
-_ZEROS = bytes(1 << 20)
 
 
 def erase_record_file(path: Path) -> None:
     """Control: delete a record file, overwriting it with zeros first when it is under
     `OVERWRITE_LIMIT_BYTES` (a larger one is only unlinked: see the module); no error if it is
     already gone."""
-    path = Path(path)
-    with contextlib.suppress(FileNotFoundError):
-        size = path.stat().st_size
-        if size < OVERWRITE_LIMIT_BYTES:
-            with path.open("r+b", buffering=0) as handle:
-                for start in range(0, size, len(_ZEROS)):
-                    handle.write(_ZEROS[: min(len(_ZEROS), size - start)])
-                os.fsync(handle.fileno())
-        path.unlink()
+    erase_file(path, OVERWRITE_LIMIT_BYTES)
 
 
 class RecordedPattern:

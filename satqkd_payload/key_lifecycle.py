@@ -5,7 +5,6 @@ pass, keys the station never confirmed, and refilling a link's authentication po
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -16,7 +15,7 @@ import numpy as np
 
 from drivers.interfaces import EntropySource
 from satqkd_payload.session import PayloadPassOutcome
-from satqkd_runtime.keystore import KeyStore
+from satqkd_runtime.keystore import KeyStore, erase_file
 from satqkd_runtime.qkd_channel import QkdChannel
 
 log = logging.getLogger("satqkd.payload")
@@ -87,13 +86,7 @@ def pattern_record_path(key_root: Path, station: str, plan_id: int) -> Path:
 def erase_pattern_record(path: Path) -> None:
     """Control: delete a record file, overwritten with zeros first if under 64 MiB (a larger
     one is only unlinked: docs/security.md); no error if it is gone."""
-    with contextlib.suppress(FileNotFoundError):
-        size = path.stat().st_size
-        if size < _OVERWRITE_BELOW_BYTES:
-            with path.open("r+b", buffering=0) as handle:
-                handle.write(bytes(size))
-                os.fsync(handle.fileno())
-        path.unlink()
+    erase_file(path, _OVERWRITE_BELOW_BYTES)
 
 
 def discard_leftover_records(key_root: Path) -> list[Path]:

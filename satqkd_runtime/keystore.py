@@ -28,6 +28,7 @@ Counting. `total_bits` and `digest` count confirmed keys only (the keys both end
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -171,6 +172,25 @@ def _overwrite_with_zeros(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_ZEROS = bytes(1 << 20)
+
+
+def erase_file(path: Path, overwrite_below_bytes: int) -> None:
+    """Control: delete a file holding secret bits, overwriting it with zeros (synced) first
+    when it is smaller than `overwrite_below_bytes` (a larger one is only unlinked: on a
+    journaling or copy-on-write file system or an SSD an overwrite does not reach the old
+    blocks anyway); no error if it is already gone."""
+    path = Path(path)
+    with contextlib.suppress(FileNotFoundError):
+        size = path.stat().st_size
+        if size < overwrite_below_bytes:
+            with path.open("r+b", buffering=0) as handle:
+                for start in range(0, size, len(_ZEROS)):
+                    handle.write(_ZEROS[: min(len(_ZEROS), size - start)])
+                os.fsync(handle.fileno())
+        path.unlink()
 
 
 class KeyStore:

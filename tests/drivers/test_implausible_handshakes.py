@@ -6,7 +6,6 @@ refused buffer is delivered."""
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from satqkd_runtime.clock import SimClock
 from sim_backends.emulators.fsm import IDENTITY
 from tests.drivers.test_time_tagger_replay import t2, write_ptu_t2
 from tests.drivers.test_time_tagger_tcp import EPOCH_REPLY, PS, end_frame, frame
+from tests.drivers.test_time_tagger_tdc1 import ABORT, HELLO, START, record
 
 # --- fast-steering mirror (PI GCS) -------------------------------------------------------------
 
@@ -209,34 +209,18 @@ async def test_tcp_tagger_default_slack_takes_light_time_late_tags_but_not_wild_
 
 # --- TDC1 --------------------------------------------------------------------------------------
 
-TDC1_HELLO = [
-    (b"ABORT\r\n", b""),
-    (b"*IDN?\r\n", b"S-Fifteen Instruments,TDC1,00121,1.0\r\n"),
-    (b"*RST\r\n", b""),
-    (b"TIMESTAMP\r\n", b""),
-    (b"NIM\r\n", b""),
-    (b"REFCLK 0\r\n", b""),
-    (b"MODE?\r\n", b"3\r\n"),
-]
-TDC1_START = b"INPKT;TIME 0;COUNTS?\r\n"
-TDC1_ABORT = b"ABORT\r\n"
-
-
-def _tdc1_record(counter: int, inputs: tuple[int, ...]) -> bytes:
-    return struct.pack("<I", (counter << 5) | sum(1 << (i - 1) for i in inputs))
-
 
 async def test_tdc1_tags_before_their_buffer_start_are_refused_not_delivered() -> None:
     # counter 10 once more after the buffer [0, 11) ticks went out: a tick the unit already
     # reported, so the tag at tick 10 lies before the next buffer's start
-    replay = _tdc1_record(10, (2,)) + _tdc1_record(12, (3,))
+    replay = record(10, (2,)) + record(12, (3,))
     script = ScriptedTransport(
         [
-            *TDC1_HELLO,
-            (TDC1_START, _tdc1_record(10, (1,))),
-            (TDC1_ABORT, replay),
-            (TDC1_ABORT, b""),  # the refusal aborts the stream itself
-            (TDC1_ABORT, b""),  # close
+            *HELLO,
+            (START, record(10, (1,))),
+            (ABORT, replay),
+            (ABORT, b""),  # the refusal aborts the stream itself
+            (ABORT, b""),  # close
         ],
         name="tdc1",
     )
