@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import resource
+import sys
 import time
 import tracemalloc
 from concurrent.futures import ProcessPoolExecutor
@@ -21,9 +23,17 @@ CASCADE_QBERS = (0.01, 0.02, 0.05)
 CASCADE_PASSES = 16
 
 
+CASCADE_SPEED_BITS = 10**6
+CASCADE_SPEED_QBER = 0.01
+# a checkout of B. Rijsman's cascade-python (not on PyPI): compared side by side when given
+CASCADE_PYTHON_ENV = "SATQKD_CASCADE_PYTHON"
+
+
 def figures(quick: bool) -> list[dict]:
-    """Measure cascade_efficiency, pa_input_bits_per_s and (full run) pa_peak_memory_mb."""
+    """Measure cascade_efficiency, cascade_bits_per_s, pa_input_bits_per_s and (full run)
+    pa_peak_memory_mb."""
     results = [_cascade_efficiency(frames=8 if quick else 200)]
+    results.append(_cascade_speed(CASCADE_SPEED_BITS, repeats=1 if quick else 5, quick=quick))
     results.append(_pa_throughput(10**6, repeats=3 if quick else 10))
     if not quick:
         results.append(_pa_peak_memory(10**8))
@@ -83,6 +93,115 @@ def _cascade_efficiency(frames: int) -> dict:
             "frame_error_rate": float(np.mean([v["frame_error_rate"] for v in by_qber.values()])),
             "cpu_s_per_frame": round(elapsed / (frames * len(CASCADE_QBERS)), 4),
         },
+    }
+
+
+def _bsc_keys(n: int, qber: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    reference = rng.integers(0, 2, n).astype(np.uint8)
+    return reference, reference ^ (rng.random(n) < qber).astype(np.uint8)
+
+
+def _timed_cascade(reference: np.ndarray, noisy: np.ndarray, qber: float, seed: int) -> dict:
+    """One in-process exchange; CPU seconds of each end (process clock, one thread)."""
+    clock = time.process_time
+    started = clock()
+    corrector = CascadeCorrector(noisy, qber, seed, CASCADE_PASSES)
+    corrector_s = clock() - started
+    started = clock()
+    responder = CascadeResponder(reference, seed, CASCADE_PASSES)
+    responder_s = clock() - started
+    while True:
+        started = clock()
+        query = corrector.next_query()
+        corrector_s += clock() - started
+        if query is None:
+            break
+        started = clock()
+        answers = responder.reply(query)
+        responder_s += clock() - started
+        started = clock()
+        corrector.apply_reply(answers)
+        corrector_s += clock() - started
+    errors = int(np.count_nonzero(reference != noisy))
+    entropy = binary_entropy(errors / reference.size)
+    return {
+        "ok": bool(np.array_equal(corrector.corrected_key, reference)),
+        "corrector_s": corrector_s,
+        "responder_s": responder_s,
+        "f": corrector.leak_bits / (reference.size * entropy),
+        "f_both_directions": corrector.total_leak_bits / (reference.size * entropy),
+        "round_trips": corrector.round_trips,
+    }
+
+
+def _cascade_speed(n: int, repeats: int, quick: bool) -> dict:
+    """`cascade_bits_per_s`: one n-bit block through corrector and responder in one process."""
+    _timed_cascade(*_bsc_keys(4096, CASCADE_SPEED_QBER, 0), CASCADE_SPEED_QBER, 0)  # warm-up
+    runs = [
+        _timed_cascade(*_bsc_keys(n, CASCADE_SPEED_QBER, 100 + i), CASCADE_SPEED_QBER, 100 + i)
+        for i in range(repeats)
+    ]
+    totals = [r["corrector_s"] + r["responder_s"] for r in runs]
+    median = float(np.median(totals))
+    params: dict = {
+        "block_bits": n,
+        "qber": CASCADE_SPEED_QBER,
+        "passes": CASCADE_PASSES,
+        "repeats": repeats,
+        "median_cpu_s": round(median, 4),
+        "corrector_cpu_s": round(float(np.median([r["corrector_s"] for r in runs])), 4),
+        "responder_cpu_s": round(float(np.median([r["responder_s"] for r in runs])), 4),
+        "station_bits_per_s": n / float(np.median([r["corrector_s"] for r in runs])),
+        "payload_bits_per_s": n / float(np.median([r["responder_s"] for r in runs])),
+        "f_payload_answers": round(float(np.mean([r["f"] for r in runs])), 4),
+        "f_both_directions": round(float(np.mean([r["f_both_directions"] for r in runs])), 4),
+        "round_trips_mean": round(float(np.mean([r["round_trips"] for r in runs])), 1),
+        "blocks_corrected": sum(r["ok"] for r in runs),
+    }
+    checkout = os.environ.get(CASCADE_PYTHON_ENV)
+    if checkout:
+        params["cascade_python"] = _compare_cascade_python(checkout, 10**4 if quick else 10**5)
+    return {"name": "cascade_bits_per_s", "value": n / median, "unit": "bit/s", "params": params}
+
+
+def _compare_cascade_python(checkout: str, n: int) -> dict:
+    """Ours and cascade-python's "option8" (Cascade opt. (8)) on the same n-bit key."""
+    sys.path.insert(0, checkout)
+    from cascade.key import Key  # type: ignore[import-not-found]
+    from cascade.mock_classical_channel import (  # type: ignore[import-not-found]
+        MockClassicalChannel,
+    )
+    from cascade.reconciliation import Reconciliation  # type: ignore[import-not-found]
+
+    reference, noisy = _bsc_keys(n, CASCADE_SPEED_QBER, 7)
+    ours = _timed_cascade(reference, noisy, CASCADE_SPEED_QBER, 7)
+    correct, received = Key(), Key()
+    correct._size = received._size = n
+    correct._bits = dict(enumerate(reference.tolist()))
+    received._bits = dict(enumerate(noisy.tolist()))
+    reconciliation = Reconciliation(
+        "option8", MockClassicalChannel(correct), received, CASCADE_SPEED_QBER
+    )
+    started = time.process_time()
+    reconciled = reconciliation.reconcile()
+    theirs_s = time.process_time() - started
+    errors = int(np.count_nonzero(reference != noisy))
+    theirs_ok = all(reconciled.get_bit(i) == int(reference[i]) for i in range(n))
+    ours_s = ours["corrector_s"] + ours["responder_s"]
+    return {
+        "source": f"cascade-python checkout {checkout} (algorithm option8)",
+        "block_bits": n,
+        "ours_bits_per_s": n / ours_s,
+        "theirs_bits_per_s": n / theirs_s,
+        "speed_ratio": round(theirs_s / ours_s, 1),
+        "ours_f": round(ours["f"], 4),
+        "theirs_f": round(
+            reconciliation.stats.reply_parity_bits / (n * binary_entropy(errors / n)), 4
+        ),
+        "ours_round_trips": ours["round_trips"],
+        "theirs_round_trips": reconciliation.stats.ask_parity_messages,
+        "both_corrected": bool(ours["ok"] and theirs_ok),
     }
 
 

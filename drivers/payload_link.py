@@ -7,13 +7,15 @@ the line is preceded by the CCSDS attached sync marker 0x1ACFFC1D; a packet whos
 not check, or whose header makes no sense, is counted and skipped, and the receiver
 re-synchronises on the next marker. The interface control data (APID, functions, failure
 codes, events, housekeeping layout, framing) is declared once in `satqkd_core.payload_icd`,
-which the firmware side (`firmware_shims/payload_controller.py`) uses too.
+which the firmware side (`firmware_shims/payload_controller.py`) uses too. Given an
+`EmissionSigner` (the payload node's emission key, `satqkd_runtime.emission_auth`), every request
+to emit is a SOURCE_ENABLE_SIGNED carrying a new counter and its AES-256-CMAC tag, which a
+controller holding the key requires.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,6 +46,7 @@ from satqkd_core.payload_icd import (
     unpack_housekeeping,
     unpack_verification,
 )
+from satqkd_runtime.emission_auth import EmissionKeyError, EmissionSigner
 
 __all__ = [
     "HousekeepingReport",
@@ -128,8 +131,11 @@ class PayloadLink(Device):
         apid: int = PAYLOAD_APID,
         source_id: int = 1,
         reply_timeout_s: float = 2.0,
+        emission_signer: EmissionSigner | None = None,
     ) -> None:
         super().__init__(name)
+        if emission_signer is not None and not isinstance(emission_signer, EmissionSigner):
+            raise InputError(f"emission_signer must be an EmissionSigner, got {emission_signer!r}")
         if not isinstance(transport, Transport):
             raise InputError(f"transport must be a Transport, got {type(transport).__name__}")
         if not isinstance(apid, int) or not 0 <= apid < 0x7FF:
@@ -142,6 +148,7 @@ class PayloadLink(Device):
         self.apid = apid
         self.source_id = source_id
         self.reply_timeout_s = float(reply_timeout_s)
+        self.emission_signer = emission_signer
         self.counters = LinkCounters()
         self.housekeeping: dict[int, HousekeepingReport] = {}
         self.events: list[PayloadEvent] = []
@@ -176,8 +183,12 @@ class PayloadLink(Device):
         task, self._reader = self._reader, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the caller itself was cancelled (its timeout): not ours to swallow
         await self.transport.close()
 
     @property
@@ -232,7 +243,8 @@ class PayloadLink(Device):
                 raise
             self.counters.tc_sent += 1
         try:
-            await asyncio.wait_for(asyncio.shield(pending.completed), self.reply_timeout_s)
+            async with asyncio.timeout(self.reply_timeout_s):  # not wait_for: see _receive
+                await asyncio.shield(pending.completed)
         except TimeoutError:
             self.counters.tc_timed_out += 1
             stage = "completion" if pending.accepted else "acceptance"
@@ -277,7 +289,7 @@ class PayloadLink(Device):
         data = pack_housekeeping_intervals([(sid, round(interval_s * 1000))])
         await self.send_telecommand(3, 31, data, label=f"HK_INTERVAL({sid})")
 
-    async def _function(self, function: FunctionId, *arguments: float) -> None:
+    async def _function(self, function: FunctionId, *arguments: float | bytes) -> None:
         await self.send_telecommand(8, 1, pack_function(function, *arguments), label=function.name)
 
     async def configure_source(self, repetition_rate_hz: float) -> None:
@@ -285,9 +297,17 @@ class PayloadLink(Device):
         await self._function(FunctionId.SOURCE_CONFIGURE, _finite(repetition_rate_hz, "rate"))
 
     async def enable_source(self, first_pulse_unix_s: float) -> None:
-        """Control: start emitting, pulse 0 at first_pulse_unix_s (inside the loaded plan)."""
+        """Control: start emitting, pulse 0 at first_pulse_unix_s (inside the loaded plan); signed
+        with the next counter when the link holds an emission signer."""
         first_pulse = _finite(first_pulse_unix_s, "first_pulse_unix_s")
-        await self._function(FunctionId.SOURCE_ENABLE, first_pulse)
+        if self.emission_signer is None:
+            await self._function(FunctionId.SOURCE_ENABLE, first_pulse)
+            return
+        try:
+            counter, tag = self.emission_signer.sign(first_pulse)
+        except (EmissionKeyError, OSError) as exc:  # the counter must be stored before use
+            raise DeviceError(f"{self.name}: request to emit not signed: {exc}") from None
+        await self._function(FunctionId.SOURCE_ENABLE_SIGNED, first_pulse, counter, tag)
 
     async def disable_source(self) -> None:
         """Control: put the source in its safe state."""
@@ -329,7 +349,8 @@ class PayloadLink(Device):
     async def next_event(self, timeout_s: float) -> PayloadEvent:
         """Measure: the next event report (in arrival order)."""
         try:
-            return await asyncio.wait_for(self._event_queue.get(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await self._event_queue.get()
         except TimeoutError:
             raise DeviceTimeout(f"{self.name}: no event report within {timeout_s:g} s") from None
 
@@ -349,6 +370,10 @@ class PayloadLink(Device):
     # --- telemetry ----------------------------------------------------------------------------
 
     async def _receive(self) -> None:
+        # Every wait here and in the transport is bounded with asyncio.timeout, never wait_for:
+        # Python 3.11's wait_for returns the result of a wait that finished in the same loop
+        # pass as a cancel() (telemetry landing as close() runs), losing the cancellation, and
+        # close() then waited for this loop forever.
         while True:
             try:
                 chunk = await self.transport.read_available(_POLL_S)
@@ -456,7 +481,8 @@ class PayloadLink(Device):
         """Measure: the next housekeeping report in arrival order (periodic or one-shot; at most
         the latest 64 are kept for a reader that lags)."""
         try:
-            return await asyncio.wait_for(self._housekeeping_queue.get(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await self._housekeeping_queue.get()
         except TimeoutError:
             raise DeviceTimeout(
                 f"{self.name}: no housekeeping report within {timeout_s:g} s"
@@ -466,7 +492,8 @@ class PayloadLink(Device):
         """Measure: the next housekeeping report to arrive (periodic or one-shot)."""
         self._housekeeping_arrived.clear()
         try:
-            await asyncio.wait_for(self._housekeeping_arrived.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._housekeeping_arrived.wait()
         except TimeoutError:
             raise DeviceTimeout(
                 f"{self.name}: no housekeeping report within {timeout_s:g} s"

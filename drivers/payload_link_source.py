@@ -7,7 +7,10 @@ loaded pass plan's QKD window, safe state when no telecommand has arrived for it
 period. `PayloadLinkSource` is a `PulsedSource` whose configure / enable / disable are PUS
 function telecommands, so the daemon drives it like any other source, plus what only an
 interlocked source has: loading the pass plan into the controller and reports (controller
-events, housekeeping anomalies, link loss) for the daemon to pass on as its own events.
+events, housekeeping anomalies, link loss) for the daemon to pass on as its own events. Built
+with the node's key directory (`BuildContext.keys`), its link signs every `enable` with the
+emission key there and a new durable counter (SOURCE_ENABLE_SIGNED), which the controller's
+laser interlock requires; a controller that refuses it answers INTERLOCK and stays safe.
 
 It keeps the link alive: an are-you-alive (17,1) every `keep_alive_interval_s` of the injected
 clock, from a task inside `clock.participating(...)`, so in simulation time waits for each
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
@@ -154,6 +158,9 @@ class PayloadLinkSource(PulsedSource):
         self.reconnect_max_s = float(reconnect_max_s)
         self.counters = LinkSourceCounters()
         self.controller_housekeeping: dict[str, float] = {}
+        # the controller's fine-tracking figures, per housekeeping report: (on-board time,
+        # locked, rms residual over the locked samples since the report before; NaN: none)
+        self.fine_tracking_reports: deque[tuple[float, bool, float]] = deque(maxlen=4096)
         self.last_link_error = ""
         self._pattern = pattern
         self._enabled = False
@@ -368,7 +375,7 @@ class PayloadLinkSource(PulsedSource):
     async def _read_controller_state(self) -> None:
         """Take the source state from the controller, reloading our plan if it lost it."""
         report = await self.link.request_housekeeping()
-        self._on_housekeeping(report.values)
+        self._on_housekeeping(report.values, report.unix_s)
         plan = self._plan
         if (
             plan is not None
@@ -416,12 +423,32 @@ class PayloadLinkSource(PulsedSource):
                 report = await self.link.next_housekeeping(_WAIT_FOREVER_S)
             except DeviceTimeout:
                 continue
-            self._on_housekeeping(report.values)
+            self._on_housekeeping(report.values, report.unix_s)
 
-    def _on_housekeeping(self, values: dict[str, float]) -> None:
+    def fine_tracking_over(self, start_unix_s: float, stop_unix_s: float) -> tuple[float, float]:
+        """Measure: (rms residual in urad, locked fraction) of the controller's fine-tracking
+        loop from its housekeeping reports stamped within [start, stop]: the rms of the
+        reports' interval rms values, and the fraction of reports that saw the loop locked;
+        (NaN, NaN) when no report there carries a figure (no loop, or no report)."""
+        window = [r for r in self.fine_tracking_reports if start_unix_s <= r[0] <= stop_unix_s]
+        rms = [r[2] for r in window if math.isfinite(r[2])]
+        if not rms and not any(r[1] for r in window):
+            return math.nan, math.nan
+        residual = math.sqrt(sum(v * v for v in rms) / len(rms)) if rms else math.nan
+        return residual, sum(r[1] for r in window) / len(window)
+
+    def _on_housekeeping(self, values: dict[str, float], unix_s: float | None = None) -> None:
         """Compare with the previous report: what an event would have said, had it arrived."""
         previous = self.controller_housekeeping
         self.controller_housekeeping = dict(values)
+        if unix_s is not None and "fine_residual_rms_urad" in values:
+            self.fine_tracking_reports.append(
+                (
+                    float(unix_s),
+                    bool(values.get("tracking_locked")),
+                    float(values["fine_residual_rms_urad"]),
+                )
+            )
         trips = int(values["watchdog_trips"])
         if self._trips_accounted is not None and trips > self._trips_accounted:
             # the trip's event report was lost (a line that was down): housekeeping still tells

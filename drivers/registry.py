@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ from drivers.time_tagger_tdc1 import Tdc1TaggerOptions, Tdc1TimeTagger
 from drivers.transport import Transport
 from satqkd_core.errors import InputError
 from satqkd_runtime.clock import Clock
+from satqkd_runtime.emission_auth import EmissionSigner
 
 #: the kinds of instrument a node drives, each one slot: the payload drives a source; a ground
 #: station a time tagger, a gimbal, a fast-steering mirror, a beacon sensor and a detector bias
@@ -58,10 +60,16 @@ NODE_KINDS: Mapping[str, tuple[str, ...]] = {
 @dataclass(frozen=True)
 class BuildContext:
     """What a node lends its drivers besides a transport: its clock and, for a source, the
-    pulse pattern its sequencer draws (pulse index -> basis, bit, intensity)."""
+    pulse pattern its sequencer draws (pulse index -> basis, bit, intensity); its key
+    directory (`keys`: a payload_link_source signs requests to emit with the emission key
+    there, and refuses to be built without one) and the key directory of a payload controller
+    it emulates in-process (`controller_keys`: that controller enforces its laser interlock
+    with the emission key there). None: not given (a bare driver sends unsigned requests)."""
 
     clock: Clock | None = None
     pattern: Callable[[np.ndarray], Any] | None = None
+    keys: Path | None = None
+    controller_keys: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +188,8 @@ def _payload_link_source(r: BuildRequest) -> Device:
     link_options: dict[str, Any] = {"source_id": options.source_id}
     if options.apid is not None:
         link_options["apid"] = options.apid
+    if r.context.keys is not None:  # EmissionKeyError (one line) if no key is installed
+        link_options["emission_signer"] = EmissionSigner(r.context.keys)
     link = PayloadLink(
         f"{r.name}-link", r.transport, reply_timeout_s=options.reply_timeout_s, **link_options
     )

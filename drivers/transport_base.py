@@ -97,9 +97,15 @@ class _BufferedTransport(Transport):
             if self._data_arrived.is_set():
                 return
             raise DeviceTimeout(f"{self.name}: no {what} within {timeout_s:g} s")
+        # asyncio.timeout_at, not wait_for: Python 3.11's wait_for returns the result of a wait
+        # that finished in the same loop pass as a cancel() of the reading task, losing the
+        # cancellation, so a reader stopped just as bytes arrive would go on reading forever
         try:
-            await asyncio.wait_for(self._data_arrived.wait(), remaining)
+            async with asyncio.timeout_at(deadline):
+                await self._data_arrived.wait()
         except TimeoutError:
+            if self._data_arrived.is_set():
+                return  # bytes arrived in the pass the deadline fell in
             raise DeviceTimeout(f"{self.name}: no {what} within {timeout_s:g} s") from None
 
     async def read_until(self, terminator: bytes, timeout_s: float) -> bytes:

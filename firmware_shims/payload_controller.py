@@ -6,7 +6,10 @@ each preceded by the CCSDS attached sync marker and ending with the PUS CRC-16. 
 byte layouts and framing (the interface control data) are declared once in
 `satqkd_core.payload_icd`, which the ground-side driver (`drivers.payload_link.PayloadLink`)
 uses too. This shim runs as an asyncio task on a pty, so that driver opens a real serial device.
-Success reports follow the TC's acknowledgement flags; failures are always sent.
+Success reports follow the TC's acknowledgement flags; failures are always sent. This module is
+the line, the hardware, the periodic tick (watchdog, plan end, laser interlock, beacon) and the
+telemetry; the telecommands themselves (parsing and performing) are in
+`firmware_shims.payload_commands`.
 
 The source interlock: the source may only be enabled inside a loaded pass plan's QKD window, is
 disabled at the window's end, and is put in its safe state (disabled) when no valid telecommand
@@ -27,13 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import math
 import os
-import struct
 import tty
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Protocol
 
 from spacepackets.ccsds.spacepacket import PacketType, SpacePacketHeader
@@ -41,27 +41,31 @@ from spacepackets.ccsds.time import CdsShortTimestamp
 from spacepackets.ecss.tc import PusTc
 from spacepackets.ecss.tm import PusTm
 
+from firmware_shims.fine_tracking import FineTracking
+from firmware_shims.laser_interlock import BeamGeometry, LaserInterlock
+from firmware_shims.payload_commands import (
+    CommandFailure,
+    ControllerCommands,
+    ControllerCounters,
+    PassPlan,
+)
 from satqkd_core.errors import InputError
 from satqkd_core.payload_icd import (
-    ACK_ACCEPTANCE,
-    ACK_COMPLETION,
-    FUNCTION_ARGUMENTS,
     HOUSEKEEPING_SID,
     PAYLOAD_APID,
     DisableReason,
     FailureCode,
-    FunctionId,
+    InterlockReason,
     crc16_ok,
     extract_frames,
     frame_packet,
     pack_event,
     pack_housekeeping,
     pack_verification,
-    unpack_housekeeping_intervals,
-    unpack_sid_list,
 )
 
 __all__ = [
+    "BeaconHardware",
     "ControllerCounters",
     "PayloadController",
     "SourceHardware",
@@ -86,41 +90,15 @@ class SourceHardware(Protocol):
     async def disable(self) -> None: ...
 
 
-_Action = Callable[[], Awaitable[None] | None]
+class BeaconHardware(Protocol):
+    """The payload's downlink beacon laser."""
+
+    async def enable(self) -> None: ...
+
+    async def disable(self) -> None: ...
 
 
-@dataclass
-class ControllerCounters:
-    """Command and packet counters reported in housekeeping."""
-
-    tc_accepted: int = 0
-    tc_rejected: int = 0
-    tc_failed: int = 0
-    bad_packets: int = 0
-    foreign_packets: int = 0
-    watchdog_trips: int = 0
-    tm_sent: int = 0
-    tm_dropped: int = 0
-    hardware_faults: int = 0
-
-
-@dataclass(frozen=True)
-class _PassPlan:
-    plan_id: int
-    station_id: int
-    qkd_start_unix_s: float
-    qkd_stop_unix_s: float
-    repetition_rate_hz: float
-
-
-class _CommandFailure(Exception):
-    def __init__(self, code: FailureCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class PayloadController:
+class PayloadController(ControllerCommands):
     """Payload controller firmware emulation on a pty (or any pair of file descriptors)."""
 
     def __init__(
@@ -132,6 +110,11 @@ class PayloadController:
         tick_s: float = 0.1,
         apid: int = PAYLOAD_APID,
         source_hardware: SourceHardware | None = None,
+        interlock: LaserInterlock | None = None,
+        fine_tracking: FineTracking | None = None,
+        beam_geometry: Callable[[float], BeamGeometry | None] | None = None,
+        beacon_hardware: BeaconHardware | None = None,
+        beacon_lead_s: float = 20.0,
     ) -> None:
         for value, name in (
             (link_timeout_s, "link_timeout_s"),
@@ -151,7 +134,7 @@ class PayloadController:
         self.disable_reason = DisableReason.NONE
         self.repetition_rate_hz = 0.0
         self.first_pulse_unix_s: float | None = None
-        self.plan: _PassPlan | None = None
+        self.plan: PassPlan | None = None
         self.source_history: list[tuple[float, bool, DisableReason]] = []
         self.events: list[tuple[float, str, tuple]] = []
         self.periodic_housekeeping = True
@@ -159,6 +142,14 @@ class PayloadController:
         self.on_source_change: Callable[[bool], None] | None = None
         self.source_hardware = source_hardware
         self.hardware_safe_pending = False  # a hardware disable failed: retried every tick
+        # the payload's pointing and laser interlock (firmware_shims.laser_interlock)
+        self.interlock = interlock
+        self.fine_tracking = fine_tracking
+        self.beam_geometry = beam_geometry
+        self.beacon_hardware = beacon_hardware
+        self.beacon_lead_s = float(beacon_lead_s)
+        self.beacon_enabled = False
+        self.beacon_history: list[tuple[float, bool]] = []
         self._hardware_lock = asyncio.Lock()
         self._boot_unix_s = clock.now_unix_s()
         self._last_valid_tc_unix_s = self._boot_unix_s
@@ -189,6 +180,8 @@ class PayloadController:
         if self._fd is None:
             self.open_pty()
         assert self._fd is not None
+        if self.fine_tracking is not None:
+            self.fine_tracking.load_code()  # seconds of loading: now, not in the first tick
         loop = asyncio.get_running_loop()
         loop.add_reader(self._fd, self._on_readable)
         self._tasks = [
@@ -296,180 +289,6 @@ class PayloadController:
         self._verification(packet[:4], 2, code, reason)
         self._event("TC_REJECTED", service, subtype, int(code))
 
-    # --- command execution ----------------------------------------------------------------------
-
-    async def _execute(self, tc: PusTc) -> None:
-        request_id = bytes(tc.sp_header.pack()[:4])
-        ack = tc.pus_tc_sec_header.ack_flags
-        key = (tc.service, tc.message_subtype)
-        handler = self._handlers().get(key)
-        try:
-            if handler is None:
-                raise _CommandFailure(FailureCode.UNKNOWN_SERVICE, f"no TC ({key[0]},{key[1]})")
-            action = handler(bytes(tc.app_data))  # parse: failures here are acceptance failures
-        except _CommandFailure as failure:
-            self.counters.tc_rejected += 1
-            self._verification(request_id, 2, failure.code, failure.reason)
-            self._event("TC_REJECTED", tc.service, tc.message_subtype, int(failure.code))
-            return
-        self.counters.tc_accepted += 1
-        if ack & ACK_ACCEPTANCE:
-            self._verification(request_id, 1)
-        try:
-            outcome = action()
-            if inspect.isawaitable(outcome):  # a function that drives the hardware
-                await outcome
-        except _CommandFailure as failure:
-            self.counters.tc_failed += 1
-            self._verification(request_id, 8, failure.code, failure.reason)
-            return
-        if ack & ACK_COMPLETION:
-            self._verification(request_id, 7)
-
-    def _handlers(self) -> dict[tuple[int, int], Callable[[bytes], _Action]]:
-        return {
-            (17, 1): lambda data: self._parse_none(data, lambda: self._send_tm(17, 2, b"")),
-            (3, 27): lambda data: self._parse_sids(data, self._one_shot_housekeeping),
-            (3, 5): lambda data: self._parse_sids(data, lambda _: self._set_periodic(True)),
-            (3, 6): lambda data: self._parse_sids(data, lambda _: self._set_periodic(False)),
-            (3, 31): self._parse_interval,
-            (8, 1): self._parse_function,
-        }
-
-    @staticmethod
-    def _parse_none(data: bytes, action: Callable[[], None]) -> Callable[[], None]:
-        if data:
-            raise _CommandFailure(
-                FailureCode.BAD_APP_DATA, f"expected no app data, got {len(data)}"
-            )
-        return action
-
-    def _parse_sids(self, data: bytes, action: Callable[[list[int]], None]) -> Callable[[], None]:
-        try:
-            sids = unpack_sid_list(data)
-        except InputError:
-            raise _CommandFailure(
-                FailureCode.BAD_APP_DATA, "expected N u8 then N SIDs u16"
-            ) from None
-
-        def run() -> None:
-            unknown = [sid for sid in sids if sid != HOUSEKEEPING_SID]
-            if unknown:
-                raise _CommandFailure(FailureCode.UNKNOWN_SID, f"no housekeeping SID {unknown}")
-            action(sids)
-
-        return run
-
-    def _parse_interval(self, data: bytes) -> Callable[[], None]:
-        try:
-            pairs = unpack_housekeeping_intervals(data)
-        except InputError:
-            raise _CommandFailure(
-                FailureCode.BAD_APP_DATA, "expected N u8 then N (SID, ms)"
-            ) from None
-
-        def run() -> None:
-            for sid, interval_ms in pairs:
-                if sid != HOUSEKEEPING_SID:
-                    raise _CommandFailure(FailureCode.UNKNOWN_SID, f"no housekeeping SID {sid}")
-                if interval_ms < 100:
-                    raise _CommandFailure(
-                        FailureCode.INVALID_PARAMETER, f"interval {interval_ms} ms < 100 ms"
-                    )
-                self.housekeeping_interval_s = interval_ms / 1000.0
-                self._next_housekeeping_unix_s = (
-                    self.clock.now_unix_s() + self.housekeeping_interval_s
-                )
-
-        return run
-
-    def _parse_function(self, data: bytes) -> _Action:
-        if len(data) < 2:
-            raise _CommandFailure(FailureCode.BAD_APP_DATA, "expected a function id u16")
-        raw_id = struct.unpack_from(">H", data)[0]
-        try:
-            function = FunctionId(raw_id)
-        except ValueError:
-            raise _CommandFailure(
-                FailureCode.UNKNOWN_FUNCTION, f"no function 0x{raw_id:04X}"
-            ) from None
-        layout = struct.Struct(FUNCTION_ARGUMENTS[function])
-        if len(data) - 2 != layout.size:
-            raise _CommandFailure(
-                FailureCode.BAD_APP_DATA,
-                f"{function.name} takes {layout.size} argument bytes, got {len(data) - 2}",
-            )
-        arguments = layout.unpack_from(data, 2)
-        if any(isinstance(a, float) and not math.isfinite(a) for a in arguments):
-            raise _CommandFailure(FailureCode.BAD_APP_DATA, f"{function.name}: non-finite argument")
-        return lambda: self._perform(function, arguments)
-
-    async def _perform(self, function: FunctionId, arguments: tuple) -> None:
-        now = self.clock.now_unix_s()
-        if function is FunctionId.SOURCE_CONFIGURE:
-            (rate,) = arguments
-            if not 0.0 < rate <= 10e9:
-                raise _CommandFailure(FailureCode.INVALID_PARAMETER, f"rate {rate} Hz")
-            if self.source_enabled:
-                raise _CommandFailure(FailureCode.INTERLOCK, "cannot change rate while emitting")
-            self.repetition_rate_hz = rate
-        elif function is FunctionId.SOURCE_ENABLE:
-            await self._enable_source(arguments[0], now)
-        elif function is FunctionId.SOURCE_DISABLE:
-            was_enabled = self.source_enabled
-            await self._set_source(False, DisableReason.COMMANDED)
-            if not was_enabled:  # already safe by state: try an unconfirmed hardware again
-                await self._make_hardware_safe()
-            if self.hardware_safe_pending:  # the state is safe, the hardware has not confirmed
-                raise _CommandFailure(
-                    FailureCode.INTERLOCK, "source hardware did not confirm its safe state"
-                )
-        elif function is FunctionId.LOAD_PASS_PLAN:
-            plan = _PassPlan(*arguments)
-            if not plan.qkd_start_unix_s < plan.qkd_stop_unix_s or plan.qkd_stop_unix_s <= now:
-                raise _CommandFailure(
-                    FailureCode.INVALID_PARAMETER, "need qkd_start < qkd_stop and stop in future"
-                )
-            if not 0.0 < plan.repetition_rate_hz <= 10e9:
-                raise _CommandFailure(FailureCode.INVALID_PARAMETER, "repetition rate")
-            if self.source_enabled:
-                raise _CommandFailure(FailureCode.INTERLOCK, "a plan is executing")
-            self.plan = plan
-            self.repetition_rate_hz = plan.repetition_rate_hz
-            self._event("PASS_PLAN_LOADED", plan.plan_id)
-        elif function is FunctionId.CLEAR_PASS_PLAN:
-            (plan_id,) = arguments
-            if self.plan is None or self.plan.plan_id != plan_id:
-                raise _CommandFailure(FailureCode.INVALID_PARAMETER, f"plan {plan_id} not loaded")
-            await self._set_source(False, DisableReason.PLAN_CLEARED)
-            self.plan = None
-            self._event("PASS_PLAN_CLEARED", plan_id)
-        else:  # RESET_COUNTERS
-            # watchdog trips and hardware faults are safety records, not command counters
-            self.counters = ControllerCounters(
-                watchdog_trips=self.counters.watchdog_trips,
-                hardware_faults=self.counters.hardware_faults,
-            )
-            self._event("COUNTERS_RESET")
-
-    async def _enable_source(self, first_pulse_unix_s: float, now: float) -> None:
-        plan = self.plan
-        if plan is None:
-            raise _CommandFailure(FailureCode.INTERLOCK, "no pass plan loaded")
-        if not plan.qkd_start_unix_s <= first_pulse_unix_s < plan.qkd_stop_unix_s:
-            raise _CommandFailure(
-                FailureCode.INTERLOCK, f"first pulse outside plan {plan.plan_id}'s QKD window"
-            )
-        if now >= plan.qkd_stop_unix_s:
-            raise _CommandFailure(FailureCode.INTERLOCK, f"plan {plan.plan_id}'s window is over")
-        if self.repetition_rate_hz <= 0.0:
-            raise _CommandFailure(FailureCode.INTERLOCK, "repetition rate not configured")
-        if self.source_enabled:
-            raise _CommandFailure(FailureCode.INTERLOCK, "the source is already emitting")
-        await self._start_hardware(first_pulse_unix_s)
-        self.first_pulse_unix_s = first_pulse_unix_s
-        await self._set_source(True, DisableReason.NONE)
-
     async def _start_hardware(self, first_pulse_unix_s: float) -> None:
         """Make the hardware emit at the configured rate, or fail the TC with its refusal."""
         hardware = self.source_hardware
@@ -482,7 +301,7 @@ class PayloadController:
             except Exception as exc:  # any driver failure: the MCU must answer, not crash
                 self.counters.hardware_faults += 1
                 self.hardware_safe_pending = True  # half-started: make sure it is off
-                raise _CommandFailure(
+                raise CommandFailure(
                     FailureCode.INTERLOCK, f"source hardware refused to emit: {exc}"
                 ) from None
             self.hardware_safe_pending = False  # emitting now, as commanded
@@ -517,14 +336,6 @@ class PayloadController:
         if self.on_source_change is not None:
             self.on_source_change(enabled)
 
-    def _set_periodic(self, enabled: bool) -> None:
-        self.periodic_housekeeping = enabled
-        self._next_housekeeping_unix_s = self.clock.now_unix_s() + self.housekeeping_interval_s
-
-    def _one_shot_housekeeping(self, sids: list[int]) -> None:
-        for _ in sids:
-            self._send_housekeeping()
-
     # --- periodic duties ------------------------------------------------------------------------
 
     async def _periodic(self) -> None:
@@ -555,7 +366,58 @@ class PayloadController:
         plan = self.plan
         if self.source_enabled and plan is not None and now >= plan.qkd_stop_unix_s:
             await self._set_source(False, DisableReason.PLAN_ENDED)
+        if self.interlock is not None:
+            reasons = self._interlock_reasons(now)
+            if reasons:
+                await self._trip(reasons)
+            await self._drive_beacon(now, reasons)
         await self._make_hardware_safe()
+
+    def _interlock_reasons(self, now: float) -> InterlockReason:
+        """Advance the tracking loop to now and evaluate the interlock."""
+        assert self.interlock is not None
+        locked = None
+        if self.fine_tracking is not None:
+            self.fine_tracking.advance_to(now)
+            locked = self.fine_tracking.locked
+        geometry = self.beam_geometry(now) if self.beam_geometry is not None else None
+        return self.interlock.evaluate(
+            now,
+            last_valid_tc_unix_s=self._last_valid_tc_unix_s,
+            tracking_locked=locked,
+            geometry=geometry,
+            geometry_known=self.beam_geometry is not None,
+        )
+
+    async def _trip(self, reasons: InterlockReason) -> None:
+        """Disable both lasers now for the interlock's reasons (evented once per trip)."""
+        if self.source_enabled:
+            self._event("LASER_INTERLOCK_TRIPPED", int(reasons))
+            await self._set_source(False, DisableReason.LASER_INTERLOCK)
+        await self._set_beacon(False)
+
+    async def _drive_beacon(self, now: float, reasons: InterlockReason) -> None:
+        """The beacon emits inside a loaded plan's ATP window while the interlock permits."""
+        plan = self.plan
+        window = plan is not None and (
+            plan.qkd_start_unix_s - self.beacon_lead_s <= now < plan.qkd_stop_unix_s
+        )
+        await self._set_beacon(bool(window) and not reasons)
+
+    async def _set_beacon(self, enabled: bool) -> None:
+        if enabled == self.beacon_enabled:
+            return
+        self.beacon_enabled = enabled
+        self.beacon_history.append((self.clock.now_unix_s(), enabled))
+        hardware = self.beacon_hardware
+        if hardware is None:
+            return
+        try:
+            await (hardware.enable() if enabled else hardware.disable())
+        except Exception:  # counted; a failed disable is retried on the next trip or tick
+            self.counters.hardware_faults += 1
+            if not enabled:
+                self.beacon_enabled = True  # not confirmed off: try again next tick
 
     # --- telemetry ------------------------------------------------------------------------------
 
@@ -576,6 +438,12 @@ class PayloadController:
             "link_silence_s": now - self._last_valid_tc_unix_s,
             "uptime_s": now - self._boot_unix_s,
             "tm_dropped": c.tm_dropped,
+            "interlock_reasons": int(self.interlock.reasons) if self.interlock else 0,
+            "beacon_enabled": int(self.beacon_enabled),
+            "tracking_locked": int(self.fine_tracking.locked) if self.fine_tracking else 0,
+            "fine_residual_rms_urad": (
+                self.fine_tracking.take_residual_rms_urad() if self.fine_tracking else math.nan
+            ),
         }
 
     def _send_housekeeping(self) -> None:

@@ -13,6 +13,12 @@ instrument. The drivers are the same on every path.
 Emulators are made by an `EmulatorFactory`: the default one starts each with its stock
 behaviour; a simulated pass passes one that ties them to the scenario's truth (the sky the
 mount points at, the detections the tagger streams).
+
+Requests to emit are authenticated when the node lends its key directories
+(`BuildContext.keys`, `controller_keys`): the payload_link_source signs each with the emission
+key of the node's directory, and a payload controller emulated here holds the same key (from
+its own directory) in its laser interlock, so it refuses a plain or forged SOURCE_ENABLE. A
+missing key is one line naming the command that installs it (`satqkd keys emission`).
 """
 
 from __future__ import annotations
@@ -22,16 +28,19 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from drivers.interfaces import Device, DeviceError, EntropySource, PulsedSource, TimeTagger
 from drivers.registry import KINDS, NODE_KINDS, BuildContext, build_driver
 from drivers.transport import Transport, open_transport
+from firmware_shims.laser_interlock import InterlockSettings, LaserInterlock
 from firmware_shims.payload_controller import PayloadController
 from satqkd.instruments_config import BenchConfig, BenchEntry, simulated_target
 from satqkd_core import rng
 from satqkd_ogs.atp import StationInstruments
 from satqkd_runtime.clock import Clock
+from satqkd_runtime.emission_auth import EmissionWatermark
 from sim_backends.emulators import EMULATORS, LineEmulator
 from sim_backends.emulators.time_tagger import TimeTaggerEmulator
 from sim_backends.instruments import SimPulsedSource
@@ -254,6 +263,8 @@ async def _reach(
                 bench, query.get("hardware"), context, factory, stack, result
             )
         emulator = factory.create(name, entry, hardware)
+        if isinstance(emulator, PayloadController) and context.controller_keys is not None:
+            _arm_interlock(emulator, context.controller_keys)
         result.emulators[name] = emulator
         port = query.get("port") or _default_port(emulator_name)
         transport = await _serve(emulator, emulator_name, how, port, stack)
@@ -280,6 +291,14 @@ async def _controller_hardware(
         device = await _open_entry(bench, hardware_name, context, factory, stack, result)
     result.hardware[hardware_name or "source"] = device
     return device
+
+
+def _arm_interlock(controller: PayloadController, controller_keys: Path) -> None:
+    """Give an emulated payload controller its laser interlock, holding the emission key of
+    its key directory (EmissionKeyError, one line, if none is installed there)."""
+    watermark = EmissionWatermark(controller_keys)
+    settings = InterlockSettings(link_timeout_s=controller.link_timeout_s)
+    controller.interlock = LaserInterlock(settings, watermark=watermark)
 
 
 def _default_port(emulator_name: str) -> str:

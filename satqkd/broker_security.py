@@ -38,6 +38,7 @@ from satqkd_core.errors import InputError
 from satqkd_runtime.bus_tls import BusTls
 
 OCC = "occ"
+MONITOR = "monitor"
 PAYLOAD = dct.PAYLOAD_NODE
 CA_NAME, SERVER_NAME = "ca", "server"
 DEFAULT_DAYS = 365
@@ -90,7 +91,9 @@ def acl_grants(mission: str, stations: Iterable[str]) -> list[Grant]:
     station's uplink; a station its telecommands and its downlink; a recorder (and the OCC)
     every node's telemetry and events (`satqkd.pass_recorder` subscribes to
     `satqkd/{mission}/+/tm/#` and `satqkd/{mission}/+/evt`). Writes: a node its own telemetry
-    and events and its direction of each QKD channel; only the OCC sends telecommands."""
+    and events and its direction of each QKD channel; only the OCC sends telecommands (and
+    publishes its own telemetry and events); `monitor` (`satqkd monitor`, `tm watch`) reads
+    every node's telemetry and events and writes nothing."""
     names = _stations(mission, stations)
     everything = (f"satqkd/{mission}/+/tm/#", f"satqkd/{mission}/+/evt")
     tc, tm, evt = _node_topics(mission, PAYLOAD)
@@ -123,7 +126,13 @@ def acl_grants(mission: str, stations: Iterable[str]) -> list[Grant]:
         )
     nodes = [PAYLOAD, *(dct.ogs_node(s) for s in names)]
     telecommands = tuple(dct.telecommand_topic(mission, node) for node in nodes)
-    grants.append(Grant(OCC, "the operation control centre", everything, telecommands))
+    _, occ_tm, occ_evt = _node_topics(mission, OCC)
+    grants.append(
+        Grant(OCC, "the operation control centre", everything, (*telecommands, occ_tm, occ_evt))
+    )
+    grants.append(
+        Grant(MONITOR, "pass monitors and telemetry watchers (read-only)", everything, ())
+    )
     return grants
 
 

@@ -105,11 +105,57 @@ class SourceConfig(_Model):
         return self
 
 
+class ToneConfig(_Model):
+    frequency_hz: Annotated[float, Field(gt=0.0, le=10000.0)]
+    amplitude_urad: Annotated[float, Field(ge=0.0, le=1000.0)]
+
+
+class PayloadPointingConfig(_Model):
+    """The payload's own pointing (satqkd.payload_pointing_physics; decision 0020): platform
+    disturbance, the fine-tracking loop in its controller, point-ahead."""
+
+    fine_loop: bool = True
+    point_ahead: bool = True
+    loop_rate_hz: Annotated[float, Field(ge=100.0, le=100000.0)] = 5000.0
+    fine_bandwidth_hz: Annotated[float, Field(gt=0.0, le=5000.0)] = 300.0
+    coarse_bandwidth_hz: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
+    sensor_noise_urad: Annotated[float, Field(ge=0.0, le=100.0)] = 0.2
+    sensor_field_of_view_urad: Annotated[float, Field(gt=0.0, le=100000.0)] = 4000.0
+    fsm_travel_urad: Annotated[float, Field(gt=0.0, le=100000.0)] = 2000.0
+    attitude_knowledge_error_3sigma_urad: Annotated[float, Field(ge=0.0, le=100000.0)] = 1000.0
+    attitude_drift_rms_urad: Annotated[float, Field(ge=0.0, le=10000.0)] = 20.0
+    micro_vibration_rms_urad: Annotated[float, Field(ge=0.0, le=1000.0)] = 9.3
+    broadband_corner_hz: Annotated[float, Field(gt=0.0, le=1000.0)] = 0.2
+    tones: tuple[ToneConfig, ...] = (
+        ToneConfig(frequency_hz=12.0, amplitude_urad=1.5),
+        ToneConfig(frequency_hz=27.0, amplitude_urad=1.0),
+    )
+    # the payload's point-ahead table: computed from the pass prediction on this grid
+    point_ahead_grid_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
+
+    @model_validator(mode="after")
+    def _loop_margin(self) -> PayloadPointingConfig:
+        # a loop with one sample of latency keeps its phase margin up to loop_rate_hz / 16
+        for name in ("fine_bandwidth_hz", "coarse_bandwidth_hz"):
+            if getattr(self, name) > self.loop_rate_hz / 16.0:
+                raise ValueError(
+                    f"{name} must be <= loop_rate_hz / 16 ({self.loop_rate_hz / 16.0:g} Hz), "
+                    f"got {getattr(self, name):g}"
+                )
+        return self
+
+
 class TransmitterConfig(_Model):
     aperture_diameter_m: Annotated[float, Field(gt=0.0, le=2.0)]
     divergence_urad: Annotated[float, Field(gt=0.0, le=1000.0)]
     optics_efficiency: Fraction = 0.5
     pointing_residual_rms_urad: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+    # how divergence_urad is read (sim_backends.link.DIVERGENCE_DEFINITIONS; docs/keyrate.md)
+    divergence_definition: Literal["e2_full_angle", "fwhm_full_angle"] = "e2_full_angle"
+    # per-axis rms of pointing jitter faster than a second, averaged into the pointing loss
+    pointing_jitter_rms_urad: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
+    # the payload's own pointing simulated (replaces the statistical residual above)
+    pointing: PayloadPointingConfig | None = None
 
 
 class ProtocolConfig(_Model):
@@ -125,15 +171,163 @@ class ProtocolConfig(_Model):
     reconciliation: Literal["cascade", "ldpc"] = "cascade"
     # LDPC: probability that a frame fails to decode and is dropped (sets the blind window)
     ldpc_eps_frame: Annotated[float, Field(ge=1e-9, le=0.1)] = 1e-3
+    # the protocol family (docs/missions.md): decoy-state BB84 with a weak-coherent source
+    # (`source`), or entanglement-based BBM92 with a pair source (`pair_source`, decision 0027)
+    family: Literal["decoy-bb84", "bbm92"] = "decoy-bb84"
+    # downlink: one station (BBM92: the payload measures one photon of each pair on board);
+    # dual-downlink (BBM92 only): both photons of a pair down to two stations
+    variant: Literal["downlink", "dual-downlink"] = "downlink"
+    # the finite-key bound: lim2014 (decoy BB84, satqkd_core.finite_key) or tomamichel2012
+    # (BBM92, satqkd_core.bbm92_finite_key); None: the family's own
+    finite_key_bound: Literal["lim2014", "tomamichel2012"] | None = None
+    privacy_amplification: Literal["toeplitz"] = "toeplitz"
+    # BBM92: the test-sample error rate tolerated, fixed before the window (the bound's Q_tol)
+    qber_tolerance: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.06
+
+    @model_validator(mode="after")
+    def _bound_fits_family(self) -> ProtocolConfig:
+        wanted = FINITE_KEY_BOUNDS[self.family]
+        if self.finite_key_bound is not None and self.finite_key_bound != wanted:
+            raise ValueError(
+                f"finite_key_bound {self.finite_key_bound} is not a bound for family "
+                f"{self.family} (use {wanted})"
+            )
+        if self.variant == "dual-downlink" and self.family != "bbm92":
+            raise ValueError("variant dual-downlink needs family bbm92")
+        return self
 
 
-class MissionConfig(_Model):
+# the finite-key bound each protocol family is analysed with (docs/missions.md)
+FINITE_KEY_BOUNDS = {"decoy-bb84": "lim2014", "bbm92": "tomamichel2012"}
+
+
+class PairSourceConfig(_Model):
+    """A BBM92 mission's on-board entangled pair source (continuous-wave SPDC)."""
+
+    wavelength_nm: Annotated[float, Field(ge=400.0, le=1700.0)]  # the photon sent down
+    # the photon the payload measures on board (None: degenerate, the same wavelength)
+    payload_wavelength_nm: Annotated[float, Field(ge=400.0, le=1700.0)] | None = None
+    pump_wavelength_nm: Annotated[float, Field(ge=200.0, le=1700.0)] | None = None
+    pair_rate_hz: Annotated[float, Field(ge=1e2, le=1e10)]
+    # probability that the payload's own photon reaches its receiver
+    payload_collection: Fraction = 0.5
+    polarisation_error: Annotated[float, Field(ge=0.0, le=0.5)] = 0.01
+    basis_x_probability: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+
+
+ENCODING_BASES = {"polarisation": ("HV", "DA", "RL"), "time-bin": ("time", "phase")}
+
+
+class EncodingConfig(_Model):
+    """How the qubits are carried: polarisation bases (HV, DA, RL) or time-bin (time, phase)."""
+
+    kind: Literal["polarisation", "time-bin"] = "polarisation"
+    bases: tuple[str, ...] = ("HV", "DA")
+
+    @model_validator(mode="after")
+    def _bases_of_kind(self) -> EncodingConfig:
+        allowed = ENCODING_BASES[self.kind]
+        unknown = [b for b in self.bases if b not in allowed]
+        if unknown:
+            raise ValueError(
+                f"bases {unknown} are not {self.kind} bases (allowed: {', '.join(allowed)})"
+            )
+        if len(set(self.bases)) != len(self.bases) or len(self.bases) < 2:
+            raise ValueError(f"bases needs at least 2 different bases, got {list(self.bases)}")
+        return self
+
+
+class TimeSyncConfig(_Model):
+    """How the station finds the payload's photons in its time tags."""
+
+    # pulsed-clock: pulses at the source's repetition rate from the plan's pulse-0 origin, each
+    # detection given its pulse index (satqkd_core.sync); cross-correlation: no clock, the two
+    # ends' time tags correlated (satqkd_core.coincidence)
+    method: Literal["pulsed-clock", "cross-correlation"] = "pulsed-clock"
+    # cross-correlation: the coincidence window, the clock offset uncertainty and drift bound
+    coincidence_window_ps: Annotated[float, Field(gt=0.0, le=1e6)] = 1000.0
+    offset_uncertainty_s: Annotated[float, Field(gt=0.0, le=10.0)] = 0.1
+    max_drift_ppm: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+    # pulsed-clock: how fast the payload clock's rate against the station's (oscillator and
+    # ephemeris range-rate error together) may change, ppb/s; bounds how far back a late
+    # acquisition may count whole pulse periods to pulse 0 (satqkd_core.sync_tracking)
+    drift_change_ppb_per_s: Annotated[float, Field(ge=0.0, le=10.0)] = 0.01
+
+
+class WavelengthsConfig(_Model):
+    """The link's wavelengths besides the quantum one (which the source gives); None: none."""
+
+    beacon_down_nm: Annotated[float, Field(ge=400.0, le=1700.0)] | None = None  # station tracks
+    beacon_up_nm: Annotated[float, Field(ge=400.0, le=1700.0)] | None = None  # payload tracks
+    # a separate timing laser the station must detect (None: timing from the quantum signal)
+    sync_nm: Annotated[float, Field(ge=400.0, le=1700.0)] | None = None
+
+
+class StationOpticsConfig(_Model):
+    """What a station must provide to serve the mission (checked by `satqkd missions check`)."""
+
+    filter_centre_nm: Annotated[float, Field(ge=400.0, le=1700.0)] | None = None  # None: quantum
+    filter_width_nm: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0  # the widest filter allowed
+    detector_channels_per_basis: Annotated[int, StrictCount, Field(ge=1, le=4)] = 2
+    max_timing_jitter_ps: Annotated[float, Field(gt=0.0, le=1e5)] | None = None  # rms
+
+
+class ClassicalLinkConfig(_Model):
+    # the payload <-> station classical link a simulated pass models (range delay plus
+    # serialisation, sim_backends.classical_link); uplink: station -> payload
+    uplink_bps: Annotated[float, Field(gt=0.0, le=1e11)]
+    downlink_bps: Annotated[float, Field(gt=0.0, le=1e11)]
+    framing_bytes: Annotated[int, StrictCount, Field(ge=0, le=65536)] = 0
+    # CCSDS spacecraft id of the mission's frames, and the medium the station must provide
+    spacecraft_id: Annotated[int, StrictCount, Field(ge=0, le=1023)] | None = None
+    medium: Literal["optical", "rf"] | None = None
+
+
+class MissionProfileConfig(_Model):
+    """Everything that differs between satellites (docs/missions.md): any protocol family.
+    `MissionConfig` is the decoy-BB84 mission the pass simulation and daemons run today."""
+
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     description: str = ""
     orbit: OrbitConfig = OrbitConfig()
-    source: SourceConfig
+    source: SourceConfig | None = None
+    pair_source: PairSourceConfig | None = None
     transmitter: TransmitterConfig
     protocol: ProtocolConfig = ProtocolConfig()
+    # absent: payload and station talk over the broker alone (loopback in a simulation)
+    classical_link: ClassicalLinkConfig | None = None
+    encoding: EncodingConfig = EncodingConfig()
+    time_sync: TimeSyncConfig = TimeSyncConfig()
+    wavelengths: WavelengthsConfig = WavelengthsConfig()
+    station_optics: StationOpticsConfig = StationOpticsConfig()
+
+    @model_validator(mode="after")
+    def _source_fits_family(self) -> MissionProfileConfig:
+        family = self.protocol.family
+        if family == "decoy-bb84" and (self.source is None or self.pair_source is not None):
+            raise ValueError("protocol.family decoy-bb84 needs a source block and no pair_source")
+        if family == "bbm92" and (self.pair_source is None or self.source is not None):
+            raise ValueError("protocol.family bbm92 needs a pair_source block and no source")
+        if family == "bbm92" and self.time_sync.method != "cross-correlation":
+            raise ValueError(
+                "protocol.family bbm92 has no pulse clock: time_sync.method "
+                "must be cross-correlation"
+            )
+        return self
+
+    @property
+    def quantum_wavelength_nm(self) -> float:
+        """The wavelength of the photons the station detects."""
+        if self.pair_source is not None:
+            return self.pair_source.wavelength_nm
+        assert self.source is not None  # the validator above
+        return self.source.wavelength_nm
+
+
+class MissionConfig(MissionProfileConfig):
+    """A decoy-state BB84 mission: the one the pass simulation and the daemons run."""
+
+    source: SourceConfig
 
 
 # --- ground station --------------------------------------------------------------------------
@@ -167,8 +361,16 @@ class DetectorConfig(DetectorSettings):
 
 
 class AtmosphereConfig(_Model):
+    # zenith_loss: zenith_loss_db x airmass; lowtran7: the shipped LOWTRAN7 table at the
+    # source's wavelength, the station's altitude, visibility_km and season (sim_backends.link)
+    model: Literal["zenith_loss", "lowtran7"] = "zenith_loss"
     zenith_loss_db: Annotated[float, Field(ge=0.0, le=30.0)] = 0.7
+    visibility_km: Annotated[float, Field(ge=5.0, le=50.0)] = 23.0
+    season: Literal["midlatitude_winter", "midlatitude_summer"] = "midlatitude_winter"
     scintillation_index: Annotated[float, Field(ge=0.0, le=2.0)] = 0.1
+    # zenith seeing FWHM at 500 nm: adds the seeing spot's field-stop coupling and the beam's
+    # turbulence spreading (sim_backends.atmosphere); None leaves both out
+    seeing_arcsec: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
 
 
 class BackgroundConfig(_Model):
@@ -195,6 +397,55 @@ class PolarisationConfig(_Model):
 
 class TaggerConfig(_Model):
     resolution_ps: Annotated[int, StrictCount, Field(ge=1, le=1_000_000)] = 1
+
+
+Wavelength = Annotated[float, Field(ge=200.0, le=2000.0)]
+
+
+class BandConfig(_Model):
+    """A wavelength range in nm (a detector's or a camera's usable band)."""
+
+    low_nm: Wavelength
+    high_nm: Wavelength
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BandConfig:
+        if not self.low_nm < self.high_nm:
+            raise ValueError(f"low_nm must be below high_nm, got {self.low_nm:g}-{self.high_nm:g}")
+        return self
+
+    def covers(self, wavelength_nm: float) -> bool:
+        """Get: whether the wavelength lies in the band (ends included)."""
+        return self.low_nm <= wavelength_nm <= self.high_nm
+
+
+class FilterConfig(_Model):
+    """An interference filter the station can put in its quantum path (e.g. on a wheel)."""
+
+    centre_nm: Wavelength
+    width_nm: Annotated[float, Field(gt=0.0, le=100.0)]  # FWHM
+
+
+class StationCapabilitiesConfig(_Model):
+    """What the station's optics, detectors and tagger provide, against which a mission's
+    needs are checked (satqkd.mission_compat; docs/missions.md)."""
+
+    detector_bands: tuple[BandConfig, ...]  # where the quantum detectors are usable
+    filters: tuple[FilterConfig, ...]
+    encodings: tuple[Literal["polarisation", "time-bin"], ...] = ("polarisation",)
+    bases: tuple[str, ...] = ("HV", "DA")  # the analyser's measurement bases
+    detector_channels: Annotated[int, StrictCount, Field(ge=1, le=64)] = 4
+    tagger_channels: Annotated[int, StrictCount, Field(ge=1, le=256)] = 8
+    timing_detector_bands: tuple[BandConfig, ...] = ()  # a separate sync-laser receiver
+    # finds the payload's photons by cross-correlating time tags, without a pulse clock
+    clockless: bool = False
+    beacon_camera_bands: tuple[BandConfig, ...] = ()
+    beacon_lasers_nm: tuple[Wavelength, ...] = ()
+    classical_media: tuple[Literal["optical", "rf"], ...] = ()
+    # between two passes: the telescope's slew to the next AOS, and (when the mission changes)
+    # the optics and tagger reconfiguration on top of it
+    slew_gap_s: Annotated[float, Field(ge=0.0, le=3600.0)] = 60.0
+    reconfiguration_gap_s: Annotated[float, Field(ge=0.0, le=3600.0)] = 120.0
 
 
 class TrackPointConfig(_Model):
@@ -238,6 +489,8 @@ class StationConfig(_Model):
     polarisation: PolarisationConfig = PolarisationConfig()
     tagger: TaggerConfig = TaggerConfig()
     track: TrackConfig | None = None
+    # absent: `satqkd missions check` cannot tell which missions the station serves
+    capabilities: StationCapabilitiesConfig | None = None
 
 
 # --- scenario ----------------------------------------------------------------------------------
@@ -310,13 +563,16 @@ class SkyTruthConfig(_Model):
 
 class SimulationConfig(_Model):
     clock_offset_ps: Annotated[float, Field(ge=-4000.0, le=4000.0)] = 1234.0
-    preshared_auth_messages: Annotated[int, StrictCount, Field(ge=1000, le=10_000_000)] = 65536
+    preshared_auth_messages: Annotated[int, StrictCount, Field(ge=2048, le=10_000_000)] = 65536
     # payload oscillator frequency offset against the station's clock (+ = payload fast)
     clock_drift_ppb: Annotated[float, Field(ge=-10_000.0, le=10_000.0)] = 0.0
     # start QKD no earlier than this after AOS (e.g. a short test pass near culmination)
     qkd_start_after_aos_s: NonNegative | None = None
     benches: SimBenchesConfig = SimBenchesConfig()
     sky: SkyTruthConfig = SkyTruthConfig()
+    # QKD messages over the broker alone, or across the mission's modelled classical link
+    # (range delay and serialisation at its classical_link rates, satqkd.sim_link)
+    classical_link: Literal["loopback", "modelled"] = "loopback"
 
 
 class ScenarioConfig(_Model):
@@ -414,10 +670,26 @@ def validate_model(model: type[M], data: dict[str, Any], source: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        first = _describe_error(errors[0], model)
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {first}{more}") from None
+        raise ConfigError(f"{source}: {describe_errors(exc.errors(), model)}") from None
+
+
+MAX_LISTED_PROBLEMS = 20
+
+
+def describe_errors(errors: list[Any], model: type[Any]) -> str:
+    """Get: every problem pydantic found, each naming its key path, on one line ("N problems:
+    a: ...; b: ..."; at most MAX_LISTED_PROBLEMS, then how many more)."""
+    return join_problems([_describe_error(dict(error), model) for error in errors])
+
+
+def join_problems(described: list[str]) -> str:
+    """Get: problems already described (each naming its key path) on one line, as
+    describe_errors gives them."""
+    if len(described) == 1:
+        return described[0]
+    listed = "; ".join(described[:MAX_LISTED_PROBLEMS])
+    more = len(described) - MAX_LISTED_PROBLEMS
+    return f"{len(described)} problems: {listed}" + (f"; and {more} more" if more > 0 else "")
 
 
 def load_model(model: type[M], path: Path) -> M:
@@ -425,13 +697,43 @@ def load_model(model: type[M], path: Path) -> M:
     return validate_model(model, load_yaml_mapping(path), str(path))
 
 
+def _is_configs_root(folder: Path) -> bool:
+    return (folder / "missions").is_dir() and (folder / "stations").is_dir()
+
+
+def example_configs_root() -> Path | None:
+    """Get: the example configs shipped with satqkd (missions, stations, scenarios, benches):
+    the source tree's `configs/`, else the copy an install put in `<prefix>/share/satqkd/`
+    (pyproject data-files); None if neither is there."""
+    import site
+    import sys
+
+    for candidate in (
+        Path(__file__).resolve().parents[1] / "configs",
+        Path(sys.prefix) / "share" / "satqkd" / "configs",
+        Path(site.getuserbase()) / "share" / "satqkd" / "configs",  # pip install --user
+    ):
+        if _is_configs_root(candidate):
+            return candidate
+    return None
+
+
 def configs_root_for(path: Path) -> Path:
-    """The `configs/` directory a scenario file belongs to (its grandparent by convention)."""
+    """The `configs/` directory a scenario file belongs to (the nearest folder above it with
+    missions/ and stations/), else the example configs shipped with satqkd: a scenario copied
+    anywhere still finds the missions and stations it names (paths it gives are relative to
+    the scenario file)."""
     path = path.resolve()
     for parent in path.parents:
-        if (parent / "missions").is_dir() and (parent / "stations").is_dir():
+        if _is_configs_root(parent):
             return parent
-    raise ConfigError(f"{path}: cannot find the configs directory (with missions/ and stations/)")
+    examples = example_configs_root()
+    if examples is not None:
+        return examples
+    raise ConfigError(
+        f"{path}: cannot find a configs directory (with missions/ and stations/) above it; "
+        "give paths relative to the scenario, or copy the examples with 'satqkd init DIR'"
+    )
 
 
 def _resolve_named(root: Path, folder: str, name: str, source: Path, key: str) -> Path:
@@ -468,9 +770,42 @@ def load_scenario(path: str | Path, seed: int | None = None) -> Scenario:
     root = configs_root_for(path)
     mission_path = _resolve_named(root, "missions", scenario.mission, path, "mission")
     station_path = _resolve_named(root, "stations", scenario.station, path, "station")
-    mission = load_model(MissionConfig, mission_path)
-    station = load_model(StationConfig, station_path)
-    return Scenario(path=path, scenario=scenario, mission=mission, station=station)
+    # both profiles are checked before either problem is shown: every problem at once
+    loaded: dict[str, Any] = {}
+    problems = []
+    for key, model, file in (
+        ("mission", MissionConfig, mission_path),
+        ("station", StationConfig, station_path),
+    ):
+        try:
+            loaded[key] = load_model(model, file)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(" | ".join(problems))
+    if loaded["station"].atmosphere.model == "lowtran7":
+        _check_lowtran7(loaded["mission"], mission_path, loaded["station"], station_path)
+    return Scenario(path=path, scenario=scenario, **loaded)
+
+
+def _check_lowtran7(
+    mission: MissionConfig, mission_path: Path, station: StationConfig, station_path: Path
+) -> None:
+    """The LOWTRAN7 table covers the source's wavelength and the station's altitude."""
+    from sim_backends.atmosphere import LOWTRAN7_BANDS_NM, LOWTRAN7_MAX_ALTITUDE_M
+
+    wavelength = mission.source.wavelength_nm
+    if not any(low <= wavelength <= high for low, high in LOWTRAN7_BANDS_NM):
+        bands = ", ".join(f"{low:g}-{high:g}" for low, high in LOWTRAN7_BANDS_NM)
+        raise ConfigError(
+            f"{mission_path}: source.wavelength_nm: {wavelength:g} nm is outside the LOWTRAN7 "
+            f"table ({bands} nm) that {station_path} (atmosphere.model: lowtran7) uses"
+        )
+    if not 0.0 <= station.location.altitude_m <= LOWTRAN7_MAX_ALTITUDE_M:
+        raise ConfigError(
+            f"{station_path}: location.altitude_m: must be in [0, {LOWTRAN7_MAX_ALTITUDE_M:g}] "
+            f"with atmosphere.model lowtran7 (got {station.location.altitude_m:g})"
+        )
 
 
 def bench_path(scenario: Scenario, node: str, name: str | None = None) -> Path:

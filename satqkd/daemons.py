@@ -41,6 +41,11 @@ from sim_backends.entropy import SeededEntropySource
 from sim_backends.instruments import SimPulsedSource, SimTimeTagger
 
 log = logging.getLogger("satqkd.daemons")
+#: one line at start and per pass, shown without -v (the command line sets it to INFO)
+status = logging.getLogger("satqkd.status")
+STATUS_PERIOD_S = 1.0
+#: where, under the payload's key root, a payload controller emulated in-process keeps its keys
+CONTROLLER_KEYS_DIR = "payload-controller"
 
 
 async def run_payload_daemon(args: argparse.Namespace, entropy: int) -> None:
@@ -59,7 +64,7 @@ async def run_payload_daemon(args: argparse.Namespace, entropy: int) -> None:
     async with contextlib.AsyncExitStack() as stack:
         try:
             source, bench_entropy = await open_payload_instruments(
-                bench, clock, sequencer, stack, seed=entropy
+                bench, clock, sequencer, stack, seed=entropy, keys=key_root
             )
             random_source = await open_entropy(bench_entropy, args, entropy, stack)
         except AssemblyError as exc:
@@ -76,7 +81,16 @@ async def run_payload_daemon(args: argparse.Namespace, entropy: int) -> None:
         )  # fmt: skip
         if not daemon.links:
             log.warning("no station key stores with a pre-shared key under %s", key_root)
-        await daemon.run()
+        status.info(
+            "payload of %s up: broker %s, stations %s, source %s, entropy %s; keys in %s",
+            mission.name, args.broker, ", ".join(sorted(daemon.links)) or "none",
+            source.name, random_source.name, key_root,
+        )  # fmt: skip
+        watcher = asyncio.create_task(_watch_payload_passes(daemon))
+        try:
+            await daemon.run()
+        finally:
+            watcher.cancel()
 
 
 def payload_bench(instruments: str | None, link: str | None) -> BenchConfig | None:
@@ -137,15 +151,21 @@ async def open_payload_instruments(
     sequencer: SourceSequencer,
     stack: contextlib.AsyncExitStack,
     seed: int = 0,
+    keys: Path | None = None,
 ) -> tuple[PulsedSource, EntropySource | None]:
     """Get: the payload's source (as `open_payload_source`) and its bench's entropy source,
-    if the bench has one."""
+    if the bench has one. `keys`: the payload's key root; a source behind the payload
+    controller then signs requests to emit with its emission key, and a controller emulated
+    in-process holds the key installed in `keys/payload-controller` (decision 0020)."""
     source: PulsedSource | None = None
     bench_entropy: EntropySource | None = None
     if bench is not None:
+        controller_keys = None if keys is None else keys / CONTROLLER_KEYS_DIR
+        context = BuildContext(
+            clock=clock, pattern=sequencer.pattern, keys=keys, controller_keys=controller_keys
+        )
         node = await assemble_node(
-            bench, "payload", clock=clock, stack=stack,
-            context=BuildContext(clock=clock, pattern=sequencer.pattern),
+            bench, "payload", clock=clock, stack=stack, context=context,
             emulators=EmulatorFactory(clock, seed),
         )  # fmt: skip
         source = node.source
@@ -188,7 +208,7 @@ async def run_ogs_daemon(args: argparse.Namespace, entropy: int) -> None:
         # a report of each pass, from what the daemons publish (docs/report.md)
         await start_station_reports(
             stack, args.broker, mission.name, station.name, store, getattr(args, "reports", None),
-            tls=daemon_tls(args, recorder_identity(station.name), recorder=True),
+            tls=daemon_tls(args, recorder_identity(station.name), recorder=True), clock=clock,
         )  # fmt: skip
         settings = dataclasses.replace(
             ogs_settings(mission, station, Path(args.config)), housekeeping_period_s=_period(args)
@@ -203,7 +223,55 @@ async def run_ogs_daemon(args: argparse.Namespace, entropy: int) -> None:
             node.station_instruments(),
             tc_verifier=tc_verifier,
         )
-        await daemon.run()
+        status.info(
+            "station %s up for %s: broker %s, tagger %s, ATP instruments %s, entropy %s; keys "
+            "in %s",
+            station.name, mission.name, args.broker, tagger.name,
+            ", ".join(sorted(node.paths)) or "none", random_source.name, args.keys,
+        )  # fmt: skip
+        watcher = asyncio.create_task(_watch_station_passes(daemon))
+        try:
+            await daemon.run()
+        finally:
+            watcher.cancel()
+
+
+def _outcome_words(key_bits: int, abort_reason: str | None) -> str:
+    return f"{key_bits} key bits stored" if key_bits else f"no key ({abort_reason or 'none'})"
+
+
+async def _watch_station_passes(daemon: OgsDaemon) -> None:
+    """Log one status line when a pass starts at the station and one when it ends."""
+    started: set[int] = set()
+    ended: set[int] = set()
+    while True:
+        for plan_id in list(daemon.sessions):
+            if plan_id not in started:
+                started.add(plan_id)
+                status.info("pass %d started (plan loaded, tracking until LOS)", plan_id)
+        for plan_id, result in list(daemon.results.items()):
+            if plan_id not in ended and result.finished:
+                ended.add(plan_id)
+                words = _outcome_words(result.key_bits, result.abort_reason)
+                status.info("pass %d ended: %d detections, %s", plan_id, result.detections, words)
+        await asyncio.sleep(STATUS_PERIOD_S)
+
+
+async def _watch_payload_passes(daemon: PayloadDaemon) -> None:
+    """Log one status line when the payload's source starts a pass and one when it ends."""
+    started: set[tuple[str, int]] = set()
+    ended: set[tuple[str, int]] = set()
+    while True:
+        for key in list(daemon.emissions):
+            if key not in started:
+                started.add(key)
+                status.info("pass %d for %s started (source on)", key[1], key[0])
+        for key, outcome in list(daemon.ended.items()):
+            if key not in ended:
+                ended.add(key)
+                words = _outcome_words(outcome.key_bits, outcome.abort_reason)
+                status.info("pass %d for %s ended: %s", key[1], key[0], words)
+        await asyncio.sleep(STATUS_PERIOD_S)
 
 
 async def open_station_instruments(

@@ -19,6 +19,7 @@ source in-process). Mistakes become a one-line :class:`ConfigError` naming the f
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -30,7 +31,14 @@ import sim_backends.instruments  # noqa: F401  (registers the in-process simulat
 from drivers.options import DriverOptions
 from drivers.registry import DRIVERS, DriverSpec
 from drivers.transport import open_transport
-from satqkd.config import NAME_PATTERN, ConfigError, _describe_error, _Model, load_yaml_mapping
+from satqkd.config import (
+    NAME_PATTERN,
+    ConfigError,
+    _describe_error,
+    _Model,
+    join_problems,
+    load_yaml_mapping,
+)
 
 EMULATOR_SCHEME = "emulator://"
 FILE_SCHEME = "file://"
@@ -169,39 +177,53 @@ class BenchConfig(_Model):
         return self._origin or f"bench {self.name}"
 
 
-def _check_entries(bench: BenchConfig, source: str) -> None:
-    """What pydantic cannot say per entry: each driver's options, and that a payload
-    controller's `hardware=` names another source entry of the bench."""
-    for name, entry in bench.instruments.items():
+def _entry_problems(entries: dict[str, BenchEntry], bench: BenchConfig | None) -> list[str]:
+    """What pydantic cannot say per entry: each driver's options, and (for a bench that
+    validated) that a payload controller's `hardware=` names another source entry of it."""
+    problems: list[str] = []
+    for name, entry in entries.items():
         target = simulated_target(entry.resource)
         hardware = target[2].get("hardware") if target else None
-        if hardware is not None:
+        if hardware is not None and bench is not None:
             other = bench.instruments.get(hardware)
             if other is None or other.kind != "source" or hardware == name:
-                raise ConfigError(
-                    f"{source}: instruments.{name}.resource: hardware={hardware} must name "
-                    "another source entry of this bench"
+                problems.append(
+                    f"instruments.{name}.resource: hardware={hardware} must name another "
+                    "source entry of this bench"
                 )
         try:
             entry.driver_options()
         except ValidationError as exc:
-            errors = exc.errors()
-            first = _describe_error(dict(errors[0]), entry.spec.options)
-            more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-            raise ConfigError(f"{source}: instruments.{name}.options.{first}{more}") from None
+            problems += [
+                f"instruments.{name}.options.{_describe_error(dict(error), entry.spec.options)}"
+                for error in exc.errors()
+            ]
+    return problems
+
+
+def _valid_entries(data: dict[str, Any]) -> dict[str, BenchEntry]:
+    """Get: the entries of a bench that failed validation which are valid on their own (so
+    their options are checked in the same round)."""
+    raw = data.get("instruments")
+    entries: dict[str, BenchEntry] = {}
+    for name, entry in raw.items() if isinstance(raw, dict) else ():
+        with contextlib.suppress(ValidationError):
+            entries[str(name)] = BenchEntry.model_validate(entry)
+    return entries
 
 
 def validate_instruments(data: dict[str, Any], source: str) -> BenchConfig:
-    """Get: a validated bench; ConfigError naming `source`, the key path and the rule."""
+    """Get: a validated bench; ConfigError naming `source` and every problem (key path and
+    rule), all at once."""
+    bench: BenchConfig | None = None
+    problems: list[str] = []
     try:
         bench = BenchConfig.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(
-            f"{source}: {_describe_error(dict(errors[0]), BenchConfig)}{more}"
-        ) from None
-    _check_entries(bench, source)
+        problems = [_describe_error(dict(error), BenchConfig) for error in exc.errors()]
+    problems += _entry_problems(bench.instruments if bench else _valid_entries(data), bench)
+    if problems or bench is None:
+        raise ConfigError(f"{source}: {join_problems(problems)}")
     bench._origin = source
     return bench
 

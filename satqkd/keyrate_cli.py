@@ -1,4 +1,6 @@
-"""`satqkd keyrate estimate FILE.json`: finite-key length from observed decoy-state counts."""
+"""`satqkd keyrate estimate FILE.json`: finite-key length from observed decoy-state counts,
+given as a counts request (docs/keyrate.md) or as a pass's report.json (its counts taken as
+docs/keyrate.md describes)."""
 
 from __future__ import annotations
 
@@ -49,6 +51,70 @@ def keyrate_estimate_from_request(request: Any) -> dict[str, Any]:
     return out
 
 
+REPORT_SCHEMA_PREFIX = "satqkd.pass-report/"
+
+
+def _report_field(report: Any, *path: str | int) -> Any:
+    value = report
+    for part in path:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            value = None
+        if value is None:
+            name = ".".join(str(p) for p in path)
+            raise InputError(f"report: {name} is missing (null or absent): no counts to estimate")
+    return value
+
+
+def request_from_report(report: Any) -> dict[str, Any]:
+    """Get: the counts request (docs/keyrate.md) of a pass report: counts per intensity from
+    quantum.by_intensity, probabilities from the pulses sent at each intensity, eps_sec and
+    eps_cor from the epsilon budget, leak_ec_bits as the leak plus the verification tag
+    (InputError naming the field a report lacks)."""
+    rows = _report_field(report, "quantum", "by_intensity")
+    if not isinstance(rows, list) or len(rows) != 3:
+        raise InputError("report: quantum.by_intensity must have 3 rows (signal, decoy, vacuum)")
+    x_known = bool(report["quantum"].get("x_errors_known"))
+
+    def column(name: str) -> list[Any]:
+        return [_report_field(rows, k, name) for k in range(3)]
+
+    sent = column("sent")
+    total_sent = sum(sent) if all(isinstance(s, int) for s in sent) else 0
+    if total_sent <= 0:
+        raise InputError("report: quantum.by_intensity[].sent must be pulse counts, not all 0")
+    z_errors = column("z_errors")
+    x_errors = (
+        [e - z for e, z in zip(column("errors"), z_errors, strict=True)] if x_known else [0] * 3
+    )
+    terms = {
+        row.get("term"): row.get("epsilon")
+        for row in _report_field(report, "postprocessing", "epsilon_budget", "terms")
+        if isinstance(row, dict)
+    }
+    try:
+        eps_sec = float(terms["parameter_estimation"]) + float(terms["privacy_amplification"])
+        eps_cor = float(terms["verification"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(
+            "report: postprocessing.epsilon_budget.terms lacks parameter_estimation, "
+            "privacy_amplification or verification"
+        ) from None
+    pp = report["postprocessing"]
+    leak = _report_field(pp, "leak_ec_bits") + _report_field(pp, "verification_tag_bits")
+    return {
+        "intensities": column("mu"),
+        "probabilities": [s / total_sent for s in sent],
+        "x": {"detections": column("x_detections"), "errors": x_errors},
+        "z": {"detections": column("z_detections"), "errors": z_errors},
+        "eps_sec": eps_sec,
+        "eps_cor": eps_cor,
+        "leak_ec_bits": leak,
+        "bounds": (pp.get("finite_key") or {}).get("bounds", "hoeffding"),
+    }
+
+
 def run_keyrate_estimate(path: str) -> int:
     """Print the finite-key estimate for the request in the JSON file at path; return exit code."""
     try:
@@ -77,6 +143,9 @@ def run_keyrate_estimate(path: str) -> int:
     except ValueError as exc:  # e.g. an integer literal of thousands of digits
         return _error(f"{path}: invalid JSON: {' '.join(str(exc).split())[:120]}")
     try:
+        schema = request.get("schema") if isinstance(request, dict) else None
+        if isinstance(schema, str) and schema.startswith(REPORT_SCHEMA_PREFIX):
+            request = request_from_report(request)
         out = keyrate_estimate_from_request(request)
     except InputError as exc:
         return _error(str(exc))

@@ -2,6 +2,10 @@
 the physics alone (no daemons): every loss term, the transmittance, the background, the
 polarisation frames and what the station should expect to count.
 
+The summary covers the QKD window `sim pass` would use (the same plan: acquisition allowance,
+`--start-after-aos-s`, `--max-duration-s`, frame by frame with the scenario's attacks) and
+gives the key the station's post-processing should make of the expected counts.
+
 Writes DIR/link.json (schema satqkd.link/1) and DIR/link.png.
 """
 
@@ -18,15 +22,26 @@ import numpy as np
 
 from satqkd.config import ConfigError, Scenario, load_scenario
 from satqkd.pass_physics import (
+    NoPassError,
+    PassPhysics,
     choose_pass,
     detector_model,
     link_timeline,
+    plan_pass,
     source_model,
     station_geometry,
 )
+from satqkd.wiring import protocol_parameters
+from satqkd_core import rng
 from satqkd_core.ephemeris import StationTrack
 from satqkd_core.errors import InputError
-from sim_backends.expected import ExpectedRates, expected_rates
+from sim_backends.channel import AttackModel
+from sim_backends.expected import (
+    ExpectedRates,
+    expected_key,
+    expected_rates,
+    expected_statistics,
+)
 
 SCHEMA = "satqkd.link/1"
 STEP_S = 1.0
@@ -38,6 +53,7 @@ LOSS_TERMS = (
     "scintillation_loss_db",
     "transmitter_optics_loss_db",
     "receiver_optics_loss_db",
+    "field_stop_loss_db",
 )
 EXIT_USAGE = 2
 
@@ -52,7 +68,45 @@ def _utc(unix_s: float) -> str:
     return stamp.replace("+00:00", "Z")
 
 
-def link_report(scenario: Scenario) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _window_summary(scenario: Scenario, physics: PassPhysics) -> dict[str, Any]:
+    """Expected counts and key over the QKD frames `sim pass` would run."""
+    mission = scenario.mission
+    source, detectors = source_model(scenario), detector_model(scenario)
+    rates = expected_rates(
+        source,
+        detectors,
+        physics.frame_transmittance,
+        physics.frame_background_cps,
+        mission.protocol.sync_window_ps,
+        physics.frame_polarisation_error,
+        physics.attack,
+    )
+    params = protocol_parameters(mission)
+    every = np.ones(physics.n_frames, dtype=bool)
+    stats = expected_statistics(rates, source, detectors, params, physics.frame_s, every)
+    key = expected_key(
+        stats,
+        params,
+        mission.protocol.cascade_passes,
+        rng.derive_key(scenario.scenario.seed, "link/expected-reconciliation"),
+    )
+    detections = float(rates.detections_per_s.sum() * physics.frame_s)
+    errors = float((rates.detections_per_s * rates.overall_qber).sum() * physics.frame_s)
+    return {
+        "qkd_start_after_aos_s": round(physics.qkd_start_unix_s - physics.window.aos_unix_s, 3),
+        "qkd_window_s": float(physics.n_frames * physics.frame_s),
+        "expected_detections": round(detections),
+        "expected_sifted_bits": round(float(rates.sifted_bits_per_s.sum() * physics.frame_s)),
+        "expected_qber": round(errors / detections, 6) if detections else 0.0,
+        "expected_leak_ec_bits": key.leak_ec_bits,
+        "expected_secret_key_bits": key.key_bits,
+        "expected_no_key_reason": key.abort_reason,
+    }
+
+
+def link_report(
+    scenario: Scenario, max_duration_s: float | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The link.json content and the arrays the figure is drawn from."""
     tle, window = choose_pass(scenario)
     start, stop = math.ceil(window.aos_unix_s), math.floor(window.los_unix_s)
@@ -70,8 +124,19 @@ def link_report(scenario: Scenario) -> tuple[dict[str, Any], dict[str, np.ndarra
         link.budget.background_counts_per_s,
         mission.protocol.sync_window_ps,
         link.polarisation_error,
+        AttackModel(
+            intercept_resend_fraction=scenario.scenario.attacks.intercept_resend_fraction,
+            photon_number_splitting=scenario.scenario.attacks.photon_number_splitting,
+        ),
     )
-    in_qkd = link.geometry.elevation_deg >= mission.protocol.min_qkd_elevation_deg
+    try:
+        physics: PassPhysics | None = plan_pass(scenario, max_duration_s)
+    except NoPassError:  # no QKD time left in this pass: the link alone
+        physics = None
+    if physics is not None:
+        in_qkd = (times >= physics.qkd_start_unix_s) & (times < physics.qkd_stop_unix_s)
+    else:
+        in_qkd = np.zeros(times.size, dtype=bool)
     budget = link.budget
     steps = []
     for i in range(times.size):
@@ -86,6 +151,7 @@ def link_report(scenario: Scenario) -> tuple[dict[str, Any], dict[str, np.ndarra
         }
         for term in LOSS_TERMS:
             step[term] = _number(getattr(budget, term)[i], 4)
+        step["turbulence_spread_loss_db"] = _number(budget.turbulence_spread_loss_db[i], 4)
         step["total_loss_db"] = _number(budget.total_loss_db[i], 4)
         step["transmittance"] = float(f"{budget.transmittance[i]:.6e}")
         step["background_counts_per_s"] = _number(budget.background_counts_per_s[i], 3)
@@ -105,9 +171,20 @@ def link_report(scenario: Scenario) -> tuple[dict[str, Any], dict[str, np.ndarra
         steps.append(step)
 
     qkd = in_qkd
-    detections = float(rates.detections_per_s[qkd].sum() * STEP_S)
-    sifted = float(rates.sifted_bits_per_s[qkd].sum() * STEP_S)
-    errors = float((rates.detections_per_s * rates.overall_qber)[qkd].sum() * STEP_S)
+    window_summary = (
+        _window_summary(scenario, physics)
+        if physics is not None
+        else {
+            "qkd_start_after_aos_s": None,
+            "qkd_window_s": 0.0,
+            "expected_detections": 0,
+            "expected_sifted_bits": 0,
+            "expected_qber": 0.0,
+            "expected_leak_ec_bits": 0,
+            "expected_secret_key_bits": 0,
+            "expected_no_key_reason": "no QKD time in this pass",
+        }
+    )
     report = {
         "schema": SCHEMA,
         "mission": mission.name,
@@ -122,11 +199,9 @@ def link_report(scenario: Scenario) -> tuple[dict[str, Any], dict[str, np.ndarra
             "min_range_km": round(float(link.geometry.range_m.min()) / 1e3, 3),
             "mobile_station": isinstance(station, StationTrack),
         },
+        "attacks": scenario.scenario.attacks.model_dump(),
         "summary": {
-            "qkd_window_s": float(qkd.sum() * STEP_S),
-            "expected_detections": round(detections),
-            "expected_sifted_bits": round(sifted),
-            "expected_qber": round(errors / detections, 6) if detections else 0.0,
+            **window_summary,
             "min_total_loss_db": _number(np.min(budget.total_loss_db[qkd]), 4)
             if qkd.any()
             else None,
@@ -189,11 +264,24 @@ def write_link_plot(arrays: dict[str, np.ndarray], title: str, path: Path) -> No
     plt.close(fig)
 
 
-def run_sim_link(config: str, out: str | None) -> int:
-    """Write link.json and link.png for a scenario's pass; 2 with one line on a bad config."""
+def run_sim_link(
+    config: str,
+    out: str | None,
+    *,
+    seed: int | None = None,
+    start_after_aos_s: float | None = None,
+    max_duration_s: float | None = None,
+) -> int:
+    """Write link.json and link.png for a scenario's pass; 2 with one line on a bad config.
+
+    seed, start_after_aos_s and max_duration_s as `sim pass` takes them."""
+    from satqkd.api import with_start_after_aos
+
     try:
-        scenario = load_scenario(config)
-        report, arrays = link_report(scenario)
+        if max_duration_s is not None and not max_duration_s > 0:
+            raise ConfigError(f"--max-duration-s must be positive, got {max_duration_s}")
+        scenario = with_start_after_aos(load_scenario(config, seed=seed), start_after_aos_s)
+        report, arrays = link_report(scenario, max_duration_s)
     except (ConfigError, InputError) as exc:
         print(f"satqkd: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -212,7 +300,8 @@ def run_sim_link(config: str, out: str | None) -> int:
         f"{title}: max elevation {report['pass']['max_elevation_deg']:.1f} deg, "
         f"{summary['qkd_window_s']:.0f} s of QKD, expected {summary['expected_detections']} "
         f"detections, {summary['expected_sifted_bits']} sifted bits, QBER "
-        f"{100 * summary['expected_qber']:.2f} %. Link: {out_dir / 'link.json'}"
+        f"{100 * summary['expected_qber']:.2f} %, {summary['expected_secret_key_bits']} secret "
+        f"key bits. Link: {out_dir / 'link.json'}"
     )
     return 0
 
@@ -224,8 +313,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="satqkd sim link", description=__doc__)
     parser.add_argument("config", help="scenario YAML (configs/scenarios/...)")
     parser.add_argument("--out", default=None, help="output directory (default runs/link-<time>)")
+    parser.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    parser.add_argument("--start-after-aos-s", type=float, default=None)
+    parser.add_argument("--max-duration-s", type=float, default=None)
     args = parser.parse_args(argv)
-    return run_sim_link(args.config, args.out)
+    return run_sim_link(
+        args.config,
+        args.out,
+        seed=args.seed,
+        start_after_aos_s=args.start_after_aos_s,
+        max_duration_s=args.max_duration_s,
+    )
 
 
 if __name__ == "__main__":

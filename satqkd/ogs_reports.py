@@ -2,7 +2,8 @@
 
 A recorder on its own bus connection listens to the mission's telemetry and events, as a
 control centre would, and each time the station's OGS_PASS_SUMMARY of a plan arrives it writes
-`DIR/<plan_id>/report.json` and `DIR/<plan_id>/telemetry.jsonl`. The payload's summary may
+`DIR/<plan_id>/report.json`, `DIR/<plan_id>/telemetry.jsonl` and `DIR/<plan_id>/frames.parquet`
+(the station's per-frame records, from its telemetry alone). The payload's summary may
 come later, or never: the report first says what the station knows (the payload's figures
 null), and is written again when the payload's summary arrives. The station's key digest is
 read from its own key store; the payload's is not at hand here (null).
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from satqkd.archives import FRAMES_FILE, frames_from_telemetry
 from satqkd.report_builder import (
     OGS_SUMMARY,
     PAYLOAD_SUMMARY,
@@ -28,6 +30,7 @@ from satqkd.report_builder import (
 )
 from satqkd_core import dictionary as dct
 from satqkd_runtime.bus import BusTls, MessageBus
+from satqkd_runtime.clock import Clock
 from satqkd_runtime.keystore import KeyStore
 
 log = logging.getLogger("satqkd.reports")
@@ -85,8 +88,8 @@ class StationReports:
             self.write(int(fields["plan_id"]))
 
     def write(self, plan_id: int) -> Path | None:
-        """Control: write DIR/<plan_id>/report.json and telemetry.jsonl from what has been
-        recorded; the report's path, None if it could not be written (logged)."""
+        """Control: write DIR/<plan_id>/report.json, telemetry.jsonl and frames.parquet from
+        what has been recorded; the report's path, None if it could not be written (logged)."""
         if self.recorder is None:
             return None
         records = plan_records(self.recorder.records, plan_id)
@@ -96,6 +99,8 @@ class StationReports:
             out_dir = self.directory / str(plan_id)
             out_dir.mkdir(parents=True, exist_ok=True)
             save_recorded(records, out_dir / "telemetry.jsonl")
+            frames = frames_from_telemetry(records, plan_id, self.station)
+            frames.to_parquet(out_dir / FRAMES_FILE, index=False)
             path = write_report(report, out_dir)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("plan %d: report not written: %s", plan_id, exc)
@@ -113,11 +118,12 @@ async def start_station_reports(
     keystore: KeyStore | None,
     directory: str | Path | None = None,
     tls: BusTls | None = None,
+    clock: Clock | None = None,
 ) -> StationReports:
     """Get: a station's report writer, recording from now on its own bus connection until
     `stack` closes (over `mqtts://`, `tls` holds the recorder's own certificate: a broker that
     makes the certificate's CN the client id would let two connections under the station's
-    identity take each other's place)."""
+    identity take each other's place); `clock` (the station's) stamps what it records."""
     reports = StationReports(
         Path(directory) if directory is not None else default_reports_dir(station),
         mission,
@@ -132,6 +138,7 @@ async def start_station_reports(
         nodes={reports.node, dct.PAYLOAD_NODE},
         max_records=MAX_RECORDS,
         on_record=reports.on_record,
+        clock=clock,
     )
     reports.recorder = recorder
     await recorder.start()

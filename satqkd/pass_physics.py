@@ -13,6 +13,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from satqkd_core.ephemeris import (
     Station,
     StationTrack,
     polarisation_frame_rotation_deg,
+    sun_elevation_deg,
     topocentric,
 )
 from satqkd_core.errors import InputError
@@ -52,6 +54,9 @@ from sim_backends.polarisation import (
 )
 from sim_backends.tagger import TaggerModel, quantise_timestamps
 from sim_backends.transmitter_pointing import TransmitterPointing, pointing_residual_urad
+
+if TYPE_CHECKING:
+    from satqkd.payload_pointing_physics import PayloadPointingTruth
 
 EPHEMERIS_STEP_S = 1.0
 PLAN_LEAD_S = 30.0
@@ -103,6 +108,8 @@ class PassPhysics:
     frame_elevation_deg: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
     tagger: TaggerModel = dataclasses.field(default_factory=TaggerModel)
     clock_drift_ppb: float = 0.0
+    # the payload's own pointing, when the mission models it (transmitter.pointing)
+    payload_pointing: PayloadPointingTruth | None = None
 
     @property
     def n_frames(self) -> int:
@@ -273,16 +280,23 @@ def acquisition_allowance_s(scenario: Scenario) -> float:
 
 
 def link_timeline(
-    scenario: Scenario, tle: tuple[str, str], window: PassWindow, unix_s: np.ndarray
+    scenario: Scenario,
+    tle: tuple[str, str],
+    window: PassWindow,
+    unix_s: np.ndarray,
+    pointing_error_urad: np.ndarray | None = None,
 ) -> LinkTimeline:
     """The link budget, transmitter pointing residual and polarisation frames at the given
-    instants."""
+    instants (the transmitter's pointing error given, or drawn from the statistical model)."""
     mission, station_cfg, sc = scenario.mission, scenario.station, scenario.scenario
     station = station_geometry(scenario)
     geometry = topocentric(tle[0], tle[1], station, unix_s)
-    pointing = pointing_residual_urad(
-        transmitter_pointing_of(scenario), unix_s, rng.derive_key(sc.seed, "atp/track")
-    )
+    if pointing_error_urad is not None:
+        pointing = np.asarray(pointing_error_urad, dtype=np.float64)
+    else:
+        pointing = pointing_residual_urad(
+            transmitter_pointing_of(scenario), unix_s, rng.derive_key(sc.seed, "atp/track")
+        )
     tx_cfg, rx_cfg, atm_cfg = mission.transmitter, station_cfg.receiver, station_cfg.atmosphere
     cloud = sc.weather.cloud
     budget = link_budget(
@@ -292,6 +306,8 @@ def link_timeline(
             tx_cfg.aperture_diameter_m,
             tx_cfg.divergence_urad,
             tx_cfg.optics_efficiency,
+            tx_cfg.divergence_definition,
+            tx_cfg.pointing_jitter_rms_urad,
         ),
         ReceiverOptics(
             rx_cfg.aperture_diameter_m,
@@ -309,10 +325,16 @@ def link_timeline(
             else None,
             cloud_extra_loss_db=cloud.extra_loss_db if cloud else 0.0,
             scintillation_index_zenith=atm_cfg.scintillation_index,
+            model=atm_cfg.model,
+            visibility_km=atm_cfg.visibility_km,
+            season=atm_cfg.season,
+            ground_altitude_m=station_cfg.location.altitude_m,
+            seeing_arcsec=atm_cfg.seeing_arcsec,
         ),
         Background(station_cfg.background.sky, station_cfg.background.radiance_w_m2_sr_nm),
         pointing,
         rng.derive_key(sc.seed, "scintillation"),
+        sun_elevation_deg(station, unix_s),
     )
     rotation = polarisation_frame_rotation_deg(tle[0], tle[1], station, unix_s)
     pol = station_cfg.polarisation
@@ -392,7 +414,16 @@ def plan_pass(scenario: Scenario, max_duration_s: float | None = None) -> PassPh
             f"{scenario.path}: protocol.frame_s x source.repetition_rate_hz must be whole pulses"
         )
     frame_mid = start + frame_s * (np.arange(n_frames) + 0.5)
-    link = link_timeline(scenario, tle, window, frame_mid)
+    payload_pointing = None
+    if mission.transmitter.pointing is not None:
+        payload_pointing = _payload_pointing(scenario, tle, station, start, frame_mid, frame_s)
+    link = link_timeline(
+        scenario,
+        tle,
+        window,
+        frame_mid,
+        None if payload_pointing is None else payload_pointing.frame_effective_error_urad,
+    )
     attacks = sc.attacks
     return PassPhysics(
         tle=tle,
@@ -427,4 +458,28 @@ def plan_pass(scenario: Scenario, max_duration_s: float | None = None) -> PassPh
         frame_elevation_deg=link.geometry.elevation_deg,
         tagger=TaggerModel(scenario.station.tagger.resolution_ps),
         clock_drift_ppb=sc.simulation.clock_drift_ppb,
+        payload_pointing=payload_pointing,
+    )
+
+
+def _payload_pointing(
+    scenario: Scenario,
+    tle: tuple[str, str],
+    station: Station | StationTrack,
+    qkd_start_unix_s: float,
+    frame_mid: np.ndarray,
+    frame_s: float,
+) -> PayloadPointingTruth:
+    """The payload end of the link (satqkd.payload_pointing_physics; decision 0020)."""
+    from satqkd.payload_pointing_physics import simulate_payload_pointing
+
+    tx = scenario.mission.transmitter
+    optics = TransmitterOptics(
+        scenario.mission.source.wavelength_nm,
+        tx.aperture_diameter_m,
+        tx.divergence_urad,
+        tx.optics_efficiency,
+    )
+    return simulate_payload_pointing(
+        scenario, tle, station, qkd_start_unix_s, frame_mid, frame_s, optics
     )

@@ -1,7 +1,9 @@
 """Recording a mission's telemetry and events from the bus, as a control centre would.
 
 A `PassRecorder` subscribes on its own bus connection to `satqkd/{mission}/+/tm/#` and
-`satqkd/{mission}/+/evt` and keeps every message decoded as a plain JSON record (`record_of`);
+`satqkd/{mission}/+/evt` and keeps every message decoded as a plain JSON record (`record_of`),
+stamped `received_unix_s` with the node clock's time when it arrived (simulated time in a
+simulation, so a report's telemetry.jsonl is a timed archive `satqkd tm export` can write);
 `save_recorded` / `load_recorded` write and read such a stream as JSON lines
 (`telemetry.jsonl`). `satqkd.report_builder` makes the pass report of a recorded stream.
 """
@@ -24,6 +26,7 @@ import numpy as np
 from satqkd_core import dictionary as dct
 from satqkd_core.codec import CodecError, decode_envelope
 from satqkd_runtime.bus import MessageBus
+from satqkd_runtime.clock import Clock, RealClock
 
 log = logging.getLogger("satqkd.recorder")
 
@@ -92,7 +95,8 @@ class PassRecorder:
     """Records a mission's telemetry and events from its own bus connection.
 
     `nodes` keeps only those nodes' messages; `max_records` keeps only the newest ones (a
-    long-running recorder); `on_record` is called with every record kept, in arrival order.
+    long-running recorder); `on_record` is called with every record kept, in arrival order;
+    `clock` stamps each record's `received_unix_s` (the system clock unless given).
     """
 
     def __init__(
@@ -103,8 +107,10 @@ class PassRecorder:
         nodes: Iterable[str] | None = None,
         max_records: int | None = None,
         on_record: Callable[[Record], Awaitable[None] | None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.bus = bus
+        self.clock: Clock = clock if clock is not None else RealClock()
         self.mission = mission
         dct.event_topic(mission, dct.PAYLOAD_NODE)  # InputError naming a bad mission name
         self.topics = (f"satqkd/{mission}/+/tm/#", f"satqkd/{mission}/+/evt")
@@ -156,6 +162,7 @@ class PassRecorder:
                 continue
             if self.nodes is not None and record["node"] not in self.nodes:
                 continue
+            record["received_unix_s"] = self.clock.now_unix_s()
             self._records.append(record)
             self._changed.set()
             if self.on_record is not None:

@@ -1,18 +1,18 @@
-"""Writing a pass's report (`report.json`, schema satqkd.pass-report/1), its recorded
-telemetry (`telemetry.jsonl`) and its plots. The report itself is made by
-`satqkd.report_builder` from what the daemons published (docs/report.md)."""
+"""Writing a pass's report (`report.json`, schema satqkd.pass-report/1) and its recorded
+telemetry (`telemetry.jsonl`), and saying in plain words why a pass gave no key. The report
+itself is made by `satqkd.report_builder` from what the daemons published (docs/report.md);
+archives: `satqkd.archives`; plots: `satqkd.plots`."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from satqkd.report_builder import SCHEMA, save_recorded, write_report
 from satqkd.simulation import PassRun
 
-__all__ = ["SCHEMA", "build_report", "write_plots", "write_report", "write_telemetry"]
+__all__ = ["SCHEMA", "build_report", "explain_no_key", "write_report", "write_telemetry"]
 
 
 def build_report(run: PassRun) -> dict[str, Any]:
@@ -26,69 +26,64 @@ def write_telemetry(run: PassRun, out_dir: Path) -> Path:
     return save_recorded(run.recorded, out_dir / "telemetry.jsonl")
 
 
-def write_plots(run: PassRun, out_dir: Path) -> list[Path]:
-    """Elevation, count rate, QBER and key over the pass, one PNG each."""
-    import matplotlib
+def _qkd_seconds(report: dict[str, Any]) -> float | None:
+    from datetime import datetime
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    p = report["pass"]
+    start, stop = p.get("qkd_start_utc"), p.get("qkd_stop_utc")
+    if not start or not stop:
+        return None
+    parse = datetime.fromisoformat
+    return (
+        parse(stop.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))
+    ).total_seconds()
 
-    physics = run.physics
-    result = run.ogs.results[run.plan_id]
-    t0 = physics.window.aos_unix_s
-    chunks = result.chunks
-    t_chunk = np.array([0.5 * (c.start_unix_s + c.stop_unix_s) - t0 for c in chunks])
-    span = np.array([c.stop_unix_s - c.start_unix_s for c in chunks])
-    paths = []
 
-    def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        path = out_dir / name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-
-    grid_t = physics.elevation_grid_unix_s - t0
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.plot(grid_t, physics.elevation_grid_deg, label="elevation")
-    ax.axvspan(physics.qkd_start_unix_s - t0, physics.qkd_stop_unix_s - t0, alpha=0.15, label="QKD")
-    ax.set(xlabel="time after AOS (s)", ylabel="elevation (deg)", title="Pass geometry")
-    ax.legend()
-    save(fig, "elevation.png")
-
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    if chunks:
-        rate = np.array([c.detections for c in chunks]) / np.maximum(span, 1e-9)
-        (line1,) = ax.semilogy(t_chunk, np.maximum(rate, 1e-1), label="detections per s")
-        ax2 = ax.twinx()
-        (line2,) = ax2.plot(
-            physics.frame_mid_unix_s - t0, physics.frame_total_loss_db, "C1", label="link loss"
+def explain_no_key(
+    report: dict[str, Any], culmination_after_aos_s: float | None = None
+) -> str | None:
+    """Get: why a pass gave no key and the next thing to try, in plain words, from its report
+    (None if it gave a key). The report's own `key.abort_reason` keeps the protocol's terms."""
+    key = report["key"]
+    if key["secret_key_bits"]:
+        return None
+    reason = str(key.get("abort_reason") or "no key produced")
+    q = report["quantum"]
+    qkd_s = _qkd_seconds(report)
+    window = f"{qkd_s:.0f} s of QKD" if qkd_s is not None else "the QKD window"
+    near_top = (
+        f" (culmination is {culmination_after_aos_s:.0f} s after AOS: "
+        f"--start-after-aos-s {max(0.0, culmination_after_aos_s - 30):.0f})"
+        if culmination_after_aos_s is not None
+        else ""
+    )
+    if reason.startswith("finite-key bound leaves no key"):
+        return (
+            f"too few detections for a key: {q['sifted_bits']} sifted bits in {window} are not "
+            "enough for the finite-size security bound to leave any secret bits. Next: a longer "
+            "QKD window (raise or drop --max-duration-s), or start nearer culmination where the "
+            f"count rate is highest{near_top}, or a higher pass or clearer weather."
         )
-        ax2.set_ylabel("link loss (dB)")
-        ax.legend(handles=[line1, line2], loc="upper right")
-    ax.set(xlabel="time after AOS (s)", ylabel="detections per s", title="Count rate")
-    save(fig, "count_rate.png")
-
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    if chunks:
-        z_err = np.array([c.z_errors for c in chunks], dtype=float)
-        z_n = np.array([c.z_sifted for c in chunks], dtype=float)
-        window = max(1, len(chunks) // 40)
-        kernel = np.ones(window)
-        qber = np.convolve(z_err, kernel, "same") / np.maximum(np.convolve(z_n, kernel, "same"), 1)
-        ax.plot(t_chunk, 100 * qber, label=f"Z-basis QBER ({window}-frame average)")
-        ax.axhline(100 * run.scenario.mission.protocol.qber_abort_threshold, color="r", ls="--")
-    ax.set(xlabel="time after AOS (s)", ylabel="QBER (%)", title="Quantum bit error rate")
-    ax.legend()
-    save(fig, "qber.png")
-
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    if chunks:
-        sifted = np.cumsum([c.sifted for c in chunks])
-        ax.plot(t_chunk, sifted, label="sifted bits (cumulative)")
-        if result.key_bits and not result.abort_reason:
-            ax.axhline(result.key_bits, color="g", ls="--", label="final secret key")
-    ax.set(xlabel="time after AOS (s)", ylabel="bits", title="Key over the pass")
-    ax.legend()
-    save(fig, "key.png")
-    return paths
+    match = re.match(r"qber ([0-9.]+) above ([0-9.]+) threshold", reason)
+    if match:
+        return (
+            f"too many errors: {100 * float(match[1]):.1f} % of the test bits were wrong, above "
+            f"the {100 * float(match[2]):.0f} % the protocol tolerates. An eavesdropper (see the "
+            "scenario's attacks), background light or polarisation misalignment raise it. Next: "
+            "check qber.png and `satqkd sim link SCENARIO` (expected QBER), the scenario's "
+            "attacks and the station's polarisation compensation."
+        )
+    if reason.startswith("no sifted detections"):
+        return (
+            f"no photons were counted in both bases ({q['detections']} detections). Next: check "
+            "the pointing (atp.png) and count rate (count_rate.png), and that the pass rises "
+            "above the QKD elevation mask (`satqkd sim link SCENARIO`)."
+        )
+    if reason.startswith(("verification failed", "error correction kept no key bits")):
+        return (
+            f"error correction could not make both ends' keys equal ({reason}). Next: a lower "
+            "QBER (qber.png) or the other reconciliation (protocol.reconciliation: ldpc | cascade)."
+        )
+    if "aborted by command" in reason:
+        return f"the pass was stopped by a telecommand ({reason})."
+    return f"{reason}. Next: run with -v for the daemons' log, and see telemetry.jsonl."

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -122,6 +123,8 @@ class AtpTruth:
     # fine_residual_rms_urad, acquired, inside_field_of_view_fraction, mean_coupling,
     # min_frame_coupling: as the report shows them
     station: Mapping[str, Any] = field(default_factory=dict)
+    # the payload end when its own pointing is simulated (PayloadPointingTruth.report())
+    payload: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,8 @@ class SimulationTruth:
     #: emulator, visa-sim, hardware, recording; "none" for a slot the bench leaves empty)
     benches: dict[str, str] = field(default_factory=dict)
     instruments: dict[str, str] = field(default_factory=dict)
+    #: the modelled payload <-> station link, as `classical_channel.link` shows it
+    classical_link: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _utc(unix_s: float | None) -> str | None:
@@ -245,6 +250,20 @@ def _epsilon_budget(o: Mapping[str, Any], p: Mapping[str, Any] | None) -> dict[s
     return {"terms": terms, "total": sum(e for _, e, _ in rows)}
 
 
+def _auth_pool(o: Mapping[str, Any], p: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The pass's pad-word economy: words its messages used (one per message each way), words
+    its key refilled (64 bits each, both ways alike), messages left each way at each end."""
+    used = int(o["uplink_messages"]) + (int(p["downlink_messages"]) if p is not None else 0)
+    refilled = int(o["auth_refill_bits"]) // 64
+    return {
+        "pad_words_used": used,
+        "pad_words_refilled": refilled,
+        "pad_words_net": refilled - used,
+        "messages_left_ogs": o.get("auth_messages_left"),
+        "messages_left_payload": p.get("auth_messages_left") if p is not None else None,
+    }
+
+
 def _postprocessing(o: Mapping[str, Any], p: Mapping[str, Any] | None) -> dict[str, Any]:
     finite_key = None
     if o["finite_key_known"]:
@@ -265,6 +284,7 @@ def _postprocessing(o: Mapping[str, Any], p: Mapping[str, Any] | None) -> dict[s
         "pa_input_bits": o["pa_input_bits"],
         "pa_output_bits": o["pa_output_bits"],
         "auth_refill_bits": o["auth_refill_bits"],
+        "auth_pool": _auth_pool(o, p),
         "finite_key": finite_key,
         "epsilon_budget": _epsilon_budget(o, p),
     }
@@ -297,6 +317,27 @@ def _station_daemon(o: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _payload_tracking_measured(atp: dict[str, Any], p: Mapping[str, Any] | None) -> None:
+    """Control: where the payload controller reported its own fine-tracking figures (its
+    housekeeping, in PAYLOAD_PASS_SUMMARY), `payload_tracking` shows them, not the
+    simulator's: the residual (and the rejection ratio it divides) and the locked fraction."""
+    tracking = atp.get("payload_tracking")
+    if tracking is None or p is None:
+        return
+    residual, locked = p.get("fine_residual_rms_urad"), p.get("fine_locked_fraction")
+    if _finite(residual):
+        tracking["tracking_residual_rms_urad"] = round(float(residual), 4)
+        vibration = tracking.get("micro_vibration_rms_urad")
+        if residual > 0 and _finite(vibration):
+            tracking["rejection_ratio"] = round(min(float(vibration) / float(residual), 1e9), 2)
+    if _finite(locked):
+        tracking["locked_fraction"] = round(float(locked), 4)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _atp(o: Mapping[str, Any], truth: SimulationTruth | None) -> dict[str, Any]:
     spot_valid = round(o["atp_spot_valid_fraction"], 4)
     if truth is None:
@@ -320,6 +361,8 @@ def _atp(o: Mapping[str, Any], truth: SimulationTruth | None) -> dict[str, Any]:
         "tracking_rms_urad": round(t.tracking_rms_urad, 4),
         "mean_pointing_loss_db": round(t.mean_pointing_loss_db, 4),
     }
+    if t.payload:
+        atp["payload_tracking"] = dict(t.payload)
     if t.model != "instruments":
         return {**atp, "model": t.model}
     tracking: dict[str, Any] = {
@@ -410,7 +453,10 @@ def build_report(
     report["postprocessing"] = _postprocessing(o, p)
     report["key"] = _key(o, p, key_digests or {})
     report["atp"] = _atp(o, truth)
+    _payload_tracking_measured(report["atp"], p)
     report["classical_channel"] = _classical_channel(o, p)
+    if truth is not None and truth.classical_link:
+        report["classical_channel"]["link"] = dict(truth.classical_link)
     report["timing"] = _timing(o, truth)
     if truth is not None:
         report["simulation"] = {"benches": truth.benches, "instruments": truth.instruments}

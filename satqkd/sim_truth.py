@@ -23,12 +23,14 @@ def atp_truth(physics: PassPhysics, station: StationBench | None) -> AtpTruth:
     (sim_backends.sky) and of the transmitter's; otherwise the statistical model's figures."""
     transmitter_db = np.asarray(physics.frame_pointing_loss_db, dtype=np.float64)
     mean_transmitter_db = float(np.mean(transmitter_db)) if transmitter_db.size else 0.0
+    payload = physics.payload_pointing.report() if physics.payload_pointing is not None else {}
     if station is None or station.sky is None:
         return AtpTruth(
             model="statistical",
             acquisition_time_s=physics.acquisition_allowance_s,
             tracking_rms_urad=physics.transmitter_pointing_rms_urad,
             mean_pointing_loss_db=float(np.mean(transmitter_db)),
+            payload=payload,
         )
     window = physics.window
     truth = station.sky.tracking_summary(window.aos_unix_s, window.los_unix_s)
@@ -54,6 +56,7 @@ def atp_truth(physics: PassPhysics, station: StationBench | None) -> AtpTruth:
             "mean_coupling": round(float(np.mean(coupling)) if coupling.size else 1.0, 6),
             "min_frame_coupling": round(float(np.min(coupling)) if coupling.size else 1.0, 6),
         },
+        payload=payload,
     )
 
 

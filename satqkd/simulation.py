@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from satqkd.config import ConfigError, Scenario, bench_path, station_path
 from satqkd.instruments_config import BenchConfig, load_instruments_config
 from satqkd.pass_physics import PassPhysics, plan_pass
 from satqkd.report_builder import PassRecorder, SimulationTruth, build_report, key_digests
+from satqkd.sim_link import link_buses, link_report
 from satqkd.sim_station import ScenarioEmulators, StationBench, build_station
 from satqkd.sim_truth import simulation_truth
 from satqkd.wiring import ogs_settings, pass_plan_fields, payload_settings, preshared_auth_key
@@ -39,6 +41,7 @@ from satqkd_ogs.daemon import OgsDaemon
 from satqkd_payload.daemon import PayloadDaemon
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import SimClock
+from satqkd_runtime.emission_auth import install_emission_key
 from satqkd_runtime.keystore import KeyStore
 from satqkd_runtime.qkd_channel import install_preshared_key
 from satqkd_runtime.telecommand_auth import (
@@ -80,6 +83,9 @@ class PassRun:
     truth: SimulationTruth | None = None
     key_digests: dict[str, str | None] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    # the modelled payload <-> station link (satqkd.sim_link), empty unless the scenario models it
+    classical_link: dict[str, Any] = field(default_factory=dict)
+    # the per-frame counts by intensity, copied before the station releases them (archives)
 
 
 @dataclass
@@ -123,14 +129,21 @@ async def build_bench(
     clock: SimClock,
     sequencer: SourceSequencer,
     stack: contextlib.AsyncExitStack,
+    *,
+    emission_keys: tuple[Path, Path] | None = None,
 ) -> tuple[SimBench, StationBench]:
     """Both nodes' instruments, assembled from their bench files as on a lab bench (in-process,
     behind wire-level emulators, over pyvisa-sim), with the scenario's emulators; and the
-    physics' view of them."""
+    physics' view of them. `emission_keys`: the payload's and its controller's key
+    directories (requests to emit are then signed and the controller's interlock enforced)."""
     emulators = ScenarioEmulators(scenario, physics, clock, benches["station"])
+    node_keys, controller_keys = emission_keys or (None, None)
+    context = BuildContext(
+        clock=clock, pattern=sequencer.pattern, keys=node_keys, controller_keys=controller_keys
+    )
     payload = await assemble_node(
-        benches["payload"], "payload", clock=clock, stack=stack,
-        context=BuildContext(clock=clock, pattern=sequencer.pattern), emulators=emulators,
+        benches["payload"], "payload", clock=clock, stack=stack, context=context,
+        emulators=emulators,
     )  # fmt: skip
     station = await assemble_node(
         benches["station"], "station", clock=clock, stack=stack, emulators=emulators
@@ -231,6 +244,9 @@ async def run_pass(
     occ_keys = key_root / "occ"  # the control centre signs telecommands (decision 0016)
     install_telecommand_key(payload_keys, occ_keys, "payload", force=True)
     install_telecommand_key(ogs_keys, occ_keys, f"ogs-{station.name}", force=True)
+    # the payload computer and its controller share the emission key (decision 0020)
+    controller_keys = key_root / "payload-controller"
+    install_emission_key(payload_keys, controller_keys, force=True)
 
     clock = SimClock(physics.clock_start_unix_s)
     # the payload computer's sequencer: a fresh pattern key per pass, drawn by the payload
@@ -251,17 +267,21 @@ async def run_pass(
     async with contextlib.AsyncExitStack() as stack:
         payload_config = payload_settings(mission)
         bench, station_bench = await build_bench(
-            benches, scenario, physics, clock, sequencer, stack
-        )
+            benches, scenario, physics, clock, sequencer, stack,
+            emission_keys=(payload_keys, controller_keys),
+        )  # fmt: skip
         if broker_url is None:
             broker = await stack.enter_async_context(EmbeddedBroker())
             broker_url = broker.url
         payload_bus = await stack.enter_async_context(MessageBus(broker_url, f"payload-{seed}"))
         ogs_bus = await stack.enter_async_context(MessageBus(broker_url, f"ogs-{seed}"))
+        payload_bus, ogs_bus, link = await link_buses(
+            scenario, physics, clock, payload_bus, ogs_bus, stack
+        )
         occ_bus = await stack.enter_async_context(MessageBus(broker_url, f"occ-{seed}"))
         # the report is made of what the daemons publish, recorded as a control centre would
         recorder_bus = await stack.enter_async_context(MessageBus(broker_url, f"rec-{seed}"))
-        recorder = PassRecorder(recorder_bus, mission.name)
+        recorder = PassRecorder(recorder_bus, mission.name, clock=clock)
         await recorder.start()
         stack.push_async_callback(recorder.stop)
         payload = PayloadDaemon(
@@ -307,6 +327,7 @@ async def run_pass(
         if progress is not None:
             progress(1.0, "LOS: error correction, verification, privacy amplification")
         los_wall = time.perf_counter()
+        los_loop = asyncio.get_running_loop().time()
         await clock.advance_to(physics.window.los_unix_s)
         await _wait_for_end(payload, ogs, plan_id, station.name, timeout_s=300.0)
         key_ready = time.perf_counter() - los_wall
@@ -330,6 +351,7 @@ async def run_pass(
         benches={node: bench_config.origin for node, bench_config in benches.items()},
         instrument_paths=dict(bench.paths),
         recorded=recorder.records,
+        classical_link=link_report(link, los_loop),
     )
     _add_report(run)
     return run
@@ -367,6 +389,8 @@ def _add_report(run: PassRun) -> None:
         benches=run.benches,
         instruments=run.instrument_paths,
     )
+    if run.classical_link:
+        run.truth = dataclasses.replace(run.truth, classical_link=run.classical_link)
     run.key_digests = key_digests(
         run.recorded,
         plan_id=run.plan_id,
@@ -432,9 +456,9 @@ async def _drive_pass(
             frame = (np.zeros(0, np.uint8), np.zeros(0, np.int64))
         channel, timestamp_ps = frame
         await bench.feed(TagBuffer(channel, timestamp_ps, t0, t1))
+        session = ogs.sessions.get(plan_id)
+        result = session.result if session is not None else ogs.results.get(plan_id)
         if progress is not None:
-            session = ogs.sessions.get(plan_id)
-            result = session.result if session is not None else ogs.results.get(plan_id)
             detections = result.detections if result is not None else 0
             progress((k + 1) / n_frames, f"{detections} detections")
     return pulses_sent

@@ -1,5 +1,7 @@
 """`satqkd tc send`: the operation control centre's command line for one telecommand.
 
+    satqkd tc send NODE COMMAND [field=value ...] --broker URL --mission M --occ-keys DIR
+
 Builds the telecommand from the dictionary (each `field=value` parsed by the field's declared
 type), signs it with the destination node's telecommand key and next sequence number
 (`satqkd_runtime.telecommand_auth`, docs/telecommands.md), publishes it and waits for the node's
@@ -43,22 +45,32 @@ def add_tc_parser(
     command line's TLS options (`--tls-ca/--tls-cert/--tls-key`, identity `occ`)."""
     group = sub.add_parser("tc", help="telecommands").add_subparsers(dest="command", required=True)
     send = group.add_parser(
-        "send", help="sign and send one telecommand, then wait for the node's TC_ACK"
+        "send",
+        help="sign and send one telecommand, then wait for the node's TC_ACK",
+        usage="satqkd tc send [NODE] COMMAND [field=value ...] --broker URL --mission M "
+        "--occ-keys DIR [--node NODE] [--timeout-s S] [--tls-ca F --tls-cert F --tls-key F]",
     )
     send.add_argument(
         "--broker", required=True, help="mqtt://HOST:PORT, or mqtts://HOST:PORT with --tls-*"
     )
     add_tls_arguments(send, "occ")
     send.add_argument("--mission", required=True, help="mission name (e.g. jinan1)")
-    send.add_argument("--node", required=True, help="'payload' or 'ogs-<station>'")
+    send.add_argument(
+        "--node", default=None, help="'payload' or 'ogs-<station>' (or give NODE before COMMAND)"
+    )
     send.add_argument(
         "--occ-keys", required=True, help="the control centre's key directory (telecommand keys)"
     )
     send.add_argument(
         "--timeout-s", type=float, default=10.0, help="wait this long for the TC_ACK (default 10)"
     )
-    send.add_argument("name", help="telecommand (NOOP, RESET_COUNTERS, SOURCE_ENABLE, ...)")
-    send.add_argument("fields", nargs="*", metavar="field=value", help="the command's fields")
+    send.add_argument(
+        "words",
+        nargs="+",
+        metavar="WORD",
+        help="the node (unless --node), the telecommand (NOOP, RESET_COUNTERS, SOURCE_ENABLE, "
+        "...) and its fields",
+    )
 
 
 def _fields_help(spec: MessageSpec) -> str:
@@ -163,6 +175,20 @@ async def send_and_wait(
             return seq, None
 
 
+def split_node_and_command(args: argparse.Namespace) -> None:
+    """Control: set args.node (unless --node gave it), args.name and args.fields from the
+    positional words `[NODE] COMMAND [field=value ...]`; TcUsageError if one is missing."""
+    words = list(args.words)
+    if args.node is None:
+        if len(words) < 2 or "=" in words[1]:
+            raise TcUsageError(
+                "give the node and the command: tc send NODE COMMAND [field=value ...] "
+                "(NODE: 'payload' or 'ogs-<station>')"
+            )
+        args.node = words.pop(0)
+    args.name, args.fields = words[0], words[1:]
+
+
 def run_tc_send(args: argparse.Namespace) -> int:
     """`satqkd tc send`: sign, send, wait for the TC_ACK and print accepted/rejected."""
     from satqkd.broker_security import OCC, bus_tls_from_options
@@ -170,6 +196,7 @@ def run_tc_send(args: argparse.Namespace) -> int:
     from satqkd_runtime.telecommand_auth import TelecommandKeyError, TelecommandSigner
 
     try:
+        split_node_and_command(args)
         spec = telecommand_spec(args.name)
         dct.telecommand_topic(args.mission, args.node)  # checks both names
         if spec.direction == "occ->payload" and args.node != dct.PAYLOAD_NODE:

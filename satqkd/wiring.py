@@ -67,9 +67,22 @@ def ogs_settings(mission: MissionConfig, station: StationConfig, station_file: P
         protocol=protocol_parameters(mission),
         sync_window_ps=mission.protocol.sync_window_ps,
         cascade_passes=mission.protocol.cascade_passes,
-        atp=_daemon_part(AtpSettings, station.atp),
+        sync_drift_change_ppb_per_s=mission.time_sync.drift_change_ppb_per_s,
+        atp=_calibrated(_daemon_part(AtpSettings, station.atp), station_file),
         detectors=_daemon_part(DetectorSettings, station.detectors),
     )
+
+
+def _calibrated(atp: AtpSettings, station_file: Path) -> AtpSettings:
+    """The ATP settings with the station's calibration file (atp.calibration) loaded."""
+    from satqkd.config import ConfigError
+    from satqkd_core.errors import InputError
+    from satqkd_ogs.calibration import with_station_calibration
+
+    try:
+        return with_station_calibration(atp, station_file)
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _daemon_part(settings: type[S], section: S) -> S:

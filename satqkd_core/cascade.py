@@ -4,7 +4,12 @@ The ground (OGS) holds the noisy key and runs `CascadeCorrector`; the payload ho
 reference key and runs `CascadeResponder`, which answers parity queries. A query row
 (pass_index, start, stop) asks for the parity of the reference bits perm[pass_index][start:stop]
 (half-open, in that pass's permuted order); every answered row discloses one bit, and both
-sides count them.
+sides count them. Pass 0's permutation is the identity; pass p >= 1's is a Fisher-Yates shuffle
+driven by SplitMix64 from the 64-bit BLAKE2b digest of "satqkd/cascade-permutation/{seed}/{p}"
+(`cascade_permutation`, `cascade_permutations.shuffle_positions`), derived alike at both ends,
+except for passes of two top-level blocks (the late ones): their first block's bits are drawn
+from that key's stream (`two_block_members`) and the order inside each block from the key of
+".../{seed}/{p}/order", built only when a block is first bisected (both ends alike).
 
 Variant (Martinez-Mateo, Pacher, Peev, Ciurana, Martin, "Demystifying the information
 reconciliation protocol Cascade", QIC 15, 453 (2015), arXiv:1407.3257):
@@ -49,12 +54,37 @@ every known range; error verification (`satqkd_core.verification`) catches those
 
 from __future__ import annotations
 
+import hashlib
 import math
 
-import numba
 import numpy as np
 
 from satqkd_core.bits import as_bit_array, as_count, binary_entropy
+from satqkd_core.cascade_kernels import (
+    init_pass_state,
+    nth_marked_positions,
+    nth_marked_positions_reference,
+    permuted_prefix_parities,
+    permuted_prefix_parities_reference,
+    permuted_range_sums,
+    permuted_range_sums_reference,
+    prefix_range_parities,
+    prefix_range_parities_reference,
+    settle_leaves,
+    split_leaves,
+)
+from satqkd_core.cascade_permutations import (
+    masked_parity,
+    materialize_two_block_pass,
+    pack_bits,
+    shuffle_positions,
+    two_block_members,
+)
+from satqkd_core.cascade_round_plan import (
+    plan_round,
+    select_concurrent_ranges,
+    select_concurrent_ranges_reference,
+)
 from satqkd_core.errors import InputError, ProtocolError
 
 __all__ = [
@@ -77,6 +107,7 @@ __all__ = [
 
 _MIN_QBER_FOR_BLOCKS = 1e-5  # below this the first block would exceed any practical frame
 _LATE_BLOCK_SIZE = 1 << 12  # k3 of Cascade opt. (8)
+_TWO_BLOCK_PASSES_FROM = 3  # passes after k1, k2, k3 have blocks of ceil(n / 2)
 # Many cheap late passes, as in the optimized variants of Martinez-Mateo et al. (opt. (8) runs
 # 14): passes 4.. cost one parity each (the other half is inferred) and each halves the chance
 # that a hidden even error pattern survives. Measured on 1e4-bit frames at Q = 2 %: 4 passes
@@ -90,12 +121,58 @@ CONCURRENCY_THRESHOLD = 0.0
 def cascade_permutation(n: int, seed: int, pass_index: int) -> np.ndarray:
     """Permutation of pass `pass_index` (int64, perm[j] = key index at permuted position j)."""
     size = as_count(n, "n", minimum=1)
+    index = as_count(pass_index, "pass_index")
+    out = np.empty(size, dtype=np.int64)
+    if _is_two_block(size, index):
+        members = np.empty((1, -(-size // 64)), dtype=np.uint64)
+        half = -(-size // 2)
+        two_block_members(members[0], size, half, _permutation_key(seed, index))
+        materialize_two_block_pass(out, members, 0, half, _permutation_key(seed, index, "order"))
+    else:
+        _fill_permutation(out, seed, index)
+    return out
+
+
+def _is_two_block(n: int, pass_index: int) -> bool:
+    """Whether a pass's top-level blocks are [0, ceil(n/2)) and the rest whatever the QBER
+    (the passes after Cascade opt. (8)'s three; see `cascade_block_sizes`): built lazily."""
+    return pass_index >= _TWO_BLOCK_PASSES_FROM and n >= 2
+
+
+def _permutation_key(seed: int, pass_index: int, part: str = "") -> np.uint64:
+    """64-bit key of pass `pass_index`'s shuffle: both ends derive the same, independent ones."""
+    as_count(seed, "seed")
+    suffix = f"/{part}" if part else ""
+    material = f"satqkd/cascade-permutation/{seed}/{pass_index}{suffix}".encode()
+    return np.uint64(int.from_bytes(hashlib.blake2b(material, digest_size=8).digest(), "little"))
+
+
+class _LazyPasses:
+    """The two-block passes of one end: their first blocks' bit masks and order keys, and
+    which of them are still unbuilt (`lazy`, 1 each). Other passes have lazy 0."""
+
+    def __init__(self, n: int, seed: int, passes: int) -> None:
+        self.lazy = np.zeros(passes, dtype=np.uint8)
+        self.members = np.zeros((passes, -(-n // 64)), dtype=np.uint64)
+        self.order_keys = np.zeros(passes, dtype=np.uint64)
+        self.half = -(-n // 2)
+        for p in range(passes):
+            if _is_two_block(n, p):
+                self.lazy[p] = 1
+                two_block_members(self.members[p], n, self.half, _permutation_key(seed, p))
+                self.order_keys[p] = _permutation_key(seed, p, "order")
+
+
+def _fill_permutation(out: np.ndarray, seed: int, pass_index: int) -> None:
+    """out[:] = pass `pass_index`'s permutation (pass 0: the identity); validated arguments."""
     seed_value = as_count(seed, "seed")
     index = as_count(pass_index, "pass_index")
+    if out.size >= 2**31:  # positions are held as int32
+        raise InputError(f"a Cascade frame holds at most 2^31 - 1 bits, got {out.size}")
     if index == 0:
-        return np.arange(size, dtype=np.int64)
-    # SeedSequence of (seed, pass): both ends derive the same, independent permutations
-    return np.random.default_rng([seed_value, index]).permutation(size).astype(np.int64)
+        out[:] = np.arange(out.size, dtype=out.dtype)
+    else:
+        shuffle_positions(out, _permutation_key(seed_value, index))
 
 
 def cascade_block_sizes(n: int, qber_estimate: float, passes: int) -> list[int]:
@@ -125,161 +202,6 @@ def reconciliation_efficiency(leak_bits: int, key_bits: int, qber: float) -> flo
     return leak / (n * entropy)
 
 
-# ---------------------------------------------------------------------------------------------
-# numba kernels (callers validate; each has a plain-Python reference below it)
-
-
-@numba.njit(cache=True)
-def permuted_prefix_parities(key: np.ndarray, perms: np.ndarray) -> np.ndarray:
-    """Kernel: prefix[p, j] = XOR of key[perms[p, :j]], shape (passes, n + 1), uint8."""
-    passes, n = perms.shape
-    prefix = np.zeros((passes, n + 1), dtype=np.uint8)
-    for p in range(passes):
-        acc = np.uint8(0)
-        for j in range(n):
-            acc ^= key[perms[p, j]]
-            prefix[p, j + 1] = acc
-    return prefix
-
-
-def permuted_prefix_parities_reference(key: np.ndarray, perms: np.ndarray) -> np.ndarray:
-    """Reference of `permuted_prefix_parities`."""
-    passes, n = perms.shape
-    prefix = np.zeros((passes, n + 1), dtype=np.uint8)
-    for p in range(passes):
-        for j in range(n):
-            prefix[p, j + 1] = prefix[p, j] ^ key[perms[p, j]]
-    return prefix
-
-
-@numba.njit(cache=True)
-def prefix_range_parities(prefix: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Kernel: parity of rows (pass, start, stop) as prefix[pass, stop] ^ prefix[pass, start]."""
-    out = np.empty(query.shape[0], dtype=np.uint8)
-    for row in range(query.shape[0]):
-        p = query[row, 0]
-        out[row] = prefix[p, query[row, 2]] ^ prefix[p, query[row, 1]]
-    return out
-
-
-def prefix_range_parities_reference(prefix: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Reference of `prefix_range_parities`."""
-    return np.array(
-        [int(prefix[p, stop]) ^ int(prefix[p, start]) for p, start, stop in query.tolist()],
-        dtype=np.uint8,
-    )
-
-
-@numba.njit(cache=True)
-def permuted_range_sums(values: np.ndarray, perms: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Kernel: sum of values[perms[pass, start:stop]] for each row (pass, start, stop), int64."""
-    out = np.zeros(rows.shape[0], dtype=np.int64)
-    for row in range(rows.shape[0]):
-        p = rows[row, 0]
-        total = 0
-        for j in range(rows[row, 1], rows[row, 2]):
-            total += values[perms[p, j]]
-        out[row] = total
-    return out
-
-
-def permuted_range_sums_reference(
-    values: np.ndarray, perms: np.ndarray, rows: np.ndarray
-) -> np.ndarray:
-    """Reference of `permuted_range_sums`."""
-    return np.array(
-        [
-            sum(int(values[perms[p, j]]) for j in range(start, stop))
-            for p, start, stop in rows.tolist()
-        ],
-        dtype=np.int64,
-    )
-
-
-@numba.njit(cache=True)
-def nth_marked_positions(
-    marks: np.ndarray, perms: np.ndarray, rows: np.ndarray, nth: np.ndarray
-) -> np.ndarray:
-    """Kernel: permuted position of the nth (1-based) marked bit of each row, -1 if none."""
-    out = np.full(rows.shape[0], -1, dtype=np.int64)
-    for row in range(rows.shape[0]):
-        p = rows[row, 0]
-        seen = 0
-        for j in range(rows[row, 1], rows[row, 2]):
-            seen += marks[perms[p, j]]
-            if seen == nth[row] and marks[perms[p, j]]:
-                out[row] = j
-                break
-    return out
-
-
-def nth_marked_positions_reference(
-    marks: np.ndarray, perms: np.ndarray, rows: np.ndarray, nth: np.ndarray
-) -> np.ndarray:
-    """Reference of `nth_marked_positions`."""
-    out = []
-    for (p, start, stop), wanted in zip(rows.tolist(), nth.tolist(), strict=True):
-        marked = [j for j in range(start, stop) if marks[perms[p, j]]]
-        out.append(marked[wanted - 1] if 1 <= wanted <= len(marked) else -1)
-    return np.array(out, dtype=np.int64)
-
-
-@numba.njit(cache=True)
-def select_concurrent_ranges(
-    marks: np.ndarray, perms: np.ndarray, rows: np.ndarray, threshold: float
-) -> np.ndarray:
-    """Kernel: greedily keep rows (in order) little disturbed by the rows already kept.
-
-    A kept row with u marked (unknown) bits holds one error somewhere among them, each bit
-    with probability 1/u; the disturbance of a candidate is the expected number of those
-    errors among its own marked bits. A candidate is kept when it is <= threshold
-    (threshold 0: share no marked bit with any kept row).
-    """
-    load = np.zeros(marks.shape[0], dtype=np.float64)
-    keep = np.zeros(rows.shape[0], dtype=np.bool_)
-    for row in range(rows.shape[0]):
-        p = rows[row, 0]
-        disturbance = 0.0
-        unknown = 0
-        for j in range(rows[row, 1], rows[row, 2]):
-            bit = perms[p, j]
-            if marks[bit]:
-                disturbance += load[bit]
-                unknown += 1
-                if disturbance > threshold:
-                    break  # rejected: the rest of a large range need not be read
-        if unknown > 0 and disturbance <= threshold:
-            keep[row] = True
-            share = 1.0 / unknown
-            for j in range(rows[row, 1], rows[row, 2]):
-                bit = perms[p, j]
-                if marks[bit]:
-                    load[bit] += share
-    return keep
-
-
-def select_concurrent_ranges_reference(
-    marks: np.ndarray, perms: np.ndarray, rows: np.ndarray, threshold: float
-) -> np.ndarray:
-    """Reference of `select_concurrent_ranges`."""
-    load: dict[int, float] = {}
-    keep = []
-    for p, start, stop in rows.tolist():
-        bits = [int(perms[p, j]) for j in range(start, stop) if marks[perms[p, j]]]
-        disturbance = 0.0
-        for bit in bits:
-            disturbance += load.get(bit, 0.0)
-        chosen = bool(bits) and disturbance <= threshold
-        keep.append(chosen)
-        if chosen:
-            for bit in bits:
-                load[bit] = load.get(bit, 0.0) + 1.0 / len(bits)
-    return np.array(keep, dtype=np.bool_)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
 class _TwoWayLeak:
     """What both ends of Cascade count alike: the answered rows (`leak_bits`) and, from them,
     what the exchange disclosed in both directions."""
@@ -305,18 +227,43 @@ class CascadeResponder(_TwoWayLeak):
         key = as_bit_array(reference_key, "reference_key")
         self._passes = as_count(passes, "passes", minimum=1)
         self._n = key.size
-        self._prefix = np.empty((self._passes, key.size + 1), dtype=np.uint8)
-        for p in range(self._passes):  # one pass at a time: no (passes, n) int64 array at once
-            perm = cascade_permutation(key.size, seed, p)
-            self._prefix[p] = permuted_prefix_parities(key, perm[np.newaxis, :])[0]
+        self._key = key
+        self._lazy = _LazyPasses(key.size, as_count(seed, "seed"), self._passes)
+        # rows of two-block passes are filled when first needed (zero pages until then)
+        self._prefix = np.zeros((self._passes, key.size + 1), dtype=np.uint8)
+        self._perm = np.empty((1, key.size), dtype=np.int32)  # one pass at a time
+        packed = pack_bits(key) if self._lazy.lazy.any() else key
+        self._first_block_parity = np.zeros(self._passes, dtype=np.uint8)
+        for p in range(self._passes):
+            if self._lazy.lazy[p]:
+                self._first_block_parity[p] = masked_parity(packed, self._lazy.members, p)
+            else:
+                _fill_permutation(self._perm[0], seed, p)
+                self._prefix[p] = permuted_prefix_parities(key, self._perm)[0]
         self.leak_bits = 0
 
     def reply(self, query: np.ndarray) -> np.ndarray:
         """Parities (uint8) of the queried ranges; raises ProtocolError naming a bad row."""
         rows = self._validated_query(query)
         parities = prefix_range_parities(self._prefix, rows)
+        if self._lazy.lazy.any():
+            lazy = self._lazy.lazy[rows[:, 0]] == 1
+            first = lazy & (rows[:, 1] == 0) & (rows[:, 2] == self._lazy.half)
+            built = np.unique(rows[lazy & ~first, 0]).tolist()
+            for p in built:  # a pass first bisected: build its order, then answer again
+                self._build_pass(p)
+            if built:
+                parities = prefix_range_parities(self._prefix, rows)
+            first &= self._lazy.lazy[rows[:, 0]] == 1
+            parities[first] = self._first_block_parity[rows[first, 0]]
         self.leak_bits += rows.shape[0]
         return parities
+
+    def _build_pass(self, p: int) -> None:
+        lazy = self._lazy
+        materialize_two_block_pass(self._perm[0], lazy.members, p, lazy.half, lazy.order_keys[p])
+        self._prefix[p] = permuted_prefix_parities(self._key, self._perm)[0]
+        lazy.lazy[p] = 0
 
     def _validated_query(self, query: object) -> np.ndarray:
         if not isinstance(query, np.ndarray):
@@ -347,6 +294,10 @@ class CascadeCorrector(_TwoWayLeak):
     Protocol: `q = next_query()`; send q; `apply_reply(answers)`; repeat until next_query()
     returns None (then `done` is True). `leak_bits` counts the answered (reference) parities,
     `total_leak_bits` adds what the queries disclose, `round_trips` counts replies applied.
+
+    Bookkeeping is proportional to what a round touches: the leaves known to hold an odd
+    number of errors are kept as a list (updated from the leaves a round split or toggled),
+    never found by scanning the (passes, n) state, and the selection scratch is reused.
     """
 
     def __init__(
@@ -361,6 +312,8 @@ class CascadeCorrector(_TwoWayLeak):
         key = as_bit_array(noisy_key, "noisy_key")
         n = key.size
         self._passes = as_count(passes, "passes", minimum=1)
+        as_count(seed, "seed")
+        self._threshold = _validated_disturbance(max_disturbance)
         self._n = n
         self.corrected_key = key.copy()
         self.leak_bits = 0
@@ -370,35 +323,58 @@ class CascadeCorrector(_TwoWayLeak):
         shape = (self._passes, n)
         # perms and all per-range state are indexed by permuted position; int32 halves memory
         self._perms = np.empty(shape, dtype=np.int32)
-        for p in range(self._passes):
-            self._perms[p] = cascade_permutation(n, seed, p)
         self._inverse = np.empty(shape, dtype=np.int32)
-        positions = np.arange(n, dtype=np.int32)
-        for p in range(self._passes):
-            self._inverse[p, self._perms[p]] = positions
         # Known ranges ("leaves"): per pass, a partition of 0..n-1 into ranges whose reference
         # parity is known (or about to be asked). State sits at each leaf's start position.
-        self._leaf_start = np.empty(shape, dtype=np.int32)  # leaf containing each position
+        # leaf containing each position, written for a block's positions once it is split
+        # (`_block_split`): never for the passes whose blocks are never bisected
+        self._leaf_start = np.empty(shape, dtype=np.int32)
+        self._blocks = np.array(self.block_sizes, dtype=np.int64)
+        counts = -(-n // self._blocks)
+        self._block_offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self._block_split = np.zeros(int(counts.sum()), dtype=np.uint8)
         self._leaf_stop = np.zeros(shape, dtype=np.int32)
-        self._ref_parity = np.full(shape, -1, dtype=np.int8)  # -1: not known yet
+        # known for every leaf from the first reply on (asked, inferred or from a split)
+        self._ref_parity = np.zeros(shape, dtype=np.int8)
         # own parity XOR reference parity (1: the leaf holds an odd number of errors); holds
         # the own parity alone until the reference parity arrives
         self._odd = np.zeros(shape, dtype=np.uint8)
         self._unknown = np.zeros(shape, dtype=np.int32)  # bits in the leaf not known correct
         self._bit_unknown = np.ones(n, dtype=np.uint8)
+        self._load = np.zeros(n, dtype=np.float64)  # selection scratch, zeros between rounds
+        # selection scratch, zeros between rounds: a bit map, small enough to stay in cache
+        self._taken = np.zeros(-(-n // 64), dtype=np.uint64)
+        self._loaded = np.empty(n, dtype=np.int64)  # selection scratch
+        self._odd_leaves = np.empty((0, 2), dtype=np.int64)  # (pass, start) of odd leaves
         self._top_starts: list[np.ndarray] = []
+        # two-block passes: only their first block's mask until a search of theirs is chosen
+        self._lazy = _LazyPasses(n, seed, self._passes)
+        packed = pack_bits(key) if self._lazy.lazy.any() else key
+        whole = int(np.bitwise_xor.reduce(key)) if n else 0
         rows = []
         for p, block in enumerate(self.block_sizes):
+            if self._lazy.lazy[p]:
+                first = masked_parity(packed, self._lazy.members, p)
+                for start, stop, parity in ((0, block, first), (block, n, whole ^ first)):
+                    self._leaf_stop[p, start] = stop
+                    self._unknown[p, start] = stop - start
+                    self._odd[p, start] = parity
+            else:
+                _fill_permutation(self._perms[p], seed, p)
+                init_pass_state(
+                    self.corrected_key,
+                    self._perms[p],
+                    self._inverse[p],
+                    self._leaf_stop[p],
+                    self._unknown[p],
+                    self._odd[p],
+                    block,
+                )
             starts = np.arange(0, n, block, dtype=np.int64)
-            stops = np.minimum(starts + block, n)
             self._top_starts.append(starts)
-            self._leaf_start[p] = (positions // block) * block
-            self._leaf_stop[p, starts] = stops
-            self._unknown[p, starts] = stops - starts
+            stops = np.minimum(starts + block, n)
             rows.append(np.stack([np.full(starts.size, p), starts, stops], axis=1))
         top = np.concatenate(rows).astype(np.int64)
-        sums = permuted_range_sums(self.corrected_key, self._perms, top)
-        self._odd[top[:, 0], top[:, 1]] = sums & 1
         # The last block of passes >= 1 is inferred from the whole-key parity (pass 0).
         inferred = np.zeros(top.shape[0], dtype=np.bool_)
         if self._passes > 1:
@@ -406,7 +382,6 @@ class CascadeCorrector(_TwoWayLeak):
             inferred = last_of_pass & (top[:, 0] > 0)
         self._pending: np.ndarray | None = np.ascontiguousarray(top[~inferred])
         self._awaiting_top_level = True
-        self._threshold = _validated_disturbance(max_disturbance)
 
     def next_query(self) -> np.ndarray | None:
         """Rows (pass_index, start, stop) whose reference parities are wanted; None when done."""
@@ -427,11 +402,31 @@ class CascadeCorrector(_TwoWayLeak):
             self._awaiting_top_level = False
             self._ref_parity[rows[:, 0], rows[:, 1]] = answers
             self._odd[rows[:, 0], rows[:, 1]] ^= answers.astype(np.uint8)
-            touched = self._infer_last_blocks()
-            self._settle(np.concatenate([rows[:, :2], touched]))
+            touched = np.concatenate([rows[:, :2], self._infer_last_blocks()])
+            self._settle(touched)
+            # the one whole scan: which top-level leaves are odd after the first settling
+            candidates = touched
         else:
-            self._settle(self._split(rows, answers))
-        self._pending = self._build_query()
+            split_leaves(
+                self.corrected_key,
+                self._bit_unknown,
+                self._perms,
+                self._leaf_start,
+                self._blocks,
+                self._block_offsets,
+                self._block_split,
+                self._leaf_stop,
+                self._ref_parity,
+                self._odd,
+                self._unknown,
+                rows,
+                answers,
+            )
+            touched = np.concatenate([rows[:, :2], rows[:, ::2]])  # both halves of each split
+            toggled = self._settle(touched)
+            # the odd leaves: last round's, plus any this round split or toggled, still odd
+            candidates = np.concatenate([self._odd_leaves, touched, toggled])
+        self._pending = self._plan(candidates)
         self.done = self._pending is None
 
     # -- state updates ---------------------------------------------------------------------
@@ -448,90 +443,54 @@ class CascadeCorrector(_TwoWayLeak):
             touched.append((p, int(starts[-1])))
         return np.array(touched, dtype=np.int64).reshape(-1, 2)
 
-    def _split(self, rows: np.ndarray, answers: np.ndarray) -> np.ndarray:
-        """Split each queried leaf (pass, start) at `stop` into two known halves."""
-        p, start, middle = rows[:, 0], rows[:, 1], rows[:, 2]
-        stop = self._leaf_stop[p, start].astype(np.int64)
-        own_left = (permuted_range_sums(self.corrected_key, self._perms, rows) & 1).astype(np.uint8)
-        unknown_left = permuted_range_sums(self._bit_unknown, self._perms, rows).astype(np.int32)
-        ref_right = self._ref_parity[p, start] ^ answers
-        odd_left = own_left ^ answers.astype(np.uint8)
-        odd_right = self._odd[p, start] ^ odd_left
-        unknown_right = self._unknown[p, start] - unknown_left
-        self._leaf_stop[p, start] = middle
-        self._ref_parity[p, start] = answers
-        self._odd[p, start] = odd_left
-        self._unknown[p, start] = unknown_left
-        self._leaf_stop[p, middle] = stop
-        self._ref_parity[p, middle] = ref_right
-        self._odd[p, middle] = odd_right
-        self._unknown[p, middle] = unknown_right
-        # every position of a right half now belongs to the leaf starting at `middle`
-        lengths = stop - middle
-        offsets = np.repeat(middle - (np.cumsum(lengths) - lengths), lengths)
-        positions = offsets + np.arange(int(lengths.sum()))
-        self._leaf_start[np.repeat(p, lengths), positions] = np.repeat(middle, lengths)
-        return np.concatenate([rows[:, :2], np.stack([p, middle], axis=1)])
+    def _settle(self, touched: np.ndarray) -> np.ndarray:
+        """Resolve every known leaf with one unknown bit, following the cascade of changes;
+        returns the leaves whose odd flag toggled."""
+        return settle_leaves(
+            self.corrected_key,
+            self._bit_unknown,
+            self._perms,
+            self._inverse,
+            self._leaf_start,
+            self._blocks,
+            self._block_offsets,
+            self._block_split,
+            self._leaf_stop,
+            self._odd,
+            self._unknown,
+            np.ascontiguousarray(touched, dtype=np.int64),
+            self._lazy.lazy,
+            self._lazy.members,
+        )
 
-    def _settle(self, touched: np.ndarray) -> None:
-        """Resolve every known leaf with one unknown bit, following the cascade of changes."""
-        while touched.size:
-            p, start = touched[:, 0], touched[:, 1]
-            ready = (self._ref_parity[p, start] >= 0) & (self._unknown[p, start] == 1)
-            if not ready.any():
-                return
-            keys = np.unique(p[ready] * self._n + start[ready])
-            leaves = np.stack([keys // self._n, keys % self._n], axis=1)
-            lp, ls = leaves[:, 0], leaves[:, 1]
-            rows = np.stack([lp, ls, self._leaf_stop[lp, ls].astype(np.int64)], axis=1)
-            ones = np.ones(rows.shape[0], dtype=np.int64)
-            position = nth_marked_positions(self._bit_unknown, self._perms, rows, ones)
-            bits = self._perms[lp, position].astype(np.int64)
-            odd = self._odd[lp, ls] == 1
-            # an odd leaf whose other bits are all correct has its error on this bit
-            flipped = np.unique(bits[odd])
-            self.corrected_key[flipped] ^= 1
-            flip_touched = self._update_leaves_of(flipped, self._odd, 1)
-            learnt = np.unique(bits)
-            self._bit_unknown[learnt] = 0
-            learn_touched = self._update_leaves_of(learnt, self._unknown, -1)
-            touched = np.concatenate([flip_touched, learn_touched])
-
-    def _update_leaves_of(self, bits: np.ndarray, state: np.ndarray, change: int) -> np.ndarray:
-        """Toggle (change=1 on parities) or decrement (-1) `state` of every leaf holding `bits`."""
-        if bits.size == 0:
-            return np.empty((0, 2), dtype=np.int64)
-        passes = np.repeat(np.arange(self._passes, dtype=np.int64), bits.size)
-        positions = self._inverse[:, bits].reshape(-1)
-        starts = self._leaf_start[passes, positions].astype(np.int64)
-        if change == 1:
-            np.bitwise_xor.at(state, (passes, starts), np.uint8(1))
-        else:
-            np.subtract.at(state, (passes, starts), 1)
-        return np.stack([passes, starts], axis=1)
-
-    def _build_query(self) -> np.ndarray | None:
-        """One bisection step for each odd leaf, smallest first, disjoint in unknown bits."""
-        flat = np.flatnonzero(self._odd.view(np.bool_))  # 0/1 bytes: the fast bool scan
-        if flat.size == 0:
-            return None
-        p = flat // self._n
-        start = flat % self._n
-        unknown = self._unknown[p, start].astype(np.int64)
-        if (unknown < 2).any():
-            row = int(np.flatnonzero(unknown < 2)[0])
+    def _plan(self, candidates: np.ndarray) -> np.ndarray | None:
+        """The odd leaves among the candidates, and one bisection step for each of them the
+        selection keeps (smallest first, disjoint in unknown bits); None when none is odd."""
+        leaves, query, bad = plan_round(
+            candidates,
+            self._odd,
+            self._unknown,
+            self._leaf_stop,
+            self._bit_unknown,
+            self._perms,
+            self._inverse,
+            self._threshold,
+            self._load,
+            self._taken,
+            self._loaded,
+            self._lazy.lazy,
+            self._lazy.members,
+            self._blocks,
+            self._lazy.order_keys,
+        )
+        self._odd_leaves = leaves
+        if bad >= 0:
+            p, start = (int(v) for v in leaves[bad])
             raise ProtocolError(
-                f"reference parities are inconsistent: range (pass {p[row]}, start "
-                f"{start[row]}) holds an odd number of errors among {unknown[row]} unknown bits"
+                f"reference parities are inconsistent: range (pass {p}, start {start}) holds "
+                f"an odd number of errors among {self._unknown[p, start]} unknown bits"
             )
-        order = np.lexsort((start, p, unknown))
-        rows = np.stack([p, start, self._leaf_stop[p, start].astype(np.int64)], axis=1)[order]
-        chosen = select_concurrent_ranges(self._bit_unknown, self._perms, rows, self._threshold)
-        rows = rows[chosen]
-        half = unknown[order][chosen] // 2
-        # cut right after the half-th unknown bit: each half keeps >= 1 unknown bit
-        cut = nth_marked_positions(self._bit_unknown, self._perms, rows, half) + 1
-        return np.ascontiguousarray(np.stack([rows[:, 0], rows[:, 1], cut], axis=1))
+        return query if leaves.shape[0] else None
 
 
 def _station_parity_bits(answered: int, passes: int) -> int:

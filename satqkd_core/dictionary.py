@@ -61,7 +61,7 @@ SEVERITIES: tuple[str, ...] = (
 
 PAYLOAD_NODE = "payload"
 _CONFIG_NAME = re.compile(r"[a-z0-9_-]+")
-_NODE_NAME = re.compile(r"payload|ogs-[a-z0-9_-]+")
+_NODE_NAME = re.compile(r"payload|occ|ogs-[a-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -215,6 +215,14 @@ _MESSAGES: tuple[MessageSpec, ...] = (
             _f("qkd_duplicates", "u32", "", "QKD messages ignored as re-deliveries"),
             _f("key_bits_stored", "u64", "bit", "confirmed final key bits in the key store"),
             _f("auth_words_remaining", "u64", "", "authentication pad words left in the pool"),
+            _f("passes_open", "u32", "", "passes loaded and not yet ended at this node"),
+            _f(
+                "passes_abandoned_at_start",
+                "u32",
+                "",
+                "passes found open at start (the previous run died mid-pass), abandoned at both "
+                "ends",
+            ),
         ),
         "Periodic housekeeping of a node (counters as in F Prime / cFS).",
         "node->occ",
@@ -231,6 +239,29 @@ _MESSAGES: tuple[MessageSpec, ...] = (
             _f("sifted_bits", "u64", "bit", "sifted key bits so far in this pass"),
             _f("qber_z", "f64", "", "Z-basis error rate so far (fraction, NaN if unknown)"),
             _f("elevation_deg", "f64", "deg", "satellite elevation seen from the station"),
+            _f("frame_start_unix_s", "f64", "s", "start of the frame `chunk`"),
+            _f("frame_stop_unix_s", "f64", "s", "end of the frame `chunk`"),
+            _f(
+                "sifted_by_intensity",
+                "u64[3]",
+                "",
+                "sifted detections so far (both bases) per intensity: signal, decoy, vacuum; "
+                "of the frames whose sifting answer the payload has sent",
+            ),
+            _f("sifted_span_s", "f64", "s", "total length of the frames sifted so far"),
+            _f(
+                "clock_offset_ps",
+                "f64",
+                "ps",
+                "payload clock offset at the frame's centre (NaN: frame not synchronised)",
+            ),
+            _f("clock_drift_ppb", "f64", "ppb", "tracked payload clock rate (NaN: none yet)"),
+            _f(
+                "timing_residual_rms_ps",
+                "f64",
+                "ps",
+                "RMS timing residual of the frame's assigned tags (NaN: none assigned)",
+            ),
         ),
         "Progress of the QKD part of a pass, one per processed frame.",
         "node->occ",
@@ -332,6 +363,12 @@ _MESSAGES: tuple[MessageSpec, ...] = (
             _f("uplink_messages", "u32", "", "QKD messages the station sent"),
             _f("received_bytes", "u64", "byte", "QKD message bytes the station received"),
             _f("rejected_messages", "u32", "", "QKD messages the station rejected"),
+            _f(
+                "auth_messages_left",
+                "u32",
+                "",
+                "messages the authentication pool still covers each way after the pass",
+            ),
             _f("detection_report_bytes", "u64", "byte", "bytes of encoded detection reports"),
             _f("atp_present", "bool", "", "true if the station drove ATP instruments"),
             _f("atp_acquisition_time_s", "f64", "s", "AOS to first acquisition (NaN: none)"),
@@ -345,9 +382,70 @@ _MESSAGES: tuple[MessageSpec, ...] = (
             _f("atp_beacon_faults", "u32", "", "beacon sensor faults during the pass"),
             _f("atp_detector_faults", "u32", "", "detector controller faults during the pass"),
             _f("atp_detectors_refused", "str", "", "why the detectors refused it (empty: no)"),
+            # per frame (index = chunk), so archives hold what the station measured
+            _f(
+                "frame_clock_offset_ps",
+                "f64[]",
+                "ps",
+                "per frame: clock offset at its centre (NaN: frame not synchronised)",
+            ),
+            _f(
+                "frame_timing_residual_rms_ps",
+                "f64[]",
+                "ps",
+                "per frame: RMS timing residual of its assigned tags (NaN: none assigned)",
+            ),
+            _f(
+                "frame_x_sifted",
+                "f64[]",
+                "",
+                "per frame, 3 values (signal, decoy, vacuum): sifted X-basis detections "
+                "(NaN: no sifting answer)",
+            ),
+            _f(
+                "frame_z_sifted",
+                "f64[]",
+                "",
+                "per frame, 3 values: sifted Z-basis detections (NaN: no sifting answer)",
+            ),
+            _f(
+                "frame_z_errors",
+                "f64[]",
+                "",
+                "per frame, 3 values: Z-basis errors (NaN: no sifting answer)",
+            ),
         ),
         "The station's figures of one pass, once its part ended (key stored or aborted); "
         "counts only, no key material. Byte and message counts run from the plan's load.",
+        "node->occ",
+    ),
+    MessageSpec(
+        "KEY_DEMAND",
+        0x0150,
+        "tm",
+        (
+            _f("demand_id", "str", "", "identifier of the demand, unique per posting station"),
+            _f("endpoint_a", "str", "", "an end point: a station or a satellite (mission) name"),
+            _f("endpoint_b", "str", "", "the other end point"),
+            _f("bits", "u64", "bit", "secret key bits wanted between the two end points"),
+            _f("deadline_unix_s", "f64", "s", "when the key is wanted by (UTC, Unix epoch)"),
+        ),
+        "Key demand a station posts to the operation control centre (docs/occ.md).",
+        "node->occ",
+    ),
+    MessageSpec(
+        "DEMAND_STATUS",
+        0x0151,
+        "tm",
+        (
+            _f("demand_id", "str", "", "identifier of the demand"),
+            _f("bits", "u64", "bit", "secret key bits wanted"),
+            _f("planned_bits", "u64", "bit", "expected bits of the passes planned for it"),
+            _f("delivered_bits", "u64", "bit", "bits the stations' pass summaries reported"),
+            _f("planned_passes", "u32", "", "passes planned for it"),
+            _f("met", "bool", "", "true once the delivered bits reach the demand"),
+        ),
+        "The operation control centre's plan and fulfilment of one demand, after each change.",
         "node->occ",
     ),
     MessageSpec(
@@ -388,6 +486,26 @@ _MESSAGES: tuple[MessageSpec, ...] = (
             _f("downlink_messages", "u32", "", "QKD messages the payload sent"),
             _f("received_bytes", "u64", "byte", "QKD message bytes the payload received"),
             _f("rejected_messages", "u32", "", "QKD messages the payload rejected"),
+            _f(
+                "auth_messages_left",
+                "u32",
+                "",
+                "messages the authentication pool still covers each way after the pass",
+            ),
+            _f(
+                "fine_residual_rms_urad",
+                "f64",
+                "urad",
+                "payload controller's fine-tracking residual over the emission, from its "
+                "housekeeping (NaN: no figure)",
+            ),
+            _f(
+                "fine_locked_fraction",
+                "f64",
+                "",
+                "controller housekeeping reports over the emission that saw fine tracking "
+                "locked (NaN: no figure)",
+            ),
         ),
         "The payload's figures of one pass with one station, once it ended; counts only, "
         "no key material. Byte and message counts run from the plan's load.",
@@ -703,6 +821,13 @@ _EVENTS: tuple[EventSpec, ...] = (
         "A pending key was deleted: the peer never confirmed holding it, or the pass aborted.",
     ),
     EventSpec(
+        "PASS_ABANDONED",
+        0x0018,
+        "WARNING_LO",
+        "A pass open when the daemon last stopped was found at start and ended at both ends "
+        "without its key (ABORT sent to the peer).",
+    ),
+    EventSpec(
         "SOURCE_SAFE_STATE", 0x0020, "WARNING_HI", "The quantum source went to its safe state."
     ),
     EventSpec("LOOP_OVERRUN", 0x0021, "WARNING_LO", "A periodic loop missed its deadline."),
@@ -716,6 +841,24 @@ _EVENTS: tuple[EventSpec, ...] = (
         "The entropy source failed a health test or stopped answering; nothing random is drawn.",
     ),
     EventSpec("CONFIG_ERROR", 0x0030, "WARNING_HI", "A configuration value was invalid."),
+    EventSpec(
+        "DEMAND_REJECTED",
+        0x0050,
+        "WARNING_LO",
+        "The operation control centre refused a key demand (the reason names the field).",
+    ),
+    EventSpec(
+        "PLAN_SENT",
+        0x0051,
+        "ACTIVITY_LO",
+        "The operation control centre sent a pass plan to the payload and a station.",
+    ),
+    EventSpec(
+        "PLAN_REFUSED",
+        0x0052,
+        "WARNING_HI",
+        "A node refused a pass plan of the operation control centre (with its reason).",
+    ),
     EventSpec("ATP_ACQUIRED", 0x0040, "ACTIVITY_HI", "The station acquired the beacon spot."),
     EventSpec(
         "ATP_TRACK_LOST", 0x0041, "WARNING_LO", "The beacon spot was lost; the station scans."
@@ -742,6 +885,13 @@ _EVENTS: tuple[EventSpec, ...] = (
         "WARNING_LO",
         "A pass point lies outside the gimbal's travel (skipped), an axis hit a limit, or the "
         "slew did not reach the AOS direction by AOS.",
+    ),
+    EventSpec(
+        "LASER_SAFETY",
+        0x0047,
+        "WARNING_HI",
+        "The station's uplink laser was switched off: tracking lost, pointing outside the "
+        "allowed zone, ground link lost or an unauthenticated request (with the reasons).",
     ),
     EventSpec("SHUTTING_DOWN", 0x00FF, "ACTIVITY_HI", "The daemon is shutting down."),
 )
@@ -822,7 +972,9 @@ def _check_config_name(argument: str, value: object) -> str:
 
 def _check_node(node: object) -> str:
     if not isinstance(node, str) or _NODE_NAME.fullmatch(node) is None:
-        raise InputError(f"node: must be 'payload' or 'ogs-<station>' ([a-z0-9_-]+), got {node!r}")
+        raise InputError(
+            f"node: must be 'payload' or 'ogs-<station>' ([a-z0-9_-]+), or 'occ', got {node!r}"
+        )
     return node
 
 

@@ -381,7 +381,7 @@ def _decisions_satisfy(
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def bp_decode(
     check_ptr: np.ndarray,
     check_vars: np.ndarray,
@@ -395,6 +395,8 @@ def bp_decode(
     fine: np.ndarray,
 ) -> tuple[int, bool]:
     """Kernel: layered sum-product syndrome decoding; returns (iterations, converged).
+
+    Releases the GIL (`nogil`): frames decode concurrently on threads, one frame per thread.
 
     `messages` (float64 per edge, check-to-variable, in row order) is read as the starting
     state and left holding the final one, so a later call can continue where this one stopped;

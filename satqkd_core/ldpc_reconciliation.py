@@ -47,8 +47,10 @@ message back (the name carries the kind; the dictionary's declaration carries th
 from __future__ import annotations
 
 import math
+import os
 import secrets
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -59,6 +61,7 @@ from satqkd_core.errors import InputError, ProtocolError
 from satqkd_core.ldpc import (
     KNOWN_SYMBOL_LLR,
     STEP_EFFICIENCY,
+    DecodeResult,
     FrameLayout,
     FramePlan,
     LdpcCode,
@@ -463,6 +466,10 @@ def _kept_mask(layout: FrameLayout, k: int, frame_ok: np.ndarray, key_bits: int)
     return mask
 
 
+# threads the receiver decodes frames on by default (the decoder kernel releases the GIL)
+DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
 class LdpcReceiver:
     """Ground side: decodes every frame, asks for punctured values until done, keeps the rest.
 
@@ -477,8 +484,13 @@ class LdpcReceiver:
         seed: int,
         *,
         codes: tuple[LdpcCode, ...] | None = None,
+        threads: int | None = None,
     ) -> None:
         self._key = as_bit_array(noisy_key, "noisy_key", allow_empty=True)
+        # frames decode on this many threads (the decoder releases the GIL); same results
+        self._threads = (
+            DECODE_THREADS if threads is None else as_count(threads, "threads", minimum=1)
+        )
         self._channel = channel_llr_magnitude(qber_estimate)
         self._qber_estimate = float(qber_estimate)
         self._codes = _codes(codes)
@@ -663,44 +675,63 @@ class LdpcReceiver:
         return matches[0]
 
     def _decode(self, frames: np.ndarray) -> None:
+        """Decode the given frames (a few per thread at a time, in frame order) and apply each
+        outcome in frame order, so the result does not depend on the number of threads."""
+        order = frames.tolist()
+        batch = max(1, 2 * self._threads)  # bounds the frames' decoder state held at once
+        with ThreadPoolExecutor(max_workers=self._threads) as pool:
+            for first in range(0, len(order), batch):
+                chosen = order[first : first + batch]
+                if self._threads == 1:
+                    outcomes = [self._decode_frame(f) for f in chosen]
+                else:
+                    outcomes = list(pool.map(self._decode_frame, chosen))
+                for f, (result, messages, last_chance) in zip(chosen, outcomes, strict=True):
+                    self._apply_decoded(f, result, messages, last_chance)
+
+    def _decode_frame(self, f: int) -> tuple[DecodeResult, np.ndarray, bool]:
+        """One frame's decoding this round: (result, its messages, whether it was the last)."""
         code, k, layout = self.plan.code, self.plan.frame_key_bits, self.layout
         llr = np.empty(code.n, dtype=np.float64)
-        for f in frames.tolist():
-            noisy = self._key[layout.key_order[f * k : (f + 1) * k]]
-            llr[layout.key_positions] = (1.0 - 2.0 * noisy) * self._channel
-            llr[layout.shortened_positions] = KNOWN_SYMBOL_LLR
-            llr[layout.punctured_positions] = 0.0
-            shown = int(self._revealed[f])
-            llr[layout.punctured_positions[:shown]] = (
-                1.0 - 2.0 * self._revealed_values[f, :shown]
-            ) * KNOWN_SYMBOL_LLR
-            stored = self._messages.get(f)
-            if stored is None:
-                messages = np.zeros(code.edges, dtype=np.float64)
-            else:
-                messages = stored.astype(np.float64)
-            last_chance = shown >= self.plan.punctured  # nothing left to reveal: be patient
-            result = decode_syndrome(
-                code,
-                self._syndromes[f],
-                llr,
-                messages,
-                max_iterations=ROUND_MAX_ITERATIONS,
-                stall_iterations=LAST_ROUND_STALL_ITERATIONS
-                if last_chance
-                else ROUND_STALL_ITERATIONS,
-            )
-            self.decoder_iterations += result.iterations
-            if result.converged:
-                self.frame_ok[f] = True
-                self._pending[f] = False
-                self._messages.pop(f, None)
-                self.corrected_key[layout.key_order[f * k : (f + 1) * k]] = result.word[
-                    layout.key_positions
-                ]
-            elif last_chance:
-                self._pending[f] = False  # given up: discarded at both ends
-                self._messages.pop(f, None)
-            else:
-                # kept for the next round in float32: half the memory (~1.6 MB per 2^16 frame)
-                self._messages[f] = messages.astype(np.float32)
+        noisy = self._key[layout.key_order[f * k : (f + 1) * k]]
+        llr[layout.key_positions] = (1.0 - 2.0 * noisy) * self._channel
+        llr[layout.shortened_positions] = KNOWN_SYMBOL_LLR
+        llr[layout.punctured_positions] = 0.0
+        shown = int(self._revealed[f])
+        llr[layout.punctured_positions[:shown]] = (
+            1.0 - 2.0 * self._revealed_values[f, :shown]
+        ) * KNOWN_SYMBOL_LLR
+        stored = self._messages.get(f)
+        if stored is None:
+            messages = np.zeros(code.edges, dtype=np.float64)
+        else:
+            messages = stored.astype(np.float64)
+        last_chance = shown >= self.plan.punctured  # nothing left to reveal: be patient
+        result = decode_syndrome(
+            code,
+            self._syndromes[f],
+            llr,
+            messages,
+            max_iterations=ROUND_MAX_ITERATIONS,
+            stall_iterations=LAST_ROUND_STALL_ITERATIONS if last_chance else ROUND_STALL_ITERATIONS,
+        )
+        return result, messages, last_chance
+
+    def _apply_decoded(
+        self, f: int, result: DecodeResult, messages: np.ndarray, last_chance: bool
+    ) -> None:
+        k, layout = self.plan.frame_key_bits, self.layout
+        self.decoder_iterations += result.iterations
+        if result.converged:
+            self.frame_ok[f] = True
+            self._pending[f] = False
+            self._messages.pop(f, None)
+            self.corrected_key[layout.key_order[f * k : (f + 1) * k]] = result.word[
+                layout.key_positions
+            ]
+        elif last_chance:
+            self._pending[f] = False  # given up: discarded at both ends
+            self._messages.pop(f, None)
+        else:
+            # kept for the next round in float32: half the memory (~1.6 MB per 2^16 frame)
+            self._messages[f] = messages.astype(np.float32)

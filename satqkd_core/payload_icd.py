@@ -54,6 +54,7 @@ __all__ = [
     "FailureCode",
     "FrameScan",
     "FunctionId",
+    "InterlockReason",
     "VerificationReport",
     "crc16_ccitt",
     "crc16_ok",
@@ -95,6 +96,9 @@ class FunctionId(enum.IntEnum):
     LOAD_PASS_PLAN = 0x0010  # u32 plan_id, u16 station_id, f64 qkd_start, f64 qkd_stop, f64 rate
     CLEAR_PASS_PLAN = 0x0011  # u32 plan_id
     RESET_COUNTERS = 0x0020  # -
+    # f64 first_pulse_unix_s, u32 counter, 16 B AES-CMAC tag (emission_request_tag); a
+    # controller holding an emission key refuses any other request to emit (laser interlock)
+    SOURCE_ENABLE_SIGNED = 0x0004
 
 
 # Argument layout (struct format, after the u16 function id) of each function.
@@ -105,6 +109,7 @@ FUNCTION_ARGUMENTS: dict[FunctionId, str] = {
     FunctionId.LOAD_PASS_PLAN: ">IHddd",
     FunctionId.CLEAR_PASS_PLAN: ">I",
     FunctionId.RESET_COUNTERS: ">",
+    FunctionId.SOURCE_ENABLE_SIGNED: ">dI16s",
 }
 
 
@@ -128,6 +133,19 @@ class DisableReason(enum.IntEnum):
     PLAN_ENDED = 2
     LINK_WATCHDOG = 3
     PLAN_CLEARED = 4
+    LASER_INTERLOCK = 5  # the interlock's reasons: housekeeping interlock_reasons
+
+
+class InterlockReason(enum.IntFlag):
+    """Why the payload's laser interlock forbids emission (housekeeping interlock_reasons)."""
+
+    NONE = 0
+    TRACKING_LOST = 0x01  # the uplink beacon is not tracked
+    BELOW_ELEVATION_MASK = 0x02  # the beam would leave the station's allowed elevations
+    KEEP_OUT_CONE = 0x04  # the beam would cross a configured keep-out cone (aircraft, ...)
+    LINK_LOST = 0x08  # no valid telecommand for the link timeout
+    UNAUTHENTICATED_REQUEST = 0x10  # a request to emit without a valid authentication tag
+    NO_GEOMETRY = 0x20  # where the beam points is unknown
 
 
 # Event id -> (name, PUS severity subtype 1 info .. 4 high, aux struct format, aux field names)
@@ -139,6 +157,8 @@ EVENTS: dict[int, tuple[str, int, str, tuple[str, ...]]] = {
     0x0105: ("COUNTERS_RESET", 1, ">", ()),
     0x0201: ("TC_REJECTED", 2, ">BBB", ("service", "subtype", "code")),
     0x0401: ("LINK_LOST_SOURCE_SAFED", 4, ">f", ("silence_s",)),
+    0x0402: ("LASER_INTERLOCK_TRIPPED", 4, ">H", ("reasons",)),
+    0x0202: ("UNAUTHENTICATED_EMISSION_REQUEST", 2, ">B", ("function",)),
 }
 EVENT_IDS: dict[str, int] = {name: event_id for event_id, (name, *_rest) in EVENTS.items()}
 
@@ -156,6 +176,11 @@ HOUSEKEEPING_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("link_silence_s", "f", "s"),
     ("uptime_s", "d", "s"),
     ("tm_dropped", "I", ""),
+    # the payload's pointing and laser interlock (decision 0020)
+    ("interlock_reasons", "H", ""),
+    ("beacon_enabled", "B", ""),
+    ("tracking_locked", "B", ""),
+    ("fine_residual_rms_urad", "f", "urad"),
 )
 HOUSEKEEPING_REPORT = struct.Struct(">H" + "".join(code for _, code, _ in HOUSEKEEPING_FIELDS))
 

@@ -73,6 +73,10 @@ class TimingState:
     frames_measured: int = 0  # frames whose timing peak updated the line (acquisition included)
     frames_coasted: int = 0  # frames assigned from the extrapolated line alone
     frames_not_assigned: int = 0  # frames given no pulse index at all
+    # While acquiring: frames whose timing peak built a provisional line (whole periods counted
+    # from its first frame, not yet from QKD start; 0: none), and frames tried before lock.
+    provisional_frames: int = 0
+    acquisition_attempts: int = 0
     last_frame: str = ""  # outcome of the last frame, one of FRAME_OUTCOMES
     message: str = ""  # why the last frame was coasted or not assigned ("" otherwise)
 
@@ -391,6 +395,8 @@ def track_pulse_indices(
 
     if state.mode == "lost":
         return not_assigned(state.message)
+    if acquiring:
+        state = replace(state, acquisition_attempts=state.acquisition_attempts + 1)
     if n == 0:
         return (
             not_assigned("acquisition: no tags")
@@ -399,9 +405,16 @@ def track_pulse_indices(
         )
     reference_ps = _frame_reference_ps(timestamp_ps)
     tags = (timestamp_ps, predicted_delay_ps, qkd_start_ps, period_ps)
-    if acquiring:
+    prior: _Prior | str = ""
+    if acquiring and state.provisional_frames:
+        # Continue the provisional line; one extrapolated too far is dropped and acquisition
+        # starts afresh from this frame.
+        prior = _tracking_prior(state, reference_ps, period_ps, drift_change)
+        if isinstance(prior, str):
+            state = replace(state, provisional_frames=0)
+    if acquiring and not state.provisional_frames:
         prior = _acquisition_prior(*tags, reference_ps, max_drift)
-    else:
+    elif not acquiring:
         prior = _tracking_prior(state, reference_ps, period_ps, drift_change)
     if isinstance(prior, str):
         return not_assigned(prior, "acquiring" if acquiring else "lost")
@@ -420,25 +433,98 @@ def track_pulse_indices(
             ),
             f"timing peak not significant ({z:.1f} sigma): assigned from the prediction",
         )
+    whole = 0
+    if acquiring and state.provisional_frames:
+        if not abs(deviation) + margin < period_ps / 2:
+            return _unassigned_result(n), replace(
+                state,
+                provisional_frames=0,
+                frames_not_assigned=state.frames_not_assigned + 1,
+                last_frame="not assigned",
+                message=(
+                    f"acquisition: timing peak {deviation:.0f} ps from the provisional line "
+                    f"(+- {margin:.0f} ps): starting it afresh"
+                ),
+            )
+        elapsed = float(reference_ps - qkd_start_ps) - float(np.mean(predicted_delay_ps))
+        whole, deviation, margin = _count_from_pulse_zero(
+            result, offset_error, drift_var, elapsed, drift_change, period_ps
+        )
     if not abs(deviation) + margin < period_ps / 2:
         if acquiring:
-            return not_assigned(
-                f"acquisition: offset at QKD start {deviation:.0f} ps +- {margin:.0f} ps does "
-                f"not fix the whole-period count (|offset| < {period_ps / 2:g} ps assumed there)"
+            # Keep the frame's line as the provisional one: later frames refine its drift, so
+            # its extrapolation back to QKD start narrows until the count is fixed.
+            line = _tracked_state(
+                state, result, reference_ps, offset_error, drift_var, "not assigned"
+            )
+            return _unassigned_result(n), replace(
+                line,
+                mode="acquiring",
+                frames_not_assigned=state.frames_not_assigned + 1,
+                provisional_frames=state.provisional_frames + 1,
+                message=(
+                    f"acquisition: offset at QKD start {deviation:.0f} ps +- {margin:.0f} ps "
+                    f"does not fix the whole-period count (|offset| < {period_ps / 2:g} ps "
+                    f"assumed there; provisional line over {state.provisional_frames + 1} "
+                    "frames)"
+                ),
             )
         return not_assigned(
             f"timing peak {deviation:.0f} ps from the prediction (+- {margin:.0f} ps): "
             "whole-period count ambiguous"
         )
-    return result, replace(
+    if whole:
+        # Whole periods now counted from QKD start: move the provisional line onto that count.
+        result = _line_result(
+            *tags,
+            half_window,
+            result.clock_offset_ps - whole * period_ps,
+            result.clock_drift_ps_per_s / _PS_PER_S,
+            reference_ps,
+            scratch,
+        )
+    locked = _tracked_state(
+        state, result, reference_ps, offset_error, drift_var, "acquired" if acquiring else "tracked"
+    )
+    return result, replace(locked, mode="tracking", provisional_frames=0)
+
+
+def _count_from_pulse_zero(
+    result: SyncResult,
+    offset_error: float,
+    drift_var: float,
+    elapsed_ps: float,
+    drift_change: float,
+    period_ps: float,
+) -> tuple[int, float, float]:
+    """Extrapolate a provisional line back to pulse 0's arrival (elapsed_ps before the frame
+    reference): return (whole periods to remove from it, the offset left there, its margin)."""
+    offset_at_start = result.clock_offset_ps - result.clock_drift_ps_per_s / _PS_PER_S * elapsed_ps
+    whole = round(offset_at_start / period_ps)
+    margin = (
+        _MARGIN_SIGMAS * math.hypot(offset_error, math.sqrt(drift_var) * elapsed_ps)
+        + 0.5 * drift_change * elapsed_ps**2
+    )
+    return whole, offset_at_start - whole * period_ps, margin
+
+
+def _tracked_state(
+    state: TimingState,
+    result: SyncResult,
+    reference_ps: int,
+    offset_error: float,
+    drift_var: float,
+    outcome: str,
+) -> TimingState:
+    """The state carrying the line the frame measured."""
+    return replace(
         state,
-        mode="tracking",
         offset_ps=result.clock_offset_ps,
         drift_ppb=-result.clock_drift_ps_per_s / 1e3,
         reference_ps=reference_ps,
         offset_error_ps=offset_error,
         drift_error_ppb=math.sqrt(drift_var) * 1e9,
         frames_measured=state.frames_measured + 1,
-        last_frame="acquired" if acquiring else "tracked",
+        last_frame=outcome,
         message="",
     )

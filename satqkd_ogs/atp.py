@@ -33,6 +33,7 @@ from satqkd_ogs.atp_record import INSTRUMENT_NAMES, AtpRecord
 from satqkd_ogs.detectors import DetectorControl, DetectorsNotReady
 from satqkd_ogs.fine_steering import FineSteering, FineSteeringGains
 from satqkd_ogs.instrument_guard import FAILED, InstrumentGuard
+from satqkd_ogs.laser_safety import StationLaserSafety
 from satqkd_ogs.mount import MountTracker
 from satqkd_ogs.pointing import PassPrediction, PointingSample, SpiralScan
 from satqkd_ogs.settings import AtpSettings, DetectorSettings
@@ -84,12 +85,14 @@ class StationAtp:
         tagger_lead_s: float,
         fault_counters: dict[str, int] | None = None,
         detectors: DetectorSettings | None = None,
+        laser_safety: StationLaserSafety | None = None,
     ) -> None:
         s = settings
         detector_settings = detectors if detectors is not None else DetectorSettings()
         self.plan = plan
         self.settings = settings
         self.instruments = instruments
+        self.laser_safety = laser_safety  # the station's uplink laser, if it fires one
         self.clock = clock
         self.runtime = runtime
         self.start_unix_s = plan.aos_unix_s - s.prepare_lead_s
@@ -121,6 +124,7 @@ class StationAtp:
                 max_rate_deg_s=s.gimbal_max_rate_deg_s,
                 loop_period_s=s.loop_period_s,
                 slew_tolerance_deg=s.slew_tolerance_deg,
+                calibration=s.calibration_data,
             )
             if instruments.gimbal is not None
             else None
@@ -149,6 +153,7 @@ class StationAtp:
             self._event,
             self.record,
             plan.aos_unix_s,
+            s.calibration_data,
         )
         self.detectors = (
             DetectorControl(
@@ -215,6 +220,10 @@ class StationAtp:
         while not self._stop.is_set():
             deadline = self.start_unix_s + sample * period
             if deadline > self.plan.los_unix_s:
+                # the last sample's commands hold until LOS: made safe at the last sample, up
+                # to a period early, the mount would park and the mirror centre while the
+                # beacon is still in view (and every truth sample there counts a slew)
+                await self.clock.sleep_until(self.plan.los_unix_s)
                 break
             await self.clock.sleep_until(deadline)
             now = self.clock.now_unix_s()
@@ -231,6 +240,11 @@ class StationAtp:
             else:
                 await self._track_sample(now)
             await self._every_period(now)
+            if self.laser_safety is not None:  # emission decided every sample (laser_safety.py)
+                if now < self.plan.aos_unix_s:
+                    await self.laser_safety.off(now, "before AOS")
+                else:
+                    await self.laser_safety.update(now, self._gimbal_deg, self.fine.locked)
             self._append_sample(now)
             # samples missed (late start, slow instrument) are skipped, not replayed
             sample = max(sample + 1, int((self.clock.now_unix_s() - self.start_unix_s) / period))
@@ -334,8 +348,10 @@ class StationAtp:
         self._gimbal_deg = (math.nan, math.nan)
 
     async def _make_safe(self) -> None:
-        """Gates off and bias to zero, mirror centred, gimbal halted and parked."""
+        """Laser off, gates off and bias to zero, mirror centred, gimbal halted and parked."""
         self._mode = "parked"
+        if self.laser_safety is not None:
+            await self.laser_safety.off(self.clock.now_unix_s(), "ATP ended")
         if self.detectors is not None:
             await self.detectors.switch_off()
         await self.fine.centre()

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from drivers.interfaces import DeviceError, EntropyFailure, EntropySource, TimeTagger
+from drivers.interfaces import (
+    DeviceError,
+    EntropyFailure,
+    EntropySource,
+    TagBuffer,
+    TimeTagger,
+)
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
 from satqkd_core.codec import Envelope
@@ -22,7 +29,7 @@ from satqkd_ogs.atp import (
     StationAtp,
     StationInstruments,
 )
-from satqkd_ogs.pass_summary import ogs_pass_summary
+from satqkd_ogs.pass_summary import ogs_pass_summary, qkd_progress
 from satqkd_ogs.session import OgsPassResult, OgsSession, PassPlan
 from satqkd_ogs.settings import OgsSettings
 from satqkd_runtime.bus import MessageBus
@@ -39,6 +46,11 @@ UP = 0  # Wegman-Carter direction ground -> payload
 
 class OgsDaemon:
     """One optical ground station."""
+
+    # how long (station's clock) the end of a pass (ABORT, events, summary) waits for a broker
+    # that went away; then it is given up and the pass released (the payload abandons its side
+    # after its own session timeout)
+    outage_give_up_s = 300.0
 
     def __init__(
         self,
@@ -80,6 +92,8 @@ class OgsDaemon:
         self.atp_records: dict[int, AtpRecord] = {}
         self.instrument_faults: dict[str, int] = dict.fromkeys(INSTRUMENT_NAMES, 0)
         self._channel_at_load: dict[int, ChannelCounts] = {}  # for the pass summaries
+        # passes the previous run left open (it died mid-pass), abandoned at start
+        self.passes_abandoned_at_start = 0
 
     async def run(self) -> None:
         """Control: serve until SHUTDOWN or cancellation."""
@@ -89,6 +103,7 @@ class OgsDaemon:
         try:
             await self.runtime.emit_event("NODE_STARTED", f"station {self.settings.station} up")
             await self._discard_orphaned_keys()
+            await self._abandon_open_passes()
             async for message in self.bus.messages():
                 try:
                     if message.topic == self.runtime.telecommand_topic:
@@ -115,7 +130,9 @@ class OgsDaemon:
         while True:
             try:
                 await self.runtime.housekeeping_loop(
-                    self.settings.housekeeping_period_s, self._housekeeping_snapshot
+                    self.settings.housekeeping_period_s,
+                    self._housekeeping_snapshot,
+                    lambda: (len(self.sessions), self.passes_abandoned_at_start),
                 )
             except ConnectionError as exc:
                 log.warning("ogs: housekeeping paused by a broker outage: %s", exc)
@@ -124,6 +141,12 @@ class OgsDaemon:
     async def _on_qkd_message(self, envelope: Envelope) -> None:
         plan_id = int(envelope.fields.get("plan_id", -1))
         session = self.sessions.get(plan_id)
+        if session is None and envelope.spec.name == "ABORT" and self._seen(plan_id):
+            # the payload gave up a pass this end already ended (or a restart abandoned it):
+            # no key of it may stay here either
+            for key_id in self.keystore.discard_plan(plan_id):
+                await self.runtime.emit_event("KEY_DISCARDED", f"plan {plan_id} key {key_id}")
+            return
         try:
             if session is None:
                 raise ProtocolError(f"{envelope.spec.name} for unknown plan {plan_id}")
@@ -146,6 +169,7 @@ class OgsDaemon:
         if await self.runtime.execute_common(envelope, self.stopped):
             return
         if name == "LOAD_PASS_PLAN":
+            await self._recover_plan_record()
             try:
                 plan = self._plan_from(f)
                 session = OgsSession(
@@ -158,6 +182,7 @@ class OgsDaemon:
                     self.settings.sync_window_ps,
                     self.settings.cascade_passes,
                     self.settings.reply_timeout_s,
+                    sync_drift_change_ppb_per_s=self.settings.sync_drift_change_ppb_per_s,
                 )
                 atp = self._atp_for(plan)
                 PlanRegistry(self.keystore).record(plan.plan_id)  # before the pass can start
@@ -203,6 +228,8 @@ class OgsDaemon:
             raise ValueError(f"plan {f['plan_id']} already loaded")
         # a plan id is never used twice, across restarts too (recorded on accept)
         refusal = PlanRegistry(self.keystore).refusal(int(f["plan_id"]))
+        # a pass starts only if the pad pool covers its worst case (no exhaustion half-way)
+        refusal = refusal or self.channel.pass_refusal()
         if refusal:
             raise ValueError(refusal)
         return PassPlan(**{k: f[k] for k in PassPlan.__dataclass_fields__})
@@ -244,11 +271,43 @@ class OgsDaemon:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _sleep_unless_aborted(self, session: OgsSession, unix_s: float) -> None:
+        """Wait until `unix_s` on the station's clock, or less if the pass is aborted."""
+        waits = {
+            asyncio.ensure_future(self.clock.sleep_until(unix_s)),
+            asyncio.ensure_future(session.aborted.wait()),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _read_unless_aborted(self, session: OgsSession) -> TagBuffer | None:
+        """The tagger's next buffer; None once it stopped or the pass was aborted (a wait for
+        tags does not hold an aborted pass for the read timeout)."""
+        read = asyncio.ensure_future(self.tagger.read(self.settings.tag_read_timeout_s))
+        aborted = asyncio.ensure_future(session.aborted.wait())
+        try:
+            await asyncio.wait({read, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (read, aborted):
+                if not waiting.done():
+                    waiting.cancel()
+            await asyncio.gather(read, aborted, return_exceptions=True)
+        return None if read.cancelled() else read.result()
+
     async def _execute_pass(self, session: OgsSession) -> None:
         plan = session.plan
         outage: str | None = None  # the broker stayed away longer than a publish waits
         try:
-            await self.clock.sleep_until(plan.qkd_start_unix_s - self.settings.tagger_lead_s)
+            await self._sleep_unless_aborted(
+                session, plan.qkd_start_unix_s - self.settings.tagger_lead_s
+            )
+            if session.abort_requested is not None:  # aborted before tagging: ends keyless
+                await session.post_process()
+                return
             refusal = await self._detectors_refusal(plan.plan_id)
             if refusal is not None:
                 raise DetectorsNotReady(refusal)
@@ -256,22 +315,13 @@ class OgsDaemon:
             self.mode = "tracking"
             await self.runtime.emit_event("PASS_STARTED", f"plan {plan.plan_id}: tagging")
             while True:
-                buffer = await self.tagger.read(self.settings.tag_read_timeout_s)
+                buffer = await self._read_unless_aborted(session)
                 if buffer is None:
                     break
                 if session.abort_requested is not None:
                     break
                 await session.process_buffer(buffer)
-                chunk = session.result.chunks[-1]
-                await self.runtime.publish_telemetry(
-                    "QKD_PROGRESS",
-                    plan_id=plan.plan_id,
-                    chunk=chunk.chunk,
-                    detections=session.result.detections,
-                    sifted_bits=sum(c.sifted for c in session.result.chunks),
-                    qber_z=_running_qber(session),
-                    elevation_deg=chunk.elevation_deg,
-                )
+                await self.runtime.publish_telemetry("QKD_PROGRESS", **qkd_progress(session))
                 if buffer.stop_unix_s >= plan.qkd_stop_unix_s:
                     break
             await self.tagger.stop()
@@ -291,8 +341,15 @@ class OgsDaemon:
         except (DeviceError, ProtocolError, InputError) as exc:
             session.result.abort_reason = f"pass execution failed: {exc}"
             session.result.finished = True
+            session._discard_key()
+            with contextlib.suppress(Exception):
+                await self.tagger.stop()
             if isinstance(exc, EntropyFailure):  # no squashing bits: the pass cannot go on
                 await self.runtime.emit_event("ENTROPY_SOURCE_FAILURE", str(exc))
+            with contextlib.suppress(Exception):  # else the payload times out alone
+                await self.channel.send(
+                    "ABORT", plan_id=plan.plan_id, reason=session.result.abort_reason[:500]
+                )
         except ConnectionError as exc:
             # the pass cannot go on without the payload: end it keyless, tell it once back
             outage = f"broker outage during the pass: {exc}"
@@ -300,6 +357,8 @@ class OgsDaemon:
             session.abort_requested = session.abort_requested or outage
             session._discard_key()
             session.result.finished = True
+            if (atp := self.atp.get(plan.plan_id)) is not None:
+                atp.request_stop()  # the mount is not left tracking a pass that ended
             with contextlib.suppress(Exception):
                 await self.tagger.stop()
         finally:
@@ -337,6 +396,10 @@ class OgsDaemon:
         plan_id = session.plan.plan_id
         session.release()
         self.sessions.pop(plan_id, None)
+        try:  # ended at this end: a restart no longer needs to abandon it
+            PlanRegistry(self.keystore).close(plan_id)
+        except KeyStoreError as exc:
+            log.error("ogs: plan %d not closed in the plan record: %s", plan_id, exc)
         self.results[plan_id] = session.result
         self._channel_at_load.pop(plan_id, None)
         atp = self.atp.get(plan_id)
@@ -352,6 +415,7 @@ class OgsDaemon:
             await self.runtime.emit_event("KEY_STORE_RECOVERED", line)
         for key_id in self.keystore.discard_pending():
             await self.runtime.emit_event("KEY_DISCARDED", f"key {key_id} pending at start-up")
+        await self._recover_plan_record()
 
     async def _publish_summary(self, session: OgsSession) -> None:
         """Publish OGS_PASS_SUMMARY: the figures the pass report takes from the station."""
@@ -372,24 +436,48 @@ class OgsDaemon:
 
     async def _once_connected(self, what: str, publish: Callable[[], Awaitable[None]]) -> None:
         """Publish, again after each broker outage outlasting a publish, until it goes out;
-        given up (logged) only if the bus itself failed or was closed."""
-        while True:
-            try:
-                await publish()
-                return
-            except ConnectionError as exc:
-                log.warning("%s waits for the broker: %s", what, exc)
-            try:
-                await self.bus.wait_connected()
-            except ConnectionError as exc:
-                log.warning("%s not sent: %s", what, exc)
-                return
+        given up (logged) after `outage_give_up_s` of the station's clock or if the bus
+        itself failed or was closed."""
+        await self.runtime.when_connected(what, publish, within_s=self.outage_give_up_s)
+
+    def _seen(self, plan_id: int) -> bool:
+        try:
+            return PlanRegistry(self.keystore).seen(plan_id)
+        except KeyStoreError:
+            return False
+
+    async def _recover_plan_record(self) -> None:
+        """A plan record that cannot be read is quarantined (so plans are accepted again)."""
+        line = PlanRegistry(self.keystore).recover()
+        if line is not None:
+            await self.runtime.emit_event("KEY_STORE_RECOVERED", line)
+
+    async def _abandon_open_passes(self) -> None:
+        """Passes still open in the plan record were running when the previous run died: each
+        is ended here without its key (every key it stored destroyed) and the payload is sent
+        ABORT, so it ends the pass keyless too (decision 0021)."""
+        try:
+            abandoned = PlanRegistry(self.keystore).abandon_open()
+        except KeyStoreError as exc:  # quarantined just before: only a disk fault is left
+            log.error("ogs: open passes unknown: %s", exc)
+            return
+        for plan_id, destroyed in abandoned:
+            self.passes_abandoned_at_start += 1
+            reason = f"station restarted: plan {plan_id} was open when it stopped"
+            self.results[plan_id] = OgsPassResult(plan_id, abort_reason=reason, finished=True)
+            await self.runtime.emit_event(
+                "PASS_ABANDONED",
+                f"plan {plan_id}: open when the station stopped; ended without a key "
+                f"({len(destroyed)} stored key(s) destroyed), ABORT sent",
+            )
+            self._spawn(
+                self._once_connected(
+                    f"plan {plan_id}: ABORT to the payload",
+                    functools.partial(
+                        self.channel.send, "ABORT", plan_id=plan_id, reason=reason[:500]
+                    ),
+                )
+            )
 
     def _housekeeping_snapshot(self) -> tuple[str, int, int]:
         return self.mode, self.keystore.total_bits(), self.channel.pad_words_remaining
-
-
-def _running_qber(session: OgsSession) -> float:
-    errors = sum(c.z_errors for c in session.result.chunks)
-    sifted = sum(c.z_sifted for c in session.result.chunks)
-    return errors / sifted if sifted else 0.0

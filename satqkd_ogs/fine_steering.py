@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from drivers.interfaces import BeaconSpot, FastSteeringMirror
 from satqkd_ogs.atp_record import AtpRecord
+from satqkd_ogs.calibration.calibration_file import StationCalibration
 from satqkd_ogs.instrument_guard import FAILED, InstrumentGuard
 from satqkd_ogs.mount import MountTracker
 from satqkd_ogs.pointing import FineSteeringLaw, SpiralScan
@@ -45,8 +46,12 @@ class FineSteering:
         emit_event: Callable[[str, str], Awaitable[None]],
         record: AtpRecord,
         aos_unix_s: float,
+        calibration: StationCalibration | None = None,
     ) -> None:
         self.fsm = fsm
+        #: the station's calibration: sensor reading -> sky angle at the boresight offset, sky
+        #: command -> mirror axes through the inverse gain matrix
+        self.calibration = calibration
         self.mount = mount
         self.spiral = spiral
         self.gains = gains
@@ -97,6 +102,9 @@ class FineSteering:
 
     async def step(self, now: float, spot: BeaconSpot | None, el_deg: float) -> None:
         """Control: one sample of fine steering on `spot` (None: no sensor reading)."""
+        if spot is not None and spot.valid and self.calibration is not None:
+            x, y = self.calibration.spot_on_sky(spot.x_urad, spot.y_urad)
+            spot = BeaconSpot(x, y, spot.power_nw, spot.valid, spot.frame)
         if spot is None:
             self.mode = "program-track"
             self._previous_spot = None
@@ -148,10 +156,17 @@ class FineSteering:
         assert self.law is not None and self.fsm is not None
         fsm = self.fsm
         new = self.law.update(self.command, (spot.x_urad, spot.y_urad), self._previous_spot)
-        if await self.guard.call("fsm", lambda: fsm.move_to(*new)) is FAILED:
+        axes = self._mirror_axes(new)
+        if await self.guard.call("fsm", lambda: fsm.move_to(*axes)) is FAILED:
             return False
         self.command = new
         return True
+
+    def _mirror_axes(self, sky: tuple[float, float]) -> tuple[float, float]:
+        """The mirror command that moves the line of sight by `sky` (urad)."""
+        if self.calibration is None:
+            return sky
+        return self.calibration.mirror_command(*sky)
 
     def _steer_mount(self, spot: BeaconSpot, el_deg: float) -> None:
         """Control: no working mirror: an integrator on the mount's pointing offset."""
@@ -194,7 +209,8 @@ class FineSteering:
             assert self.law is not None and self.fsm is not None
             fsm = self.fsm
             target = self.law.clamp(self._scan_origin[0] + dx, self._scan_origin[1] + dy)
-            if await self.guard.call("fsm", lambda: fsm.move_to(*target)) is not FAILED:
+            axes = self._mirror_axes(target)
+            if await self.guard.call("fsm", lambda: fsm.move_to(*axes)) is not FAILED:
                 self.command = target
             return
         if self.mount is None:

@@ -1,7 +1,8 @@
 """Coarse pointing of the station's telescope mount (gimbal) during one pass: slew to the AOS
 direction, then program track (rate feed-forward plus position feedback) towards the predicted
-direction plus the offsets fine steering hands it; pass points outside the travel are skipped
-with a GIMBAL_LIMIT event; park after LOS."""
+direction plus the offsets fine steering hands it, through the station's pointing model when it
+has one (satqkd_ogs.calibration); pass points outside the travel are skipped with a
+GIMBAL_LIMIT event; park after LOS."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from drivers.interfaces import Gimbal, GimbalLimits
 from satqkd_ogs.atp_record import AtpRecord
+from satqkd_ogs.calibration.calibration_file import StationCalibration
 from satqkd_ogs.instrument_guard import FAILED, InstrumentGuard
 from satqkd_ogs.pointing import PassPrediction, PointingSample, sky_offset_to_mount_deg
 
@@ -28,8 +30,11 @@ class MountTracker:
         max_rate_deg_s: float,
         loop_period_s: float,
         slew_tolerance_deg: float,
+        calibration: StationCalibration | None = None,
     ) -> None:
         self.gimbal = gimbal
+        #: the station's calibration: its pointing model turns a sky target into encoder angles
+        self.calibration = calibration
         self.prediction = prediction
         self.guard = guard
         self.emit_event = emit_event
@@ -87,10 +92,18 @@ class MountTracker:
         t = start_unix_s
         while t <= stop_unix_s:
             p = self.prediction.at(t)
-            if self.limits.contains(p.az_deg, p.el_deg):
-                return p.az_deg, p.el_deg
+            az, el = self.encoder_target(p.az_deg, p.el_deg)
+            if self.limits.contains(az, el):
+                return az, el
             t += self.loop_period_s
         return None
+
+    def encoder_target(self, az_deg: float, el_deg: float) -> tuple[float, float]:
+        """Get: the encoder angles that put the true line of sight on (az, el): the station's
+        pointing model applied (unchanged without one)."""
+        if self.calibration is None:
+            return az_deg, el_deg
+        return self.calibration.mount_target(az_deg, el_deg)
 
     async def watch_slew(self) -> tuple[float, float] | None:
         """Measure: the position during the slew (None if unread); marks arrival."""
@@ -109,8 +122,9 @@ class MountTracker:
             return None
         assert self.limits is not None
         await self._report_limit_hits()
-        az = prediction.az_deg + self.offset_deg[0]
-        el = prediction.el_deg + self.offset_deg[1]
+        az, el = self.encoder_target(
+            prediction.az_deg + self.offset_deg[0], prediction.el_deg + self.offset_deg[1]
+        )
         if not self.limits.contains(az, el):
             self.record.gimbal_limit_skips += 1
             if not self._outside:

@@ -124,6 +124,58 @@ def _atp(record: AtpRecord | None) -> dict[str, Any]:
     }
 
 
+def qkd_progress(session: OgsSession) -> dict[str, Any]:
+    """Get: the QKD_PROGRESS fields after the session's latest frame: that frame's instants,
+    clock offset and timing residual; counts so far, by intensity those of the frames the
+    payload has answered (its sifting answer follows the frame's detection report)."""
+    result = session.result
+    chunk = result.chunks[-1]
+    answered = [c for c in result.chunks if c.x_by_intensity is not None]
+    by_intensity = [0, 0, 0]
+    for c in answered:
+        for k in range(3):
+            by_intensity[k] += c.x_by_intensity[k] + c.z_by_intensity[k]  # type: ignore[index]
+    z_errors = sum(c.z_errors for c in result.chunks)
+    z_sifted = sum(c.z_sifted for c in result.chunks)
+    return {
+        "plan_id": session.plan.plan_id,
+        "chunk": chunk.chunk,
+        "detections": result.detections,
+        "sifted_bits": sum(c.sifted for c in result.chunks),
+        "qber_z": z_errors / z_sifted if z_sifted else 0.0,
+        "elevation_deg": chunk.elevation_deg,
+        "frame_start_unix_s": chunk.start_unix_s,
+        "frame_stop_unix_s": chunk.stop_unix_s,
+        "sifted_by_intensity": by_intensity,
+        "sifted_span_s": sum(c.stop_unix_s - c.start_unix_s for c in answered),
+        "clock_offset_ps": chunk.clock_offset_ps,
+        "clock_drift_ppb": _or_nan(result.clock_drift_ppb),
+        "timing_residual_rms_ps": chunk.residual_rms_ps,
+    }
+
+
+def _frames(session: OgsSession) -> dict[str, Any]:
+    """Get: the summary's per-frame arrays (index = chunk; three values a frame by intensity,
+    NaN where the payload never answered the frame)."""
+    chunks = session.result.chunks
+    unknown = (NAN, NAN, NAN)
+    return {
+        "frame_clock_offset_ps": np.array([c.clock_offset_ps for c in chunks], np.float64),
+        "frame_timing_residual_rms_ps": np.array([c.residual_rms_ps for c in chunks], np.float64),
+        **{
+            field: np.array(
+                [v for c in chunks for v in (getattr(c, f"{kind}_by_intensity") or unknown)],
+                np.float64,
+            )
+            for field, kind in (
+                ("frame_x_sifted", "x"),
+                ("frame_z_sifted", "z"),
+                ("frame_z_errors", "z_errors"),
+            )
+        },
+    }
+
+
 def ogs_pass_summary(
     session: OgsSession,
     location: Station | StationTrack,
@@ -182,6 +234,8 @@ def ogs_pass_summary(
         "uplink_messages": channel.sent_messages,
         "received_bytes": channel.received_bytes,
         "rejected_messages": channel.rejected,
+        "auth_messages_left": session.channel.pool_messages_left,
         "detection_report_bytes": result.report_bytes,
         **_atp(atp_record),
+        **_frames(session),
     }

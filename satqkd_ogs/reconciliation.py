@@ -53,6 +53,7 @@ class Reconciliation:
     cascade_passes: int
     reply_timeout_s: float
     abort_requested: str | None
+    aborted: asyncio.Event
     _tell_payload_of_abort: bool
 
     def _purpose(self, what: str) -> str:
@@ -65,6 +66,7 @@ class Reconciliation:
             self.abort_requested = reason
             self._tell_payload_of_abort = tell_payload
             self.inbox.put_nowait(_ABORT_REQUESTED)  # type: ignore[arg-type]
+            self.aborted.set()
 
     def _check_abort(self) -> None:
         if self.abort_requested is not None:

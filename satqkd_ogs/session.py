@@ -27,7 +27,7 @@ from satqkd_core.pass_decisions import (
 )
 from satqkd_core.privacy_amplification import toeplitz_hash, toeplitz_seed_bits
 from satqkd_core.sifting import count_bit_errors, unpack_intensity_labels
-from satqkd_core.sync import TimingState, track_pulse_indices
+from satqkd_core.sync import DEFAULT_DRIFT_CHANGE_PPB_PER_S, TimingState, track_pulse_indices
 from satqkd_core.verification import verification_tag, verification_tag_bits
 from satqkd_ogs.reconciliation import PassAborted, Reconciliation
 from satqkd_runtime.entropy_draws import RandomBytes, draw_bits
@@ -85,6 +85,15 @@ class ChunkRecord:
     x_intensity: np.ndarray | None = None
     z_intensity: np.ndarray | None = None
     z_error_flags: np.ndarray | None = None
+    # kept when the pass ends (the arrays above are released): the clock offset at the frame
+    # centre and the RMS timing residual of its assigned tags (NaN: not synchronised / none)
+    clock_offset_ps: float = float("nan")
+    residual_rms_ps: float = float("nan")
+    # sifted X and Z detections and Z errors per intensity (signal, decoy, vacuum); None until
+    # the payload's sifting answer for the frame arrived
+    x_by_intensity: tuple[int, int, int] | None = None
+    z_by_intensity: tuple[int, int, int] | None = None
+    z_errors_by_intensity: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -103,6 +112,10 @@ class OgsPassResult:
     # None until the synchronisation has acquired
     clock_drift_ppb: float | None = None
     clock_offset_at_qkd_start_ps: float | None = None
+    # frames the synchronisation tried to acquire on, and when it locked (frame start after QKD
+    # start, s; None: never)
+    sync_acquisition_attempts: int = 0
+    sync_locked_after_s: float | None = None
     chunks: list[ChunkRecord] = field(default_factory=list)
     x_detections: tuple[int, int, int] = (0, 0, 0)
     z_detections: tuple[int, int, int] = (0, 0, 0)
@@ -159,6 +172,8 @@ class OgsSession(Reconciliation):
         sync_window_ps: float,
         cascade_passes: int,
         reply_timeout_s: float,
+        *,
+        sync_drift_change_ppb_per_s: float = DEFAULT_DRIFT_CHANGE_PPB_PER_S,
     ) -> None:
         self.plan = plan
         self.channel = channel
@@ -169,10 +184,12 @@ class OgsSession(Reconciliation):
         self._tell_payload_of_abort = True
         self._stored_key_id: str | None = None  # stored, not yet confirmed by the payload
         self.sync_window_ps = sync_window_ps
+        self.sync_drift_change_ppb_per_s = sync_drift_change_ppb_per_s
         self.cascade_passes = cascade_passes
         self.reply_timeout_s = reply_timeout_s
         self.result = OgsPassResult(plan.plan_id, ec_method=params.reconciliation)
         self.inbox: asyncio.Queue[Envelope] = asyncio.Queue()
+        self.aborted = asyncio.Event()  # set by request_abort: wakes a wait for QKD start
         self._sift_waiters: dict[int, asyncio.Future[None]] = {}
         grid_start = float(np.floor(plan.aos_unix_s)) - 60.0
         n = int(np.ceil((plan.los_unix_s + 60.0 - grid_start) / EPHEMERIS_STEP_S)) + 1
@@ -210,9 +227,19 @@ class OgsSession(Reconciliation):
                 qkd_start_ps,
                 float(plan.pulse_period_ps),
                 self.sync_window_ps,
+                drift_change_ppb_per_s=self.sync_drift_change_ppb_per_s,
             )
         )
         self.timing_state = timing
+        self.result.sync_acquisition_attempts = timing.acquisition_attempts
+        if timing.last_frame == "acquired" and self.result.sync_locked_after_s is None:
+            self.result.sync_locked_after_s = buffer.start_unix_s - plan.qkd_start_unix_s
+            log.info(
+                "plan %d sync locked %.1f s after QKD start (%d acquisition attempts)",
+                plan.plan_id,
+                self.result.sync_locked_after_s,
+                timing.acquisition_attempts,
+            )
         if timing.message:
             chunk = len(self.result.chunks)
             log.warning("plan %d chunk %d sync: %s", plan.plan_id, chunk, timing.message)
@@ -220,8 +247,11 @@ class OgsSession(Reconciliation):
         ok &= (channel >= 1) & (channel <= 4)
         self.result.tags += int(ts.size)
         self.result.in_window_tags += int(ok.sum())
-        self.result.residual_sq_sum_ps2 += float(np.sum(sync.residual_ps[ok] ** 2))
-        if timing.last_frame in ("acquired", "tracked"):
+        frame_sq_ps2 = float(np.sum(sync.residual_ps[ok] ** 2))
+        self.result.residual_sq_sum_ps2 += frame_sq_ps2
+        frame_assigned = int(ok.sum())
+        synchronised = timing.last_frame in ("acquired", "tracked")
+        if synchronised:
             self.result.clock_offsets_ps.append(float(sync.clock_offset_ps))
             self.result.clock_drift_ppb = timing.drift_ppb
             self.result.clock_offset_at_qkd_start_ps = timing.offset_at_ps(qkd_start_ps)
@@ -238,6 +268,10 @@ class OgsSession(Reconciliation):
             pulse_index=index,
             basis=basis,
             bit=bit,
+            clock_offset_ps=float(sync.clock_offset_ps) if synchronised else float("nan"),
+            residual_rms_ps=(
+                float(np.sqrt(frame_sq_ps2 / frame_assigned)) if frame_assigned else float("nan")
+            ),
         )
         self.result.chunks.append(record)
         self.result.detections += record.detections
@@ -301,6 +335,11 @@ class OgsSession(Reconciliation):
         record.sifted = int(keep.sum())
         record.z_sifted = n_z
         record.z_errors = count_bit_errors(own_z, payload_z)
+        record.x_by_intensity = _by_intensity(record.x_intensity)
+        record.z_by_intensity = _by_intensity(record.z_intensity)
+        record.z_errors_by_intensity = _by_intensity(
+            record.z_intensity, record.z_error_flags.astype(bool)
+        )
         waiter = self._sift_waiters.get(chunk)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -452,6 +491,13 @@ class OgsSession(Reconciliation):
                     array.fill(0)
             chunk.pulse_index = chunk.basis = chunk.bit = np.zeros(0, dtype=np.uint8)
             chunk.x_bits = chunk.x_intensity = chunk.z_intensity = chunk.z_error_flags = None
+
+
+def _by_intensity(labels: np.ndarray, where: np.ndarray | None = None) -> tuple[int, int, int]:
+    """Counts of intensity labels 0, 1, 2 (only those `where` is true, if given)."""
+    chosen = labels if where is None else labels[where]
+    counts = np.bincount(np.asarray(chosen, np.int64), minlength=3)[:3]
+    return (int(counts[0]), int(counts[1]), int(counts[2]))
 
 
 def _concat(arrays: list[np.ndarray | None]) -> np.ndarray:

@@ -8,13 +8,14 @@ rates: docs/atp.md.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, InstanceOf
+from pydantic import Field, InstanceOf, field_validator
 from pydantic.dataclasses import dataclass
 
 from satqkd_core.ephemeris import Station, StationTrack
 from satqkd_core.pass_decisions import ProtocolParameters
+from satqkd_core.sync import DEFAULT_DRIFT_CHANGE_PPB_PER_S
 from satqkd_runtime.settings import SETTINGS_CONFIG, HousekeepingPeriod, Seconds
 
 __all__ = ["AtpSettings", "DetectorSettings", "OgsSettings"]
@@ -52,6 +53,17 @@ class AtpSettings:
     instrument_retry_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
     instrument_retry_max_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 30.0
     telemetry_period_s: Annotated[float, Field(ge=0.1, le=60.0)] = 1.0
+    # the station's calibration file (satqkd atp calibrate; relative to the station file),
+    # and its content once loaded (satqkd_ogs.calibration.StationCalibration; never in YAML)
+    calibration: str | None = None
+    calibration_data: Annotated[Any, Field(exclude=True, repr=False)] = None
+
+    @field_validator("calibration_data")
+    @classmethod
+    def _loaded_calibration_only(cls, value: Any) -> Any:
+        if value is not None and not hasattr(value, "mount_target"):
+            raise ValueError("is filled from the file atp.calibration names, not given itself")
+        return value
 
     @property
     def loop_period_s(self) -> float:
@@ -89,6 +101,10 @@ class OgsSettings:
     housekeeping_period_s: HousekeepingPeriod = 10.0
     atp: AtpSettings = AtpSettings()
     detectors: DetectorSettings = DetectorSettings()
+    # how fast the payload clock rate may change (satqkd_core.sync_tracking), ppb/s
+    sync_drift_change_ppb_per_s: Annotated[float, Field(ge=0.0, le=10.0)] = (
+        DEFAULT_DRIFT_CHANGE_PPB_PER_S
+    )
 
     @property
     def node(self) -> str:

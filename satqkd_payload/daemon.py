@@ -8,6 +8,10 @@ A pass whose emission was cut is aborted when the station starts post-processing
 message after the detection reports): sifting goes on meanwhile, so the station's record stays
 complete and both ends end the pass at the same step, without a key (decision 0009). Events
 cannot be sent while the ground link is down: SOURCE_SAFE_STATE follows once it is back.
+
+Its parts: the source over a pass (`source_control.py`), how passes end and what a previous run
+left at start-up (`pass_endings.py`); this module takes telecommands and QKD messages and holds
+the links with the stations.
 """
 
 from __future__ import annotations
@@ -16,8 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +35,12 @@ from satqkd_payload.key_lifecycle import (
     PATTERN_DIR,
     PatternSequencer,
     auth_refill_bits,
-    discard_confirmed_key,
     discard_leftover_records,
 )
-from satqkd_payload.pass_summary import EmissionWindow, payload_pass_summary
+from satqkd_payload.pass_endings import PassEndings, StationLink
+from satqkd_payload.pass_summary import EmissionWindow
 from satqkd_payload.session import PayloadPassOutcome, PayloadSession
 from satqkd_payload.settings import PayloadSettings
-from satqkd_payload.source_control import SourceControl
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import Clock
 from satqkd_runtime.keystore import KeyStore, KeyStoreError
@@ -65,15 +67,7 @@ class PayloadCounters:
     publish_failures: int = 0
 
 
-@dataclass
-class _StationLink:
-    station: str
-    keystore: KeyStore
-    channel: QkdChannel
-    sessions: dict[int, PayloadSession] = field(default_factory=dict)
-
-
-class PayloadDaemon(SourceControl):
+class PayloadDaemon(PassEndings):
     """One payload: source, sifting, one key buffer per station it has a pre-shared key with."""
 
     def __init__(
@@ -99,7 +93,7 @@ class PayloadDaemon(SourceControl):
         # recorded patterns a crashed run left would tell anyone with the disk a past pattern
         discard_leftover_records(self.key_root)
         self.runtime = NodeRuntime(bus, settings.mission, NODE, clock, tc_verifier=tc_verifier)
-        self.links: dict[str, _StationLink] = {}
+        self.links: dict[str, StationLink] = {}
         self.mode = "idle"
         self.stopped = asyncio.Event()
         self.counters = PayloadCounters()
@@ -117,6 +111,8 @@ class PayloadDaemon(SourceControl):
         self._last_heard: dict[tuple[str, int], float] = {}
         # how recent passes ended, once their sessions were released (key ids, no key bits)
         self.ended: dict[tuple[str, int], PayloadPassOutcome] = {}
+        # passes the previous run left open (it died mid-pass), abandoned at start
+        self.passes_abandoned_at_start = 0
         self._load_station_links()
 
     def _load_station_links(self) -> None:
@@ -137,7 +133,7 @@ class PayloadDaemon(SourceControl):
                 receive_topic=dct.qkd_topic(self.settings.mission, station, "up"),
                 state_store=store,
             )
-            self.links[station] = _StationLink(station, store, channel)
+            self.links[station] = StationLink(station, store, channel)
 
     def session(self, station: str, plan_id: int) -> PayloadSession | None:
         """Get: the session of a pass plan, if loaded and not yet released."""
@@ -167,6 +163,7 @@ class PayloadDaemon(SourceControl):
                 "NODE_STARTED", f"payload serving stations {sorted(self.links)}"
             )
             await self._discard_orphaned_keys()
+            await self._abandon_open_passes()
             async for message in self.bus.messages():
                 try:
                     await self._dispatch(message.topic, message.payload)
@@ -189,20 +186,14 @@ class PayloadDaemon(SourceControl):
                     for plan_id in link.sessions:
                         self.sequencer.forget(plan_id)
 
-    async def _discard_orphaned_keys(self) -> None:
-        """Keys left pending by a previous run were never confirmed by the station: drop them."""
-        for link in self.links.values():
-            for line in link.keystore.recover().messages():
-                await self._emit("KEY_STORE_RECOVERED", f"{link.station}: {line}")
-            for key_id in link.keystore.discard_pending():
-                await self._emit("KEY_DISCARDED", f"{link.station}: key {key_id} pending at start")
-
     async def _housekeeping(self) -> None:
         """Housekeeping telemetry, resumed after a broker outage outlasting a publish."""
         while True:
             try:
                 await self.runtime.housekeeping_loop(
-                    self.settings.housekeeping_period_s, self._housekeeping_snapshot
+                    self.settings.housekeeping_period_s,
+                    self._housekeeping_snapshot,
+                    self._pass_counts,
                 )
             except ConnectionError:
                 self.counters.publish_failures += 1
@@ -221,7 +212,7 @@ class PayloadDaemon(SourceControl):
                     await self._on_qkd_message(link, envelope)
                 return
 
-    async def _on_qkd_message(self, link: _StationLink, envelope: Envelope) -> None:
+    async def _on_qkd_message(self, link: StationLink, envelope: Envelope) -> None:
         plan_id = int(envelope.fields.get("plan_id", -1))
         session = link.sessions.get(plan_id)
         if session is not None:
@@ -237,9 +228,8 @@ class PayloadDaemon(SourceControl):
             and envelope.spec.name not in ("DETECTION_REPORT", "ABORT")
         ):
             # post-processing starts: the pulses counted as sent were not all emitted
-            await session.abort(f"source emission interrupted: {cut}")
-            await self._report_session_end(session)
-            self._release(link, session)
+            await self._abort_session(session, f"source emission interrupted: {cut}")
+            await self._end_session(link, session)
             return
         try:
             if session is None:
@@ -256,77 +246,17 @@ class PayloadDaemon(SourceControl):
             reason = f"payload could not process {envelope.spec.name}: {exc}"
             if isinstance(exc, EntropyFailure):
                 await self._emit("ENTROPY_SOURCE_FAILURE", str(exc))
-            await self.runtime.emit_event("QKD_MESSAGE_REJECTED", f"{link.station}: {reason}")
-            await session.abort(reason)
+            await self._emit("QKD_MESSAGE_REJECTED", f"{link.station}: {reason}")
+            await self._abort_session(session, reason)
         if session.finished:
-            await self._report_session_end(session)
-            self._release(link, session)
-
-    def _release(self, link: _StationLink, session: PayloadSession) -> None:
-        """Forget a finished pass: its pattern key, its key material, its session."""
-        self.sequencer.forget(session.plan_id)
-        session.release()
-        link.sessions.pop(session.plan_id, None)
-        self._channel_at_load.pop((link.station, session.plan_id), None)
-        self._last_heard.pop((link.station, session.plan_id), None)
-        watchdog = self._watchdogs.pop((link.station, session.plan_id), None)
-        if watchdog is not None and watchdog is not asyncio.current_task():
-            watchdog.cancel()
-        self.ended[(link.station, session.plan_id)] = session.outcome
-        while len(self.ended) > 64:
-            del self.ended[next(iter(self.ended))]
-
-    async def _late_abort(self, link: _StationLink, plan_id: int, reason: str) -> None:
-        """The station gave up a pass this end already finished: drop the key it confirmed
-        (the station has none), or count the message if nothing is known of the plan."""
-        outcome = self.ended.get((link.station, plan_id))
-        if outcome is None:
-            self.runtime.counters.qkd_rejected += 1
-            await self.runtime.emit_event(
-                "QKD_MESSAGE_REJECTED", f"{link.station}: ABORT for unknown plan {plan_id}"
-            )
-        elif discard_confirmed_key(link.keystore, outcome, reason):
-            await self._emit("KEY_DISCARDED", f"{link.station} plan {plan_id}: {reason}")
-
-    async def _report_session_end(self, session: PayloadSession) -> None:
-        outcome = session.outcome
-        if getattr(session, "_end_reported", False):
-            return
-        session._end_reported = True  # type: ignore[attr-defined]
-        if outcome.abort_reason:
-            await self.runtime.emit_event(
-                "BLOCK_ABORTED", f"{session.station} plan {session.plan_id}: {outcome.abort_reason}"
-            )
-        elif outcome.confirmed:
-            await self.runtime.emit_event(
-                "KEY_STORED",
-                f"{session.station} plan {session.plan_id}: key {outcome.key_id} "
-                f"({outcome.key_bits} bits)",
-            )
-        await self._publish_summary(session)
-
-    async def _publish_summary(self, session: PayloadSession) -> None:
-        """Publish PAYLOAD_PASS_SUMMARY: the figures the pass report takes from the payload."""
-        key = (session.station, session.plan_id)
-        try:
-            fields = payload_pass_summary(
-                session,
-                self.emissions.get(key),
-                self._channel_at_load.get(key, ChannelCounts(0, 0, 0, 0)),
-                self.clock.now_unix_s(),
-            )
-            await self.runtime.publish_telemetry("PAYLOAD_PASS_SUMMARY", **fields)
-        except ConnectionError as exc:
-            self.counters.publish_failures += 1
-            log.warning("payload: plan %d summary not sent: %s", session.plan_id, exc)
-        except (ValueError, KeyStoreError) as exc:
-            log.warning("payload: plan %d summary not made: %s", session.plan_id, exc)
+            await self._end_session(link, session)
 
     async def _execute(self, envelope: Envelope) -> None:
         name, f = envelope.spec.name, envelope.fields
         if await self.runtime.execute_common(envelope, self.stopped):
             return
         if name == "LOAD_PASS_PLAN":
+            await self._recover_plan_records()
             reason = self._check_plan(f)
             if not reason:  # recorded before the source can know the plan: never used twice
                 try:
@@ -336,14 +266,11 @@ class PayloadDaemon(SourceControl):
             if reason:
                 await self.runtime.reject_telecommand(envelope, reason)
                 return
-            refusal = await self._load_plan_into_source(f)
-            if refusal:
-                await self.runtime.reject_telecommand(envelope, refusal)
-                return
             link = self.links[f["station"]]
             plan_id = int(f["plan_id"])
-            refusal = await self._load_pattern(f)
-            if refusal:
+            refusal = await self._load_plan_into_source(f) or await self._load_pattern(f)
+            if refusal:  # never started: nothing to abandon after a restart (id stays used)
+                PlanRegistry(link.keystore).close(plan_id)
                 await self.runtime.reject_telecommand(envelope, refusal)
                 return
             plan_key = (str(f["station"]), plan_id)
@@ -412,56 +339,13 @@ class PayloadDaemon(SourceControl):
         ):
             return f"plan {f['plan_id']} already loaded"
         # a plan id is never used twice, across restarts too (recorded per station on accept)
-        return PlanRegistry(self.links[f["station"]].keystore).refusal(int(f["plan_id"]))
+        refusal = PlanRegistry(self.links[f["station"]].keystore).refusal(int(f["plan_id"]))
+        # a pass starts only if the pad pool covers its worst case (no exhaustion half-way)
+        return refusal or self.links[f["station"]].channel.pass_refusal()
 
-    async def _abort_sessions(self, plan_id: int, reason: str) -> None:
-        """End the plan's session at once, without a key at either end (the station is told)."""
-        for link in self.links.values():
-            session = link.sessions.get(plan_id)
-            if session is not None:
-                self._interrupt((link.station, plan_id), reason)  # never emits after this
-                if self._emitting_for == (link.station, plan_id):
-                    self._emitting_for = None
-                await session.abort(reason)
-                await self._report_session_end(session)
-                self._release(link, session)
-
-    async def _watch_session(
-        self, link: _StationLink, session: PayloadSession, end_unix_s: float
-    ) -> None:
-        """Abandon the session if its station has sent nothing for `session_timeout_s` after
-        the plan's end or its last message (a station abort that never arrived, a station
-        gone): ended keyless, ABORT sent, its end reported and released like any other (one
-        that already ended on its own, e.g. an unconfirmed key expired, is reported and
-        released)."""
-        key = (link.station, session.plan_id)
-        timeout_s = self.settings.session_timeout_s
-        while True:
-            deadline = max(end_unix_s, self._last_heard.get(key, end_unix_s)) + timeout_s
-            if self.clock.now_unix_s() >= deadline:
-                break
-            await self.clock.sleep_until(deadline)
-            if link.sessions.get(session.plan_id) is not session:
-                return
-        reason = f"station {link.station} silent for {timeout_s:g} s: session abandoned"
-        try:
-            try:
-                await session.abort(reason)  # the key is discarded before ABORT is sent
-            except ConnectionError as exc:
-                self.counters.publish_failures += 1
-                log.warning("payload: plan %d ABORT not sent: %s", session.plan_id, exc)
-            try:
-                await self._report_session_end(session)
-            except ConnectionError as exc:
-                self.counters.publish_failures += 1
-                log.warning("payload: plan %d end not reported: %s", session.plan_id, exc)
-        finally:
-            self._release(link, session)
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _pass_counts(self) -> tuple[int, int]:
+        open_now = sum(len(link.sessions) for link in self.links.values())
+        return open_now, self.passes_abandoned_at_start
 
     def _housekeeping_snapshot(self) -> tuple[str, int, int]:
         key_bits = sum(link.keystore.total_bits() for link in self.links.values())

@@ -48,19 +48,28 @@ class PatternSequencer(Protocol):
     def pattern_of(self, plan_id: int, pulse_index: np.ndarray) -> Any: ...
 
 
-# below this many messages left in the pool, a new key refills it with REFILL_MESSAGES more
-REFILL_BELOW_MESSAGES = 4096
-REFILL_MESSAGES = 8192
+# The pool is kept at REFILL_TARGET_MESSAGES per direction while keys allow: a new key refills
+# what the pool lacks of the target (what this pass and any keyless pass before it spent) plus
+# REFILL_MARGIN_MESSAGES (the pass's messages after PA_SEED: PA_SEED, KEY_STORED, KEY_CONFIRMED,
+# with room to spare), in whole messages (a pad word each way). The pool comes before the key:
+# a dry pool ends every later pass on that link until a new pre-shared key is installed at both
+# ends, so a key refills up to all its bits but one message (the key stored keeps >= 1 bit).
+# A pass whose key is shorter than its pad words (128 bits per message each way) cannot pay
+# for itself: it slows the pool's fall, and the pool's figure says so (docs/security.md).
+REFILL_TARGET_MESSAGES = 4096
+REFILL_MARGIN_MESSAGES = 8
 _BITS_PER_MESSAGE = 128  # one 64-bit pad word for each direction
 
 
 def auth_refill_bits(channel: QkdChannel, output_bits: int) -> int:
-    """Get: how many leading bits of a new `output_bits`-bit key refill the channel's pool
-    (whole messages, at most half the key; 0 while the pool holds enough)."""
-    if channel.pad_words_remaining >= REFILL_BELOW_MESSAGES:
+    """Get: how many leading bits of a new `output_bits`-bit key refill the channel's pool:
+    the messages it lacks of the target plus the margin, whole messages, fewer than
+    `output_bits` (0 while the pool holds the target and the margin)."""
+    lacking = REFILL_TARGET_MESSAGES + REFILL_MARGIN_MESSAGES - channel.pool_messages_left
+    if lacking <= 0:
         return 0
-    messages = min(REFILL_MESSAGES, (output_bits // 2) // _BITS_PER_MESSAGE)
-    return messages * _BITS_PER_MESSAGE
+    affordable = (max(output_bits, 0) - 1) // _BITS_PER_MESSAGE
+    return max(min(lacking, affordable), 0) * _BITS_PER_MESSAGE
 
 
 def discard_confirmed_key(store: KeyStore, outcome: PayloadPassOutcome, reason: str) -> bool:

@@ -49,8 +49,10 @@ def payload_pass_summary(
     emission: EmissionWindow | None,
     channel_at_load: ChannelCounts,
     now_unix_s: float,
+    fine_tracking: tuple[float, float] = (NAN, NAN),
 ) -> dict[str, Any]:
-    """Get: the PAYLOAD_PASS_SUMMARY fields of a session that ended."""
+    """Get: the PAYLOAD_PASS_SUMMARY fields of a session that ended; `fine_tracking` is the
+    payload controller's (rms residual in urad, locked fraction) over the emission."""
     outcome = session.outcome
     figures = session.pass_figures()
     pulses = emission.pulses(now_unix_s) if emission is not None else 0
@@ -81,4 +83,7 @@ def payload_pass_summary(
         "downlink_messages": channel.sent_messages,
         "received_bytes": channel.received_bytes,
         "rejected_messages": channel.rejected,
+        "auth_messages_left": session.channel.pool_messages_left,
+        "fine_residual_rms_urad": float(fine_tracking[0]),
+        "fine_locked_fraction": float(fine_tracking[1]),
     }

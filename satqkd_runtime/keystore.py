@@ -417,24 +417,48 @@ class KeyStore:
     def _quarantine(self, key_id: str, why: KeyStoreError) -> str:
         """Move a key's files into quarantine/ (durably); get why, without the key id prefix."""
         reason = str(why).removeprefix(f"key {key_id}: ")
+        self._move_to_quarantine(self._paths(key_id))
+        self._skipped.pop(key_id, None)
+        return reason
+
+    def _move_to_quarantine(self, paths: tuple[Path, ...]) -> list[Path]:
+        """Move files into quarantine/ (0700) durably, an earlier file of the same name kept;
+        get where each existing one went."""
         target = self.directory / QUARANTINE
         if not target.is_dir():
             target.mkdir(mode=0o700)
             fsync_directory(self.directory)
         os.chmod(target, 0o700)
-        for path in self._paths(key_id):
+        moved = []
+        for path in paths:
             if not path.exists():
                 continue
             destination = target / path.name
             n = 1
-            while destination.exists():  # an earlier quarantine of the same id: keep both
+            while destination.exists():  # an earlier quarantine of the same name: keep both
                 destination = target / f"{path.name}.{n}"
                 n += 1
             os.replace(path, destination)
+            moved.append(destination)
         fsync_directory(target)
         fsync_directory(self.directory)
-        self._skipped.pop(key_id, None)
-        return reason
+        return moved
+
+    def quarantine_secret(self, name: str) -> Path:
+        """Control: move a named secret that cannot be used (corrupt) into quarantine/, never
+        deleting it; get its new path. KeyStoreError if there is no such secret."""
+        path = self.directory / f"{name}.secret"
+        if not re.fullmatch(r"[a-z0-9_.-]+", name) or not path.is_file():
+            raise KeyStoreError(f"no secret {name!r} in {self.directory}")
+        return self._move_to_quarantine((path,))[0]
+
+    def discard_plan(self, plan_id: int) -> list[str]:
+        """Control: destroy every key a pass stored (pending or confirmed), as `discard` does:
+        the pass is abandoned at both ends. Get their ids (none: nothing was stored)."""
+        doomed = [m.key_id for m in self._consistent() if m.plan_id == int(plan_id)]
+        for key_id in doomed:
+            self.discard(key_id)
+        return doomed
 
     def store_secret(self, name: str, data: bytes, durable: bool = True) -> Path:
         """Control: store a named secret (e.g. the pre-shared authentication key), owner-only;

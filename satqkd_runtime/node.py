@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +179,36 @@ class NodeRuntime:
             reason=reason[:200],
         )
 
+    async def when_connected(
+        self, what: str, send: Callable[[], Awaitable[object]], within_s: float | None = None
+    ) -> bool:
+        """Control: run `send` (a publish), again after each broker outage that outlasts a
+        publish, until it goes out; True once sent. Given up (logged, False) after `within_s`
+        of the node's clock, or if the bus itself failed or was closed."""
+        give_up_unix_s = None if within_s is None else self.clock.now_unix_s() + within_s
+        while True:
+            try:
+                await send()
+                return True
+            except ConnectionError as exc:
+                log.warning("%s %s waits for the broker: %s", self.node, what, exc)
+            back = asyncio.ensure_future(self.bus.wait_connected())
+            waits: set[asyncio.Future[None]] = {back}
+            if give_up_unix_s is not None:
+                waits.add(asyncio.ensure_future(self.clock.sleep_until(give_up_unix_s)))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
+            if not back.done() or back.cancelled():
+                log.warning("%s %s not sent: broker away past %g s", self.node, what, within_s)
+                return False
+            if (failure := back.exception()) is not None:
+                log.warning("%s %s not sent: %s", self.node, what, failure)
+                return False
+
     async def execute_common(self, envelope: Envelope, stopped: asyncio.Event) -> bool:
         """Execute a telecommand every node has (NOOP, RESET_COUNTERS, SHUTDOWN); False if
         the command is not one of them."""
@@ -194,10 +224,14 @@ class NodeRuntime:
         return True
 
     async def housekeeping_loop(
-        self, period_s: float, snapshot: Callable[[], tuple[str, int, int]]
+        self,
+        period_s: float,
+        snapshot: Callable[[], tuple[str, int, int]],
+        passes: Callable[[], tuple[int, int]] = lambda: (0, 0),
     ) -> None:
         """Publish housekeeping every `period_s` on the node's clock, on absolute deadlines;
-        `snapshot` gives (mode, key bits stored, authentication words remaining)."""
+        `snapshot` gives (mode, key bits stored, authentication words remaining), `passes`
+        (passes open now, passes found open at start and abandoned)."""
         deadline = self.clock.now_unix_s()
         while True:
             # lateness is judged at wake-up: work done after it (a publish waiting on the
@@ -208,6 +242,7 @@ class NodeRuntime:
                     await self.emit_event("LOOP_OVERRUN", f"housekeeping {late_s:.3f} s late")
                 deadline = self.clock.now_unix_s()
             mode, key_bits, auth_words = snapshot()
+            passes_open, passes_abandoned = passes()
             c = self.counters
             await self.publish_telemetry(
                 "HOUSEKEEPING",
@@ -223,6 +258,8 @@ class NodeRuntime:
                 qkd_duplicates=c.qkd_duplicates,
                 key_bits_stored=key_bits,
                 auth_words_remaining=auth_words,
+                passes_open=passes_open,
+                passes_abandoned_at_start=passes_abandoned,
             )
             deadline += period_s
             await self.clock.sleep_until(deadline)

@@ -31,9 +31,15 @@ The rules:
   failures, for the epsilon budget. A message whose seq lies beyond the pool is rejected without
   a tag comparison and not counted.
 - Pool low. AUTH_POOL_LOW is emitted once when the messages this end can still send drop below
-  `pool_low_messages` (default 2048: a pass takes about 1,200 messages and a crash skips up to
+  `pool_low_messages` (default 2048: a whole pass sends about 1,190 each way, a crash skips up to
   256, so the warning leaves a full pass after a worst-case crash, time to refill or re-key);
   a refill that lifts them back to the threshold re-arms it for the next crossing.
+- Pass reserve. `pass_refusal()` names why a pass may not start (LOAD_PASS_PLAN refused at both
+  ends, with the pool figure) while `pool_messages_left` (the fewer of either direction's
+  messages left: this end's send seq and the peer's receive watermark) is below
+  `pass_reserve_messages` (default 2048, the same worst case: one whole pass and one crash), so
+  a pass never runs the pool dry half-way, even one that yields no key (it leaves what it did
+  not spend; AUTH_POOL_LOW marks the crossing, and the next plan is refused with the figure).
 - Refill. `extend_pool(key_id, key_bytes)` appends pad words from a QKD key both ends
   confirmed (those bits must never be used as key as well); the extension is on disk before
   the authenticator uses it, a key id is applied once, and a restarted channel applies every
@@ -69,6 +75,7 @@ from satqkd_runtime.node import NodeRuntime
 
 __all__ = [
     "DEFAULT_FAILURE_CAP",
+    "DEFAULT_PASS_RESERVE_MESSAGES",
     "DEFAULT_POOL_LOW_MESSAGES",
     "EXTENSIONS_SECRET",
     "PRESHARED_KEY_SECRET",
@@ -83,7 +90,10 @@ PRESHARED_KEY_SECRET = "preshared-auth"
 STATE_SECRET = "auth-sequence"
 EXTENSIONS_SECRET = "auth-pool-extensions"
 DEFAULT_FAILURE_CAP = 1000  # 1000 attempts on 1 kB messages: forgery probability < 1e-13
-DEFAULT_POOL_LOW_MESSAGES = 2048  # > one pass (~1,200 messages) + one crash (256 skipped)
+DEFAULT_POOL_LOW_MESSAGES = 2048  # > one pass (~1,190 messages each way) + one crash (256)
+# a pass may start only with this many messages left in both directions: a whole pass sends
+# about 1,190 each way (docs/security.md) and a crash skips up to 256
+DEFAULT_PASS_RESERVE_MESSAGES = 2048
 _PAD_WORD_BYTES = 8
 _FIX = "run 'satqkd keys bootstrap --force' to install a new key at both ends"
 
@@ -197,9 +207,12 @@ class QkdChannel:
         *,
         failure_cap: int = DEFAULT_FAILURE_CAP,
         pool_low_messages: int = DEFAULT_POOL_LOW_MESSAGES,
+        pass_reserve_messages: int = DEFAULT_PASS_RESERVE_MESSAGES,
     ) -> None:
         self.failure_cap = as_count(failure_cap, "failure_cap", minimum=1)
         self.pool_low_messages = as_count(pool_low_messages, "pool_low_messages")
+        self.pass_reserve_messages = as_count(pass_reserve_messages, "pass_reserve_messages")
+        self.passes_refused = 0  # LOAD_PASS_PLANs refused for want of pad words
         self.runtime = runtime
         self.authenticator = authenticator
         self.send_topic = send_topic
@@ -227,6 +240,27 @@ class QkdChannel:
         """Get: messages this end can still send before the pool (pre-shared and refills)
         runs out."""
         return max(self.authenticator.max_sequence() - self._next_seq + 1, 0)
+
+    @property
+    def pool_messages_left(self) -> int:
+        """Get: messages the pool can still authenticate in the direction that has fewer left
+        (this end's sends, or the peer's beyond the highest seq accepted from it): what a pass
+        may spend, both directions being refilled alike."""
+        used = max(self._next_seq, self._state.highest_received_seq + 1)
+        return max(self.authenticator.max_sequence() - used + 1, 0)
+
+    def pass_refusal(self) -> str | None:
+        """Get: why a pass may not start (the pool holds fewer messages than a pass may need;
+        counted in `passes_refused`), None if it may."""
+        left = self.pool_messages_left
+        if left >= self.pass_reserve_messages:
+            return None
+        self.passes_refused += 1
+        return (
+            f"authentication pool too low for a pass: {left} messages left, a pass may need "
+            f"{self.pass_reserve_messages}; refill it from QKD key or replace the key at both "
+            "ends (satqkd keys bootstrap --force)"
+        )
 
     @property
     def auth_failures(self) -> int:

@@ -14,7 +14,14 @@ Radiation Detection and Measurement, 4th ed., sec. 4.VII), with tau_eff the puls
 click blocks, since clicks only come in pulse slots.
 
 These are the expectations sim_backends.channel samples from, so they predict a pass before
-it is simulated and check the event-level simulation in tests.
+it is simulated and check the event-level simulation in tests. An eavesdropper changes them as
+the channel's AttackModel does: intercept-resend on a fraction f of the pulses turns their
+optical error e into 1/4 + e/2 (Eve's basis is wrong half the time); photon-number splitting
+replaces the gain of intensity mu by F P_multi(mu) (sim_backends.pns).
+
+expected_key takes the expected counts of a QKD window through the station's own decisions
+(satqkd_core.pass_decisions) and finite-key bound, with the leak of the mission's error
+correction run on a seeded synthetic key of the expected length and error rate.
 """
 
 from __future__ import annotations
@@ -24,17 +31,38 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from satqkd_core import finite_key as fk
+from satqkd_core.cascade import CascadeCorrector, CascadeResponder
 from satqkd_core.errors import InputError
-from sim_backends.channel import DetectorModel, SourceModel
+from satqkd_core.ldpc_reconciliation import LdpcReceiver, LdpcSender
+from satqkd_core.pass_decisions import (
+    ProtocolParameters,
+    feasibility_abort_reason,
+    kept_statistics,
+    no_key_reason,
+    z_basis_qber,
+)
+from satqkd_core.verification import verification_tag_bits
+from sim_backends import pns
+from sim_backends.channel import AttackModel, DetectorModel, SourceModel
 
 __all__ = [
+    "EC_SAMPLE_BITS",
+    "ExpectedKey",
     "ExpectedRates",
     "dead_time_blocked_slots",
+    "expected_key",
     "expected_rates",
+    "expected_statistics",
     "live_fraction",
 ]
 
 _NOISE_ERROR_RATE = 0.5  # a noise click is a random bit
+# error correction runs on at most this many bits and its leak is scaled to the block: the
+# leak per bit of Cascade and of the LDPC frames does not depend on the block size beyond
+# ~1e5 bits (0.3 % apart between 2^18 and 2.4e6 bits at 1.1 % QBER), and 2.4e6 bits of
+# Cascade take ~10 s
+EC_SAMPLE_BITS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -103,13 +131,16 @@ def expected_rates(
     background_counts_per_s: np.ndarray,
     sync_window_ps: float,
     polarisation_error: np.ndarray | float | None = None,
+    attack: AttackModel | None = None,
 ) -> ExpectedRates:
     """Get the expected gains, counts, QBER and sifted rate at each step of a link budget.
 
     transmittance excludes detector efficiency; background_counts_per_s is per detector
     before efficiency (as sim_backends.link gives them); polarisation_error (the optical
-    error e_d per step) defaults to the source's.
+    error e_d per step) defaults to the source's; attack as the channel applies it.
     """
+    if attack is not None and not isinstance(attack, AttackModel):
+        raise InputError(f"attack must be an AttackModel, got {type(attack).__name__}")
     if not isinstance(source, SourceModel):
         raise InputError(f"source must be a SourceModel, got {type(source).__name__}")
     if not isinstance(detectors, DetectorModel):
@@ -127,6 +158,9 @@ def expected_rates(
         0.0,
         0.5,
     )
+    if attack is not None and attack.intercept_resend_fraction > 0.0:
+        f = attack.intercept_resend_fraction
+        error_optical = (1.0 - f) * error_optical + f * (0.25 + 0.5 * error_optical)
     period_ps = 1e12 / source.repetition_rate_hz
     if not (isinstance(sync_window_ps, (int, float)) and 0.0 < sync_window_ps <= period_ps):
         raise InputError(f"sync_window_ps must be in (0, {period_ps:g}], got {sync_window_ps!r}")
@@ -143,6 +177,20 @@ def expected_rates(
     sigma = float(source.intensity_fluctuation)
     exponent = -eta[:, None] * mu + 0.5 * (eta[:, None] * mu * sigma) ** 2
     raw_signal = -np.expm1(np.minimum(exponent, 0.0))  # P(click), fluctuation-averaged
+    if attack is not None and attack.photon_number_splitting:
+        mean_efficiency = float(efficiency.mean())
+        multi = np.array(
+            [pns.multi_photon_click_probability(float(m), mean_efficiency) for m in mu[0]]
+        )
+        forward = np.array(
+            [
+                pns.forwarding_probability(
+                    source.intensities, source.probabilities, mean_efficiency, float(t)
+                )
+                for t in eta_channel
+            ]
+        )
+        raw_signal = forward[:, None] * multi[None, :]
     jitter_ps = float(detectors.timing_jitter_ps)
     captured = (
         math.erf(sync_window_ps / (2.0 * math.sqrt(2.0) * jitter_ps)) if jitter_ps > 0 else 1.0
@@ -191,3 +239,98 @@ def expected_rates(
         noise_click_probability=noise,
         live_fraction=live,
     )
+
+
+@dataclass(frozen=True)
+class ExpectedKey:
+    """What the station's post-processing should make of a window's expected counts."""
+
+    statistics: fk.DecoyStatistics
+    leak_ec_bits: int
+    verification_tag_bits: int
+    key_bits: int
+    abort_reason: str | None
+
+
+def expected_statistics(
+    rates: ExpectedRates,
+    source: SourceModel,
+    detectors: DetectorModel,
+    params: ProtocolParameters,
+    step_s: float,
+    in_window: np.ndarray,
+) -> fk.DecoyStatistics:
+    """Get the expected sifted detections and errors per basis and intensity in a window."""
+    window = np.asarray(in_window, dtype=bool)
+    if window.shape != rates.detections_per_s.shape:
+        raise InputError(f"in_window must have {rates.detections_per_s.size} entries")
+    counts = (rates.counts_per_s[window] * step_s).sum(axis=0)
+    errors = (rates.counts_per_s[window] * rates.qber[window] * step_s).sum(axis=0)
+    px, dx = source.basis_x_probability, detectors.basis_x_probability
+    shares = (px * dx, (1.0 - px) * (1.0 - dx))  # sifted: both ends chose that basis
+    x_det, z_det = (tuple(round(float(c) * share) for c in counts) for share in shares)
+    x_err, z_err = (
+        tuple(min(round(float(e) * share), d) for e, d in zip(errors, det, strict=True))
+        for share, det in zip(shares, (x_det, z_det), strict=True)
+    )
+    return fk.DecoyStatistics(
+        intensities=params.intensities,
+        probabilities=params.probabilities,
+        x_detections=x_det,  # type: ignore[arg-type]
+        x_errors=x_err,  # type: ignore[arg-type]
+        z_detections=z_det,  # type: ignore[arg-type]
+        z_errors=z_err,  # type: ignore[arg-type]
+    )
+
+
+def _synthetic_keys(n: int, qber: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    generator = np.random.default_rng(seed)
+    reference = generator.integers(0, 2, n, dtype=np.uint8)
+    noisy = reference ^ (generator.random(n) < qber).astype(np.uint8)
+    return reference, noisy
+
+
+def expected_key(
+    stats: fk.DecoyStatistics,
+    params: ProtocolParameters,
+    cascade_passes: int,
+    seed: int,
+) -> ExpectedKey:
+    """Get the key length the station's post-processing gives on these counts.
+
+    The error correction runs on a synthetic key (seeded) with the X basis's expected error
+    rate, up to EC_SAMPLE_BITS long, and its leak (and LDPC's kept fraction) is scaled to the
+    block: what the mission's method discloses on such a block.
+    """
+    reason = feasibility_abort_reason(params, stats)
+    if reason is not None:
+        return ExpectedKey(stats, 0, 0, 0, reason)
+    n_x = sum(stats.x_detections)
+    qber_x = sum(stats.x_errors) / n_x
+    qber_z = z_basis_qber(stats)
+    sample = min(n_x, EC_SAMPLE_BITS)
+    scale = n_x / sample
+    reference, noisy = _synthetic_keys(sample, qber_x, seed)
+    if params.reconciliation == "ldpc":
+        estimate = max(qber_z, 1e-3)
+        fill = np.random.default_rng(seed + 1).bytes(sample // 8 + 1)
+        receiver = LdpcReceiver(noisy, estimate, seed)
+        sender = LdpcSender(reference, estimate, seed, fill=fill)
+        receiver.apply_first(sender.first_message())
+        while (request := receiver.next_request()) is not None:
+            receiver.apply_reply(sender.reply(request))
+        leak = round(receiver.charged_leak_bits * scale)
+        kept_fraction = float(receiver.kept_mask().mean())
+        kept_x = [round(d * kept_fraction) for d in stats.x_detections]
+        stats = kept_statistics(stats, np.repeat(np.arange(3), kept_x))
+        kept = sum(kept_x)
+    else:
+        corrector = CascadeCorrector(noisy, max(qber_z, 1e-3), seed, cascade_passes)
+        responder = CascadeResponder(reference, seed, cascade_passes)
+        while (query := corrector.next_query()) is not None:
+            corrector.apply_reply(responder.reply(query))
+        leak, kept = round(corrector.total_leak_bits * scale), n_x
+    tag = verification_tag_bits(params.eps_cor, kept)
+    result = fk.finite_key_length(stats, params.eps_sec, params.eps_cor, leak + tag)
+    reason = None if result.key_length_bits > 0 else no_key_reason(result, leak + tag)
+    return ExpectedKey(stats, leak, tag, result.key_length_bits, reason)

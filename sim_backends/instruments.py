@@ -129,6 +129,9 @@ class SimTimeTagger(TimeTagger):
     async def start(self) -> float:
         """Control: start; timestamp 0 is the whole second at or before now."""
         self.epoch_unix_s = float(int(self._clock.now_unix_s()))
+        # an acquisition starts empty: the last one's end marker is not this one's end
+        while not self._queue.empty():
+            self._queue.get_nowait()
         self.running = True
         self.started.set()
         return self.epoch_unix_s

@@ -10,14 +10,23 @@ Propagation through Random Media, 2nd ed., ch. 8 and 10).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from satqkd_core.ephemeris import Geometry
 from satqkd_core.errors import InputError
+from sim_backends.atmosphere import (
+    ATMOSPHERE_SEASONS,
+    daylight_radiance_w_m2_sr_nm,
+    downlink_long_term_spread,
+    field_stop_coupling_of_seeing,
+    slant_transmittance,
+)
 
 __all__ = [
+    "ATMOSPHERE_MODELS",
+    "DIVERGENCE_DEFINITIONS",
     "SKY_RADIANCE_W_M2_SR_NM",
     "WEATHER_ZENITH_LOSS_MULTIPLIER",
     "Atmosphere",
@@ -38,6 +47,19 @@ _DETECTORS = 4  # passive BB84 receiver: the background is shared by four detect
 # boundary layer (Kim & Kruse visibility law, lambda = 850 nm); thin cirrus of optical depth
 # ~0.5-1 adds 2-4 dB. These are engineering classes, not a radiative-transfer model.
 WEATHER_ZENITH_LOSS_MULTIPLIER: dict[str, float] = {"clear": 1.0, "haze": 3.0, "thin_cloud": 6.0}
+
+# zenith_loss: one clear-sky zenith loss times the Kasten-Young airmass and the weather
+# multiplier above; lowtran7: the shipped LOWTRAN7 table (sim_backends.atmosphere) at the
+# source's wavelength, the station's altitude and a visibility (haze: at most 5 km, the
+# meteorological range the haze class stands for), thin cloud as cirrus of optical depth 0.5
+# (2.2 dB at zenith, inside the 2-4 dB of the class above) times the airmass.
+ATMOSPHERE_MODELS = ("zenith_loss", "lowtran7")
+HAZE_VISIBILITY_KM = 5.0
+THIN_CLOUD_ZENITH_OPTICAL_DEPTH = 0.5
+
+# How a published divergence is read: the full angle of the 1/e^2 intensity cone, or the full
+# width at half maximum of the far-field intensity (FWHM = sqrt(2 ln 2) x the 1/e^2 radius).
+DIVERGENCE_DEFINITIONS = ("e2_full_angle", "fwhm_full_angle")
 
 # Sky spectral radiance near 850 nm, W m^-2 sr^-1 nm^-1, from I-band sky surface brightness
 # (zero point 1.13e-11 W m^-2 nm^-1, Bessell 1979): dark site ~19.9 mag/arcsec^2 (Patat,
@@ -68,25 +90,46 @@ def _efficiency(value: object, name: str) -> float:
 
 @dataclass(frozen=True)
 class TransmitterOptics:
-    """Payload telescope; divergence_urad is the FULL angle of the 1/e^2 intensity cone."""
+    """Payload telescope: an untruncated Gaussian beam of waist radius aperture/2.
+
+    divergence_urad is a FULL angle, read as divergence_definition says (the 1/e^2 intensity
+    cone, or the FWHM of the far-field intensity); pointing_jitter_rms_urad is the per-axis
+    rms of the pointing jitter faster than a budget step, averaged over each step.
+    """
 
     wavelength_nm: float
     aperture_diameter_m: float
     divergence_urad: float
     optics_efficiency: float
+    divergence_definition: str = "e2_full_angle"
+    pointing_jitter_rms_urad: float = 0.0
 
     def __post_init__(self) -> None:
         _positive(self.wavelength_nm, "TransmitterOptics.wavelength_nm")
         _positive(self.aperture_diameter_m, "TransmitterOptics.aperture_diameter_m")
         _positive(self.divergence_urad, "TransmitterOptics.divergence_urad")
         _efficiency(self.optics_efficiency, "TransmitterOptics.optics_efficiency")
+        if self.divergence_definition not in DIVERGENCE_DEFINITIONS:
+            raise InputError(
+                f"TransmitterOptics.divergence_definition must be one of "
+                f"{list(DIVERGENCE_DEFINITIONS)}, got {self.divergence_definition!r}"
+            )
+        _positive(
+            self.pointing_jitter_rms_urad,
+            "TransmitterOptics.pointing_jitter_rms_urad",
+            allow_zero=True,
+        )
 
     @property
     def far_field_half_angle_urad(self) -> float:
         """Get the 1/e^2 half-angle: the designed one, or diffraction lambda/(pi w0) if larger."""
         waist_m = self.aperture_diameter_m / 2.0
         diffraction_urad = self.wavelength_nm * 1e-9 / (math.pi * waist_m) * 1e6
-        return max(self.divergence_urad / 2.0, diffraction_urad)
+        if self.divergence_definition == "fwhm_full_angle":
+            designed = self.divergence_urad / math.sqrt(2.0 * math.log(2.0))
+        else:
+            designed = self.divergence_urad / 2.0
+        return max(designed, diffraction_urad)
 
 
 @dataclass(frozen=True)
@@ -118,7 +161,12 @@ class ReceiverOptics:
 
 @dataclass(frozen=True)
 class Atmosphere:
-    """Clear-sky zenith loss, weather class, an optional passing cloud, fading strength.
+    """Clear-sky transmission model, weather class, an optional passing cloud, fading, seeing.
+
+    model zenith_loss uses zenith_loss_db; lowtran7 uses visibility_km, season and
+    ground_altitude_m (ATMOSPHERE_MODELS). seeing_arcsec (zenith, 500 nm), when given, adds
+    the seeing-limited spot's coupling through the receiver's field stop and the downlink
+    beam's turbulence spreading and wander (sim_backends.atmosphere).
 
     scintillation_index_zenith is the variance of the normalised power collected in one
     budget time step (aperture- and time-averaged), scaled to other elevations by
@@ -132,9 +180,25 @@ class Atmosphere:
     cloud_stop_unix_s: float | None = None
     cloud_extra_loss_db: float = 0.0
     scintillation_index_zenith: float = 0.0
+    model: str = "zenith_loss"
+    visibility_km: float = 23.0
+    season: str = "midlatitude_winter"
+    ground_altitude_m: float = 0.0
+    seeing_arcsec: float | None = None
 
     def __post_init__(self) -> None:
         _positive(self.zenith_loss_db, "Atmosphere.zenith_loss_db", allow_zero=True)
+        if self.model not in ATMOSPHERE_MODELS:
+            raise InputError(
+                f"Atmosphere.model must be one of {list(ATMOSPHERE_MODELS)}, got {self.model!r}"
+            )
+        if self.season not in ATMOSPHERE_SEASONS:
+            raise InputError(
+                f"Atmosphere.season must be one of {list(ATMOSPHERE_SEASONS)}, got {self.season!r}"
+            )
+        _positive(self.visibility_km, "Atmosphere.visibility_km")
+        if self.seeing_arcsec is not None:
+            _positive(self.seeing_arcsec, "Atmosphere.seeing_arcsec")
         if self.weather not in WEATHER_ZENITH_LOSS_MULTIPLIER:
             raise InputError(
                 f"Atmosphere.weather must be one of {sorted(WEATHER_ZENITH_LOSS_MULTIPLIER)}, "
@@ -199,6 +263,10 @@ class LinkBudget:
     total_loss_db: np.ndarray
     transmittance: np.ndarray
     background_counts_per_s: np.ndarray
+    # the seeing-limited spot's loss at the receiver's field stop (0 without seeing)
+    field_stop_loss_db: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # of geometric_loss_db, what turbulence spreading and wander of the beam add
+    turbulence_spread_loss_db: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def airmass_kasten_young(elevation_deg: np.ndarray) -> np.ndarray:
@@ -220,8 +288,13 @@ def link_budget(
     background: Background,
     pointing_error_urad: np.ndarray,
     scintillation_seed: int | None,
+    sun_elevation_deg: np.ndarray | None = None,
 ) -> LinkBudget:
-    """Get each loss term and the transmittance of the downlink at every geometry instant."""
+    """Get each loss term and the transmittance of the downlink at every geometry instant.
+
+    With sun_elevation_deg (one per instant), the daylight sky adds to the background while
+    the Sun is up (sim_backends.atmosphere.daylight_radiance_w_m2_sr_nm).
+    """
     if not isinstance(geometry, Geometry):
         raise InputError(f"geometry must be a Geometry, got {type(geometry).__name__}")
     for value, cls, name in (
@@ -252,6 +325,19 @@ def link_budget(
     half_angle_rad = tx.far_field_half_angle_urad * 1e-6
     waist_m = tx.aperture_diameter_m / 2.0
     beam_radius_m = np.sqrt(waist_m**2 + (half_angle_rad * geometry.range_m) ** 2)
+    above_horizon = geometry.elevation_deg >= 0.0
+    airmass = airmass_kasten_young(np.clip(geometry.elevation_deg, 0.0, 90.0))
+    spread_db = np.zeros(n)
+    if atmosphere.seeing_arcsec is not None and n:
+        spread = downlink_long_term_spread(
+            tx.wavelength_nm,
+            atmosphere.seeing_arcsec,
+            beam_radius_m,
+            geometry.range_m,
+            geometry.elevation_deg,
+        )
+        spread_db = _to_db(1.0 / spread)  # intensity on axis falls as 1 / (W_LT / W)^2
+        beam_radius_m = beam_radius_m * np.sqrt(spread)
     outer = rx.aperture_diameter_m / 2.0
     inner = rx.central_obscuration_diameter_m / 2.0
     eta_geometric = np.exp(-2.0 * inner**2 / beam_radius_m**2) - np.exp(
@@ -259,13 +345,35 @@ def link_budget(
     )
     geometric_db = _to_db(eta_geometric)
 
-    # Static pointing error of the transmitter against the far-field 1/e^2 half-angle.
-    pointing_db = _to_db(np.exp(-2.0 * (pointing * 1e-6) ** 2 / half_angle_rad**2))
+    # Pointing error of the transmitter against the far-field 1/e^2 half-angle: the step's
+    # offset, averaged over a 2-D Gaussian jitter of rms sigma per axis:
+    # <exp(-2|e + j|^2 / t^2)> = exp(-2 e^2 / (t^2 + 4 s^2)) / (1 + 4 s^2 / t^2).
+    jitter_rad2 = 4.0 * (tx.pointing_jitter_rms_urad * 1e-6) ** 2
+    pointing_db = _to_db(
+        np.exp(-2.0 * (pointing * 1e-6) ** 2 / (half_angle_rad**2 + jitter_rad2))
+        / (1.0 + jitter_rad2 / half_angle_rad**2)
+    )
 
-    above_horizon = geometry.elevation_deg >= 0.0
-    airmass = airmass_kasten_young(np.clip(geometry.elevation_deg, 0.0, 90.0))
-    zenith_db = atmosphere.zenith_loss_db * WEATHER_ZENITH_LOSS_MULTIPLIER[atmosphere.weather]
-    atmospheric_db = zenith_db * airmass
+    if atmosphere.model == "lowtran7":
+        visibility = atmosphere.visibility_km
+        if atmosphere.weather == "haze":
+            visibility = min(visibility, HAZE_VISIBILITY_KM)
+        atmospheric_db = _to_db(
+            slant_transmittance(
+                tx.wavelength_nm,
+                atmosphere.ground_altitude_m,
+                visibility,
+                atmosphere.season,
+                np.maximum(geometry.elevation_deg, 0.0),
+            )
+        )
+        if atmosphere.weather == "thin_cloud":
+            atmospheric_db = atmospheric_db + airmass * _to_db(
+                np.exp(-THIN_CLOUD_ZENITH_OPTICAL_DEPTH)
+            )
+    else:
+        zenith_db = atmosphere.zenith_loss_db * WEATHER_ZENITH_LOSS_MULTIPLIER[atmosphere.weather]
+        atmospheric_db = zenith_db * airmass
     if atmosphere.cloud_start_unix_s is not None:
         in_cloud = (geometry.unix_s >= atmosphere.cloud_start_unix_s) & (
             geometry.unix_s < atmosphere.cloud_stop_unix_s
@@ -284,9 +392,29 @@ def link_budget(
         fading = np.exp(-0.5 * sigma2 + np.sqrt(sigma2) * normal)
         scintillation_db = _to_db(fading)
 
+    field_stop_db = np.zeros(n)
+    if atmosphere.seeing_arcsec is not None and n:
+        field_stop_db = _to_db(
+            field_stop_coupling_of_seeing(
+                tx.wavelength_nm,
+                atmosphere.seeing_arcsec,
+                airmass,
+                rx.aperture_diameter_m,
+                rx.field_of_view_urad,
+            )
+        )
+
     tx_db = np.full(n, _to_db(np.array(tx.optics_efficiency)).item())
     rx_db = np.full(n, _to_db(np.array(rx.optics_efficiency)).item())
-    total_db = geometric_db + pointing_db + atmospheric_db + scintillation_db + tx_db + rx_db
+    total_db = (
+        geometric_db
+        + pointing_db
+        + atmospheric_db
+        + scintillation_db
+        + tx_db
+        + rx_db
+        + field_stop_db
+    )
     transmittance = np.where(above_horizon, 10.0 ** (-total_db / 10.0), 0.0)
 
     # Background photons from the sky inside the field of view: L * Omega * A * dlambda *
@@ -294,8 +422,14 @@ def link_budget(
     solid_angle_sr = math.pi * (rx.field_of_view_urad * 1e-6 / 2.0) ** 2
     area_m2 = math.pi * (outer**2 - inner**2)
     photon_energy_j = _PLANCK_J_S * _SPEED_OF_LIGHT_M_S / (tx.wavelength_nm * 1e-9)
+    radiance = np.full(n, background.radiance)
+    if sun_elevation_deg is not None:
+        sun = np.asarray(sun_elevation_deg, dtype=np.float64)
+        if sun.shape != (n,):
+            raise InputError(f"sun_elevation_deg must have {n} entries, got shape {sun.shape}")
+        radiance = radiance + daylight_radiance_w_m2_sr_nm(sun)
     background_rate = (
-        background.radiance
+        radiance
         * solid_angle_sr
         * area_m2
         * rx.filter_bandwidth_nm
@@ -314,4 +448,6 @@ def link_budget(
         total_loss_db=total_db,
         transmittance=transmittance,
         background_counts_per_s=np.where(above_horizon, background_rate, 0.0),
+        field_stop_loss_db=field_stop_db,
+        turbulence_spread_loss_db=spread_db,
     )

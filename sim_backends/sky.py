@@ -205,9 +205,21 @@ class MountModel:
     el_zero_urad: float = 0.0
     axis_tilt_urad: float = 0.0
     axis_tilt_towards_az_deg: float = 0.0
+    # collimation (CA), elevation axis not at right angles to the azimuth axis (NPAE), tube
+    # flexure (TF): the azimuth moves by CA / cos E and NPAE tan E, the elevation by TF cos E
+    collimation_urad: float = 0.0
+    non_perpendicularity_urad: float = 0.0
+    tube_flexure_urad: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("az_zero_urad", "el_zero_urad", "axis_tilt_towards_az_deg"):
+        for name in (
+            "az_zero_urad",
+            "el_zero_urad",
+            "axis_tilt_towards_az_deg",
+            "collimation_urad",
+            "non_perpendicularity_urad",
+            "tube_flexure_urad",
+        ):
             _number(getattr(self, name), f"MountModel.{name}")
         _number(self.axis_tilt_urad, "MountModel.axis_tilt_urad", positive=True)
 
@@ -222,12 +234,33 @@ class MountModel:
         az_zero, el_zero = draw.normal(0.0, rms, size=2) if rms > 0 else (0.0, 0.0)
         return cls(float(az_zero), float(el_zero), tilt, float(draw.uniform(0.0, 360.0)))
 
+    def tpoint_terms_urad(self) -> dict[str, float]:
+        """Get: this mount's terms in the convention of satqkd_ogs.calibration.pointing_model
+        (true line of sight minus encoder; the tilt towards azimuth phi is AN = -tilt cos phi,
+        AW = -tilt sin phi), what a fitted pointing model should recover."""
+        towards = math.radians(self.axis_tilt_towards_az_deg)
+        return {
+            "IA": self.az_zero_urad,
+            "IE": self.el_zero_urad,
+            "CA": self.collimation_urad,
+            "NPAE": self.non_perpendicularity_urad,
+            "AN": -self.axis_tilt_urad * math.cos(towards),
+            "AW": -self.axis_tilt_urad * math.sin(towards),
+            "TF": self.tube_flexure_urad,
+        }
+
     def boresight(self, az_deg: float, el_deg: float) -> Vector:
         """Get the true direction (ENU unit vector) of a mount whose encoders read (az, el)."""
-        v = _enu(
-            math.radians(az_deg) + self.az_zero_urad * 1e-6,
-            math.radians(el_deg) + self.el_zero_urad * 1e-6,
-        )
+        el_rad = math.radians(el_deg)
+        az_urad = self.az_zero_urad
+        el_urad = self.el_zero_urad
+        if self.collimation_urad or self.non_perpendicularity_urad or self.tube_flexure_urad:
+            cos_el = max(math.cos(el_rad), 1e-3)
+            az_urad += (
+                self.collimation_urad + self.non_perpendicularity_urad * math.sin(el_rad)
+            ) / cos_el
+            el_urad += self.tube_flexure_urad * math.cos(el_rad)
+        v = _enu(math.radians(az_deg) + az_urad * 1e-6, el_rad + el_urad * 1e-6)
         theta = self.axis_tilt_urad * 1e-6
         if theta == 0.0:
             return v
@@ -542,9 +575,10 @@ class StationSky:
     def tracking_summary(self, aos_unix_s: float, los_unix_s: float) -> dict[str, float | bool]:
         """Get the truth figures of the pass: acquisition (first instant after AOS from which
         the residual stays inside the field stop for a second), rms residual at the receiver
-        and at the beacon sensor from then on, and the fraction of samples inside the stop."""
+        and at the beacon sensor from then on, and the fraction of samples inside the stop;
+        samples in [AOS, LOS) (at LOS the station makes safe: its park is no tracking)."""
         t = self.samples.column("unix_s")
-        keep = (t >= aos_unix_s) & (t <= los_unix_s)
+        keep = (t >= aos_unix_s) & (t < los_unix_s)
         t = t[keep]
         residual = self.samples.column("residual_urad")[keep]
         spot = np.hypot(

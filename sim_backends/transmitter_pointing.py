@@ -2,7 +2,10 @@
 station, the term the link budget turns into pointing loss against the beam's divergence
 (sim_backends.link).
 
-This is the satellite's side of the link only. The station's own pointing (mount, steering
+This is the satellite's side of the link only, as a statistical model; a mission with a
+`transmitter.pointing` section simulates the payload's own pointing instead (platform
+disturbance, the controller's fine-tracking loop, point-ahead: satqkd.payload_pointing_physics,
+decision 0020). The station's own pointing (mount, steering
 mirror, beacon sensor, and what they put through the receiver's field stop) is the truth the
 station's instruments close on, sim_backends.sky; decision 0013.
 

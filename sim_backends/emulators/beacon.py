@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import reduce
 
 from satqkd_runtime.clock import Clock
@@ -30,6 +31,25 @@ def frame_reply(body: str) -> bytes:
     encoded = body.encode("ascii")
     checksum = reduce(lambda acc, byte: acc ^ byte, encoded, 0)
     return b"%s*%02X\r\n" % (encoded, checksum)
+
+
+@dataclass(frozen=True)
+class SensorResponse:
+    """What the cell reports for a spot at (x, y) urad (a hidden truth for calibration): per
+    axis offset + gain * x * (1 + cubic * (x / R)^2), R the linear range. A quad cell's
+    difference signal flattens towards the edge of its field (cubic < 0)."""
+
+    gain: tuple[float, float] = (1.0, 1.0)
+    offset_urad: tuple[float, float] = (0.0, 0.0)
+    cubic: tuple[float, float] = (0.0, 0.0)
+
+    def reading(self, x: float, y: float, linear_range_urad: float) -> tuple[float, float]:
+        """Get: the reported (x, y) of a true spot position."""
+        u, v = x / linear_range_urad, y / linear_range_urad
+        return (
+            self.offset_urad[0] + self.gain[0] * x * (1.0 + self.cubic[0] * u * u),
+            self.offset_urad[1] + self.gain[1] * y * (1.0 + self.cubic[1] * v * v),
+        )
 
 
 def circle_path(radius_urad: float = 40.0, period_s: float = 20.0) -> Callable[[float], tuple]:
@@ -61,9 +81,11 @@ class QuadCellEmulator(LineEmulator):
         saturation_pj: float = 5000.0,
         min_signal_pj: float = 0.4,
         sky: SkySpot | None = None,
+        response: SensorResponse | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(name, clock, seed)
+        self.response = response or SensorResponse()
         self.spot_path = spot_path or circle_path()
         self.sky = sky
         self.spot_reads = 0
@@ -103,6 +125,7 @@ class QuadCellEmulator(LineEmulator):
             and math.hypot(x, y) <= self.linear_range_urad
         )
         if valid:
+            x, y = self.response.reading(x, y, self.linear_range_urad)
             # photon-limited centroid noise, referenced to 40 pJ per exposure
             sigma = self.centroid_noise_urad_at_ref * math.sqrt(40.0 / collected)
             x += float(self._rng.normal(0.0, sigma))

@@ -1,7 +1,9 @@
 """Emulated PI GCS tip/tilt controller: the wire protocol of drivers/fsm.py, with dynamics.
 
 With the servo closed each axis follows its target with a first-order response (time constant
-`time_constant_s`), evaluated exactly from the injected clock; ``ONT?`` turns true within
+`time_constant_s`, so a closed-loop bandwidth of 1 / (2 pi tau)), evaluated exactly from the
+injected clock; `optical_gain` (a hidden truth for calibration) says how the axes move the
+line of sight; ``ONT?`` turns true within
 `settle_tolerance` of the target. With the servo open the mirror holds where it is and ``MOV``
 is refused (GCS error 5). Optional sensor noise comes from a seeded generator.
 """
@@ -42,10 +44,14 @@ class GcsMirrorEmulator(LineEmulator):
         time_constant_s: float = 0.002,
         settle_tolerance: float = 0.001,
         sensor_noise: float = 0.0,
+        optical_gain: tuple[tuple[float, float], tuple[float, float]] = ((1.0, 0.0), (0.0, 1.0)),
         seed: int = 0,
     ) -> None:
         super().__init__(name, clock, seed)
         self.axes = {axis: _MirrorAxis(-travel, travel) for axis in axes}
+        #: hidden truth: line of sight on the sky (x, y) per unit of (tip, tilt) position, with
+        #: each axis's own gain, cross-coupling and the mount's rotation against the sensor
+        self.optical_gain = optical_gain
         self.time_constant_s = time_constant_s
         self.settle_tolerance = settle_tolerance
         self.sensor_noise = sensor_noise
@@ -145,6 +151,16 @@ class GcsMirrorEmulator(LineEmulator):
         for axis, target in targets:
             self.axes[axis].target = target
         self.moves += 1
+
+    def line_of_sight_urad(self, axis_unit_urad: float) -> tuple[float, float]:
+        """Measure: how far the mirror moves the line of sight now (sky x, y in urad): the
+        optical gain matrix times the first two axes' true positions."""
+        tip, tilt = self.positions()[:2]
+        (a, b), (c, d) = self.optical_gain
+        return (
+            (a * tip + b * tilt) * axis_unit_urad,
+            (c * tip + d * tilt) * axis_unit_urad,
+        )
 
     def positions(self) -> tuple[float, ...]:
         """Measure: every axis's true position now (axis units, no sensor noise)."""

@@ -256,7 +256,14 @@ def test_the_acl_grants_what_the_recorders_subscribe_to() -> None:
     recorder_topics = PassRecorder(None, "jinan1").topics  # type: ignore[arg-type]
     assert set(recorder_topics) == set(grants["recorder-xinglong"].read)
     assert grants["recorder-xinglong"].write == ()
-    assert set(grants["occ"].write) == {PAYLOAD_TC, "satqkd/jinan1/ogs-xinglong/tc"}
+    assert set(grants["occ"].write) == {
+        PAYLOAD_TC,
+        "satqkd/jinan1/ogs-xinglong/tc",
+        "satqkd/jinan1/occ/tm/+",
+        "satqkd/jinan1/occ/evt",
+    }
+    assert set(grants["monitor"].read) == set(recorder_topics)
+    assert grants["monitor"].write == ()
     others = [grant for name, grant in grants.items() if name != "occ"]
     assert not any(topic.endswith("/tc") for grant in others for topic in grant.write)
 

@@ -17,7 +17,7 @@ def _bootstrap(tmp: Path, *extra: str) -> int:
     return main(
         [
             "keys", "bootstrap", "--payload-keys", str(tmp / "payload"),
-            "--ogs-keys", str(tmp / "ogs"), "--station", "xinglong", "--messages", "1000", *extra,
+            "--ogs-keys", str(tmp / "ogs"), "--station", "xinglong", "--messages", "2048", *extra,
         ]
     )  # fmt: skip
 

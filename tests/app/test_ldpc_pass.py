@@ -16,7 +16,7 @@ SHORT = ("--seed", "7", "--start-after-aos-s", "190", "--max-duration-s", "30", 
 
 
 def _run(config: Path, out: Path) -> dict:
-    assert main(["sim", "pass", str(config), "--out", str(out), *SHORT]) == 0
+    assert main(["sim", "pass", str(config), "--out", str(out), "--no-plots", *SHORT]) == 0
     return json.loads((out / "report.json").read_text())
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import jsonschema
+import pandas as pd
 import pytest
 
 from satqkd_core import dictionary as dct
@@ -141,6 +142,12 @@ async def test_ogs_run_drives_a_tagger_on_the_lan_and_writes_a_valid_report(
         assert report["key"]["secret_key_bits"] == 0 and report["key"]["abort_reason"]
         assert report["atp"]["model"] == "measured"  # no simulator truth on real hardware
         assert (reports / "31" / "telemetry.jsonl").is_file()
+        # the station's frames from its telemetry alone: one per buffer, its span, and no
+        # clock offset where dark counts locked no timing (unknown, never 0)
+        frames = pd.read_parquet(reports / "31" / "frames.parquet")
+        assert len(frames) >= 15 and list(frames["frame"]) == list(range(len(frames)))
+        assert (frames["stop_unix_s"] - frames["start_unix_s"]).round(3).eq(0.1).all()
+        assert frames["clock_offset_ps"].isna().all() and "x_sifted_signal" in frames
     finally:
         errors = [_stop(process) for process in reversed(processes)]
         assert all("Traceback" not in error for error in errors), errors

@@ -1,22 +1,39 @@
 """A short pass with the payload's source reached another way gives the same key as the
 in-process path for the same seed: through the payload controller (PayloadLink over a pty to the
 controller firmware, which drives the source), and with the source as the SCPI laser driver
-over pyvisa-sim (directly, or behind the controller)."""
+over pyvisa-sim (directly, or behind the controller). Through the controller its laser
+interlock is active: the request to emit is signed with the emission key both ends hold, and
+the controller the assembly builds refuses an unsigned, forged or replayed one over the pty."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import stat
 from pathlib import Path
 
 import pytest
 
+from drivers.payload_link import TelecommandError
 from drivers.payload_link_source import PayloadLinkSource
+from drivers.registry import BuildContext
 from drivers.scpi import ScpiLaserSource
+from firmware_shims.laser_interlock import InterlockSettings, LaserInterlock
+from firmware_shims.payload_controller import PayloadController
+from satqkd.assembly import AssemblyError, assemble_node
 from satqkd.cli import main
 from satqkd.config import Scenario, load_scenario
-from satqkd.instruments_config import BenchConfig, validate_instruments
+from satqkd.instruments_config import BenchConfig, load_instruments_config, validate_instruments
 from satqkd.report import build_report
 from satqkd.simulation import run_pass, scenario_benches
+from satqkd_core.payload_icd import FunctionId, InterlockReason, pack_function
+from satqkd_runtime.clock import RealClock
+from satqkd_runtime.emission_auth import (
+    EMISSION_KEY_SECRET,
+    EmissionSigner,
+    EmissionWatermark,
+    install_emission_key,
+)
 from sim_backends.instruments import SimPulsedSource
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,6 +47,7 @@ def in_process(tmp_path_factory: pytest.TempPathFactory) -> dict:
     status = main(
         [
             "sim", "pass", str(CLEAR), "--seed", str(SEED), "--out", str(out), "--quiet",
+            "--no-plots",
             "--start-after-aos-s", "190", "--max-duration-s", "60",
             "--instruments", "in-process",
         ]
@@ -102,4 +120,72 @@ async def test_the_source_path_does_not_change_the_key(
         assert housekeeping["watchdog_trips"] == 0 and housekeeping["tc_failed"] == 0
         assert housekeeping["plan_id"] == run.plan_id
         assert run.payload.counters.controller_safings == 0
+        # the interlock was active: the one request to emit was signed with counter 1, which
+        # the controller accepted under the key both ends hold (owner-only) and kept durably
+        node_keys, controller_keys = run.key_root / "payload", run.key_root / "payload-controller"
+        for directory in (node_keys, controller_keys):
+            mode = (directory / f"{EMISSION_KEY_SECRET}.secret").stat().st_mode
+            assert stat.S_IMODE(mode) == 0o600
+        assert EmissionSigner(node_keys).counter == 1
+        assert EmissionWatermark(controller_keys).highest == 1
     assert not isinstance(run.payload.source, SimPulsedSource)
+
+
+EMULATED_BENCH = REPO / "configs" / "instruments" / "sim-payload-emulated.yaml"
+
+
+async def test_the_assembled_controller_refuses_unsigned_forged_and_replayed_requests(
+    tmp_path: Path,
+) -> None:
+    node_keys, controller_keys = tmp_path / "payload", tmp_path / "payload" / "payload-controller"
+    bench = load_instruments_config(EMULATED_BENCH)
+    clock = RealClock()
+    context = BuildContext(clock=clock, keys=node_keys, controller_keys=controller_keys)
+    async with contextlib.AsyncExitStack() as stack:  # no key installed: one line, the fix
+        with pytest.raises(AssemblyError, match="no emission key for the payload controller"):
+            await assemble_node(bench, "payload", clock=clock, stack=stack, context=context)
+    install_emission_key(node_keys, controller_keys)
+    async with contextlib.AsyncExitStack() as stack:
+        node = await assemble_node(bench, "payload", clock=clock, stack=stack, context=context)
+        controller = node.emulator_of("source")
+        assert isinstance(controller, PayloadController) and isinstance(
+            node.source, PayloadLinkSource
+        )
+        link = node.source.link  # the driver's own PayloadLink, over the controller's pty
+        now = clock.now_unix_s()
+        first = now + 0.2
+        await link.load_pass_plan(7, 1, first, now + 60.0, 1e8)
+        forged = pack_function(FunctionId.SOURCE_ENABLE_SIGNED, first, 50, bytes(16))
+        for name, app_data in (
+            ("unsigned", pack_function(FunctionId.SOURCE_ENABLE, first)),
+            ("forged", forged),
+        ):
+            with pytest.raises(TelecommandError, match="unauthenticated emission request"):
+                await link.send_telecommand(8, 1, app_data, label=name)
+            assert not controller.source_enabled and not node.hardware["laser"].enabled
+            assert controller.interlock is not None
+            assert controller.interlock.reasons & InterlockReason.UNAUTHENTICATED_REQUEST
+        assert controller.interlock.unauthenticated_requests == 2
+        # a request the driver signs is accepted, and clears the latch
+        signer = link.emission_signer
+        assert signer is not None
+        await link.enable_source(first)
+        assert controller.source_enabled and node.hardware["laser"].enabled
+        assert signer.counter == 1 and controller.interlock.reasons == InterlockReason.NONE
+        await link.disable_source()
+        # a signed request captured on the line and replayed byte for byte: refused
+        counter, tag = signer.sign(first)
+        captured = pack_function(FunctionId.SOURCE_ENABLE_SIGNED, first, counter, tag)
+        await link.send_telecommand(8, 1, captured, label="signed")
+        await link.disable_source()
+        with pytest.raises(TelecommandError, match="unauthenticated emission request"):
+            await link.send_telecommand(8, 1, captured, label="replayed")
+        assert not controller.source_enabled and not node.hardware["laser"].enabled
+        assert controller.interlock.unauthenticated_requests == 3
+    # both ends restarted from their key stores: the replay is still refused, the next is not
+    restarted = LaserInterlock(InterlockSettings(), watermark=EmissionWatermark(controller_keys))
+    assert not restarted.check_request(FunctionId.SOURCE_ENABLE_SIGNED, (first, counter, tag))
+    next_counter, next_tag = EmissionSigner(node_keys).sign(first)
+    assert next_counter == counter + 1 == 3
+    assert restarted.check_request(FunctionId.SOURCE_ENABLE_SIGNED, (first, 3, next_tag))
+    assert EmissionWatermark(controller_keys).highest == 3

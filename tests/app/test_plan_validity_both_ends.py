@@ -68,7 +68,7 @@ def _station_verdict(daemon: OgsDaemon, fields: dict) -> str | None:
 
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Path, Path]:
-    preshared = preshared_auth_key(3, 1000)
+    preshared = preshared_auth_key(3, 4096)
     install_preshared_key(KeyStore(tmp_path / "payload" / STATION), preshared)
     install_preshared_key(KeyStore(tmp_path / "ogs"), preshared)
     return tmp_path / "payload", tmp_path / "ogs"

@@ -55,7 +55,9 @@ REQUIRED = {
 @pytest.fixture(scope="module")
 def short_pass(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("short-pass")
-    assert main(["sim", "pass", str(CLEAR), "--out", str(out), "--quiet", *SHORT]) == 0
+    assert (
+        main(["sim", "pass", str(CLEAR), "--out", str(out), "--quiet", "--no-plots", *SHORT]) == 0
+    )
     return out
 
 

@@ -109,16 +109,16 @@ def test_same_seed_same_report_and_other_seed_other_key(
 ) -> None:
     first = short_clear_pass[1]  # --seed 7 with SHORT, run once for the session
     assert first["key"]["secret_key_bits"] > 0, first["key"]["abort_reason"]
-    again = run_pass(tmp_path / "again", CLEAR, "--seed", "7", *SHORT)
+    again = run_pass(tmp_path / "again", CLEAR, "--seed", "7", *SHORT, "--no-plots")
     assert _without_timing(again) == _without_timing(first)
-    other = run_pass(tmp_path / "other", CLEAR, "--seed", "8", *SHORT)
+    other = run_pass(tmp_path / "other", CLEAR, "--seed", "8", *SHORT, "--no-plots")
     assert other["key"]["secret_key_bits"] > 0
     assert other["key"]["sha256_ogs"] != first["key"]["sha256_ogs"]
     assert other["quantum"]["detections"] != first["quantum"]["detections"]
 
 
 def test_intercept_resend_on_the_whole_pass_leaves_no_key(tmp_path: Path) -> None:
-    report = run_pass(tmp_path, ATTACK)
+    report = run_pass(tmp_path, ATTACK, "--no-plots")
     key = report["key"]
     assert key["secret_key_bits"] == 0
     assert report["quantum"]["qber"] > 0.2
@@ -130,7 +130,9 @@ def test_intercept_resend_on_the_whole_pass_leaves_no_key(tmp_path: Path) -> Non
 
 @pytest.mark.mosquitto
 def test_pass_through_mosquitto(mosquitto_url: str, tmp_path: Path) -> None:
-    report = run_pass(tmp_path, CLEAR, "--seed", "3", "--broker", mosquitto_url, *SHORT)
+    report = run_pass(
+        tmp_path, CLEAR, "--seed", "3", "--broker", mosquitto_url, *SHORT, "--no-plots"
+    )
     assert report["key"]["secret_key_bits"] > 0
     assert report["key"]["sha256_payload"] == report["key"]["sha256_ogs"]
 

@@ -26,7 +26,9 @@ SHORT = ["--seed", "5", "--quiet", "--start-after-aos-s", "190", "--max-duration
 
 
 def _run(out: Path, scenario: Path = CLEAR, *extra: str) -> dict:
-    assert main(["sim", "pass", str(scenario), "--out", str(out), *SHORT, *extra]) == 0
+    assert (
+        main(["sim", "pass", str(scenario), "--out", str(out), "--no-plots", *SHORT, *extra]) == 0
+    )
     return json.loads((out / "report.json").read_text())
 
 
@@ -105,7 +107,19 @@ def test_station_instruments_behind_ports_give_the_in_process_key(
     out = tmp_path / "emulated"
     loud = [arg for arg in SHORT if arg != "--quiet"]
     assert (
-        main(["sim", "pass", str(CLEAR), "--out", str(out), *loud, "--instruments", "emulator"])
+        main(
+            [
+                "sim",
+                "pass",
+                str(CLEAR),
+                "--out",
+                str(out),
+                "--no-plots",
+                *loud,
+                "--instruments",
+                "emulator",
+            ]
+        )
         == 0
     )
     emulated = json.loads((out / "report.json").read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 import math
+import re
 import struct
 
 import pytest
@@ -39,6 +40,7 @@ def test_the_declared_values_are_the_documented_ones() -> None:
         "LOAD_PASS_PLAN": 0x0010,
         "CLEAR_PASS_PLAN": 0x0011,
         "RESET_COUNTERS": 0x0020,
+        "SOURCE_ENABLE_SIGNED": 0x0004,
     }
     assert set(icd.FUNCTION_ARGUMENTS) == set(icd.FunctionId)
     assert {c.value: c.name for c in icd.FailureCode} == {
@@ -58,14 +60,16 @@ def test_the_declared_values_are_the_documented_ones() -> None:
         (0x0105, "COUNTERS_RESET", 1),
         (0x0201, "TC_REJECTED", 2),
         (0x0401, "LINK_LOST_SOURCE_SAFED", 4),
+        (0x0402, "LASER_INTERLOCK_TRIPPED", 4),
+        (0x0202, "UNAUTHENTICATED_EMISSION_REQUEST", 2),
     ]
     assert all(1 <= severity <= 4 for _, severity, _, _ in icd.EVENTS.values())
     assert {icd.EVENT_IDS[name] for name, *_ in icd.EVENTS.values()} == set(icd.EVENTS)
     for _, _, layout, fields in icd.EVENTS.values():
         assert len(struct.unpack(layout, bytes(struct.calcsize(layout)))) == len(fields)
-    assert icd.HOUSEKEEPING_REPORT.format == ">HBBdIIIIIHfdI"
-    assert icd.HOUSEKEEPING_REPORT.size == 50
-    assert [int(r) for r in icd.DisableReason] == [0, 1, 2, 3, 4]
+    assert icd.HOUSEKEEPING_REPORT.format == ">HBBdIIIIIHfdIHBBf"
+    assert icd.HOUSEKEEPING_REPORT.size == 58
+    assert [int(r) for r in icd.DisableReason] == [0, 1, 2, 3, 4, 5]
 
 
 def test_the_declarations_agree_with_spacepackets() -> None:
@@ -219,11 +223,13 @@ def test_function_arguments_round_trip_through_their_layout(
 ) -> None:
     layout = struct.Struct(icd.FUNCTION_ARGUMENTS[function])
     by_code = {
-        "d": st.floats(allow_nan=False),
-        "I": st.integers(0, 2**32 - 1),
-        "H": st.integers(0, 0xFFFF),
+        "d": lambda _: st.floats(allow_nan=False),
+        "I": lambda _: st.integers(0, 2**32 - 1),
+        "H": lambda _: st.integers(0, 0xFFFF),
+        "s": lambda n: st.binary(min_size=n, max_size=n),  # a tag: "16s" is one argument
     }
-    arguments = tuple(data.draw(by_code[code]) for code in layout.format[1:])
+    codes = re.findall(r"(\d*)([a-zA-Z])", layout.format[1:])
+    arguments = tuple(data.draw(by_code[code](int(n or 1))) for n, code in codes)
     packed = icd.pack_function(function, *arguments)
     assert struct.unpack_from(">H", packed)[0] == function
     assert layout.unpack(packed[2:]) == arguments
@@ -293,9 +299,9 @@ def _housekeeping_values() -> st.SearchStrategy[dict[str, float]]:
 
 
 def test_housekeeping_has_the_documented_bytes() -> None:
-    values = (1, 0, 100e6, 42, 7, 1, 2, 3, 4, 0.5, 1234.5, 0)
+    values = (1, 0, 100e6, 42, 7, 1, 2, 3, 4, 0.5, 1234.5, 0, 0x21, 1, 0, 0.25)
     names = [name for name, _, _ in icd.HOUSEKEEPING_FIELDS]
-    expected = struct.pack(">HBBdIIIIIHfdI", 1, *values)
+    expected = struct.pack(">HBBdIIIIIHfdIHBBf", 1, *values)
     assert icd.pack_housekeeping(dict(zip(names, values, strict=True))) == expected
     assert icd.unpack_housekeeping(expected) == (1, dict(zip(names, values, strict=True)))
 
@@ -313,7 +319,7 @@ def test_bad_housekeeping_is_named() -> None:
     too_big = {name: 0 for name, _, _ in icd.HOUSEKEEPING_FIELDS} | {"watchdog_trips": 70000}
     with pytest.raises(InputError, match="values do not fit HOUSEKEEPING_FIELDS"):
         icd.pack_housekeeping(too_big)
-    with pytest.raises(InputError, match="data must be 50 bytes of housekeeping, got 49"):
+    with pytest.raises(InputError, match="data must be 58 bytes of housekeeping, got 49"):
         icd.unpack_housekeeping(bytes(49))
 
 
@@ -328,6 +334,7 @@ def _event(draw: st.DrawFn) -> tuple[str, tuple[float, ...]]:
     name, _, layout, _ = icd.EVENTS[draw(st.sampled_from(list(icd.EVENTS)))]
     by_code = {
         "B": st.integers(0, 0xFF),
+        "H": st.integers(0, 0xFFFF),
         "I": st.integers(0, 2**32 - 1),
         "d": st.floats(allow_nan=False),
         "f": st.floats(allow_nan=False, width=32),

@@ -188,6 +188,50 @@ def test_acquisition_on_a_later_frame_counts_whole_periods_from_qkd_start():
     assert state.frames_measured == 7 and state.drift_ppb == pytest.approx(-250.0, abs=0.1)
 
 
+def test_weak_signal_arriving_late_locks_on_a_provisional_line_over_several_frames():
+    # No signal for the first 10 s (the beacon not yet acquired), then a weak one (100 tags a
+    # frame): one frame's drift, extrapolated back 10 s to QKD start, cannot fix the whole-period
+    # count; the provisional line carried over the next frames narrows it until it does.
+    rng = np.random.default_rng(3)
+    state = TimingState()
+    for k in range(10):
+        _, state = track(state, dark_frame(rng, k))
+    tags, _ = pass_frame(rng, 10, 0.0, 1_234.0, n_signal=100)
+    result, state = track(state, tags)
+    assert state.mode == "acquiring" and state.provisional_frames == 1
+    assert "does not fix the whole-period count" in state.message
+    assert "provisional line over 1 frames" in state.message
+    assert not result.in_window.any()
+    for k in range(11, 20):
+        tags, truth = pass_frame(rng, k, 0.0, 1_234.0, n_signal=100)
+        result, state = track(state, tags)
+        if state.locked:
+            signal = truth >= 0
+            assert np.mean(result.pulse_index[signal] == truth[signal]) >= 0.99
+    assert state.locked and state.provisional_frames == 0
+    assert state.acquisition_attempts == 12  # 10 dark frames, then two with signal
+    assert state.frames_measured == 10
+    assert state.offset_ps == pytest.approx(1_234.0, abs=100.0)
+
+
+def test_a_tighter_drift_change_bound_lets_a_weak_signal_20_s_late_lock():
+    # 20 s dark, then 100 tags a frame from a payload 100 ppb fast, the drift bounded to change
+    # by 0.001 ppb/s: the first frame's own drift leaves +-8.6 ns back at QKD start (one frame
+    # alone never fixed the count); the provisional line fixes it within three frames.
+    rng = np.random.default_rng(3)
+    state = TimingState()
+    for k in range(20):
+        _, state = track(state, dark_frame(rng, k), drift_change_ppb_per_s=0.001)
+    for k in range(20, 26):
+        tags, truth = pass_frame(rng, k, 100.0, 1_234.0, n_signal=100)
+        result, state = track(state, tags, drift_change_ppb_per_s=0.001)
+        if state.locked:
+            signal = truth >= 0
+            assert np.mean(result.pulse_index[signal] == truth[signal]) >= 0.99
+    assert state.locked and state.acquisition_attempts <= 24
+    assert state.drift_ppb == pytest.approx(100.0, abs=0.1)
+
+
 def test_tracker_coasts_over_a_short_gap_and_is_lost_after_a_long_one():
     rng = np.random.default_rng(8)
     state = TimingState()

@@ -80,8 +80,8 @@ async def test_connect_pings_and_every_byte_is_as_scripted() -> None:
 
 
 async def test_one_shot_housekeeping_is_decoded_by_the_declared_layout() -> None:
-    values = (1, 0, 100e6, 42, 7, 1, 2, 3, 4, 0.5, 1234.5, 0)
-    report = struct.pack(">HBBdIIIIIHfdI", 1, *values)
+    values = (1, 0, 100e6, 42, 7, 1, 2, 3, 4, 0.5, 1234.5, 0, 0x12, 1, 1, 0.375)
+    report = struct.pack(">HBBdIIIIIHfdIHBBf", 1, *values)
     link, transport = link_for(
         [(tc(1, 3, 27, b"\x01\x00\x01"), verified(1, 3, tm(4, 3, 25, report, T0 + 1.25)))]
     )
@@ -196,8 +196,8 @@ async def test_periodic_housekeeping_is_queued_in_order_and_a_lagging_reader_los
     None
 ):
     def report(plan_id: int) -> bytes:
-        values = (0, 0, 100e6, plan_id, 0, 0, 0, 0, 0, 0.0, 1.0, 0)
-        return tm(3 + plan_id, 3, 25, struct.pack(">HBBdIIIIIHfdI", 1, *values))
+        values = (0, 0, 100e6, plan_id, 0, 0, 0, 0, 0, 0.0, 1.0, 0, 0, 0, 0, 0.0)
+        return tm(3 + plan_id, 3, 25, struct.pack(">HBBdIIIIIHfdIHBBf", 1, *values))
 
     burst = b"".join(report(k) for k in range(66))  # two more than the queue holds
     link, transport = link_for([(b"", burst)])
@@ -214,6 +214,20 @@ async def test_periodic_housekeeping_is_queued_in_order_and_a_lagging_reader_los
     await link.close()
     assert not link.link_up
     transport.assert_all_consumed()
+
+
+async def test_closing_the_link_as_telemetry_lands_stops_its_receiver() -> None:
+    # a close() in the loop pass an event report lands in once waited forever for the receiver
+    # (Python 3.11's wait_for lost the cancel): the hang seen in tests/firmware under load
+    safed = tm(3, 5, 4, struct.pack(">Hf", 0x0401, 10.25), T0 + 70.0)
+    link, transport = link_for([(b"line", safed)])
+    await link.connect()
+    await transport.write(b"line")  # the controller's event report lands on the line now...
+    closing = asyncio.create_task(link.close())  # ...and close() cancels the receiver at once
+    await asyncio.wait([closing], timeout=2.0)
+    assert closing.done(), "close() still waits for the receiver"
+    assert not link.link_up and not transport.connected
+    assert "payload-link telemetry" not in {task.get_name() for task in asyncio.all_tasks()}
 
 
 async def test_a_silent_controller_times_out_naming_the_link_and_the_stage() -> None:

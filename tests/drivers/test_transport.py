@@ -270,6 +270,20 @@ async def test_scripted_silent_step_times_out() -> None:
         await script.read_until(b"\n", 0.02)
 
 
+async def test_a_read_cancelled_as_its_reply_arrives_is_cancelled_and_keeps_the_reply() -> None:
+    # Python 3.11's wait_for returned the reply to a read cancelled in the loop pass the reply
+    # landed in: the cancel was lost, and a reader loop told to stop went on reading forever
+    script = ScriptedTransport([(b"TP\n", b"* 5\r\n")])
+    await script.open()
+    read = asyncio.create_task(script.read_available(5.0))
+    await asyncio.sleep(0)  # the read waits for bytes
+    await script.write(b"TP\n")  # the reply lands...
+    read.cancel()  # ...and the reader is told to stop in the same pass
+    with pytest.raises(asyncio.CancelledError):
+        await read
+    assert await script.read_available(0.1) == b"* 5\r\n"  # nothing lost for the next reader
+
+
 def test_scripted_rejects_malformed_pairs() -> None:
     with pytest.raises(InputError, match=r"pairs\[1\]"):
         ScriptedTransport([(b"a", b"b"), ("x", b"y")])  # type: ignore[list-item]

@@ -260,6 +260,28 @@ async def test_mirror_nulls_a_spot_with_the_contract_sign_convention() -> None:
     assert set(record.modes()[-5:]) == {"tracking"}
 
 
+async def test_the_mirror_holds_the_spot_until_los_then_centres() -> None:
+    # LOS 0.07 s after the loop's last sample (10 Hz from AOS - 20 s): made safe at that
+    # sample, the mirror would be centred while the beacon is still there, and a pass's truth
+    # residual counted the park (docs/atp-calibration.md)
+    plan = make_plan(RISING, 8.07, qkd_after_aos_s=2.0)
+    target = (150.0, -80.0)
+    before_los: list[tuple[float, float]] = []
+    async with bench(RISING - 21.0, ("fsm", "beacon")) as b:
+        close_spot_on_mirror(b, target)
+        atp = b.controller(plan)
+
+        def watch() -> None:
+            before_los.append(mirror_position_urad(b.emulators["fsm"]))
+
+        await run_pass(b, atp, {plan.los_unix_s - 0.01: watch})
+        final = mirror_position_urad(b.emulators["fsm"])
+
+    assert atp.record.column("unix_s")[-1] == pytest.approx(plan.los_unix_s - 0.07, abs=1e-6)
+    assert before_los[0] == pytest.approx(target, abs=2.0)
+    assert final == pytest.approx((0.0, 0.0), abs=1e-3)
+
+
 async def test_spiral_scan_acquires_a_spot_outside_the_sensor_range() -> None:
     plan = make_plan(RISING, 40.0)
     target = (700.0, -450.0)  # 830 urad off: the quad cell's linear range is 300 urad

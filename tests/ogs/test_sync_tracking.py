@@ -23,6 +23,7 @@ from tests.seeded_entropy import seeded_entropy_now
 REPO = Path(__file__).resolve().parents[2]
 DRIFT_SCENARIO = REPO / "configs" / "scenarios" / "jinan1-xinglong-clock-drift.yaml"
 N_FRAMES = 8
+N_PLANNED_FRAMES = 23  # the plan's window: the late-lock test uses frames 20-22
 
 
 class RecordingChannel:
@@ -49,10 +50,12 @@ def drifting_pass() -> tuple[Scenario, PassPhysics, SourceSequencer]:
         source.probabilities,
         source.basis_x_probability,
     )
-    return scenario, plan_pass(scenario, max_duration_s=float(N_FRAMES)), sequencer
+    return scenario, plan_pass(scenario, max_duration_s=float(N_PLANNED_FRAMES)), sequencer
 
 
-def _session(scenario: Scenario, physics: PassPhysics, tmp_path: Path) -> OgsSession:
+def _session(
+    scenario: Scenario, physics: PassPhysics, tmp_path: Path, **options: float
+) -> OgsSession:
     plan = PassPlan(
         plan_id=1,
         mission=scenario.mission.name,
@@ -76,6 +79,7 @@ def _session(scenario: Scenario, physics: PassPhysics, tmp_path: Path) -> OgsSes
         sync_window_ps=protocol.sync_window_ps,
         cascade_passes=protocol.cascade_passes,
         reply_timeout_s=1.0,
+        **options,
     )
     session.tagger_epoch_unix_s = physics.qkd_start_unix_s - 1.0
     return session
@@ -153,10 +157,44 @@ async def test_frames_before_acquisition_are_reported_and_not_assigned(
     assert session.result.in_window_tags == 0 and session.result.tags == 200
     assert session.result.clock_drift_ppb is None and session.result.clock_offsets_ps == []
     assert session.timing_state.mode == "acquiring"
+    assert session.result.sync_locked_after_s is None
     # The next frame carries the signal: acquired there, counted from QKD start.
     channel, ts = physics.detections_for_frame(1, sequencer.pattern, epoch)
     await session.process_buffer(TagBuffer(channel, ts, start + 1.0, start + 2.0))
     assert session.timing_state.last_frame == "acquired"
+    assert session.result.sync_acquisition_attempts == 2
+    assert session.result.sync_locked_after_s == pytest.approx(1.0)
     record = session.result.chunks[1]
     assert _sifted_error_rate(sequencer, record.pulse_index, record.basis, record.bit) < 0.03
     assert session.result.clock_drift_ppb == pytest.approx(100.0, abs=0.1)
+
+
+async def test_a_pass_whose_first_20_s_are_dark_locks_later_and_sifts(
+    drifting_pass: tuple[Scenario, PassPhysics, SourceSequencer], tmp_path: Path
+) -> None:
+    # The beacon not yet acquired: 20 frames of dark tags only, then the signal (payload 100 ppb
+    # fast, so the offset has walked 2 us, 200 periods, by then). Acquisition is retried on
+    # every frame and counts the whole periods back to pulse 0 from the later frames' line.
+    scenario, physics, sequencer = drifting_pass
+    session = _session(scenario, physics, tmp_path, sync_drift_change_ppb_per_s=0.001)
+    epoch = session.tagger_epoch_unix_s
+    dark = np.random.default_rng(4)
+    for k in range(20):
+        t0 = physics.qkd_start_unix_s + k * physics.frame_s
+        start_ps = round((t0 - epoch) * 1e12)
+        ts = np.sort(dark.integers(start_ps, start_ps + 10**12, 2_000))
+        channel = dark.integers(1, 5, ts.size).astype(np.uint8)
+        await session.process_buffer(TagBuffer(channel, ts, t0, t0 + physics.frame_s))
+    assert session.timing_state.mode == "acquiring" and session.result.detections == 0
+    for k in range(20, 20 + 3):
+        channel, ts = physics.detections_for_frame(k, sequencer.pattern, epoch)
+        t0 = physics.qkd_start_unix_s + k * physics.frame_s
+        await session.process_buffer(TagBuffer(channel, ts, t0, t0 + physics.frame_s))
+    assert session.timing_state.locked
+    assert session.result.sync_locked_after_s == pytest.approx(20.0)
+    assert session.result.sync_acquisition_attempts == 21
+    assert session.result.clock_drift_ppb == pytest.approx(100.0, abs=0.1)
+    for record in session.result.chunks[20:]:
+        assert record.detections > 10_000
+        error_rate = _sifted_error_rate(sequencer, record.pulse_index, record.basis, record.bit)
+        assert error_rate < 0.03

@@ -126,7 +126,7 @@ async def rig(mosquitto_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
     mission = load_model(MissionConfig, MISSION)
     sequencer = SourceSequencer(99, tuple(mission.source.probabilities), 0.5)
     laser = SimPulsedSource("laser", sequencer.pattern, clock)
-    preshared = preshared_auth_key(3, 1000)
+    preshared = preshared_auth_key(3, 4096)
     install_preshared_key(KeyStore(tmp_path / "keys" / STATION), preshared)
     async with contextlib.AsyncExitStack() as stack:
         controller = await stack.enter_async_context(

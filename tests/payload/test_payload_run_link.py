@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware_shims.laser_interlock import InterlockSettings, LaserInterlock
 from firmware_shims.payload_controller import PayloadController
 from firmware_shims.source_sequencer import SourceSequencer
 from satqkd.cli import main
@@ -22,6 +23,7 @@ from satqkd_core.codec import decode_envelope
 from satqkd_core.payload_icd import DisableReason
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import RealClock
+from satqkd_runtime.emission_auth import EmissionSigner, EmissionWatermark, install_emission_key
 from sim_backends.instruments import SimPulsedSource
 from tests.tc_signing import OccSigner, install_tc_key
 
@@ -60,12 +62,17 @@ def test_a_link_that_does_not_open_fails_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     install_tc_key(tmp_path, tmp_path / "occ", "payload")  # or it stops at the missing key
-    status = main(
-        [
-            "payload", "run", str(MISSION), "--broker", "mqtt://127.0.0.1:9",
-            "--keys", str(tmp_path), "--link", "serial:///dev/satqkd-no-such-port",
-        ]
-    )  # fmt: skip
+    run = [
+        "payload", "run", str(MISSION), "--broker", "mqtt://127.0.0.1:9",
+        "--keys", str(tmp_path), "--link", "serial:///dev/satqkd-no-such-port",
+    ]  # fmt: skip
+    # without an emission key the driver could not sign a request to emit: one line, the fix
+    assert main(run) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "no emission key for the payload node" in error
+    assert "satqkd keys emission --node-keys" in error
+    install_emission_key(tmp_path, tmp_path / "controller")
+    status = main(run)
     assert status != 0
     error = capsys.readouterr().err.strip()
     assert "\n" not in error
@@ -98,8 +105,23 @@ async def test_payload_run_drives_a_controller_through_a_pass(
     assert boot.returncode == 0, boot.stderr
     signer = OccSigner(tmp_path / "occ")  # the control centre signs (decision 0016)
     install_tc_key(keys, tmp_path / "occ", "payload")
+    controller_keys = tmp_path / "controller-keys"
+    emission = subprocess.run(
+        [
+            sys.executable, "-m", "satqkd.cli", "keys", "emission", "--node-keys", str(keys),
+            "--controller-keys", str(controller_keys),
+        ],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert emission.returncode == 0, emission.stderr
+    # the controller holds the emission key: it refuses a plain SOURCE_ENABLE
+    interlock = LaserInterlock(
+        InterlockSettings(link_timeout_s=5.0), watermark=EmissionWatermark(controller_keys)
+    )
     async with (
-        PayloadController(clock, link_timeout_s=5.0, source_hardware=laser) as controller,
+        PayloadController(
+            clock, link_timeout_s=5.0, source_hardware=laser, interlock=interlock
+        ) as controller,
         MessageBus(mosquitto_url, "occ-link-test") as occ,
     ):
         await occ.subscribe("satqkd/jinan1/payload/#")
@@ -145,6 +167,10 @@ async def test_payload_run_drives_a_controller_through_a_pass(
             assert len(enabled_at) == 1 and start <= enabled_at[0] < start + 0.5
             assert laser.first_pulse_unix_s == start and not laser.enabled
             assert controller.disable_reason in (DisableReason.PLAN_ENDED, DisableReason.COMMANDED)
+            # the daemon's driver signed the request with counter 1, and both ends kept it
+            assert interlock.unauthenticated_requests == 0
+            assert EmissionWatermark(controller_keys).highest == 1
+            assert EmissionSigner(keys).counter == 1
             await occ.publish(topic, signer.sign("payload", "SHUTDOWN"))
             returncode = await asyncio.to_thread(process.wait, 30)
             assert returncode == 0, process.stderr.read() if process.stderr else ""

@@ -67,3 +67,39 @@ def test_corrupt_record_refuses_every_plan(tmp_path: Path, raw: bytes) -> None:
     assert "unreadable" in (registry.refusal(1) or "")
     with pytest.raises(KeyStoreError, match="corrupt"):
         registry.record(1)
+
+
+def test_open_plans_are_closed_or_abandoned_with_their_keys(tmp_path: Path) -> None:
+    """A plan is open from its record until closed; one left open (a crash) is abandoned at
+    the next start: every key it stored destroyed, pending or confirmed, others kept."""
+    import numpy as np
+
+    store = KeyStore(tmp_path / "ks")
+    registry = PlanRegistry(store)
+    registry.record(1)
+    registry.record(2)
+    assert registry.open_ids() == [1, 2]
+    registry.close(1)
+    registry.close(1)  # closing twice is harmless
+    assert registry.open_ids() == [2] and registry.ids() == [1, 2]
+    kept, pending, confirmed = (f"{n:08x}-0000-4000-8000-000000000000" for n in (1, 2, 3))
+    store.store(kept, np.ones(128, np.uint8), "payload", 1, 0.0)
+    store.confirm(kept)
+    store.store(pending, np.ones(128, np.uint8), "payload", 2, 0.0)
+    store.store(confirmed, np.ones(64, np.uint8), "payload", 2, 0.0)
+    store.confirm(confirmed)
+    restarted = PlanRegistry(KeyStore(tmp_path / "ks"))
+    assert restarted.abandon_open() == [(2, [pending, confirmed])]
+    assert store.key_ids(state=None) == [kept]
+    assert restarted.open_ids() == [] and restarted.refusal(2) is not None
+
+
+def test_corrupt_record_is_quarantined_and_a_new_one_begins(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "ks")
+    store.store_secret(SECRET, b"{not json")
+    registry = PlanRegistry(store)
+    assert registry.recover() is not None  # one line for the daemon's event
+    assert (tmp_path / "ks" / "quarantine" / f"{SECRET}.secret").read_bytes() == b"{not json"
+    assert registry.refusal(1) is None and registry.ids() == []
+    registry.record(1)
+    assert registry.recover() is None and registry.open_ids() == [1]

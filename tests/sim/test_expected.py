@@ -12,7 +12,12 @@ from firmware_shims.source_sequencer import PulsePattern, SourceSequencer
 from satqkd_core.ephemeris import Geometry
 from satqkd_core.errors import InputError
 from satqkd_core.rng import derive_key
-from sim_backends.channel import DetectorModel, SourceModel, generate_frame_detections
+from sim_backends.channel import (
+    AttackModel,
+    DetectorModel,
+    SourceModel,
+    generate_frame_detections,
+)
 from sim_backends.expected import dead_time_blocked_slots, expected_rates, live_fraction
 from sim_backends.link import Atmosphere, Background, ReceiverOptics, TransmitterOptics, link_budget
 
@@ -158,3 +163,32 @@ def test_inputs_are_validated() -> None:
         live_fraction(np.array([1.5]), 2)
     with pytest.raises(InputError, match="dead_time_ps"):
         dead_time_blocked_slots(-1.0, 10_000.0)
+
+
+def test_photon_number_splitting_counts_match_the_simulated_frame() -> None:
+    # Eve's lossless channel keeps the signal count but starves the decoy (sim_backends.pns)
+    detectors = DetectorModel((0.5,) * 4, 0.0, 0.0, 0.0, 0.0, 0.5)
+    attack = AttackModel(photon_number_splitting=True)
+    eta = 0.01
+    honest = expected_rates(SOURCE, detectors, np.array([eta]), np.array([0.0]), 1000.0)
+    rates = expected_rates(
+        SOURCE, detectors, np.array([eta]), np.array([0.0]), 1000.0, None, attack
+    )
+    events = generate_frame_detections(
+        SEQUENCER.pattern, 0, 2_000_000, SOURCE, detectors, eta, 0.0, 0, 0.0, 0.0, 0.0, 5, attack
+    )
+    pattern = SEQUENCER.pattern(events.truth_pulse_index)
+    counts = np.array([(pattern.intensity == k).sum() for k in range(3)])
+    expected = rates.counts_per_s[0] * 2_000_000 / 1e8
+    assert counts[0] == pytest.approx(expected[0], rel=0.05)
+    assert counts[1] == pytest.approx(expected[1], abs=5 * math.sqrt(expected[1]) + 1)
+    assert rates.counts_per_s[0, 1] < 0.3 * honest.counts_per_s[0, 1]
+
+
+def test_intercept_resend_sets_a_quarter_of_the_sifted_bits_wrong() -> None:
+    attack = AttackModel(intercept_resend_fraction=1.0)
+    rates = expected_rates(SOURCE, PERFECT, np.array([1e-3]), np.array([0.0]), 1000.0, None, attack)
+    honest = expected_rates(SOURCE, PERFECT, np.array([1e-3]), np.array([0.0]), 1000.0)
+    # Eve's basis is wrong half the time: 1/4 + e/2 with the source's e = 1 %
+    assert rates.overall_qber[0] == pytest.approx(0.255, abs=1e-6)
+    assert rates.detections_per_s[0] == pytest.approx(honest.detections_per_s[0])

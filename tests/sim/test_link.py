@@ -184,3 +184,69 @@ def test_invalid_inputs_are_rejected() -> None:
         link_budget(geometry, TX, RX, CLEAR, DARK, np.zeros(3), 1.5)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="tx"):
         link_budget(geometry, RX, RX, CLEAR, DARK, np.zeros(3), None)  # type: ignore[arg-type]
+
+
+def test_divergence_read_as_fwhm_widens_the_beam_by_its_definition() -> None:
+    geometry = _geometry([1.2e6], [30.0])
+    fwhm = TransmitterOptics(850.0, 0.1, 20.0, 0.5, divergence_definition="fwhm_full_angle")
+    e2 = link_budget(geometry, TX, RX, CLEAR, DARK, 0.0, None)
+    wider = link_budget(geometry, fwhm, RX, CLEAR, DARK, 0.0, None)
+    # FWHM = sqrt(2 ln 2) x the 1/e^2 radius: the radius grows by 2 / sqrt(2 ln 2) = 1.699
+    expected_db = 20 * math.log10(2 / math.sqrt(2 * math.log(2)))
+    difference = wider.geometric_loss_db[0] - e2.geometric_loss_db[0]
+    assert difference == pytest.approx(expected_db, abs=0.02)
+    with pytest.raises(InputError, match="divergence_definition"):
+        TransmitterOptics(850.0, 0.1, 20.0, 0.5, divergence_definition="half_angle")
+
+
+def test_pointing_jitter_average_matches_sampled_jitter() -> None:
+    geometry = _geometry([1e6], [45.0])
+    jitter, offset = 3.0, 4.0  # urad: per-axis rms, static offset
+    tx = TransmitterOptics(850.0, 0.1, 20.0, 0.5, pointing_jitter_rms_urad=jitter)
+    budget = link_budget(geometry, tx, RX, CLEAR, DARK, offset, None)
+    half = TX.far_field_half_angle_urad
+    draws = np.random.default_rng(3).normal(0.0, jitter, size=(400_000, 2))
+    radius2 = (draws[:, 0] + offset) ** 2 + draws[:, 1] ** 2
+    sampled_db = -10 * math.log10(float(np.mean(np.exp(-2 * radius2 / half**2))))
+    assert budget.pointing_loss_db[0] == pytest.approx(sampled_db, abs=0.01)
+    assert (
+        budget.pointing_loss_db[0]
+        > link_budget(geometry, TX, RX, CLEAR, DARK, offset, None).pointing_loss_db[0]
+    )
+
+
+def test_daylight_floods_the_background_only_while_the_sun_is_up() -> None:
+    geometry = _geometry([8e5, 8e5], [40.0, 40.0])
+    night = link_budget(geometry, TX, RX, CLEAR, DARK, 0.0, None)
+    sun = link_budget(geometry, TX, RX, CLEAR, DARK, 0.0, None, np.array([-20.0, 30.0]))
+    assert sun.background_counts_per_s[0] == night.background_counts_per_s[0]
+    # Appl. Opt. 6, 2105 (1967) radiance at 30 deg sun: ~1e7 photons/s per detector here
+    assert sun.background_counts_per_s[1] > 1e3 * night.background_counts_per_s[1]
+    assert sun.background_counts_per_s[1] > 1e6
+
+
+def test_lowtran_atmosphere_follows_station_altitude_weather_and_seeing() -> None:
+    geometry = _geometry([6.5e5, 1.2e6], [50.0, 20.0])
+    tx = TransmitterOptics(848.62, 0.3, 10.0, 1.0)
+    stop = ReceiverOptics(1.0, 0.16, 15.0, 0.2)
+    base = {"model": "lowtran7", "ground_altitude_m": 900.0}
+    clear = link_budget(geometry, tx, stop, Atmosphere(**base), DARK, 0.0, None)
+    haze = link_budget(geometry, tx, stop, Atmosphere(weather="haze", **base), DARK, 0.0, None)
+    sea = Atmosphere(model="lowtran7", ground_altitude_m=0.0)
+    at_sea_level = link_budget(geometry, tx, stop, sea, DARK, 0.0, None)
+    seeing = link_budget(geometry, tx, stop, Atmosphere(seeing_arcsec=1.9, **base), DARK, 0.0, None)
+    assert np.all(haze.atmospheric_loss_db > clear.atmospheric_loss_db + 1.0)
+    assert np.all(at_sea_level.atmospheric_loss_db > clear.atmospheric_loss_db)
+    assert np.all(clear.field_stop_loss_db == 0.0)
+    # the seeing spot grows with airmass^(3/5): the 15 urad stop loses more at 20 deg
+    assert 0.0 < seeing.field_stop_loss_db[0] < seeing.field_stop_loss_db[1]
+    with pytest.raises(InputError, match="wavelength_nm"):
+        link_budget(
+            geometry,
+            TransmitterOptics(1064.0, 0.3, 10.0, 1.0),
+            stop,
+            Atmosphere(**base),
+            DARK,
+            0.0,
+            None,
+        )

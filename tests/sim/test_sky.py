@@ -294,3 +294,14 @@ async def test_a_fine_loop_on_the_spot_nulls_the_residual_and_couples_the_signal
     assert summary["acquired"] and summary["acquisition_time_s"] < 3.0
     assert summary["inside_field_of_view_fraction"] > 0.99
     assert not open_.tracking_summary(T0, T0 + 90.0)["acquired"]
+
+
+def test_the_tracking_summary_counts_aos_to_los_not_the_park_at_los() -> None:
+    sky = _sky(MountModel())
+    for k in range(100):  # tracked at 3 urad from AOS, then the station parks at LOS
+        sky.samples.append(T0 + 0.05 * k, 3.0, 0.0, 3.0, 40.0)
+    sky.samples.append(T0 + 5.0, -400.0, -400.0, 566.0, 40.0)
+    summary = sky.tracking_summary(T0, T0 + 5.0)
+    assert summary["acquisition_time_s"] == 0.0
+    assert summary["tracking_rms_urad"] == pytest.approx(3.0)
+    assert summary["inside_field_of_view_fraction"] == 1.0

@@ -1,0 +1,335 @@
+"""numba kernels choosing each Cascade round's searches at the corrector, with references.
+
+`select_concurrent_ranges_into` picks the searches a round runs concurrently. `plan_round`
+fuses what the corrector did in numpy steps between two kernels each round (dedupe of the
+odd-leaf candidates, ordering, the selection, the cut of each chosen leaf), so a round costs
+one dispatch instead of a dozen numpy calls; `plan_round_reference` is those numpy steps.
+State layout as in `satqkd_core.cascade_kernels`; callers validate every input.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from satqkd_core.cascade_kernels import nth_marked_positions
+from satqkd_core.cascade_permutations import is_member, lazy_position, materialize_pass
+
+# a random read of the (passes, n) inverse costs about this many sequential range positions
+_LIST_COST = 8
+_ONE = np.uint64(1)
+
+
+@numba.njit(cache=True, inline="always")
+def _is_taken(taken: np.ndarray, bit: int) -> bool:
+    return bool((taken[bit >> 6] >> np.uint64(bit & 63)) & _ONE)
+
+
+# ---- the selection of concurrent searches ----------------------------------------------------
+
+
+@numba.njit(cache=True)
+def select_concurrent_ranges_into(
+    marks: np.ndarray,
+    perms: np.ndarray,
+    inverse: np.ndarray,
+    rows: np.ndarray,
+    threshold: float,
+    load: np.ndarray,
+    taken: np.ndarray,
+    loaded: np.ndarray,
+    lazy: np.ndarray,
+    members: np.ndarray,
+    blocks: np.ndarray,
+    order_keys: np.ndarray,
+) -> np.ndarray:
+    """Kernel: greedily keep rows (in order) little disturbed by the rows already kept.
+
+    A kept row with u marked (unknown) bits holds one error somewhere among them, each bit
+    with probability 1/u; the disturbance of a candidate is the expected number of those
+    errors among its own marked bits. A candidate is kept when it is <= threshold
+    (threshold 0: share no marked bit with any kept row). `inverse[p]` is the inverse of
+    `perms[p]`. Scratch, left as found: `load` (float64, one per bit, zeros), `taken` (uint64,
+    a bit map of ceil(n / 64) words, zeros) and `loaded` (int64, one per bit). Threshold 0
+    is `_select_disjoint`. A lazy two-block pass is built (`materialize_pass`) only when its
+    row is kept or must be read.
+    """
+    if threshold == 0.0:
+        return _select_disjoint(
+            marks, perms, inverse, rows, taken, loaded, lazy, members, blocks, order_keys
+        )
+    keep = np.zeros(rows.shape[0], dtype=np.bool_)
+    count = 0
+    for row in range(rows.shape[0]):
+        p = rows[row, 0]
+        start = rows[row, 1]
+        stop = rows[row, 2]
+        materialize_pass(p, perms, inverse, lazy, members, blocks, order_keys)
+        disturbance = 0.0
+        unknown = 0
+        for j in range(start, stop):
+            bit = perms[p, j]
+            if marks[bit]:
+                disturbance += load[bit]
+                unknown += 1
+                if disturbance > threshold:
+                    break  # rejected: the rest of a large range need not be read
+        if unknown > 0 and disturbance <= threshold:
+            keep[row] = True
+            share = 1.0 / unknown
+            for j in range(start, stop):
+                bit = perms[p, j]
+                if marks[bit]:
+                    if load[bit] == 0.0:
+                        loaded[count] = bit
+                        count += 1
+                    load[bit] += share
+    for i in range(count):
+        load[loaded[i]] = 0.0
+    return keep
+
+
+@numba.njit(cache=True)
+def _select_disjoint(
+    marks: np.ndarray,
+    perms: np.ndarray,
+    inverse: np.ndarray,
+    rows: np.ndarray,
+    taken: np.ndarray,
+    loaded: np.ndarray,
+    lazy: np.ndarray,
+    members: np.ndarray,
+    blocks: np.ndarray,
+    order_keys: np.ndarray,
+) -> np.ndarray:
+    """Threshold 0 of `select_concurrent_ranges_into`: keep a row when it shares no marked bit
+    with the rows kept before it (only marked bits are ever taken).
+
+    Only whether a bit is taken matters (a bit map that stays in cache), and a candidate
+    much larger than the list of taken bits is tested against that list instead of being
+    read, so a round costs what its kept rows hold, not what the large rejected ones do.
+    """
+    n = marks.shape[0]
+    keep = np.zeros(rows.shape[0], dtype=np.bool_)
+    count = 0
+    for row in range(rows.shape[0]):
+        p = rows[row, 0]
+        start = rows[row, 1]
+        stop = rows[row, 2]
+        clash = False
+        if _LIST_COST * count < stop - start:  # random reads of `inverse` cost more
+            for i in range(count):
+                if start <= lazy_position(p, loaded[i], inverse, lazy, members, blocks) < stop:
+                    clash = True
+                    break
+        elif lazy[p]:  # a whole block of a lazy pass: its bits by the mask
+            first = start == 0
+            for bit in range(n):
+                if _is_taken(taken, bit) and is_member(members, p, bit) == first:
+                    clash = True
+                    break
+        else:
+            for j in range(start, stop):
+                if _is_taken(taken, perms[p, j]):
+                    clash = True
+                    break
+        if clash:
+            continue
+        materialize_pass(p, perms, inverse, lazy, members, blocks, order_keys)
+        marked = 0
+        for j in range(start, stop):
+            bit = perms[p, j]
+            if marks[bit]:
+                loaded[count] = bit
+                count += 1
+                taken[bit >> 6] |= _ONE << np.uint64(bit & 63)
+                marked += 1
+        keep[row] = marked > 0
+    for i in range(count):
+        taken[loaded[i] >> 6] = 0
+    return keep
+
+
+def select_concurrent_ranges(
+    marks: np.ndarray, perms: np.ndarray, rows: np.ndarray, threshold: float
+) -> np.ndarray:
+    """`select_concurrent_ranges_into` with fresh scratch and the inverses of `perms`."""
+    inverse = np.empty_like(perms)
+    for p in range(perms.shape[0]):
+        inverse[p, perms[p]] = np.arange(perms.shape[1], dtype=perms.dtype)
+    load = np.zeros(marks.shape[0], dtype=np.float64)
+    taken = np.zeros(-(-marks.shape[0] // 64), dtype=np.uint64)
+    loaded = np.empty(marks.shape[0], dtype=np.int64)
+    passes = perms.shape[0]
+    lazy = np.zeros(passes, dtype=np.uint8)  # every pass built
+    members = np.zeros((passes, 1), dtype=np.uint64)
+    blocks = np.ones(passes, dtype=np.int64)
+    order_keys = np.zeros(passes, dtype=np.uint64)
+    return select_concurrent_ranges_into(
+        marks,
+        perms,
+        inverse,
+        rows,
+        threshold,
+        load,
+        taken,
+        loaded,
+        lazy,
+        members,
+        blocks,
+        order_keys,
+    )
+
+
+def select_concurrent_ranges_reference(
+    marks: np.ndarray, perms: np.ndarray, rows: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Reference of `select_concurrent_ranges`."""
+    load: dict[int, float] = {}
+    keep = []
+    for p, start, stop in rows.tolist():
+        bits = [int(perms[p, j]) for j in range(start, stop) if marks[perms[p, j]]]
+        disturbance = 0.0
+        for bit in bits:
+            disturbance += load.get(bit, 0.0)
+        chosen = bool(bits) and disturbance <= threshold
+        keep.append(chosen)
+        if chosen:
+            for bit in bits:
+                load[bit] = load.get(bit, 0.0) + 1.0 / len(bits)
+    return np.array(keep, dtype=np.bool_)
+
+
+# ---- one round's plan --------------------------------------------------------------------------
+
+
+@numba.njit(cache=True)
+def plan_round(
+    candidates: np.ndarray,
+    odd: np.ndarray,
+    unknown: np.ndarray,
+    leaf_stop: np.ndarray,
+    bit_unknown: np.ndarray,
+    perms: np.ndarray,
+    inverse: np.ndarray,
+    threshold: float,
+    load: np.ndarray,
+    taken: np.ndarray,
+    loaded: np.ndarray,
+    lazy: np.ndarray,
+    members: np.ndarray,
+    blocks: np.ndarray,
+    order_keys: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.int64]:
+    """Kernel: (odd leaves, query rows, bad) from candidate leaves (pass, start) (repeats
+    allowed): the odd leaves are the candidates still odd, sorted by (pass, start); the query
+    holds one bisection step (pass, start, cut) for each odd leaf the selection keeps, taken
+    in the order (unknown bits, pass, start); `bad` is the index among the odd leaves of one
+    holding fewer than 2 unknown bits (inconsistent reference parities), else -1 (and then
+    no query is planned)."""
+    n = perms.shape[1]
+    keys = np.empty(candidates.shape[0], dtype=np.int64)
+    for i in range(candidates.shape[0]):
+        keys[i] = candidates[i, 0] * n + candidates[i, 1]
+    keys.sort()
+    leaves = np.empty((keys.shape[0], 2), dtype=np.int64)
+    count = 0
+    for i in range(keys.shape[0]):
+        if i > 0 and keys[i] == keys[i - 1]:
+            continue
+        p = keys[i] // n
+        start = keys[i] - p * n
+        if odd[p, start] == 1:
+            leaves[count, 0] = p
+            leaves[count, 1] = start
+            count += 1
+    leaves = leaves[:count].copy()
+    sizes = np.empty(count, dtype=np.int64)
+    for i in range(count):
+        sizes[i] = unknown[leaves[i, 0], leaves[i, 1]]
+        if sizes[i] < 2:
+            return leaves, np.empty((0, 3), dtype=np.int64), np.int64(i)
+    order = np.argsort(sizes, kind="mergesort")  # stable: ties stay by (pass, start)
+    rows = np.empty((count, 3), dtype=np.int64)
+    for i in range(count):
+        p = leaves[order[i], 0]
+        start = leaves[order[i], 1]
+        rows[i, 0] = p
+        rows[i, 1] = start
+        rows[i, 2] = leaf_stop[p, start]
+    keep = select_concurrent_ranges_into(
+        bit_unknown,
+        perms,
+        inverse,
+        rows,
+        threshold,
+        load,
+        taken,
+        loaded,
+        lazy,
+        members,
+        blocks,
+        order_keys,
+    )
+    chosen = np.flatnonzero(keep)
+    query = np.empty((chosen.shape[0], 3), dtype=np.int64)
+    half = np.empty(chosen.shape[0], dtype=np.int64)
+    for i in range(chosen.shape[0]):
+        query[i, 0] = rows[chosen[i], 0]
+        query[i, 1] = rows[chosen[i], 1]
+        query[i, 2] = rows[chosen[i], 2]
+        half[i] = sizes[order[chosen[i]]] // 2
+    # cut right after the half-th unknown bit: each half keeps >= 1 unknown bit
+    cut = nth_marked_positions(bit_unknown, perms, query, half)
+    for i in range(chosen.shape[0]):
+        query[i, 2] = cut[i] + 1
+    return leaves, query, np.int64(-1)
+
+
+def plan_round_reference(
+    candidates: np.ndarray,
+    odd: np.ndarray,
+    unknown: np.ndarray,
+    leaf_stop: np.ndarray,
+    bit_unknown: np.ndarray,
+    perms: np.ndarray,
+    inverse: np.ndarray,
+    threshold: float,
+    load: np.ndarray,
+    taken: np.ndarray,
+    loaded: np.ndarray,
+    lazy: np.ndarray,
+    members: np.ndarray,
+    blocks: np.ndarray,
+    order_keys: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Reference of `plan_round` (the numpy steps it replaced)."""
+    n = perms.shape[1]
+    keys = np.unique(candidates[:, 0] * n + candidates[:, 1])
+    p, start = keys // n, keys % n
+    odd_now = odd[p, start] == 1
+    leaves = np.stack([p[odd_now], start[odd_now]], axis=1).astype(np.int64)
+    sizes = unknown[leaves[:, 0], leaves[:, 1]].astype(np.int64)
+    if (sizes < 2).any():
+        return leaves, np.empty((0, 3), dtype=np.int64), int(np.flatnonzero(sizes < 2)[0])
+    order = np.lexsort((leaves[:, 1], leaves[:, 0], sizes))
+    stops = leaf_stop[leaves[:, 0], leaves[:, 1]].astype(np.int64)
+    rows = np.stack([leaves[:, 0], leaves[:, 1], stops], axis=1)[order]
+    keep = select_concurrent_ranges_into(
+        bit_unknown,
+        perms,
+        inverse,
+        rows,
+        threshold,
+        load,
+        taken,
+        loaded,
+        lazy,
+        members,
+        blocks,
+        order_keys,
+    )
+    rows = rows[keep]
+    half = sizes[order][keep] // 2
+    cut = nth_marked_positions(bit_unknown, perms, rows, half) + 1
+    return leaves, np.stack([rows[:, 0], rows[:, 1], cut], axis=1).astype(np.int64), -1
