@@ -28,7 +28,6 @@ is sticky: every later `read` raises the same EntropyFailure until `close()` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from typing import Annotated
 
@@ -173,7 +172,8 @@ class SerialQrng(EntropySource):
             remaining = deadline - loop.time()
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), max(remaining, 0.0))
+                async with asyncio.timeout(max(remaining, 0.0)):  # not wait_for (issue 13)
+                    await self._arrived.wait()
             except TimeoutError:
                 tested = self._health.samples_tested
                 await self._stop()
@@ -189,14 +189,23 @@ class SerialQrng(EntropySource):
     async def _stop(self) -> None:
         self._connected = False
         self._pumping = False
+        caller_cancelled = False
         task, self._pump_task = self._pump_task, None
         if task is not None:
+            current = asyncio.current_task()
+            cancels_before = current.cancelling() if current is not None else 0
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                # ours ended as asked; a cancel of the caller meanwhile (its timeout) is not
+                # ours to swallow: raised again below, once the rest is closed
+                caller_cancelled = current is not None and current.cancelling() > cancels_before
         self._pool.clear()
         self._arrived.set()  # a waiting read wakes up and sees the source closed
         await self.transport.close()
+        if caller_cancelled:
+            raise asyncio.CancelledError
 
     async def status(self) -> DeviceStatus:
         """Measure: connection, health-test state and cutoffs (unhealthy once failed)."""
@@ -281,7 +290,8 @@ class SerialQrng(EntropySource):
                     continue
                 self._arrived.clear()
                 try:
-                    await asyncio.wait_for(self._arrived.wait(), self.timeout_s)
+                    async with asyncio.timeout(self.timeout_s):
+                        await self._arrived.wait()
                 except TimeoutError:
                     raise self._fail(
                         EntropyFailure(

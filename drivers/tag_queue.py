@@ -33,7 +33,10 @@ class TagBufferQueue:
     async def get(self, timeout_s: float | None) -> TagBuffer | BaseException | None:
         """Pop the oldest item; TimeoutError if none arrives within timeout_s."""
         async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: bool(self.items)), timeout_s)
+            # asyncio.timeout, not asyncio.wait_for: Python 3.11's wait_for can return an item
+            # and lose a cancellation of the reader that lands in the same loop pass
+            async with asyncio.timeout(timeout_s):
+                await self._changed.wait_for(lambda: bool(self.items))
             item = self.items.popleft()
             self._changed.notify_all()
             return item

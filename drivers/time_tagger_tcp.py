@@ -281,7 +281,8 @@ class TcpTimeTagger(TimeTagger):
         try:
             await self._send_stop()
             if self._reader is not None:
-                await asyncio.wait_for(asyncio.shield(self._reader), self.reply_timeout_s)
+                async with asyncio.timeout(self.reply_timeout_s):  # not wait_for (issue 13)
+                    await asyncio.shield(self._reader)
         except DeviceError:
             await self._end_stream_locally()
             raise
@@ -335,7 +336,8 @@ class TcpTimeTagger(TimeTagger):
                 await self._queue.wake()  # a reader held by back-pressure re-checks it
                 await self.transport.write(text.encode("ascii") + b"\n")
                 try:
-                    line = await asyncio.wait_for(future, self.reply_timeout_s)
+                    async with asyncio.timeout(self.reply_timeout_s):
+                        line = await future
                 except TimeoutError:
                     raise self._no_reply(text) from None
             else:
@@ -561,9 +563,16 @@ class TcpTimeTagger(TimeTagger):
     async def _cancel_reader(self) -> None:
         task, self._reader = self._reader, None
         if task is not None and not task.done():
+            current = asyncio.current_task()
+            cancels_before = current.cancelling() if current is not None else 0
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                # ours ended as asked; a cancel of the caller meanwhile (its timeout) is not
+                # ours to swallow (one from before, a caller tearing down, is already handled)
+                if current is not None and current.cancelling() > cancels_before:
+                    raise
 
 
 class VendorTaggerAdapter(TimeTagger):
@@ -621,9 +630,8 @@ class VendorTaggerAdapter(TimeTagger):
         if self._sdk is None:
             raise DeviceError(f"{self.name}: no vendor SDK ({' or '.join(self._SDK_MODULES)})")
         sdk = self._sdk
-        self._tagger = await asyncio.wait_for(
-            asyncio.to_thread(sdk.createTimeTagger, self.serial), timeout_s
-        )
+        async with asyncio.timeout(timeout_s):
+            self._tagger = await asyncio.to_thread(sdk.createTimeTagger, self.serial)
         self.identity = f"{self._tagger.getModel()} {self._tagger.getSerial()}"
         setters = {
             "trigger_level_v": self._tagger.setTriggerLevel,

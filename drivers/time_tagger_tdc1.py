@@ -271,7 +271,8 @@ class Tdc1TimeTagger(CommandInstrument, TimeTagger):
         if self._reader is None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(self._reader), 10 * self.timeout_s + 1.0)
+            async with asyncio.timeout(10 * self.timeout_s + 1.0):  # not wait_for (issue 13)
+                await asyncio.shield(self._reader)
         except TimeoutError:
             await self._cancel_reader()
             self._streaming = False
@@ -294,9 +295,16 @@ class Tdc1TimeTagger(CommandInstrument, TimeTagger):
     async def _cancel_reader(self) -> None:
         task, self._reader = self._reader, None
         if task is not None and not task.done():
+            current = asyncio.current_task()
+            cancels_before = current.cancelling() if current is not None else 0
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                # ours ended as asked; a cancel of the caller meanwhile (its timeout) is not
+                # ours to swallow (one from before, a caller tearing down, is already handled)
+                if current is not None and current.cancelling() > cancels_before:
+                    raise
 
     # --- the stream reader ---------------------------------------------------------------------
 

@@ -56,9 +56,8 @@ class TcpTransport(_BufferedTransport):
         await self.close()
         self._reset_buffer()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), timeout_s
-            )
+            async with asyncio.timeout(timeout_s):  # not wait_for: see transport_base
+                reader, writer = await asyncio.open_connection(self.host, self.port)
         except TimeoutError:
             raise DeviceTimeout(f"{self.name}: no connection within {timeout_s:g} s") from None
         except OSError as exc:
@@ -93,16 +92,25 @@ class TcpTransport(_BufferedTransport):
     async def close(self) -> None:
         """Control: close the socket (idempotent)."""
         self.connected = False
+        caller_cancelled = False
         task, self._reader_task = self._reader_task, None
         if task is not None:
+            current = asyncio.current_task()
+            cancels_before = current.cancelling() if current is not None else 0
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                # ours ended as asked; a cancel of the caller meanwhile (its timeout) is not
+                # ours to swallow: raised again below, once the rest is closed
+                caller_cancelled = current is not None and current.cancelling() > cancels_before
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+        if caller_cancelled:
+            raise asyncio.CancelledError
 
 
 # --- serial ------------------------------------------------------------------------------------

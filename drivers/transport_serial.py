@@ -49,7 +49,8 @@ class SerialTransport(_BufferedTransport):
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(None, self._open_blocking)
         try:
-            port = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: see transport_base
+                port = await asyncio.shield(future)
         except TimeoutError:
             # the open may still complete in its thread: close whatever it returns
             future.add_done_callback(lambda f: f.exception() or f.result().close())

@@ -48,7 +48,8 @@ class VisaTransport(Transport):
             return await future
         try:
             # VISA enforces its own timeout; this guard only catches a library that hangs
-            return await asyncio.wait_for(future, guard_s)
+            async with asyncio.timeout(guard_s):  # not wait_for: see transport_base
+                return await future
         except TimeoutError:
             self.connected = False
             raise DeviceTimeout(f"{self.name}: VISA call hung for {guard_s:g} s") from None

@@ -191,11 +191,16 @@ class PayloadController(ControllerCommands):
 
     async def close(self) -> None:
         """Control: stop the tasks and close the pty."""
+        current = asyncio.current_task()
+        cancels_before = current.cancelling() if current is not None else 0
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await task  # ours end as asked
+        # a cancel of the caller meanwhile (its timeout) is not ours to swallow: raised again
+        # below, once the pty is closed (one from before, a caller tearing down, is handled)
+        caller_cancelled = current is not None and current.cancelling() > cancels_before
         self._tasks = []
         if self._fd is not None:
             loop = asyncio.get_running_loop()
@@ -206,6 +211,8 @@ class PayloadController(ControllerCommands):
         if self._slave_fd is not None:
             os.close(self._slave_fd)
             self._slave_fd = None
+        if caller_cancelled:
+            raise asyncio.CancelledError
 
     async def __aenter__(self) -> PayloadController:
         await self.start()

@@ -338,6 +338,7 @@ async def _serve(
 async def _close_quietly(device: Device) -> None:
     """Control: make an instrument safe and close it; a dead link is logged, not raised."""
     try:
-        await asyncio.wait_for(device.close(), _CLOSE_TIMEOUT_S)
+        async with asyncio.timeout(_CLOSE_TIMEOUT_S):  # not wait_for (issue 13)
+            await device.close()
     except (DeviceError, OSError, TimeoutError) as exc:
         log.warning("closing %s: %s", device.name, exc)

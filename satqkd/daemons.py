@@ -295,7 +295,8 @@ async def open_station_instruments(
 async def _close_quietly(device: PulsedSource | TimeTagger) -> None:
     """Control: make an instrument safe and close it; a dead link is logged, not raised."""
     try:
-        await asyncio.wait_for(device.close(), 5.0)
+        async with asyncio.timeout(5.0):  # not wait_for (issue 13)
+            await device.close()
     except (DeviceError, OSError, TimeoutError) as exc:
         log.warning("closing %s: %s", device.name, exc)
 

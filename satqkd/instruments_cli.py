@@ -84,7 +84,8 @@ async def check_instrument(
         await device.connect(entry.connect_timeout_s)
         if isinstance(device, EntropySource):
             await _draw_check_bytes(device, entry.connect_timeout_s)
-        status = await asyncio.wait_for(device.status(), entry.connect_timeout_s)
+        async with asyncio.timeout(entry.connect_timeout_s):  # not wait_for (issue 13)
+            status = await device.status()
         result.identity = status.identity
         result.readings = {k: v for k, v in status.detail.items() if k != "counters"}
         result.healthy = status.healthy
@@ -93,16 +94,16 @@ async def check_instrument(
         result.verdict = f"FAIL ({exc})"
     finally:
         with contextlib.suppress(DeviceError, OSError, TimeoutError):
-            await asyncio.wait_for(device.close(), _CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await device.close()
     return result
 
 
 async def _draw_check_bytes(device: EntropySource, timeout_s: float) -> None:
     """Measure: draw a few bytes (a QRNG's health tests run on the raw bytes behind them);
     DeviceError if the source fails or returns the wrong length."""
-    sample = await asyncio.wait_for(
-        device.read(ENTROPY_CHECK_BYTES, "instruments-check"), timeout_s
-    )
+    async with asyncio.timeout(timeout_s):
+        sample = await device.read(ENTROPY_CHECK_BYTES, "instruments-check")
     if len(sample) != ENTROPY_CHECK_BYTES:
         raise DeviceError(f"{device.name}: asked {ENTROPY_CHECK_BYTES} bytes, got {len(sample)}")
 

@@ -186,7 +186,8 @@ class PassRecorder:
             if remaining <= 0:
                 return None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for (issue 13)
+                    await self._changed.wait()
 
     def save(self, path: Path) -> Path:
         """Write the records as JSON lines (`telemetry.jsonl`)."""

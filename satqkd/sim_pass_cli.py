@@ -147,7 +147,7 @@ def run_sim_pass(args: argparse.Namespace) -> int:
         print(
             f"{report['mission']} over {report['station']}, max elevation "
             f"{report['pass']['max_elevation_deg']:.1f} deg: {q['detections']} detections, "
-            f"{q['sifted_bits']} sifted bits, QBER {100 * q['qber']:.2f} %: {outcome} "
+            f"{q['sifted_bits']} sifted bits, QBER {100 * q['qber']:.2f} %: {outcome}.\n"
             f"Report: {out_dir / 'report.json'}"
         )
     if args.require_key and not report["key"]["secret_key_bits"]:

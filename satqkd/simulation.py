@@ -209,7 +209,8 @@ async def _wait_acks(
                     return
 
     try:
-        await asyncio.wait_for(collect(), timeout_s)
+        async with asyncio.timeout(timeout_s):  # not wait_for (issue 13)
+            await collect()
     except TimeoutError:
         missing = sorted(set(expected) - set(acks))
         raise SimulationError(f"no acknowledgement of the pass plan from {missing}") from None
@@ -406,7 +407,8 @@ async def _wait_for_end(
     payload: PayloadDaemon, ogs: OgsDaemon, plan_id: int, station: str, timeout_s: float
 ) -> None:
     try:
-        await asyncio.wait_for(ogs.pass_done[plan_id].wait(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await ogs.pass_done[plan_id].wait()
         deadline = time.perf_counter() + 10.0
         # the payload ends after the station's KEY_STORED reaches it (or an abort does)
         while payload.outcome(station, plan_id) is None and time.perf_counter() < deadline:
@@ -474,6 +476,7 @@ async def _await_condition(condition: Callable[[], bool], what: str, timeout_s: 
 
 async def _await_event(event: asyncio.Event, what: str, timeout_s: float) -> None:
     try:
-        await asyncio.wait_for(event.wait(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
     except TimeoutError:
         raise SimulationError(what) from None

@@ -170,7 +170,8 @@ async def send_and_wait(
             raise ConnectionError("the broker connection closed")
 
         try:
-            return seq, await asyncio.wait_for(ack(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for (issue 13)
+                return seq, await ack()
         except TimeoutError:
             return seq, None
 

@@ -75,7 +75,8 @@ class Reconciliation:
     async def _expect(self, name: str) -> dict:
         while True:
             try:
-                envelope = await asyncio.wait_for(self.inbox.get(), self.reply_timeout_s)
+                async with asyncio.timeout(self.reply_timeout_s):  # not wait_for (issue 13)
+                    envelope = await self.inbox.get()
             except TimeoutError:
                 raise PassAborted(
                     f"payload did not send {name} within {self.reply_timeout_s:g} s",
@@ -173,7 +174,8 @@ class Reconciliation:
         runtime = self.channel.runtime
         while True:
             try:
-                envelope = await asyncio.wait_for(self.inbox.get(), deadline - loop.time())
+                async with asyncio.timeout_at(deadline):
+                    envelope = await self.inbox.get()
             except TimeoutError:
                 raise PassAborted(
                     f"payload did not answer the LDPC exchange within {self.reply_timeout_s:g} s",

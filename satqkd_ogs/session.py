@@ -381,7 +381,8 @@ class OgsSession(Reconciliation):
         waiters = list(self._sift_waiters.values())
         if waiters:
             try:
-                await asyncio.wait_for(asyncio.gather(*waiters), self.reply_timeout_s)
+                async with asyncio.timeout(self.reply_timeout_s):  # not wait_for (issue 13)
+                    await asyncio.gather(*waiters)
             except TimeoutError:
                 missing = [c for c, w in self._sift_waiters.items() if not w.done()]
                 raise PassAborted(f"no SIFT_RESULT for chunks {missing[:5]}") from None

@@ -224,7 +224,10 @@ class MessageBus:
         self._incoming = asyncio.Queue()  # drop the end marker of a previous session
         self._supervisor = asyncio.create_task(self._keep_connected(), name=f"bus-{self.client_id}")
         try:
-            await asyncio.wait_for(self._wait_up(), self._connect_timeout_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can lose a cancellation
+            # that lands in the loop pass in which the awaited thing completes
+            async with asyncio.timeout(self._connect_timeout_s):
+                await self._wait_up()
         except BaseException as exc:
             await self._stop_supervisor()
             if isinstance(exc, TimeoutError):
@@ -248,20 +251,30 @@ class MessageBus:
     ) -> None:
         """Disconnect, discard the persistent session and end every messages() iterator."""
         was_connected = self.connected
-        await self._stop_supervisor()
-        if self._persistent_session and was_connected:
-            # Leave no session behind at the broker to queue messages for a client that left.
-            with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
-                await asyncio.wait_for(self._discard_session(), self._connect_timeout_s)
-        self._incoming.put_nowait(_CLOSED)
+        try:
+            await self._stop_supervisor()
+            if self._persistent_session and was_connected:
+                # Leave no session behind at the broker to queue messages for a client that left.
+                with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+                    async with asyncio.timeout(self._connect_timeout_s):
+                        await self._discard_session()
+        finally:
+            self._incoming.put_nowait(_CLOSED)
 
     async def _stop_supervisor(self) -> None:
         self._closing = True
         task, self._supervisor = self._supervisor, None
         if task is not None:
+            current = asyncio.current_task()
+            cancels_before = current.cancelling() if current is not None else 0
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                # ours ended as asked; a cancel of the caller meanwhile (its timeout) is not
+                # ours to swallow (one from before, a caller tearing down, is already handled)
+                if current is not None and current.cancelling() > cancels_before:
+                    raise
 
     # ---- public operations ----------------------------------------------------------------
 
@@ -428,7 +441,8 @@ class MessageBus:
                     f"{self._publish_timeout_s:g} s (last error: {self._last_error})"
                 )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._connected.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._connected.wait()
 
     async def _unless_lost(self, connection: _Connection, operation: Awaitable[_T]) -> _T:
         """Await an operation on a connection, failing fast if that connection goes down."""
@@ -449,7 +463,8 @@ class MessageBus:
         # Wait for the failed connection to be noticed as lost, but never spin or overrun.
         remaining = deadline - asyncio.get_running_loop().time()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(connection.lost.wait(), max(0.0, min(remaining, 1.0)))
+            async with asyncio.timeout(max(0.0, min(remaining, 1.0))):
+                await connection.lost.wait()
 
 
 def _raise_if_refused(granted: object, topic_filters: list[str], url: str) -> None:

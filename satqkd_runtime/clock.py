@@ -144,7 +144,8 @@ class SimClock:
             self._idle.clear()
             remaining = deadline - time.monotonic()
             try:
-                await asyncio.wait_for(self._idle.wait(), max(remaining, 0.0))
+                async with asyncio.timeout(max(remaining, 0.0)):  # not wait_for (issue 13)
+                    await self._idle.wait()
             except TimeoutError:
                 names = sorted(self._participants.get(t, "?") for t in self._busy)
                 raise SimulationStalled(

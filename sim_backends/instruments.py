@@ -148,7 +148,8 @@ class SimTimeTagger(TimeTagger):
     async def read(self, timeout_s: float | None = None) -> TagBuffer | None:
         """Measure: next buffer, None once stopped."""
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for (issue 13)
+                return await self._queue.get()
         except TimeoutError:
             raise DeviceTimeout(f"{self.name}: no tag buffer within {timeout_s} s") from None
 

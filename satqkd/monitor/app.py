@@ -74,7 +74,8 @@ class ViewFeed:
         if self.view.version != version:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for (issue 13)
+                await changed.wait()
 
 
 def create_app(feed: ViewFeed, *, push_interval_s: float = 0.25) -> Starlette:

@@ -296,11 +296,16 @@ class LineEmulator(ABC):
 
     async def stop(self) -> None:
         """Control: stop serving and remove the pty link or close the port."""
+        current = asyncio.current_task()
+        cancels_before = current.cancelling() if current is not None else 0
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await task  # ours end as asked
+        # a cancel of the caller meanwhile (its timeout) is not ours to swallow: raised again
+        # below, once everything is closed (one from before, a caller tearing down, is handled)
+        caller_cancelled = current is not None and current.cancelling() > cancels_before
         self._tasks.clear()
         if self._memory_peer is not None:
             self._memory_peer._lose("instrument switched off")
@@ -316,6 +321,8 @@ class LineEmulator(ABC):
             await self._server.wait_closed()
             self._server = None
         self._resource = None
+        if caller_cancelled:
+            raise asyncio.CancelledError
 
     async def __aenter__(self) -> LineEmulator:
         return self

@@ -273,7 +273,8 @@ class Tdc1Emulator(LineEmulator):
             loop.add_writer(fd, _resolve, writable)
             try:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(writable, 0.1)  # then look again: fd may be replaced
+                    async with asyncio.timeout(0.1):  # then look again: fd may be replaced
+                        await writable
             finally:
                 with contextlib.suppress(Exception):
                     loop.remove_writer(fd)

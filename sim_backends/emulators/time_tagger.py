@@ -241,7 +241,8 @@ class TimeTaggerEmulator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):  # not wait_for (issue 13)
+                    await server.wait_closed()
 
     async def __aenter__(self) -> TimeTaggerEmulator:
         await self.start()
