@@ -180,16 +180,22 @@ class PayloadLink(Device):
 
     async def close(self) -> None:
         """Control: stop receiving and release the line (the controller keeps its own state)."""
+        caller_cancelled = False
         task, self._reader = self._reader, None
         if task is not None:
+            current = asyncio.current_task()
+            cancels_before = current.cancelling() if current is not None else 0
             task.cancel()
             try:
                 await task
             except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # the caller itself was cancelled (its timeout): not ours to swallow
+                # ours ended as asked; a cancel of the caller meanwhile (its timeout) is not
+                # ours to swallow: raised again below, once the line is released (a caller
+                # already being cancelled when it called close still gets the line closed)
+                caller_cancelled = current is not None and current.cancelling() > cancels_before
         await self.transport.close()
+        if caller_cancelled:
+            raise asyncio.CancelledError
 
     @property
     def link_up(self) -> bool:

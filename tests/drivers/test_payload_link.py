@@ -230,6 +230,29 @@ async def test_closing_the_link_as_telemetry_lands_stops_its_receiver() -> None:
     assert "payload-link telemetry" not in {task.get_name() for task in asyncio.all_tasks()}
 
 
+async def test_closing_the_link_while_being_cancelled_still_releases_the_line() -> None:
+    # close() in a task's teardown (a `finally` after its cancel) once re-raised before
+    # closing the transport, leaving the line open
+    link, transport = link_for([])
+    await link.connect()
+    closed: list[bool] = []
+
+    async def owner() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await link.close()
+            closed.append(transport.connected)
+
+    task = asyncio.create_task(owner())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closed == [False], "the line was left open"
+    assert not link.link_up
+
+
 async def test_a_silent_controller_times_out_naming_the_link_and_the_stage() -> None:
     link, transport = link_for(
         [
