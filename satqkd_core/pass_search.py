@@ -15,7 +15,7 @@ import numpy as np
 from satqkd_core.ephemeris import Station, StationTrack, parse_tle, sun_elevation_deg, topocentric
 from satqkd_core.errors import InputError
 
-__all__ = ["NIGHT_SUN_ELEVATION_DEG", "PassWindow", "find_passes"]
+__all__ = ["NIGHT_SUN_ELEVATION_DEG", "PassWindow", "find_passes", "finite_number"]
 
 NIGHT_SUN_ELEVATION_DEG = -12.0  # nautical twilight: sky background near its night level
 _TIME_TOLERANCE_S = 0.01
@@ -32,7 +32,8 @@ class PassWindow:
     night: bool
 
 
-def _finite(value: object, name: str) -> float:
+def finite_number(value: object, name: str) -> float:
+    """Get: `value` as a float, or an InputError naming `name` if it is not a finite number."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InputError(f"{name} must be a number, got {value!r}")
     value = float(value)
@@ -110,11 +111,11 @@ def find_passes(
     """
     parse_tle(tle_line1, tle_line2)
     tle = (tle_line1, tle_line2)
-    start_unix_s = _finite(start_unix_s, "start_unix_s")
-    stop_unix_s = _finite(stop_unix_s, "stop_unix_s")
-    min_elevation_deg = _finite(min_elevation_deg, "min_elevation_deg")
-    step_s = _finite(step_s, "step_s")
-    dut1 = _finite(ut1_minus_utc_s, "ut1_minus_utc_s")
+    start_unix_s = finite_number(start_unix_s, "start_unix_s")
+    stop_unix_s = finite_number(stop_unix_s, "stop_unix_s")
+    min_elevation_deg = finite_number(min_elevation_deg, "min_elevation_deg")
+    step_s = finite_number(step_s, "step_s")
+    dut1 = finite_number(ut1_minus_utc_s, "ut1_minus_utc_s")
     if not -1.0 <= dut1 <= 1.0:
         raise InputError(f"ut1_minus_utc_s must be in [-1, 1] s, got {dut1}")
     if stop_unix_s <= start_unix_s:

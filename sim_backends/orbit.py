@@ -16,7 +16,7 @@ from sgp4.exporter import export_tle
 
 from satqkd_core.ephemeris import parse_tle
 from satqkd_core.errors import InputError
-from satqkd_core.pass_search import PassWindow, find_passes
+from satqkd_core.pass_search import PassWindow, find_passes, finite_number
 
 __all__ = [
     "PassWindow",
@@ -38,18 +38,9 @@ _WGS72_MU_KM3_S2 = 398600.8
 _WGS72_RADIUS_KM = 6378.135
 
 
-def _finite(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise InputError(f"{name} must be finite, got {value!r}")
-    return value
-
-
 def sun_synchronous_inclination_deg(altitude_km: float) -> float:
     """Get the inclination whose J2 nodal precession is 360 deg per tropical year (circular)."""
-    altitude_km = _finite(altitude_km, "altitude_km")
+    altitude_km = finite_number(altitude_km, "altitude_km")
     if not 100.0 <= altitude_km <= 6000.0:
         raise InputError(f"altitude_km must be in [100, 6000], got {altitude_km}")
     a = _EARTH_RADIUS_KM + altitude_km
@@ -109,11 +100,11 @@ def circular_orbit_tle(
     norad_id: int = 99999,
 ) -> tuple[str, str]:
     """Get the TLE of a circular orbit whose orbit-mean radius is R_equator + altitude_km."""
-    altitude_km = _finite(altitude_km, "altitude_km")
-    inclination_deg = _finite(inclination_deg, "inclination_deg")
-    raan_deg = _finite(raan_deg, "raan_deg")
-    epoch_unix_s = _finite(epoch_unix_s, "epoch_unix_s")
-    arg_latitude_deg = _finite(arg_latitude_deg, "arg_latitude_deg")
+    altitude_km = finite_number(altitude_km, "altitude_km")
+    inclination_deg = finite_number(inclination_deg, "inclination_deg")
+    raan_deg = finite_number(raan_deg, "raan_deg")
+    epoch_unix_s = finite_number(epoch_unix_s, "epoch_unix_s")
+    arg_latitude_deg = finite_number(arg_latitude_deg, "arg_latitude_deg")
     if not 150.0 <= altitude_km <= 6000.0:
         raise InputError(f"altitude_km must be in [150, 6000], got {altitude_km}")
     if not 0.0 <= inclination_deg <= 180.0:
@@ -157,10 +148,10 @@ def sun_synchronous_tle(
     norad_id: int = 99999,
 ) -> tuple[str, str]:
     """Get the TLE of a circular sun-synchronous orbit from its local time of ascending node."""
-    ltan_hours = _finite(ltan_hours, "ltan_hours")
+    ltan_hours = finite_number(ltan_hours, "ltan_hours")
     if not 0.0 <= ltan_hours < 24.0:
         raise InputError(f"ltan_hours must be in [0, 24), got {ltan_hours}")
-    epoch_unix_s = _finite(epoch_unix_s, "epoch_unix_s")
+    epoch_unix_s = finite_number(epoch_unix_s, "epoch_unix_s")
     # RAAN = RA(mean sun) + 15 deg/h * (LTAN - 12 h) (Vallado, Fundamentals of Astrodynamics,
     # sun-synchronous orbits; mean local solar time).
     raan_deg = (_mean_sun_right_ascension_deg(epoch_unix_s) + 15.0 * (ltan_hours - 12.0)) % 360.0
