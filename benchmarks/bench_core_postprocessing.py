@@ -9,14 +9,21 @@ import sys
 import time
 import tracemalloc
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from satqkd_core import privacy_amplification as pa
+from satqkd_core.authentication import TAG_BYTES
 from satqkd_core.bits import binary_entropy
 from satqkd_core.cascade import CascadeCorrector, CascadeResponder
+from satqkd_core.codec import encode_envelope
+from satqkd_core.dictionary import DICTIONARY
+from satqkd_core.light_time import SPEED_OF_LIGHT_M_S
 from satqkd_core.privacy_amplification import toeplitz_hash
 from satqkd_core.privacy_amplification_fft import toeplitz_product_parity_fft
+from sim_backends.classical_link import ClassicalLinkModel
 
 CASCADE_FRAME_BITS = 10_000
 CASCADE_QBERS = (0.01, 0.02, 0.05)
@@ -25,6 +32,11 @@ CASCADE_PASSES = 16
 
 CASCADE_SPEED_BITS = 10**6
 CASCADE_SPEED_QBER = 0.01
+# the seed-7 clear Jinan-1 pass's sifted key and QBER, and its light time at LOS (5.71 ms)
+CASCADE_LINK_BITS = 2_387_175
+CASCADE_LINK_QBER = 0.0107
+CASCADE_LINK_LIGHT_TIME_S = 5.705e-3
+REPO = Path(__file__).resolve().parents[1]
 # a checkout of B. Rijsman's cascade-python (not on PyPI): compared side by side when given
 CASCADE_PYTHON_ENV = "SATQKD_CASCADE_PYTHON"
 
@@ -34,6 +46,7 @@ def figures(quick: bool) -> list[dict]:
     pa_peak_memory_mb."""
     results = [_cascade_efficiency(frames=8 if quick else 200)]
     results.append(_cascade_speed(CASCADE_SPEED_BITS, repeats=1 if quick else 5, quick=quick))
+    results.append(_cascade_on_link(CASCADE_LINK_BITS // (10 if quick else 1)))
     results.append(_pa_throughput(10**6, repeats=3 if quick else 10))
     if not quick:
         results.append(_pa_peak_memory(10**8))
@@ -111,17 +124,17 @@ def _timed_cascade(reference: np.ndarray, noisy: np.ndarray, qber: float, seed: 
     started = clock()
     responder = CascadeResponder(reference, seed, CASCADE_PASSES)
     responder_s = clock() - started
-    while True:
+    while True:  # the wire form the daemons send (compact EC_QUERY rows), coding included
         started = clock()
-        query = corrector.next_query()
+        query = corrector.next_query_message()
         corrector_s += clock() - started
         if query is None:
             break
         started = clock()
-        answers = responder.reply(query)
+        answers = responder.reply_message(query)
         responder_s += clock() - started
         started = clock()
-        corrector.apply_reply(answers)
+        corrector.apply_reply_message(answers)
         corrector_s += clock() - started
     errors = int(np.count_nonzero(reference != noisy))
     entropy = binary_entropy(errors / reference.size)
@@ -163,6 +176,80 @@ def _cascade_speed(n: int, repeats: int, quick: bool) -> dict:
     if checkout:
         params["cascade_python"] = _compare_cascade_python(checkout, 10**4 if quick else 10**5)
     return {"name": "cascade_bits_per_s", "value": n / median, "unit": "bit/s", "params": params}
+
+
+def _cascade_on_link(n: int) -> dict:
+    """`cascade_link_s`: seconds one Cascade exchange spends on Jinan-1's modelled classical
+    link (sim_backends.classical_link: the mission's rates and framing, the light time of LOS
+    at the clear pass's end, each end answering at once), the EC_QUERY and EC_REPLY envelopes
+    as the daemons send them, against the same queries as three int64 a row (before
+    decision 0034). Deterministic: CPU load does not enter it."""
+    reference, noisy = _bsc_keys(n, CASCADE_LINK_QBER, 7)
+    corrector = CascadeCorrector(noisy, CASCADE_LINK_QBER, 7, CASCADE_PASSES)
+    responder = CascadeResponder(reference, 7, CASCADE_PASSES)
+    mission = yaml.safe_load((REPO / "configs" / "missions" / "jinan1.yaml").read_text())
+    rates = {key: float(value) for key, value in mission["classical_link"].items()}
+    rates["framing_bytes"] = int(rates["framing_bytes"])
+    links = {
+        form: ClassicalLinkModel(
+            lambda: CASCADE_LINK_LIGHT_TIME_S * SPEED_OF_LIGHT_M_S,
+            rates["uplink_bps"],
+            rates["downlink_bps"],
+            rates["framing_bytes"],
+        )
+        for form in ("compact", "int64_rows")
+    }
+    tag = bytes(TAG_BYTES)
+    query_spec, reply_spec = DICTIONARY["EC_QUERY"], DICTIONARY["EC_REPLY"]
+    fields = {"plan_id": 1, "permutation_seed": 7, "passes": CASCADE_PASSES, "qber_estimate": 0.01}
+    ready = {form: 0.0 for form in links}
+    rows = query_bytes = 0
+    while (query := corrector.next_query_message()) is not None:
+        k = corrector.pending_rows
+        answers = responder.reply_message(query)
+        reply = encode_envelope(
+            reply_spec,
+            corrector.round_trips,
+            {
+                "plan_id": 1,
+                "round": corrector.round_trips,
+                "n": k,
+                "parities": np.packbits(answers).tobytes(),
+            },
+            tag,
+        )
+        compact = encode_envelope(
+            query_spec, corrector.round_trips, {**fields, "round": 0, "query": query}, tag
+        )
+        sizes = {"compact": len(compact), "int64_rows": len(compact) - len(query) + 24 * k}
+        for form, link in links.items():
+            ready[form] = link.schedule("uplink", sizes[form], ready[form])
+            ready[form] = link.schedule("downlink", len(reply), ready[form])
+        rows += k
+        query_bytes += len(query)
+        corrector.apply_reply_message(answers)
+    summary = {form: link.summary() for form, link in links.items()}
+    return {
+        "name": "cascade_link_s",
+        "value": ready["compact"],
+        "unit": "s",
+        "params": {
+            "key_bits": n,
+            "qber": CASCADE_LINK_QBER,
+            "passes": CASCADE_PASSES,
+            "light_time_ms": CASCADE_LINK_LIGHT_TIME_S * 1e3,
+            "link": rates,
+            "round_trips": corrector.round_trips,
+            "query_rows": rows,
+            "query_bytes_per_row": round(query_bytes / rows, 3),
+            "uplink_bytes": summary["compact"]["uplink"]["bytes"],
+            "downlink_bytes": summary["compact"]["downlink"]["bytes"],
+            "int64_rows_uplink_bytes": summary["int64_rows"]["uplink"]["bytes"],
+            "int64_rows_link_s": round(ready["int64_rows"], 3),
+            "light_time_s": round(2 * corrector.round_trips * CASCADE_LINK_LIGHT_TIME_S, 3),
+            "key_corrected": bool(np.array_equal(corrector.corrected_key, reference)),
+        },
+    }
 
 
 def _compare_cascade_python(checkout: str, n: int) -> dict:

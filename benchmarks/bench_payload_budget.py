@@ -135,10 +135,10 @@ def _station_side(method: str, reference: np.ndarray, noisy: np.ndarray) -> dict
 
         corrector = CascadeCorrector(noisy, QBER, 11)
         responder = CascadeResponder(reference, 11)
-        queries = []
-        while (query := corrector.next_query()) is not None:
+        queries = []  # as the daemons send them: compact EC_QUERY rows (decision 0034)
+        while (query := corrector.next_query_message()) is not None:
             queries.append(query)
-            corrector.apply_reply(responder.reply(query))
+            corrector.apply_reply_message(responder.reply_message(query))
         return {"seed": 11, "queries": queries}
     from satqkd_core.ldpc_reconciliation import LdpcReceiver, LdpcSender
 
@@ -259,7 +259,7 @@ def _payload_postprocessing(
     if method == "cascade":
         responder = CascadeResponder(reference, exchange["seed"])
         for query in exchange["queries"]:
-            responder.reply(query)
+            responder.reply_message(query)
         messages = len(exchange["queries"])
         key = reference
     else:

@@ -96,6 +96,27 @@ class PulsedSource(Device):
         """Get: the sequencer's record (basis, bit, intensity) for the given pulse indices."""
 
 
+class PairSource(Device):
+    """An entangled photon-pair source (a BBM92 payload's; continuous-wave SPDC pump)."""
+
+    @abstractmethod
+    async def configure(self, pair_rate_hz: float) -> None:
+        """Set: the pair rate the pump is set for."""
+
+    @abstractmethod
+    async def enable(self, start_unix_s: float) -> None:
+        """Control: pump on (pairs from `start_unix_s`)."""
+
+    @abstractmethod
+    async def disable(self) -> None:
+        """Control: pump off (the safe state)."""
+
+    @property
+    @abstractmethod
+    def enabled(self) -> bool:
+        """Get: whether the source emits pairs."""
+
+
 class EntropyFailure(DeviceError):
     """The entropy source failed a health test or cannot deliver: nothing random is drawn
     until it is reconnected (the message says which test or what failed)."""

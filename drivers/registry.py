@@ -49,10 +49,14 @@ from satqkd_runtime.emission_auth import EmissionSigner
 #: the kinds of instrument a node drives, each one slot: the payload drives a source; a ground
 #: station a time tagger, a gimbal, a fast-steering mirror, a beacon sensor and a detector bias
 #: supply; both an entropy source (every secret and public random value they draw). A kind
-#: added later is a new name here and a slot in the node that drives it.
-KINDS: tuple[str, ...] = ("source", "tagger", "gimbal", "fsm", "beacon", "detectors", "entropy")
+#: added later is a new name here and a slot in the node that drives it. A BBM92 payload
+#: drives a pair source and its own (on-board) time tagger instead of a pulsed source.
+KINDS: tuple[str, ...] = (
+    "source", "tagger", "gimbal", "fsm", "beacon", "detectors", "entropy",
+    "pair_source", "onboard_tagger",
+)  # fmt: skip
 NODE_KINDS: Mapping[str, tuple[str, ...]] = {
-    "payload": ("source", "entropy"),
+    "payload": ("source", "entropy", "pair_source", "onboard_tagger"),
     "station": ("tagger", "gimbal", "fsm", "beacon", "detectors", "entropy"),
 }
 

@@ -172,6 +172,11 @@ def frames_table(run: Any) -> pd.DataFrame:
     columns["total_loss_db"] = truth(physics.frame_total_loss_db)
     columns["transmitter_pointing_loss_db"] = truth(physics.frame_pointing_loss_db)
     scenario = run.scenario
+    if scenario.mission.source is None:  # a BBM92 pass: no decoy-BB84 expectation (NaN)
+        sifted = tuple(f"sifted_{label}" for label in INTENSITY_LABELS)
+        for name in ("detections", "sifted_bits", *sifted):
+            columns[f"expected_{name}_per_s"] = np.full(n, np.nan)
+        return pd.DataFrame(columns)
     rates = expected_rates(
         source_model(scenario),
         detector_model(scenario),
@@ -276,13 +281,18 @@ def pass_timeline(
         start, stop = max(start, station.start_unix_s), min(stop, station.stop_unix_s)
     times = np.append(np.arange(start, stop, step_s), stop)
     link = link_timeline(scenario, tle, window, times)
-    rates = expected_rates(
-        source_model(scenario),
-        detector_model(scenario),
-        link.budget.transmittance,
-        link.budget.background_counts_per_s,
-        scenario.mission.protocol.sync_window_ps,
-        link.polarisation_error,
+    nan = np.full(times.size, np.nan)
+    rates = (
+        expected_rates(
+            source_model(scenario),
+            detector_model(scenario),
+            link.budget.transmittance,
+            link.budget.background_counts_per_s,
+            scenario.mission.protocol.sync_window_ps,
+            link.polarisation_error,
+        )
+        if scenario.mission.source is not None
+        else None  # a BBM92 pass: no decoy-BB84 expectation (NaN)
     )
     columns: dict[str, Any] = {
         "unix_s": times,
@@ -294,6 +304,6 @@ def pass_timeline(
     for name in LOSS_COLUMNS:
         columns[name] = getattr(link.budget, name)
     columns["total_loss_db"] = link.budget.total_loss_db
-    columns["expected_detections_per_s"] = rates.detections_per_s
-    columns["expected_sifted_bits_per_s"] = rates.sifted_bits_per_s
+    columns["expected_detections_per_s"] = rates.detections_per_s if rates else nan
+    columns["expected_sifted_bits_per_s"] = rates.sifted_bits_per_s if rates else nan
     return pd.DataFrame(columns)

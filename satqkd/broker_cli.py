@@ -29,6 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--station", action="append", required=True, help="station name (repeat for more)"
         )
         command.add_argument("--force", action="store_true", help="replace existing files")
+        command.add_argument(
+            "--bridge",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="a bridge between the network's brokers (identity bridge-NAME; repeat): "
+            "certs makes its certificate, config admits it in the ACL",
+        )
     certs.add_argument(
         "--host",
         action="append",
@@ -45,6 +53,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--acl-file", metavar="PATH", help="where the broker reads the ACL (default OUT_DIR/acl)"
     )
     config.add_argument("--bind", default=None, metavar="ADDRESS", help="listen on this address")
+    config.add_argument(
+        "--bridge-to",
+        default=None,
+        metavar="HOST:PORT",
+        help="bridge this broker to the broker there (the mission's topics both ways, TLS)",
+    )
+    config.add_argument(
+        "--bridge-as",
+        default=None,
+        metavar="NAME",
+        help="with --bridge-to: connect as bridge NAME (its certificate bridge-NAME.crt)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,12 +75,13 @@ def run(args: argparse.Namespace) -> int:
         if args.command == "certs":
             written = write_certificates(
                 args.out_dir, args.mission, args.station, hosts=args.host, days=args.days,
-                force=args.force,
+                force=args.force, bridges=args.bridge,
             )  # fmt: skip
         else:
             written = write_broker_config(
                 args.out_dir, args.mission, args.station, port=args.port, certs_dir=args.certs,
-                acl_file=args.acl_file, bind=args.bind, force=args.force,
+                acl_file=args.acl_file, bind=args.bind, force=args.force, bridges=args.bridge,
+                bridge_to=args.bridge_to, bridge_as=args.bridge_as,
             )  # fmt: skip
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)

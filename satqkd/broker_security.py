@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from satqkd.broker_bridge import bridge_identity, parse_bridge_address, render_bridge
 from satqkd_core import dictionary as dct
 from satqkd_core.errors import InputError
 from satqkd_runtime.bus_tls import BusTls
@@ -84,7 +85,7 @@ def _node_topics(mission: str, node: str) -> tuple[str, str, str]:
     return dct.telecommand_topic(mission, node), telemetry, dct.event_topic(mission, node)
 
 
-def acl_grants(mission: str, stations: Iterable[str]) -> list[Grant]:
+def acl_grants(mission: str, stations: Iterable[str], bridges: Iterable[str] = ()) -> list[Grant]:
     """Get: the grant of every identity of a mission served by these stations.
 
     Reads are exactly what each daemon subscribes to: the payload its telecommands and each
@@ -93,7 +94,8 @@ def acl_grants(mission: str, stations: Iterable[str]) -> list[Grant]:
     `satqkd/{mission}/+/tm/#` and `satqkd/{mission}/+/evt`). Writes: a node its own telemetry
     and events and its direction of each QKD channel; only the OCC sends telecommands (and
     publishes its own telemetry and events); `monitor` (`satqkd monitor`, `tm watch`) reads
-    every node's telemetry and events and writes nothing."""
+    every node's telemetry and events and writes nothing. A bridge (`bridge-<name>`, one per
+    name in `bridges`: satqkd/broker_bridge.py) carries the whole mission both ways."""
     names = _stations(mission, stations)
     everything = (f"satqkd/{mission}/+/tm/#", f"satqkd/{mission}/+/evt")
     tc, tm, evt = _node_topics(mission, PAYLOAD)
@@ -133,12 +135,18 @@ def acl_grants(mission: str, stations: Iterable[str]) -> list[Grant]:
     grants.append(
         Grant(MONITOR, "pass monitors and telemetry watchers (read-only)", everything, ())
     )
+    whole = (f"satqkd/{mission}/#",)
+    for name in dict.fromkeys(bridges):
+        role = "a bridge between two of the network's brokers (the mission's topics both ways)"
+        grants.append(Grant(bridge_identity(name), role, whole, whole))
     return grants
 
 
-def client_identities(mission: str, stations: Iterable[str]) -> list[str]:
+def client_identities(
+    mission: str, stations: Iterable[str], bridges: Iterable[str] = ()
+) -> list[str]:
     """Get: every identity that needs a client certificate."""
-    return [grant.identity for grant in acl_grants(mission, stations)]
+    return [grant.identity for grant in acl_grants(mission, stations, bridges)]
 
 
 def _header(title: str, command: str) -> list[str]:
@@ -150,9 +158,11 @@ def _header(title: str, command: str) -> list[str]:
     ]
 
 
-def render_acl(mission: str, stations: Sequence[str], command: str) -> str:
-    """Get: the text of Mosquitto's acl_file for a mission and its stations; `command` is the
-    command line that generated it (quoted in the header)."""
+def render_acl(
+    mission: str, stations: Sequence[str], command: str, bridges: Sequence[str] = ()
+) -> str:
+    """Get: the text of Mosquitto's acl_file for a mission and its stations (and the bridges
+    of its network); `command` is the command line that generated it (quoted in the header)."""
     names = _stations(mission, stations)
     lines = _header(f"satqkd broker ACL: mission {mission}, stations {', '.join(names)}.", command)
     lines += [
@@ -160,7 +170,7 @@ def render_acl(mission: str, stations: Sequence[str], command: str) -> str:
         "# granted to anyone else, and a topic not granted below is denied: the broker drops a",
         "# denied publish and delivers nothing that a subscriber may not read.",
     ]
-    for grant in acl_grants(mission, names):
+    for grant in acl_grants(mission, names, bridges):
         lines += ["", f"# {grant.identity}: {grant.role}", f"user {grant.identity}"]
         lines += [f"topic read {topic}" for topic in grant.read]
         lines += [f"topic write {topic}" for topic in grant.write]
@@ -185,9 +195,12 @@ def render_mosquitto_conf(
     acl_file: str | Path,
     command: str,
     bind: str | None = None,
+    bridge_to: str | None = None,
+    bridge_as: str | None = None,
 ) -> str:
     """Get: the text of a mosquitto.conf with one TLS listener on `port` (client certificates
-    required, CN = username = client id), no anonymous access and the ACL at `acl_file`."""
+    required, CN = username = client id), no anonymous access and the ACL at `acl_file`; with
+    `bridge_to` (HOST:PORT) and `bridge_as` (a bridge name), a bridge to that broker."""
     names = _stations(mission, stations)
     if not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"--port: must be in 1..65535, got {port!r}")
@@ -219,6 +232,10 @@ def render_mosquitto_conf(
         "use_identity_as_username true",
         "use_username_as_clientid true",
     ]
+    if (bridge_to is None) != (bridge_as is None):
+        raise ValueError("--bridge-to and --bridge-as: give both (where to, and as which bridge)")
+    if bridge_to is not None and bridge_as is not None:
+        lines += render_bridge(mission, bridge_as, parse_bridge_address(bridge_to), certs)
     return "\n".join(lines) + "\n"
 
 
@@ -231,6 +248,9 @@ def config_command(
     certs_dir: str | Path,
     acl_file: str | Path | None = None,
     bind: str | None = None,
+    bridges: Sequence[str] = (),
+    bridge_to: str | None = None,
+    bridge_as: str | None = None,
 ) -> str:
     """Get: the `satqkd broker config` command line that makes these files."""
     words = ["satqkd", "broker", "config", os.fspath(out_dir), "--mission", mission]
@@ -241,6 +261,12 @@ def config_command(
         words += ["--acl-file", os.fspath(acl_file)]
     if bind is not None:
         words += ["--bind", bind]
+    for name in dict.fromkeys(bridges):
+        words += ["--bridge", name]
+    if bridge_to is not None:
+        words += ["--bridge-to", bridge_to]
+    if bridge_as is not None:
+        words += ["--bridge-as", bridge_as]
     return shlex.join(words)
 
 
@@ -254,19 +280,28 @@ def write_broker_config(
     acl_file: str | Path | None = None,
     bind: str | None = None,
     force: bool = False,
+    bridges: Sequence[str] = (),
+    bridge_to: str | None = None,
+    bridge_as: str | None = None,
 ) -> list[Path]:
     """Control: write OUT_DIR/mosquitto.conf and OUT_DIR/acl (acl_file: where the broker
-    reads the ACL, default OUT_DIR/acl); the paths written. ValueError (one line) if a file
-    exists and not `force`, or an argument is bad."""
+    reads the ACL, default OUT_DIR/acl); the paths written. `bridges`: the network's bridge
+    names the ACL admits; `bridge_to`/`bridge_as`: this broker's bridge upstream (the ACL
+    admits it too). ValueError (one line) if a file exists and not `force`, or an argument is
+    bad."""
+    bridges = list(dict.fromkeys([*bridges, *([bridge_as] if bridge_as else [])]))
     command = config_command(
-        out_dir, mission, stations, port=port, certs_dir=certs_dir, acl_file=acl_file, bind=bind
-    )
+        out_dir, mission, stations, port=port, certs_dir=certs_dir, acl_file=acl_file, bind=bind,
+        bridges=bridges, bridge_to=bridge_to, bridge_as=bridge_as,
+    )  # fmt: skip
     out = Path(out_dir)
     conf = render_mosquitto_conf(
         mission, stations, port=port, certs_dir=certs_dir, command=command, bind=bind,
         acl_file=acl_file if acl_file is not None else out / "acl",
+        bridge_to=bridge_to, bridge_as=bridge_as,
     )  # fmt: skip
-    files = {out / "mosquitto.conf": conf, out / "acl": render_acl(mission, stations, command)}
+    acl = render_acl(mission, stations, command, bridges)
+    files = {out / "mosquitto.conf": conf, out / "acl": acl}
     _refuse_overwrite(files, force, "the broker configuration")
     out.mkdir(parents=True, exist_ok=True)
     for path, text in files.items():
@@ -362,12 +397,14 @@ def write_certificates(
     hosts: Sequence[str] = (),
     days: int = DEFAULT_DAYS,
     force: bool = False,
+    bridges: Sequence[str] = (),
 ) -> list[Path]:
     """Control: write a CA (ca.crt, ca.key), the broker's certificate (server.crt/.key, names
     localhost, 127.0.0.1 and `hosts`) and one client certificate per identity (<identity>.crt,
-    .key) to OUT_DIR (made owner-only); the paths written. ValueError (one line) if a file
-    exists and not `force`, or an argument is bad."""
-    identities = client_identities(mission, stations)
+    .key) to OUT_DIR (made owner-only), a bridge's (`bridge-<name>`) for each of `bridges`;
+    the paths written. ValueError (one line) if a file exists and not `force`, or an argument
+    is bad."""
+    identities = client_identities(mission, stations, bridges)
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
         raise ValueError(f"--days: must be an integer in 1..{MAX_DAYS}, got {days!r}")
     names = [

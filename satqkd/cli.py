@@ -169,9 +169,13 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="group", required=True)
 
     sim = sub.add_parser("sim", help="simulations").add_subparsers(dest="command", required=True)
+    from satqkd.night_cli import register_sim_night
+    from satqkd.sim_network_cli import register_sim_network
     from satqkd.sim_pass_cli import register_sim_pass
 
     register_sim_pass(sim)
+    register_sim_network(sim)
+    register_sim_night(sim)
     sim_emulator = sim.add_parser(
         "emulator", help="serve one instrument emulator on its own until interrupted"
     )
@@ -318,6 +322,14 @@ def _main(args: argparse.Namespace) -> int:
                 start_after_aos_s=args.start_after_aos_s,
                 max_duration_s=args.max_duration_s,
             )
+        if args.group == "sim" and args.command == "night":
+            from satqkd.night_cli import run_sim_night
+
+            return run_sim_night(args)
+        if args.group == "sim" and args.command == "network":
+            from satqkd.sim_network_cli import run_sim_network
+
+            return run_sim_network(args)
         if args.group == "sim":
             from satqkd.sim_pass_cli import run_sim_pass
 

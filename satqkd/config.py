@@ -18,7 +18,7 @@ from pydantic.dataclasses import dataclass
 
 from firmware_shims.source_sequencer import record_thresholds
 from satqkd.safe_yaml import YamlInputError, load_text, read_bounded_text
-from satqkd_ogs.settings import AtpSettings, DetectorSettings
+from satqkd_ogs.settings import MAX_CASCADE_DISTURBANCE, AtpSettings, DetectorSettings
 from satqkd_runtime.settings import SETTINGS_CONFIG
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -154,6 +154,12 @@ class TransmitterConfig(_Model):
     divergence_definition: Literal["e2_full_angle", "fwhm_full_angle"] = "e2_full_angle"
     # per-axis rms of pointing jitter faster than a second, averaged into the pointing loss
     pointing_jitter_rms_urad: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
+    # whether the aperture clips the Gaussian beam (sim_backends.link.TRUNCATIONS), the central
+    # obscuration that then blocks its centre, and the beam's 1/e^2 waist radius (default:
+    # aperture radius); docs/validation.md "The model's terms and conventions"
+    truncation: Literal["none", "clipped"] = "none"
+    obscuration_diameter_m: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
+    waist_radius_m: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
     # the payload's own pointing simulated (replaces the statistical residual above)
     pointing: PayloadPointingConfig | None = None
 
@@ -163,6 +169,10 @@ class ProtocolConfig(_Model):
     eps_cor: Annotated[float, Field(gt=0.0, lt=1e-3)] = 1e-15
     qber_abort_threshold: Annotated[float, Field(gt=0.0, le=0.5)] = 0.11
     cascade_passes: Annotated[int, StrictCount, Field(ge=1, le=32)] = 16
+    # Cascade: how far concurrent searches of a round trip may overlap (expected errors of the
+    # searches already chosen among a new one's bits; satqkd_core.cascade). 0: disjoint, the
+    # fewest leaked bits; > 0 fewer round trips for a little more leak (docs/performance.md)
+    cascade_max_disturbance: Annotated[float, Field(ge=0.0, le=MAX_CASCADE_DISTURBANCE)] = 0.0
     ec_efficiency_estimate: Annotated[float, Field(ge=1.0, le=2.0)] = 1.16
     sync_window_ps: Annotated[float, Field(gt=0.0, le=1e6)] = 1000.0
     frame_s: Annotated[float, Field(ge=0.01, le=10.0)] = 1.0
@@ -249,9 +259,14 @@ class TimeSyncConfig(_Model):
     offset_uncertainty_s: Annotated[float, Field(gt=0.0, le=10.0)] = 0.1
     max_drift_ppm: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
     # pulsed-clock: how fast the payload clock's rate against the station's (oscillator and
-    # ephemeris range-rate error together) may change, ppb/s; bounds how far back a late
-    # acquisition may count whole pulse periods to pulse 0 (satqkd_core.sync_tracking)
+    # ephemeris range-rate error together) may change, ppb/s; bounds coasting between frames and
+    # caps the pass-geometry bound of a late acquisition's count back to pulse 0
+    # (satqkd_core.sync_tracking.count_back_drift_change_ppb_per_s, decision 0030)
     drift_change_ppb_per_s: Annotated[float, Field(ge=0.0, le=10.0)] = 0.01
+    # pulsed-clock: how well the station's clock knows the payload's (GPS-disciplined ground
+    # clocks: tens of ns), ps; the sync finds the offset modulo one pulse period, and the
+    # payload's on-board sifting resolves the whole periods within this (satqkd_core.pulse_shift)
+    clock_offset_uncertainty_ps: Annotated[float, Field(ge=0.0, le=1e6)] = 20_000.0
 
 
 class WavelengthsConfig(_Model):
@@ -371,6 +386,9 @@ class AtmosphereConfig(_Model):
     # zenith seeing FWHM at 500 nm: adds the seeing spot's field-stop coupling and the beam's
     # turbulence spreading (sim_backends.atmosphere); None leaves both out
     seeing_arcsec: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
+    # the site of the monthly cloud statistics (sim_backends/data/cloud_climatology.csv) that
+    # a scenario's `weather.profile: climatology` draws from
+    climate_site: str | None = None
 
 
 class BackgroundConfig(_Model):
@@ -511,8 +529,12 @@ class CloudConfig(_Model):
 
 
 class WeatherConfig(_Model):
-    profile: Literal["clear", "haze", "thin_cloud"] = "clear"
+    # climatology: clear, thin cloud or overcast drawn with the seed from the station site's
+    # monthly cloud statistics (atmosphere.climate_site; sim_backends.cloud_climatology)
+    profile: Literal["clear", "haze", "thin_cloud", "climatology"] = "clear"
     cloud: CloudConfig | None = None
+    # the calendar month whose statistics a climatology draw uses (default: the pass's month)
+    month: Annotated[int, StrictCount, Field(ge=1, le=12)] | None = None
 
 
 class AttackConfig(_Model):
@@ -756,7 +778,8 @@ class Scenario(BaseModel):
     model_config = ConfigDict(frozen=True)
     path: Path
     scenario: ScenarioConfig
-    mission: MissionConfig
+    # a decoy-BB84 mission (MissionConfig, `source` required) or a BBM92 one (pair_source)
+    mission: MissionConfig | MissionProfileConfig
     station: StationConfig
 
 
@@ -773,8 +796,13 @@ def load_scenario(path: str | Path, seed: int | None = None) -> Scenario:
     # both profiles are checked before either problem is shown: every problem at once
     loaded: dict[str, Any] = {}
     problems = []
+    try:  # the family decides the model (a problem with the file is reported below)
+        family = load_yaml_mapping(mission_path).get("protocol", {})
+    except ConfigError:
+        family = {}
+    bbm92 = isinstance(family, dict) and family.get("family") == "bbm92"
     for key, model, file in (
-        ("mission", MissionConfig, mission_path),
+        ("mission", MissionProfileConfig if bbm92 else MissionConfig, mission_path),
         ("station", StationConfig, station_path),
     ):
         try:
@@ -789,12 +817,12 @@ def load_scenario(path: str | Path, seed: int | None = None) -> Scenario:
 
 
 def _check_lowtran7(
-    mission: MissionConfig, mission_path: Path, station: StationConfig, station_path: Path
+    mission: MissionProfileConfig, mission_path: Path, station: StationConfig, station_path: Path
 ) -> None:
     """The LOWTRAN7 table covers the source's wavelength and the station's altitude."""
     from sim_backends.atmosphere import LOWTRAN7_BANDS_NM, LOWTRAN7_MAX_ALTITUDE_M
 
-    wavelength = mission.source.wavelength_nm
+    wavelength = mission.quantum_wavelength_nm
     if not any(low <= wavelength <= high for low, high in LOWTRAN7_BANDS_NM):
         bands = ", ".join(f"{low:g}-{high:g}" for low, high in LOWTRAN7_BANDS_NM)
         raise ConfigError(

@@ -27,7 +27,8 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 import sim_backends.entropy  # registers the seeded simulation entropy source (sim_entropy)
-import sim_backends.instruments  # noqa: F401  (registers the in-process simulated instruments)
+import sim_backends.instruments  # registers the in-process simulated instruments
+import sim_backends.pair_instruments  # noqa: F401  (registers the BBM92 payload's simulated ones)
 from drivers.options import DriverOptions
 from drivers.registry import DRIVERS, DriverSpec
 from drivers.transport import open_transport

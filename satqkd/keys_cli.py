@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 from satqkd.cli import EXIT_USAGE, _fail, _messages, _name
+from satqkd.relay_cli import add_relay_parser, run_relay_command
 
 GROUP = "keys"
 
@@ -64,10 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace an emission key already installed (counters restart at both ends)",
     )
+    add_relay_parser(keys)
 
 
 def run(args: argparse.Namespace) -> int:
     """Control: run one `keys` command; get its exit status."""
+    if args.command == "relay":
+        return run_relay_command(args)
     if args.command == "telecommand":
         return _telecommand_keys(args)
     if args.command == "emission":

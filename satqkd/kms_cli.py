@@ -1,10 +1,13 @@
 """`satqkd kms ...`: a station's key management entity (docs/key-delivery.md).
 
-- `kms certs DIR --station S --sae ID --sae ID ...`: a CA, the KME's server certificate and one
-  client certificate per SAE (the common name is the SAE id), private keys owner-only.
+- `kms certs DIR --station S --sae ID --sae ID ... [--peer-kme P]`: a CA, the KME's server
+  certificate and one client certificate per SAE (the common name is the SAE id), and for each
+  peer KME's station P the folder peer-kme-P/ to hand to P; private keys owner-only.
 - `kms serve --station STATION.yaml --keys DIR --certs DIR --sae ID --sae ID --port P`: enter the
   station's confirmed keys into its key management store (`DIR/kms/keys.sqlite`), keep entering
-  new ones, and serve them over the ETSI GS QKD 014 API (HTTPS, client certificates).
+  new ones, and serve them over the ETSI GS QKD 014 API (HTTPS, client certificates). With
+  `--peer ogs-S --peer-kme URL --peer-kme-certs DIR --peer-sae ID`, one of two KMEs over the keys
+  shared with station S, telling each other which key ids their masters took (kme_sync).
 - `kms openapi [--out FILE]`: the API's OpenAPI document (docs/etsi014-openapi.json).
 """
 
@@ -83,6 +86,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="a host name or address of the KME (localhost and 127.0.0.1 always)",
     )
+    certs.add_argument(
+        "--peer-kme",
+        action="append",
+        default=[],
+        metavar="STATION",
+        help="the station of a peer KME: write DIR/peer-kme-STATION/ (this CA, and the client "
+        "certificate kme-STATION it shows this KME) to hand to that station",
+    )
     certs.add_argument("--days", type=_int_range(1, 3650, "days"), default=365)
     certs.add_argument("--force", action="store_true", help="replace existing certificates")
 
@@ -96,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         required=True,
         metavar="ID",
-        help="an SAE this KME serves (at least two)",
+        help="an SAE this KME serves (at least two; one with --peer-kme)",
     )
     serve.add_argument(
         "--mission",
@@ -108,6 +119,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=_int_range(1, 65535, "a port"), default=DEFAULT_PORT)
     serve.add_argument("--key-size-bits", type=_int_range(64, 65536, "bits"), default=256)
     serve.add_argument("--peer", default="payload", help="the node the served keys are shared with")
+    serve.add_argument(
+        "--peer-kme",
+        default=None,
+        metavar="URL",
+        help="the KME at the other end of --peer ogs-STATION (https://host:port): it serves the "
+        "slave SAEs of this KME's masters, and this KME its masters' slaves",
+    )
+    serve.add_argument(
+        "--peer-kme-certs",
+        default=None,
+        metavar="DIR",
+        help="peer-kme-<this station>/ from the peer's 'satqkd kms certs --peer-kme'",
+    )
+    serve.add_argument(
+        "--peer-sae",
+        type=_sae_id,
+        action="append",
+        default=[],
+        metavar="ID",
+        help="an SAE the peer KME serves (with --peer-kme)",
+    )
     serve.add_argument(
         "--import-interval-s",
         type=_interval,
@@ -144,10 +176,13 @@ def write_kms_certificates(
     hosts: list[str],
     days: int,
     force: bool,
+    peer_kmes: list[str] | None = None,
 ) -> list[Path]:
     """Control: write ca.crt/.key, kme-<station>.crt/.key (server) and <sae>.crt/.key (client)
-    into OUT_DIR, keys 0600 in a 0700 directory; the paths written. ValueError (one line) if a
-    file exists and not `force`, or an argument is bad. The CA code is the broker's."""
+    into OUT_DIR, keys 0600 in a 0700 directory, and for each peer KME's station P the folder
+    peer-kme-P/ (ca.crt and the client certificate kme-P.crt/.key P's KME shows this one); the
+    paths written. ValueError (one line) if a file exists and not `force`, or an argument is
+    bad. The CA code is the broker's."""
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -155,6 +190,9 @@ def write_kms_certificates(
 
     if len(set(saes)) != len(saes):
         raise ValueError("--sae: each SAE id once")
+    peers = list(peer_kmes or [])
+    if station in peers or len(set(peers)) != len(peers):
+        raise ValueError("--peer-kme: each peer station once, not this station")
     names = [
         certs._check_host("--host", h) for h in dict.fromkeys(["localhost", "127.0.0.1", *hosts])
     ]
@@ -162,6 +200,7 @@ def write_kms_certificates(
     server = kme_identity(station)
     stems = [certs.CA_NAME, server, *saes]
     targets = [out / f"{stem}.{ext}" for stem in stems for ext in ("crt", "key")]
+    targets += [out / f"peer-kme-{peer}" / f"{kme_identity(peer)}.key" for peer in peers]
     certs._refuse_overwrite(
         targets, force, "the KME certificates (every SAE then needs its new one)"
     )
@@ -189,17 +228,34 @@ def write_kms_certificates(
         certs._write_file(out / f"{stem}.key", certs._pem_key(key), 0o600)
         certs._write_file(out / f"{stem}.crt", certs._pem_cert(certificate), 0o644)
         written += [out / f"{stem}.crt", out / f"{stem}.key"]
+    for peer in peers:  # the peer KME is a client here, by the name no SAE may have
+        name, key = kme_identity(peer), ec.generate_private_key(ec.SECP256R1())
+        client = certs._issue(name, key, (ca, ca_key), days, now, ExtendedKeyUsageOID.CLIENT_AUTH)
+        folder = out / f"peer-kme-{peer}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)
+        certs._write_file(folder / "ca.crt", certs._pem_cert(ca), 0o644)
+        certs._write_file(folder / f"{name}.key", certs._pem_key(key), 0o600)
+        certs._write_file(folder / f"{name}.crt", certs._pem_cert(client), 0o644)
+        written += [folder / "ca.crt", folder / f"{name}.crt", folder / f"{name}.key"]
     return written
 
 
 def _certs(args: argparse.Namespace) -> int:
     from satqkd.config import NAME_PATTERN
 
-    if re.fullmatch(NAME_PATTERN, args.station) is None:
-        raise ConfigError(f"--station: a station name matches {NAME_PATTERN}, got {args.station!r}")
+    for option, name in [("--station", args.station)] + [("--peer-kme", p) for p in args.peer_kme]:
+        if re.fullmatch(NAME_PATTERN, name) is None:
+            raise ConfigError(f"{option}: a station name matches {NAME_PATTERN}, got {name!r}")
     try:
         written = write_kms_certificates(
-            args.dir, args.station, args.sae, hosts=args.host, days=args.days, force=args.force
+            args.dir,
+            args.station,
+            args.sae,
+            hosts=args.host,
+            days=args.days,
+            force=args.force,
+            peer_kmes=args.peer_kme,
         )
     except (ValueError, OSError) as exc:
         raise ConfigError(str(exc)) from None
@@ -284,7 +340,9 @@ def _checked_serve_options(args: argparse.Namespace) -> tuple[str, dict[str, flo
     if args.mission:
         protocol = load_model(MissionConfig, Path(args.mission)).protocol
         eps = {"eps_sec": protocol.eps_sec, "eps_cor": protocol.eps_cor}
-    if len(set(args.sae)) < 2:
+    if args.peer_kme is None and (args.peer_kme_certs or args.peer_sae):
+        raise ConfigError("--peer-kme-certs and --peer-sae go with --peer-kme")
+    if args.peer_kme is None and len(set(args.sae)) < 2:
         raise ConfigError("--sae: give at least two SAEs (a key goes from a master to a slave)")
     if args.key_size_bits % 8:
         raise ConfigError(f"--key-size-bits: must be a multiple of 8, got {args.key_size_bits}")
@@ -295,7 +353,49 @@ def _checked_serve_options(args: argparse.Namespace) -> tuple[str, dict[str, flo
         raise ConfigError(f"--certs {certs_dir}: no ca.crt (run 'satqkd kms certs')")
     if not Path(args.keys).is_dir():
         raise ConfigError(f"--keys {args.keys}: not a directory")
+    if args.peer_kme is not None:
+        _check_peer_kme(args, station.name)
     return server, eps
+
+
+def _check_peer_kme(args: argparse.Namespace, station: str) -> None:
+    """ConfigError (one line) unless the two-KME options fit together."""
+    if not args.peer.startswith("ogs-") or args.peer == f"ogs-{station}":
+        raise ConfigError(
+            f"--peer {args.peer}: with --peer-kme, the keys are shared with another station "
+            "(--peer ogs-STATION)"
+        )
+    if not re.fullmatch(r"https://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?/?", args.peer_kme):
+        raise ConfigError(f"--peer-kme: an https://host:port URL, got {args.peer_kme[:60]!r}")
+    if not args.peer_sae:
+        raise ConfigError("--peer-sae: name the SAEs the peer KME serves (at least one)")
+    if set(args.peer_sae) & set(args.sae):
+        raise ConfigError("--peer-sae: an SAE is served by one KME, not both")
+    if args.peer_kme_certs is None:
+        raise ConfigError(f"--peer-kme-certs: give peer-kme-{station}/ from the peer's KME")
+    folder = Path(args.peer_kme_certs)
+    _required_files(folder, [kme_identity(station)])
+    if not (folder / "ca.crt").is_file():
+        raise ConfigError(f"--peer-kme-certs {folder}: no ca.crt (the peer KME's CA)")
+    if (folder / "ca.crt").read_bytes() == (Path(args.certs) / "ca.crt").read_bytes():
+        raise ConfigError(
+            f"--peer-kme-certs {folder}: this KME's own CA; give the folder peer-kme-{station}/ "
+            "the peer's 'satqkd kms certs --peer-kme' wrote"
+        )
+
+
+def _peer_kme(args: argparse.Namespace, station_kme: str) -> Any:
+    """Get: the PeerKme of the options (checked before)."""
+    from satqkd_ogs.key_delivery.kme_sync import PeerKme
+
+    folder = Path(args.peer_kme_certs)
+    return PeerKme(
+        kme_id=kme_identity(args.peer.removeprefix("ogs-")),
+        url=args.peer_kme.rstrip("/"),
+        ca_file=folder / "ca.crt",
+        cert_file=folder / f"{station_kme}.crt",
+        key_file=folder / f"{station_kme}.key",
+    )
 
 
 async def _serve_async(args: argparse.Namespace) -> int:
@@ -306,18 +406,40 @@ async def _serve_async(args: argparse.Namespace) -> int:
     from satqkd_ogs.key_delivery import DeliverySettings, KmeServer, create_app, server_config
     from satqkd_runtime.key_management import KeyManagement, KeyManagementError
     from satqkd_runtime.key_management_import import import_confirmed_keys
+    from satqkd_runtime.key_management_sync import PairedKeyManagement
     from satqkd_runtime.keystore import KeyStore
 
     log = logging.getLogger("satqkd.kms")
     server, eps = _checked_serve_options(args)
     certs_dir, keys_dir = Path(args.certs), Path(args.keys)
+    peer = None if args.peer_kme is None else _peer_kme(args, server)
     try:
-        kms = KeyManagement(keys_dir / "kms", args.key_size_bits)
+        if peer is None:
+            kms = KeyManagement(keys_dir / "kms", args.key_size_bits)
+        else:
+            kms = PairedKeyManagement(
+                keys_dir / "kms",
+                args.key_size_bits,
+                peer=args.peer,
+                own_kme=server,
+                peer_kme=peer.kme_id,
+            )
     except (KeyManagementError, OSError) as exc:
         raise ConfigError(str(exc)) from None
     store = KeyStore(keys_dir)
     entered = import_confirmed_keys(store, kms, **eps)
-    app = create_app(kms, DeliverySettings(server, args.peer, frozenset(args.sae)))
+    settings = DeliverySettings(
+        server,
+        args.peer,
+        frozenset(args.sae),
+        peer_kme_id=None if peer is None else peer.kme_id,
+        peer_sae_ids=frozenset(args.peer_sae),
+    )
+    try:
+        app = create_app(kms, settings, peer)
+    except (OSError, ssl.SSLError) as exc:
+        kms.close()
+        raise ConfigError(f"--peer-kme-certs {args.peer_kme_certs}: {exc}") from None
     config = server_config(
         app,
         host=args.host,
@@ -351,11 +473,16 @@ async def _serve_async(args: argparse.Namespace) -> int:
             if new:
                 log.info("entered %d blocks, %d keys available", len(new), kms.count(args.peer))
 
-    task = asyncio.create_task(keep_entering())
+    tasks = [asyncio.create_task(keep_entering())]
+    stop_pushing = asyncio.Event()
+    if app.state.sync is not None:  # notices a restart or a withdrawal left in the outbox
+        tasks.append(asyncio.create_task(app.state.sync.keep_pushing(1.0, stop_pushing)))
     try:
         await web.serve(sockets=[listener])
     finally:
-        task.cancel()
+        stop_pushing.set()
+        for task in tasks:
+            task.cancel()
         counts = dict(sorted(app.state.delivery.counters.items()))
         print(f"kms: stopped; {counts or 'no requests'}; keys now {kms.counts()}", flush=True)
         kms.close()

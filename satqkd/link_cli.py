@@ -42,6 +42,7 @@ from sim_backends.expected import (
     expected_rates,
     expected_statistics,
 )
+from sim_backends.link import expected_station_coupling
 
 SCHEMA = "satqkd.link/1"
 STEP_S = 1.0
@@ -68,14 +69,41 @@ def _utc(unix_s: float) -> str:
     return stamp.replace("+00:00", "Z")
 
 
+def _station_coupling(scenario: Scenario, physics: PassPhysics) -> np.ndarray:
+    """The station's expected field-stop coupling per frame from its fine-tracking residual,
+    where `sim pass` has the station's pointing in the loop (a gimbal on its bench); else 1."""
+    from satqkd.assembly import node_entries
+    from satqkd.config import bench_path, station_path
+    from satqkd.instruments_config import load_instruments_config
+    from satqkd.wiring import ogs_settings
+
+    bench = load_instruments_config(bench_path(scenario, "station"))
+    slots = node_entries(bench, "station")
+    if "gimbal" not in slots:
+        return np.ones(physics.n_frames)
+    gain = 0.0
+    if "fsm" in slots:
+        settings = ogs_settings(scenario.mission, scenario.station, station_path(scenario))
+        gain = settings.atp.fsm_integral_gain
+    sky = scenario.scenario.simulation.sky
+    return expected_station_coupling(
+        physics.frame_elevation_deg,
+        sky.tip_tilt_rms_urad_zenith,
+        gain,
+        scenario.station.receiver.field_of_view_urad,
+        sky.receiver_spot_fwhm_urad,
+    )
+
+
 def _window_summary(scenario: Scenario, physics: PassPhysics) -> dict[str, Any]:
-    """Expected counts and key over the QKD frames `sim pass` would run."""
+    """Expected counts and key over the QKD frames `sim pass` would run (with the station's
+    expected field-stop coupling from its tracking residual, which the pass samples)."""
     mission = scenario.mission
     source, detectors = source_model(scenario), detector_model(scenario)
     rates = expected_rates(
         source,
         detectors,
-        physics.frame_transmittance,
+        physics.frame_transmittance * _station_coupling(scenario, physics),
         physics.frame_background_cps,
         mission.protocol.sync_window_ps,
         physics.frame_polarisation_error,
@@ -281,6 +309,12 @@ def run_sim_link(
         if max_duration_s is not None and not max_duration_s > 0:
             raise ConfigError(f"--max-duration-s must be positive, got {max_duration_s}")
         scenario = with_start_after_aos(load_scenario(config, seed=seed), start_after_aos_s)
+        if scenario.mission.protocol.family != "decoy-bb84":
+            raise ConfigError(
+                f"{config}: mission {scenario.mission.name} is "
+                f"{scenario.mission.protocol.family} (entanglement-based): sim link predicts "
+                "decoy-BB84 passes only (simulate it with satqkd sim pass)"
+            )
         report, arrays = link_report(scenario, max_duration_s)
     except (ConfigError, InputError) as exc:
         print(f"satqkd: {exc}", file=sys.stderr)

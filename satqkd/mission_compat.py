@@ -19,7 +19,9 @@ from satqkd.config import (
     StationCapabilitiesConfig,
     StationConfig,
 )
-from satqkd_core.station_schedule import PlannedPass, schedule_refusal
+from satqkd_core.station_schedule import PlannedPass
+from satqkd_ogs.missions import StationMissions, StationProfile
+from satqkd_ogs.missions import plan_refusal as station_plan_refusal
 
 # a beacon laser serves a mission whose beacon lies within this distance of it
 BEACON_TOLERANCE_NM = 1.0
@@ -161,6 +163,14 @@ def compatibility_message(station: StationConfig, mission: MissionProfileConfig)
     return f"station {station.name} cannot serve mission {mission.name}: " + "; ".join(problems)
 
 
+def _gaps(station: StationConfig) -> tuple[float, float]:
+    caps = station.capabilities
+    fields = StationCapabilitiesConfig.model_fields
+    slew = caps.slew_gap_s if caps else fields["slew_gap_s"].default
+    reconf = caps.reconfiguration_gap_s if caps else fields["reconfiguration_gap_s"].default
+    return float(slew), float(reconf)
+
+
 def plan_refusal(
     station: StationConfig,
     missions: Mapping[str, MissionProfileConfig],
@@ -169,23 +179,74 @@ def plan_refusal(
 ) -> str | None:
     """Get: every reason the station refuses the candidate plan on one line (unknown or
     incompatible mission, overlap or too short a gap with a plan it holds), None if it takes
-    it."""
-    reasons = []
+    it. The station daemon's rule (`satqkd_ogs.missions.plan_refusal`) on loaded profiles."""
+    incompatible = {}
     mission = missions.get(candidate.mission)
-    if mission is None:
-        known = ", ".join(sorted(missions)) or "none"
-        reasons.append(
-            f"plan {candidate.plan_id}: no mission profile {candidate.mission!r} (known: {known})"
-        )
-    else:
+    if mission is not None:
         message = compatibility_message(station, mission)
         if message is not None:
-            reasons.append(f"plan {candidate.plan_id}: {message}")
+            incompatible[mission.name] = message
+    slew, reconf = _gaps(station)
+    return station_plan_refusal(missions, incompatible, tuple(held), candidate, slew, reconf)
+
+
+def station_profile(station: StationConfig, mission: MissionProfileConfig) -> StationProfile:
+    """Get: what the station sets up for the mission's passes: the narrowest filter that
+    passes its line, the detectors of the first bank whose band holds its wavelength (the
+    station's `detector_channels` split evenly between its `detector_bands`, in order), the
+    tagger inputs of those detectors (input n takes detector n) plus the last input for a sync
+    laser. ValueError naming every reason when the station cannot serve the mission."""
+    message = compatibility_message(station, mission)
+    if message is not None:
+        raise ValueError(message)
     caps = station.capabilities
-    fields = StationCapabilitiesConfig.model_fields
-    slew = caps.slew_gap_s if caps else fields["slew_gap_s"].default
-    reconf = caps.reconfiguration_gap_s if caps else fields["reconfiguration_gap_s"].default
-    conflict = schedule_refusal(held, candidate, slew, reconf)
-    if conflict is not None:
-        reasons.append(conflict)
-    return "; ".join(reasons) if reasons else None
+    assert caps is not None
+    optics = mission.station_optics
+    quantum = mission.quantum_wavelength_nm
+    centre = optics.filter_centre_nm if optics.filter_centre_nm is not None else quantum
+    chosen = min(
+        (
+            f
+            for f in caps.filters
+            if abs(f.centre_nm - centre) <= f.width_nm / 2.0
+            and f.width_nm <= optics.filter_width_nm
+        ),
+        key=lambda f: (f.width_nm, abs(f.centre_nm - centre)),
+    )
+    bank = next(i for i, band in enumerate(caps.detector_bands) if band.covers(quantum))
+    per_bank = caps.detector_channels // len(caps.detector_bands)
+    needed = detector_channels_needed(mission)
+    if needed > per_bank:
+        raise ValueError(
+            f"station {station.name} cannot serve mission {mission.name}: {needed} detector "
+            f"channels needed in the bank for {quantum:g} nm, it has {per_bank}"
+        )
+    detectors = tuple(range(bank * per_bank, bank * per_bank + needed))
+    sync = (caps.tagger_channels - 1,) if mission.wavelengths.sync_nm else ()
+    return StationProfile(
+        mission=mission.name,
+        family=mission.protocol.family,
+        time_sync=mission.time_sync.method,
+        encoding=mission.encoding.kind,
+        filter_centre_nm=chosen.centre_nm,
+        filter_width_nm=chosen.width_nm,
+        detector_channels=detectors,
+        tagger_channels=detectors + sync,
+    )
+
+
+def station_missions(
+    station: StationConfig, missions: Iterable[MissionProfileConfig]
+) -> StationMissions:
+    """Get: the multi-mission guard of a station daemon: the profile of every mission it can
+    serve and the reason for every one it cannot (its plans are then refused), computed once
+    at start."""
+    profiles: dict[str, StationProfile] = {}
+    incompatible: dict[str, str] = {}
+    for mission in missions:
+        try:
+            profiles[mission.name] = station_profile(station, mission)
+        except ValueError as exc:
+            incompatible[mission.name] = str(exc)
+    slew, reconf = _gaps(station)
+    return StationMissions(station.name, profiles, incompatible, slew, reconf)

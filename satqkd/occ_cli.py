@@ -195,8 +195,23 @@ def _representatives(windows: list[Any], count: int) -> list[Any]:
     return [ordered[k] for k in sorted(picks)]
 
 
-def build_inputs(config: Any, path: Path, start: float, stop: float) -> dict[str, Any]:
-    """Satellites, station sites, key tables and forecast of a configuration, for satqkd_occ."""
+def centred_window(window: Any, seconds: float | None) -> Any:
+    """Get: the part of a pass `seconds` long centred on its culmination (all of it if None
+    or longer): where `sim network` flies a pass whose QKD time is capped."""
+    from satqkd_core.pass_search import PassWindow
+
+    if seconds is None or window.los_unix_s - window.aos_unix_s <= seconds:
+        return window
+    start = max(window.aos_unix_s, window.culmination_unix_s - seconds / 2.0)
+    stop = min(window.los_unix_s, start + seconds)
+    return PassWindow(start, window.culmination_unix_s, stop, window.max_elevation_deg, True)
+
+
+def build_inputs(
+    config: Any, path: Path, start: float, stop: float, qkd_window_s: float | None = None
+) -> dict[str, Any]:
+    """Satellites, station sites, key tables and forecast of a configuration, for satqkd_occ
+    (`qkd_window_s`: key tables of passes whose QKD is capped to that, centred_window)."""
     from satqkd.pass_physics import _tle_for
     from satqkd_core.ephemeris import Station
     from satqkd_core.pass_search import PassWindow
@@ -259,7 +274,11 @@ def build_inputs(config: Any, path: Path, start: float, stop: float) -> dict[str
             if not chosen:
                 continue
             points = [
-                (w.max_elevation_deg, expected_pass_key_bits(scenario, tle, w)) for w in chosen
+                (
+                    w.max_elevation_deg,
+                    expected_pass_key_bits(scenario, tle, centred_window(w, qkd_window_s)),
+                )
+                for w in chosen
             ]
             tables[satellite.name, site.name] = KeyTable(
                 tuple(p[0] for p in points), tuple(p[1] for p in points)
@@ -267,8 +286,30 @@ def build_inputs(config: Any, path: Path, start: float, stop: float) -> dict[str
     forecast = CloudForecast(
         {k: dict(v) for k, v in config.weather.nights.items()},
         config.weather.default_cloud_probability,
+        _climatology(config, profiles, path) if config.weather.climatology else {},
     )
     return {"satellites": satellites, "sites": sites, "tables": tables, "forecast": forecast}
+
+
+def _climatology(config: Any, profiles: dict[str, Any], path: Path) -> dict[str, list[float]]:
+    """Each station's monthly cloud probability, 1 - p_clear of its profile's climate site."""
+    from satqkd_core.errors import InputError
+    from sim_backends.cloud_climatology import site_climate
+
+    monthly = {}
+    for entry in config.stations:
+        site = profiles[entry.name].atmosphere.climate_site
+        if site is None:
+            raise ConfigError(
+                f"{path}: weather: climatology needs atmosphere.climate_site in the station "
+                f"profile of {entry.name}"
+            )
+        try:
+            climate = site_climate(site)
+        except InputError as exc:
+            raise ConfigError(f"{path}: stations: {entry.name}: {exc}") from None
+        monthly[entry.name] = [climate.cloud_probability(m) for m in range(1, 13)]
+    return monthly
 
 
 # ---- occ plan -------------------------------------------------------------------------------

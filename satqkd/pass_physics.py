@@ -13,12 +13,13 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from firmware_shims.source_sequencer import PulsePattern
-from satqkd.config import ConfigError, Scenario, station_path, unix_seconds
+from satqkd.config import ConfigError, Scenario, SourceConfig, station_path, unix_seconds
 from satqkd.station_site import station_position
 from satqkd_core import rng
 from satqkd_core.ephemeris import (
@@ -38,6 +39,7 @@ from sim_backends.channel import (
     SourceModel,
     generate_frame_detections,
 )
+from sim_backends.cloud_climatology import draw_weather, site_climate
 from sim_backends.link import (
     Atmosphere,
     Background,
@@ -245,6 +247,31 @@ def choose_pass(scenario: Scenario) -> tuple[tuple[str, str], PassWindow]:
     return tle, eligible[search.pass_index]
 
 
+def weather_class(scenario: Scenario, window: PassWindow) -> str:
+    """The weather class of the pass (sim_backends.link): the scenario's profile, or with
+    `climatology` the class drawn with the seed from the station site's statistics for the
+    scenario's month (default: the month, UTC, of the pass's AOS)."""
+    weather = scenario.scenario.weather
+    if weather.profile != "climatology":
+        return weather.profile
+    site = scenario.station.atmosphere.climate_site
+    if site is None:
+        raise ConfigError(
+            f"{scenario.path}: weather: profile climatology needs the station's "
+            f"atmosphere.climate_site ({scenario.station.name} has none)"
+        )
+    try:
+        climate = site_climate(site)
+    except InputError as exc:
+        raise ConfigError(f"{scenario.path}: station {scenario.station.name}: {exc}") from None
+    month = weather.month
+    if month is None:
+        month = datetime.fromtimestamp(window.aos_unix_s, tz=UTC).month
+    key = rng.derive_key(scenario.scenario.seed, "weather/climatology")
+    uniform = float(rng.uniform_from_u64(rng.random_u64(key, np.zeros(1, dtype=np.int64)))[0])
+    return draw_weather(climate, month, uniform)
+
+
 @dataclass(frozen=True)
 class LinkTimeline:
     """The link at chosen instants: geometry, transmitter pointing residual, budget and
@@ -302,12 +329,15 @@ def link_timeline(
     budget = link_budget(
         geometry,
         TransmitterOptics(
-            mission.source.wavelength_nm,
+            mission.quantum_wavelength_nm,  # a BBM92 mission: the pair photon sent down
             tx_cfg.aperture_diameter_m,
             tx_cfg.divergence_urad,
             tx_cfg.optics_efficiency,
             tx_cfg.divergence_definition,
             tx_cfg.pointing_jitter_rms_urad,
+            tx_cfg.truncation,
+            tx_cfg.obscuration_diameter_m,
+            tx_cfg.waist_radius_m,
         ),
         ReceiverOptics(
             rx_cfg.aperture_diameter_m,
@@ -318,7 +348,7 @@ def link_timeline(
         ),
         Atmosphere(
             zenith_loss_db=atm_cfg.zenith_loss_db,
-            weather=sc.weather.profile,
+            weather=weather_class(scenario, window),
             cloud_start_unix_s=window.aos_unix_s + cloud.start_s_after_aos if cloud else None,
             cloud_stop_unix_s=window.aos_unix_s + cloud.start_s_after_aos + cloud.duration_s
             if cloud
@@ -343,13 +373,27 @@ def link_timeline(
         PolarisationCompensation(pol.compensation, pol.compensation_error_rms_deg),
         rng.derive_key(sc.seed, "polarisation/compensation"),
     )
-    error = combined_polarisation_error(mission.source.polarisation_error, residual)
+    emitter = mission.source if mission.source is not None else mission.pair_source
+    assert emitter is not None  # MissionProfileConfig requires one of them
+    error = combined_polarisation_error(emitter.polarisation_error, residual)
     return LinkTimeline(geometry, pointing, budget, rotation, residual, error)
+
+
+def require_decoy_bb84(scenario: Scenario) -> SourceConfig:
+    """Get: the mission's weak-coherent source; ConfigError (one line) for a BBM92 mission,
+    whose passes only `satqkd sim pass` simulates (satqkd.sim_bbm92)."""
+    if scenario.mission.source is None:
+        raise ConfigError(
+            f"{scenario.path}: mission {scenario.mission.name!r} is entanglement-based "
+            f"(protocol.family {scenario.mission.protocol.family}); this models decoy-state "
+            "BB84 passes: run it with `satqkd sim pass` (docs/bbm92.md)"
+        )
+    return scenario.mission.source
 
 
 def source_model(scenario: Scenario) -> SourceModel:
     """The payload's source as the channel model takes it."""
-    src = scenario.mission.source
+    src = require_decoy_bb84(scenario)
     return SourceModel(
         repetition_rate_hz=src.repetition_rate_hz,
         intensities=tuple(src.intensities),
@@ -373,25 +417,23 @@ def detector_model(scenario: Scenario) -> DetectorModel:
     )
 
 
-def plan_pass(scenario: Scenario, max_duration_s: float | None = None) -> PassPhysics:
-    """Everything about the pass that does not depend on what the daemons do."""
-    mission, sc = scenario.mission, scenario.scenario
-    tle, window = choose_pass(scenario)
-    station = station_geometry(scenario)
-    grid_start = math.floor(window.aos_unix_s) - 60.0
-    n_grid = math.ceil((window.los_unix_s + 60.0 - grid_start) / EPHEMERIS_STEP_S) + 1
-    grid = grid_start + EPHEMERIS_STEP_S * np.arange(n_grid)
-    if isinstance(station, StationTrack):
-        # a moving station's grid must stay on its track (the track bounds the search window)
-        grid = grid[(grid >= station.start_unix_s) & (grid <= station.stop_unix_s)]
-    geometry = topocentric(tle[0], tle[1], station, grid)
-    light_time = LightTimeModel(
-        float(grid[0]), EPHEMERIS_STEP_S, geometry.range_m, geometry.range_rate_m_s
-    )
-    acquisition_s = acquisition_allowance_s(scenario)
+def qkd_frames(
+    scenario: Scenario,
+    grid: np.ndarray,
+    elevation_deg: np.ndarray,
+    window: PassWindow,
+    max_duration_s: float | None,
+) -> tuple[int, int, float]:
+    """Get: (first QKD second, number of frames, the acquisition allowance in s) of the pass,
+    whatever the protocol family.
 
-    # QKD once the acquisition allowance has passed and the elevation is above the mission's mask
-    above = grid[geometry.elevation_deg >= mission.protocol.min_qkd_elevation_deg]
+    QKD starts once the acquisition allowance has passed and the elevation is above the
+    mission's mask (and not before `simulation.qkd_start_after_aos_s`), and stops at the mask,
+    at LOS or after `max_duration_s`, on whole frames.
+    """
+    mission, sc = scenario.mission, scenario.scenario
+    acquisition_s = acquisition_allowance_s(scenario)
+    above = grid[elevation_deg >= mission.protocol.min_qkd_elevation_deg]
     if above.size == 0:
         raise NoPassError(f"{scenario.path}: pass never rises above the QKD elevation mask")
     start = max(math.ceil(above[0]), math.ceil(window.aos_unix_s + acquisition_s))
@@ -407,6 +449,29 @@ def plan_pass(scenario: Scenario, max_duration_s: float | None = None) -> PassPh
             f"{scenario.path}: no QKD time left after the acquisition allowance "
             f"({acquisition_s:.1f} s)"
         )
+    return start, n_frames, acquisition_s
+
+
+def plan_pass(scenario: Scenario, max_duration_s: float | None = None) -> PassPhysics:
+    """Everything about the pass that does not depend on what the daemons do."""
+    require_decoy_bb84(scenario)
+    mission, sc = scenario.mission, scenario.scenario
+    tle, window = choose_pass(scenario)
+    station = station_geometry(scenario)
+    grid_start = math.floor(window.aos_unix_s) - 60.0
+    n_grid = math.ceil((window.los_unix_s + 60.0 - grid_start) / EPHEMERIS_STEP_S) + 1
+    grid = grid_start + EPHEMERIS_STEP_S * np.arange(n_grid)
+    if isinstance(station, StationTrack):
+        # a moving station's grid must stay on its track (the track bounds the search window)
+        grid = grid[(grid >= station.start_unix_s) & (grid <= station.stop_unix_s)]
+    geometry = topocentric(tle[0], tle[1], station, grid)
+    light_time = LightTimeModel(
+        float(grid[0]), EPHEMERIS_STEP_S, geometry.range_m, geometry.range_rate_m_s
+    )
+    start, n_frames, acquisition_s = qkd_frames(
+        scenario, grid, geometry.elevation_deg, window, max_duration_s
+    )
+    frame_s = mission.protocol.frame_s
     stop = start + n_frames * frame_s
     pulses_per_frame = mission.source.repetition_rate_hz * frame_s
     if abs(pulses_per_frame - round(pulses_per_frame)) > 1e-6:

@@ -53,6 +53,7 @@ SCHEMA = "satqkd.pass-report/1"
 INTENSITY_LABELS = ("signal", "decoy", "vacuum")
 OGS_SUMMARY = "OGS_PASS_SUMMARY"
 PAYLOAD_SUMMARY = "PAYLOAD_PASS_SUMMARY"
+BBM92_SUMMARY = "BBM92_PASS_SUMMARY"  # a BBM92 pass's own figures (satqkd_ogs.bbm92_session)
 FAULT_FIELDS = {
     "gimbal": "atp_gimbal_faults",
     "fsm": "atp_fsm_faults",
@@ -228,8 +229,11 @@ def _sync(o: Mapping[str, Any], truth: SimulationTruth | None) -> dict[str, Any]
 _AUTH_EPS_PER_BYTE = 9.0 * (1.0 / 7.0 + 1.0 / 5.0) / 2.0**64
 
 
-def _epsilon_budget(o: Mapping[str, Any], p: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Every term the pass's key is eps-secure and eps-correct with, and their sum."""
+def _epsilon_budget(
+    o: Mapping[str, Any], p: Mapping[str, Any] | None, bound: str = "lim2014"
+) -> dict[str, Any]:
+    """Every term the pass's key is eps-secure and eps-correct with, and their sum (`bound`:
+    the finite-key bound the key length is from)."""
     eps_sec, eps_cor = float(o["eps_sec"]), float(o["eps_cor"])
     received = int(o["received_bytes"]) + (int(p["received_bytes"]) if p is not None else 0)
     rows = [
@@ -246,6 +250,17 @@ def _epsilon_budget(o: Mapping[str, Any], p: Mapping[str, Any] | None) -> dict[s
          f"Wegman-Carter forgery over the {received} QKD message bytes both ends checked "
          "(failed checks included)"),
     ]  # fmt: skip
+    if bound == "tomamichel2012":  # BBM92: one eps_sec for sampling and hashing together
+        rows = [
+            ("parameter_estimation", 0.0,
+             "Serfling sampling of the test basis (the mu term): within privacy_amplification's "
+             "eps_sec (Tomamichel et al. 2012, Eq. (2), one eps_sec for both)"),
+            *rows[1:3],
+            ("privacy_amplification", eps_sec,
+             "smoothing, sampling and leftover hashing together: eps_sec of Tomamichel et al. "
+             "2012, Eq. (2)"),
+            rows[4],
+        ]  # fmt: skip
     terms = [{"term": t, "epsilon": e, "basis": b} for t, e, b in rows]
     return {"terms": terms, "total": sum(e for _, e, _ in rows)}
 
@@ -413,6 +428,34 @@ def _timing(o: Mapping[str, Any], truth: SimulationTruth | None) -> dict[str, An
     }
 
 
+def _protocol(records: list[Mapping[str, Any]], o: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Get: the `protocol` section of a BBM92 pass (its BBM92_PASS_SUMMARY), None for a
+    decoy-BB84 pass (its figures are the other sections')."""
+    found = find_record(records, BBM92_SUMMARY, o["plan_id"], o["station"])
+    if found is None:
+        return None
+    f = found["fields"]
+    return {
+        "family": f["family"],
+        "finite_key_bound": f["finite_key_bound"],
+        "timing_blocks": f["timing_blocks"],
+        "uplink_timing_bytes": f["uplink_timing_bytes"],
+        "coincidences": f["coincidences"],
+        "n_key_bits": f["n_key_bits"],
+        "k_test_bits": f["k_test_bits"],
+        "test_errors": f["test_errors"],
+        "qber_test": _round(f["qber_test"], 6) if _finite(f["qber_test"]) else None,
+        "qber_tolerance": f["qber_tolerance"],
+        "correlation_significance": (
+            _round(f["correlation_significance"], 2)
+            if _finite(f["correlation_significance"])
+            else None
+        ),
+        "mu": _round(f["mu"], 6) if _finite(f["mu"]) else None,
+        "key_length_bits": f["key_length_bits"],
+    }
+
+
 def write_report(report: Mapping[str, Any], out_dir: Path) -> Path:
     """Write report.json into out_dir; every number is a plain JSON number."""
     path = out_dir / "report.json"
@@ -433,6 +476,7 @@ def build_report(
     Without the payload's summary the payload's figures are null. `key_digests` ("payload",
     "ogs": SHA-256 hex of the stored keys) come from the key stores, never from telemetry;
     `truth` adds a simulated pass's own figures."""
+    recorded = list(recorded)  # read twice: the summaries, then a protocol's own summary
     ogs, payload = pass_summaries(recorded, plan_id)
     if ogs is None:
         which = "" if plan_id is None else f" of plan {plan_id}"
@@ -458,6 +502,10 @@ def build_report(
     if truth is not None and truth.classical_link:
         report["classical_channel"]["link"] = dict(truth.classical_link)
     report["timing"] = _timing(o, truth)
+    if (protocol := _protocol(recorded, o)) is not None:
+        report["protocol"] = protocol
+        bound = protocol["finite_key_bound"]
+        report["postprocessing"]["epsilon_budget"] = _epsilon_budget(o, p, bound)
     if truth is not None:
         report["simulation"] = {"benches": truth.benches, "instruments": truth.instruments}
     return report

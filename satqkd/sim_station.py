@@ -28,7 +28,7 @@ from drivers.transport import Transport
 from satqkd.assembly import EmulatorFactory, NodeInstruments, node_entries
 from satqkd.config import ConfigError, Scenario
 from satqkd.instruments_config import BenchConfig, BenchEntry
-from satqkd.pass_physics import PassPhysics, station_geometry
+from satqkd.pass_physics import PassPhysics, station_geometry, weather_class
 from satqkd_core import rng
 from satqkd_core.ephemeris import topocentric
 from satqkd_ogs.atp import StationInstruments
@@ -269,7 +269,7 @@ def _beacon_link(scenario: Scenario, physics: PassPhysics, stop_unix_s: float) -
         ),
         Atmosphere(
             zenith_loss_db=atm.zenith_loss_db,
-            weather=sc.weather.profile,
+            weather=weather_class(scenario, window),
             cloud_start_unix_s=window.aos_unix_s + cloud.start_s_after_aos if cloud else None,
             cloud_stop_unix_s=(
                 window.aos_unix_s + cloud.start_s_after_aos + cloud.duration_s if cloud else None

@@ -38,17 +38,19 @@ from satqkd_core import dictionary as dct
 from satqkd_core import rng
 from satqkd_core.codec import decode_envelope
 from satqkd_ogs.daemon import OgsDaemon
+from satqkd_ogs.missions import StationMissions
 from satqkd_payload.daemon import PayloadDaemon
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.emission_auth import install_emission_key
 from satqkd_runtime.keystore import KeyStore
-from satqkd_runtime.qkd_channel import install_preshared_key
+from satqkd_runtime.qkd_channel import PRESHARED_KEY_SECRET, install_preshared_key
 from satqkd_runtime.telecommand_auth import (
     TelecommandSigner,
     TelecommandVerifier,
     install_telecommand_key,
 )
+from sim_backends.classical_link import ClassicalLinkModel
 from sim_backends.emulators.scpi import LaserSourceEmulator
 from sim_backends.entropy import SeededEntropySource
 
@@ -85,6 +87,8 @@ class PassRun:
     report: dict[str, Any] = field(default_factory=dict)
     # the modelled payload <-> station link (satqkd.sim_link), empty unless the scenario models it
     classical_link: dict[str, Any] = field(default_factory=dict)
+    # the station's key store of this pass (None: key_root/ogs-<station>)
+    ogs_keys: Path | None = None
     # the per-frame counts by intensity, copied before the station releases them (archives)
 
 
@@ -225,23 +229,43 @@ async def run_pass(
     max_duration_s: float | None = None,
     instruments: str | None = None,
     benches: dict[str, BenchConfig] | None = None,
+    *,
+    key_root: Path | None = None,
+    ogs_keys: Path | None = None,
+    station_missions: StationMissions | None = None,
 ) -> PassRun:
     """Run one pass; returns what the report needs. The instruments come from `benches`
     (payload, station), else from the preset `instruments` names, else from the scenario.
     Raises SimulationError for a pass that could not run (no pass in the search window, a
-    daemon that does not answer), AssemblyError for an instrument that cannot be reached."""
+    daemon that does not answer), AssemblyError for an instrument that cannot be reached.
+
+    A station serving several missions (`satqkd sim night`) gives `key_root` (this mission's
+    payload and control-centre keys), `ogs_keys` (the station's store for this mission and
+    peer) and `station_missions` (the plans and profile its daemons share), all kept across
+    the night: the pre-shared key is then installed only into stores that lack one."""
+    if scenario.mission.protocol.family == "bbm92":  # pairs, no pulse clock (sim_bbm92.py)
+        from satqkd.sim_bbm92 import run_bbm92_pass
+
+        return await run_bbm92_pass(
+            scenario, out_dir, broker_url, progress, max_duration_s, instruments, benches,
+            key_root=key_root, ogs_keys=ogs_keys, station_missions=station_missions,
+        )  # fmt: skip
     wall_start = time.perf_counter()
     seed = scenario.scenario.seed
     physics = plan_pass(scenario, max_duration_s=max_duration_s)
     mission = scenario.mission
     station = scenario.station
-    key_root = out_dir / "keys"
+    key_root = key_root if key_root is not None else out_dir / "keys"
     payload_keys = key_root / "payload"
-    ogs_keys = key_root / f"ogs-{station.name}"
+    ogs_keys = ogs_keys if ogs_keys is not None else key_root / f"ogs-{station.name}"
     preshared = preshared_auth_key(seed, scenario.scenario.simulation.preshared_auth_messages)
-    install_preshared_key(KeyStore(payload_keys / station.name), preshared)
-    ogs_store = KeyStore(ogs_keys)
-    install_preshared_key(ogs_store, preshared)
+    payload_store, ogs_store = KeyStore(payload_keys / station.name), KeyStore(ogs_keys)
+    kept = payload_store.has_secret(PRESHARED_KEY_SECRET) and ogs_store.has_secret(
+        PRESHARED_KEY_SECRET
+    )
+    if station_missions is None or not kept:  # a night keeps each mission's channel state
+        install_preshared_key(payload_store, preshared)
+        install_preshared_key(ogs_store, preshared)
     occ_keys = key_root / "occ"  # the control centre signs telecommands (decision 0016)
     install_telecommand_key(payload_keys, occ_keys, "payload", force=True)
     install_telecommand_key(ogs_keys, occ_keys, f"ogs-{station.name}", force=True)
@@ -271,20 +295,9 @@ async def run_pass(
             benches, scenario, physics, clock, sequencer, stack,
             emission_keys=(payload_keys, controller_keys),
         )  # fmt: skip
-        if broker_url is None:
-            broker = await stack.enter_async_context(EmbeddedBroker())
-            broker_url = broker.url
-        payload_bus = await stack.enter_async_context(MessageBus(broker_url, f"payload-{seed}"))
-        ogs_bus = await stack.enter_async_context(MessageBus(broker_url, f"ogs-{seed}"))
-        payload_bus, ogs_bus, link = await link_buses(
-            scenario, physics, clock, payload_bus, ogs_bus, stack
-        )
-        occ_bus = await stack.enter_async_context(MessageBus(broker_url, f"occ-{seed}"))
-        # the report is made of what the daemons publish, recorded as a control centre would
-        recorder_bus = await stack.enter_async_context(MessageBus(broker_url, f"rec-{seed}"))
-        recorder = PassRecorder(recorder_bus, mission.name, clock=clock)
-        await recorder.start()
-        stack.push_async_callback(recorder.stop)
+        buses = await open_pass_buses(stack, broker_url, seed, scenario, physics, clock)
+        payload_bus, ogs_bus = buses.payload, buses.ogs
+        link, recorder = buses.link, buses.recorder
         payload = PayloadDaemon(
             payload_config,
             payload_bus,
@@ -304,23 +317,11 @@ async def run_pass(
             ogs_entropy,
             instruments=station_bench.instruments,
             tc_verifier=TelecommandVerifier.load(ogs_keys, f"ogs-{station.name}"),
+            missions=station_missions,
         )
-        await occ_bus.subscribe(f"satqkd/{mission.name}/+/tm/tc_ack")
-        daemon_tasks = [asyncio.create_task(payload.run()), asyncio.create_task(ogs.run())]
-        stack.push_async_callback(_stop_tasks, daemon_tasks)
-        await asyncio.sleep(0.05)  # both daemons subscribed before the plan is sent
-
         plan_id = 1 + (seed % 1_000_000)
         plan = pass_plan_fields(plan_id, scenario, physics)
-        nodes = {"payload": 0, f"ogs-{station.name}": 0}  # node -> seq of its plan command
-        for node in nodes:
-            signer = TelecommandSigner.for_node(occ_keys, node)
-            nodes[node], signed = signer.sign("LOAD_PASS_PLAN", plan)
-            await occ_bus.publish(dct.telecommand_topic(mission.name, node), signed)
-        acks = await _wait_acks(occ_bus, nodes, timeout_s=30.0)
-        refused = {n: r for n, (ok, r) in acks.items() if not ok}
-        if refused:
-            raise SimulationError(f"pass plan refused: {refused}")
+        await start_daemons_with_plan(stack, buses, payload, ogs, occ_keys, station.name, plan)
 
         pulses_sent = await _drive_pass(
             physics, clock, bench, sequencer, ogs, plan_id, progress, station_bench
@@ -353,9 +354,79 @@ async def run_pass(
         instrument_paths=dict(bench.paths),
         recorded=recorder.records,
         classical_link=link_report(link, los_loop),
+        ogs_keys=ogs_keys,
     )
     _add_report(run)
     return run
+
+
+@dataclass
+class PassBuses:
+    """The bus connections of one simulated pass: each daemon's, the control centre's, the
+    classical link between the daemons when the scenario models it, and the recorder the
+    report is built from."""
+
+    payload: Any
+    ogs: Any
+    occ: MessageBus
+    link: ClassicalLinkModel | None
+    recorder: PassRecorder
+    mission: str
+
+
+async def open_pass_buses(
+    stack: contextlib.AsyncExitStack,
+    broker_url: str | None,
+    seed: int,
+    scenario: Scenario,
+    physics: Any,
+    clock: SimClock,
+) -> PassBuses:
+    """Connect the pass's nodes to the broker (an embedded one when `broker_url` is None),
+    put the mission's classical link between the daemons when modelled, and start the
+    recorder; everything closes with `stack`."""
+    if broker_url is None:
+        broker = await stack.enter_async_context(EmbeddedBroker())
+        broker_url = broker.url
+    payload_bus = await stack.enter_async_context(MessageBus(broker_url, f"payload-{seed}"))
+    ogs_bus = await stack.enter_async_context(MessageBus(broker_url, f"ogs-{seed}"))
+    payload_bus, ogs_bus, link = await link_buses(
+        scenario, physics, clock, payload_bus, ogs_bus, stack
+    )
+    occ_bus = await stack.enter_async_context(MessageBus(broker_url, f"occ-{seed}"))
+    # the report is made of what the daemons publish, recorded as a control centre would
+    recorder_bus = await stack.enter_async_context(MessageBus(broker_url, f"rec-{seed}"))
+    mission = scenario.mission.name
+    recorder = PassRecorder(recorder_bus, mission, clock=clock)
+    await recorder.start()
+    stack.push_async_callback(recorder.stop)
+    return PassBuses(payload_bus, ogs_bus, occ_bus, link, recorder, mission)
+
+
+async def start_daemons_with_plan(
+    stack: contextlib.AsyncExitStack,
+    buses: PassBuses,
+    payload: PayloadDaemon,
+    ogs: OgsDaemon,
+    occ_keys: Path,
+    station: str,
+    plan: dict[str, Any],
+) -> None:
+    """Run both daemons (stopped with `stack`) and load the signed pass plan at both, as the
+    control centre would; SimulationError when either refuses it."""
+    await buses.occ.subscribe(f"satqkd/{buses.mission}/+/tm/tc_ack")
+    daemon_tasks = [asyncio.create_task(payload.run()), asyncio.create_task(ogs.run())]
+    stack.push_async_callback(_stop_tasks, daemon_tasks)
+    await asyncio.sleep(0.05)  # both daemons subscribed before the plan is sent
+    nodes = {"payload": 0, f"ogs-{station}": 0}  # node -> seq of its plan command
+    for node in nodes:
+        signer = TelecommandSigner.for_node(occ_keys, node)
+        nodes[node], signed = signer.sign("LOAD_PASS_PLAN", plan)
+        await buses.occ.publish(dct.telecommand_topic(buses.mission, node), signed)
+    acks = await _wait_acks(buses.occ, nodes, timeout_s=30.0)
+    refused = {n: r for n, (ok, r) in acks.items() if not ok}
+    if refused:
+        raise SimulationError(f"pass plan refused: {refused}")
 
 
 async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
@@ -396,7 +467,7 @@ def _add_report(run: PassRun) -> None:
         run.recorded,
         plan_id=run.plan_id,
         payload_keys=KeyStore(run.key_root / "payload" / station),
-        ogs_keys=KeyStore(run.key_root / f"ogs-{station}"),
+        ogs_keys=KeyStore(run.ogs_keys or run.key_root / f"ogs-{station}"),
     )
     run.report = build_report(
         run.recorded, plan_id=run.plan_id, truth=run.truth, key_digests=run.key_digests

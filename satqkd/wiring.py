@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from satqkd.config import MissionConfig, Scenario, StationConfig
+from satqkd.config import MissionConfig, MissionProfileConfig, Scenario, StationConfig
 from satqkd.pass_physics import PassPhysics
 from satqkd.station_site import station_position
 from satqkd_core import rng
@@ -33,9 +33,20 @@ __all__ = [
 S = TypeVar("S", AtpSettings, DetectorSettings)
 
 
-def protocol_parameters(mission: MissionConfig) -> ProtocolParameters:
-    """Public protocol parameters of a mission."""
+def protocol_parameters(mission: MissionConfig | MissionProfileConfig) -> ProtocolParameters:
+    """Public protocol parameters of a mission (a BBM92 one has no decoy states: one
+    intensity label, its pair source's; qber_abort_threshold is its qber_tolerance)."""
     p = mission.protocol
+    if mission.source is None:  # BBM92 (satqkd.sim_bbm92, docs/bbm92.md)
+        return ProtocolParameters(
+            intensities=(1.0, 0.0, 0.0),
+            probabilities=(1.0, 0.0, 0.0),
+            eps_sec=p.eps_sec,
+            eps_cor=p.eps_cor,
+            qber_abort_threshold=p.qber_tolerance,
+            ec_efficiency_estimate=p.ec_efficiency_estimate,
+            reconciliation=p.reconciliation,
+        )
     return ProtocolParameters(
         intensities=tuple(mission.source.intensities),
         probabilities=tuple(mission.source.probabilities),
@@ -55,10 +66,13 @@ def payload_settings(mission: MissionConfig) -> PayloadSettings:
         protocol=protocol_parameters(mission),
         repetition_rate_hz=mission.source.repetition_rate_hz,
         pattern_mode=mission.source.pattern,
+        clock_offset_uncertainty_ps=mission.time_sync.clock_offset_uncertainty_ps,
     )
 
 
-def ogs_settings(mission: MissionConfig, station: StationConfig, station_file: Path) -> OgsSettings:
+def ogs_settings(
+    mission: MissionConfig | MissionProfileConfig, station: StationConfig, station_file: Path
+) -> OgsSettings:
     """Settings of the station daemon for one mission."""
     return OgsSettings(
         mission=mission.name,
@@ -67,6 +81,7 @@ def ogs_settings(mission: MissionConfig, station: StationConfig, station_file: P
         protocol=protocol_parameters(mission),
         sync_window_ps=mission.protocol.sync_window_ps,
         cascade_passes=mission.protocol.cascade_passes,
+        cascade_max_disturbance=mission.protocol.cascade_max_disturbance,
         sync_drift_change_ppb_per_s=mission.time_sync.drift_change_ppb_per_s,
         atp=_calibrated(_daemon_part(AtpSettings, station.atp), station_file),
         detectors=_daemon_part(DetectorSettings, station.detectors),

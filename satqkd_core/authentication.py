@@ -30,7 +30,9 @@ words taken from QKD key that is eps_sec-secret, add eps_sec (composability).
 
 The sender never uses a pad word for two different messages: tagging a second, different
 message with the same seq raises AuthenticationError (re-tagging the same message is allowed
-and gives the same tag).
+and gives the same tag). The sender remembers the last ISSUED_KEPT tags it issued (a daemon
+tags messages for years: remembering all would grow without bound); a seq older than those
+is refused outright, so no pad word is ever used twice.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from satqkd_core.verification import MERSENNE_PRIME_61, poly_hash_words
 
 __all__ = [
     "HASH_KEY_BYTES",
+    "ISSUED_KEPT",
     "TAG_BYTES",
     "WegmanCarterAuthenticator",
     "gf2_64_multiply",
@@ -52,6 +55,7 @@ __all__ = [
 ]
 
 TAG_BYTES = 8
+ISSUED_KEPT = 4096  # tags the sender remembers (for re-tagging the same message); older: refused
 HASH_KEY_BYTES = 16  # two 64-bit words, k1 (GF(p) polynomial hash) and k2 (GF(2^64) mixing)
 PAD_WORD_BYTES = 8
 DIRECTION_UP = 0  # ground -> payload
@@ -103,6 +107,7 @@ class WegmanCarterAuthenticator:
         self._pool = np.empty(0, dtype=np.uint64)
         self._append_pool(key[HASH_KEY_BYTES:], "preshared_key")
         self._issued: dict[int, int] = {}  # seq -> mixed hash of the message tagged with it
+        self._forgotten_below = 0  # seqs below this were issued and forgotten: never re-tagged
 
     def tag(self, message: bytes, seq: int) -> bytes:
         """Tag for a message we send with sequence number `seq`."""
@@ -114,8 +119,17 @@ class WegmanCarterAuthenticator:
             raise AuthenticationError(
                 f"pad word for seq {sequence} already used for a different message"
             )
+        if previous is None and sequence < self._forgotten_below:
+            raise AuthenticationError(
+                f"seq {sequence} is older than the last {ISSUED_KEPT} tags issued: its pad word "
+                "may have been used; not tagged"
+            )
         pad = self._pad_word(sequence, self._send_direction)
         self._issued[sequence] = mixed
+        while len(self._issued) > ISSUED_KEPT:  # forget the lowest seq (and everything below)
+            oldest = next(iter(self._issued))  # seqs are issued in increasing order
+            del self._issued[oldest]
+            self._forgotten_below = max(self._forgotten_below, oldest + 1)
         return (mixed ^ pad).to_bytes(TAG_BYTES, "big")
 
     def verify(self, message: bytes, seq: int, tag: bytes) -> None:

@@ -20,10 +20,39 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from satqkd_core.coincidence import (
+    ClockRelation,
+    Coincidences,
+    find_clock_relation,
+    track_coincidences,
+)
 from satqkd_core.errors import InputError
 from satqkd_core.sifting import count_bit_errors, sift_detections
 
-__all__ = ["Bbm92Sifted", "Bbm92TestResult", "check_test_sample", "sift_coincidences"]
+__all__ = [
+    "Bbm92Parameters",
+    "Bbm92Sifted",
+    "Bbm92TestResult",
+    "block_coincidences",
+    "check_test_sample",
+    "pack_bits",
+    "sift_coincidences",
+    "unpack_bits",
+]
+
+
+@dataclass(frozen=True)
+class Bbm92Parameters:
+    """What both ends agree on for a BBM92 pass (the mission profile's protocol and
+    time_sync blocks)."""
+
+    qber_tolerance: float
+    coincidence_window_ps: float
+    max_offset_ps: float
+    max_drift: float
+    timing_block_s: float = 10.0
+    timing_resolution_ps: int = 125
+    tagger_lead_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -67,3 +96,40 @@ def check_test_sample(
     k = int(own_test_bits.size)
     qber = errors / k if k else 1.0
     return Bbm92TestResult(k, errors, qber, float(qber_tolerance), k > 0 and qber <= qber_tolerance)
+
+
+def block_coincidences(
+    a_ps: np.ndarray,
+    b_ps: np.ndarray,
+    previous: ClockRelation | None,
+    max_offset_ps: float,
+    max_drift: float,
+    window_ps: float,
+) -> tuple[Coincidences | None, ClockRelation]:
+    """The coincidences of one block of a pass (the payload's step, `a` its own tags, `b` the
+    station's with the light time removed) and the relation to track the next block from.
+
+    The first block (`previous` None) finds the clock relation by correlation
+    (`find_clock_relation`); later blocks go on tracking from where the previous one left
+    off. (None, relation) when the first block holds no significant correlation peak."""
+    relation = previous
+    if relation is None:
+        relation = find_clock_relation(a_ps, b_ps, max_offset_ps, max_drift)
+        if not relation.found:
+            return None, relation
+    pairs = track_coincidences(a_ps, b_ps, relation, window_ps)
+    return pairs, pairs.continued(relation)
+
+
+def pack_bits(bits: np.ndarray) -> bytes:
+    """Get: 0/1 values packed eight to a byte, first in the high bit (the wire form)."""
+    return np.packbits(np.asarray(bits, dtype=np.uint8), bitorder="big").tobytes()
+
+
+def unpack_bits(data: bytes, count: int) -> np.ndarray:
+    """Get: `count` 0/1 values from their packed wire form; InputError if it is too short or
+    carries more than padding."""
+    raw = np.frombuffer(bytes(data), dtype=np.uint8)
+    if raw.size != (count + 7) // 8:
+        raise InputError(f"packed bits: {raw.size} bytes for {count} bits")
+    return np.unpackbits(raw, bitorder="big")[:count].astype(np.uint8)

@@ -39,6 +39,12 @@ chosen that sit among its unknown bits is at most that value. This trades leak f
 (1e4-bit frames, Q = 2 %, 16 passes, mean of 60: 0 -> f 1.058 and 225 round trips;
 0.5 -> 1.092 and 143; 1.0 -> 1.117 and 116; 2.0 -> 1.156 and 90).
 
+On the wire (decision 0034) the daemons send each query in its compact form
+(`next_query_message`: the first round as its block sizes, later rounds as varint start gaps
+and lengths, `satqkd_core.cascade_messages`), the responder decodes it strictly
+(`reply_message`) and answers in wire order (`apply_reply_message` puts the answers back), so
+the transcript, key and leak are those of the arrays.
+
 Leakage in both directions (Tupkary & Lütkenhaus, "Using Cascade in quantum key
 distribution", arXiv:2307.00576): the payload's answers disclose `leak_bits` reference
 parities, and the station's queries disclose its own parities too: a range is bisected exactly
@@ -72,6 +78,12 @@ from satqkd_core.cascade_kernels import (
     prefix_range_parities_reference,
     settle_leaves,
     split_leaves,
+)
+from satqkd_core.cascade_messages import (
+    decode_query,
+    encode_rows,
+    encode_top_level,
+    top_level_rows,
 )
 from satqkd_core.cascade_permutations import (
     masked_parity,
@@ -259,6 +271,11 @@ class CascadeResponder(_TwoWayLeak):
         self.leak_bits += rows.shape[0]
         return parities
 
+    def reply_message(self, query: bytes) -> np.ndarray:
+        """Parities (uint8, in wire order) of a query in its wire form
+        (`satqkd_core.cascade_messages`); ProtocolError naming what is malformed."""
+        return self.reply(decode_query(query, self._n, self._passes))
+
     def _build_pass(self, p: int) -> None:
         lazy = self._lazy
         materialize_two_block_pass(self._perm[0], lazy.members, p, lazy.half, lazy.order_keys[p])
@@ -351,7 +368,6 @@ class CascadeCorrector(_TwoWayLeak):
         self._lazy = _LazyPasses(n, seed, self._passes)
         packed = pack_bits(key) if self._lazy.lazy.any() else key
         whole = int(np.bitwise_xor.reduce(key)) if n else 0
-        rows = []
         for p, block in enumerate(self.block_sizes):
             if self._lazy.lazy[p]:
                 first = masked_parity(packed, self._lazy.members, p)
@@ -370,24 +386,45 @@ class CascadeCorrector(_TwoWayLeak):
                     self._odd[p],
                     block,
                 )
-            starts = np.arange(0, n, block, dtype=np.int64)
-            self._top_starts.append(starts)
-            stops = np.minimum(starts + block, n)
-            rows.append(np.stack([np.full(starts.size, p), starts, stops], axis=1))
-        top = np.concatenate(rows).astype(np.int64)
-        # The last block of passes >= 1 is inferred from the whole-key parity (pass 0).
-        inferred = np.zeros(top.shape[0], dtype=np.bool_)
-        if self._passes > 1:
-            last_of_pass = np.r_[top[1:, 0] != top[:-1, 0], True]
-            inferred = last_of_pass & (top[:, 0] > 0)
-        self._pending: np.ndarray | None = np.ascontiguousarray(top[~inferred])
+            self._top_starts.append(np.arange(0, n, block, dtype=np.int64))
+        # every top-level block but the last of passes >= 1 (inferred from pass 0's)
+        self._pending: np.ndarray | None = top_level_rows(n, self.block_sizes)
         self._awaiting_top_level = True
+        self._wire_order: np.ndarray | None = None  # wire row i is pending row _wire_order[i]
 
     def next_query(self) -> np.ndarray | None:
         """Rows (pass_index, start, stop) whose reference parities are wanted; None when done."""
         if self._pending is None:
             return None
         return self._pending.copy()
+
+    @property
+    def pending_rows(self) -> int:
+        """Get: rows of the outstanding query (0 when none is)."""
+        return 0 if self._pending is None else int(self._pending.shape[0])
+
+    def next_query_message(self) -> bytes | None:
+        """The next query in its compact wire form (`satqkd_core.cascade_messages`: the first
+        round by its block sizes, later rounds delta-coded), None when done; its answers come
+        back in wire order to `apply_reply_message`."""
+        if self._pending is None:
+            return None
+        if self._awaiting_top_level:  # rebuilt by the responder in this very order
+            self._wire_order = np.arange(self._pending.shape[0])
+            return encode_top_level(self.block_sizes)
+        data, self._wire_order = encode_rows(self._pending)
+        return data
+
+    def apply_reply_message(self, parities: np.ndarray) -> None:
+        """`apply_reply` for answers in the wire order of the last `next_query_message`."""
+        if self._pending is None:
+            raise ProtocolError("no query is outstanding")
+        if self._wire_order is None:
+            raise ProtocolError("the outstanding query was not taken by next_query_message")
+        answers = _validated_reply(parities, self._pending.shape[0])
+        own = np.empty_like(answers)
+        own[self._wire_order] = answers
+        self.apply_reply(own)
 
     def apply_reply(self, parities: np.ndarray) -> None:
         """Take the answers to the last query, correct what they reveal, prepare the next one."""
@@ -396,6 +433,7 @@ class CascadeCorrector(_TwoWayLeak):
         rows = self._pending
         answers = _validated_reply(parities, rows.shape[0])
         self._pending = None
+        self._wire_order = None
         self.leak_bits += rows.shape[0]
         self.round_trips += 1
         if self._awaiting_top_level:

@@ -91,6 +91,16 @@ class Coincidences:
     residual_ps: np.ndarray
     final_offset_ps: float
     final_drift: float
+    # b's time (ps) where final_offset_ps holds: the tracking loop's last update
+    final_reference_ps: int = 0
+
+    def continued(self, relation: ClockRelation) -> ClockRelation:
+        """Get: the relation where tracking left off, to track the next block of the same pass
+        from (the coarse search is not repeated)."""
+        return ClockRelation(
+            self.final_offset_ps, self.final_drift, self.final_reference_ps,
+            relation.significance, relation.found, relation.acquisitions_summed,
+        )  # fmt: skip
 
 
 def _sorted_tags(values: object, name: str) -> np.ndarray:
@@ -441,7 +451,7 @@ def _track(
     )  # fmt: skip
     return Coincidences(
         out_a[:found].copy(), out_b[:found].copy(), out_residual[:found].copy(),
-        float(state[0]), float(state[1]),
+        float(state[0]), float(state[1]), int(reference_ps) + int(state[2]),
     )  # fmt: skip
 
 

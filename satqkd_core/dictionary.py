@@ -177,6 +177,27 @@ _MESSAGES: tuple[MessageSpec, ...] = (
         "occ->payload",
     ),
     MessageSpec(
+        "RELAY_KEYS",
+        0x0030,
+        "tc",
+        (
+            _f("relay_id", "u32", "", "identifier of the relay, never used twice per payload"),
+            _f("station_a", "str", "", "station whose key the relay hands to station_b"),
+            _f("station_b", "str", "", "station that recovers station_a's key"),
+            _f("bits", "u64", "bit", "relay key length (a multiple of the key size)"),
+            _f(
+                "blocks_a",
+                "str",
+                "",
+                "confirmed keys of the link with A to take bits from, "
+                "comma-separated ids in order (empty: all, oldest first)",
+            ),
+            _f("blocks_b", "str", "", "the same for the link with B"),
+        ),
+        "Trusted relay: broadcast key_A XOR key_B to both stations (payload only; docs/relay.md).",
+        "occ->payload",
+    ),
+    MessageSpec(
         "SHUTDOWN", 0x00FF, "tc", (), "Stop the daemon after a clean shutdown.", "occ->node"
     ),
     # ---- telemetry ----------------------------------------------------------------------
@@ -511,6 +532,51 @@ _MESSAGES: tuple[MessageSpec, ...] = (
         "no key material. Byte and message counts run from the plan's load.",
         "node->occ",
     ),
+    MessageSpec(
+        "RELAY_DONE",
+        0x0160,
+        "tm",
+        (
+            _f("relay_id", "u32", "", "the relay"),
+            _f("filed", "bool", "", "true if this station filed the relay key"),
+            _f("reason", "str", "", "why not (empty when filed)"),
+            _f("bits", "u64", "bit", "relay key bits filed"),
+            _f(
+                "relay_block_id",
+                "str",
+                "",
+                "block the key was filed as (its keys' ids derive from it alike at both stations)",
+            ),
+            _f("message_bytes", "u64", "byte", "bytes of the RELAY_XOR message received"),
+        ),
+        "A station's outcome of a trusted relay; ids and counts only, no key material.",
+        "node->occ",
+    ),
+    MessageSpec(
+        "BBM92_PASS_SUMMARY",
+        0x0170,
+        "tm",
+        (
+            _PLAN_ID,
+            _f("station", "str", "", "the station"),
+            _f("family", "str", "", "protocol family (bbm92)"),
+            _f("finite_key_bound", "str", "", "the bound the key length is from"),
+            _f("timing_blocks", "u32", "", "timing blocks uplinked"),
+            _f("uplink_timing_bytes", "u64", "byte", "compressed timing sent up"),
+            _f("coincidences", "u64", "", "coincidences the payload found"),
+            _f("n_key_bits", "u64", "bit", "sifted key-basis (X) coincidences"),
+            _f("k_test_bits", "u64", "bit", "sifted test-basis (Z) coincidences, disclosed"),
+            _f("test_errors", "u64", "", "test bits that differed"),
+            _f("qber_test", "f64", "", "test-basis error rate (NaN: no test)"),
+            _f("qber_tolerance", "f64", "", "tolerance fixed before the pass"),
+            _f("correlation_significance", "f64", "", "coarse correlation peak, std devs"),
+            _f("clock_offset_ps", "f64", "ps", "tracked clock offset at the last block's end"),
+            _f("mu", "f64", "", "statistical deviation of the bound (NaN: not reached)"),
+            _f("key_length_bits", "u64", "bit", "the bound's key length (0: no key)"),
+        ),
+        "The station's BBM92 figures of one pass, once it ended; counts only, no key material.",
+        "node->occ",
+    ),
     # ---- events -------------------------------------------------------------------------
     MessageSpec(
         "EVENT",
@@ -558,6 +624,19 @@ _MESSAGES: tuple[MessageSpec, ...] = (
                 "(0 signal, 1 decoy, 2 vacuum), first in the high bits",
             ),
             _f("z_bits", "bytes", "", "packed payload bits of the kept Z-basis (test) detections"),
+            _f(
+                "pulse_shift",
+                "i64",
+                "pulse",
+                "whole pulse periods the payload added to every reported index before sifting "
+                "(found from the detections on vacuum pulses; public, no key bit)",
+            ),
+            _f(
+                "pulse_index_ambiguous",
+                "bool",
+                "",
+                "true: no shift was clearly right, nothing of the frame is kept",
+            ),
         ),
         "Payload's on-board sifting of one frame.",
         "payload->ogs",
@@ -593,8 +672,14 @@ _MESSAGES: tuple[MessageSpec, ...] = (
             _f("round", "u32", "", "round trip number, from 0"),
             _f("permutation_seed", "u64", "", "seed of the Cascade permutations"),
             _f("passes", "u32", "", "Cascade passes"),
-            _f("qber_estimate", "f64", "", "error rate estimate (fraction) for the block sizes"),
-            _f("query", "i64[]", "", "flattened (k, 3) rows (pass_index, start, stop)"),
+            _f("qber_estimate", "f64", "", "error rate estimate (fraction) the blocks are for"),
+            _f(
+                "query",
+                "bytes",
+                "",
+                "rows (pass_index, start, stop), compact: first round by block sizes, later "
+                "rounds varint-coded (satqkd_core.cascade_messages)",
+            ),
         ),
         "Cascade parity queries of one round trip.",
         "ogs->payload",
@@ -771,6 +856,84 @@ _MESSAGES: tuple[MessageSpec, ...] = (
         "The payload kept the frames LDPC_FINAL names.",
         "payload->ogs",
     ),
+    # BBM92 (docs/bbm92.md, decision 0035): no pulse clock; the station uplinks its timing per
+    # block, the payload finds the coincidences and answers; the test sample decides the block
+    MessageSpec(
+        "BBM92_TIMING",
+        0x0320,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("chunk", "u32", "", "timing block number, from 0 per pass"),
+            _f("block_start_ps", "i64", "ps", "block start after QKD start (station timeline)"),
+            _f("block_stop_ps", "i64", "ps", "block end after QKD start (station timeline)"),
+            _f("timing", "bytes", "", "CompressedTiming: Rice-coded tag gaps and basis bits"),
+        ),
+        "The station's tags of one block (light time removed) and their bases, compressed.",
+        "ogs->payload",
+    ),
+    MessageSpec(
+        "BBM92_COINCIDENCES",
+        0x0321,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("chunk", "u32", "", "timing block this reply answers"),
+            _f("n", "u32", "", "coincidences found in the block"),
+            _f("index", "u32[]", "", "station tag index (within the block) of each coincidence"),
+            _f("basis", "bytes", "", "packed payload basis bits, one per coincidence"),
+            _f("offset_ps", "f64", "ps", "tracked clock offset (station - payload) at block end"),
+            _f("drift_ppb", "f64", "ppb", "tracked rate of that offset (station - payload)"),
+            _f("significance", "f64", "", "coarse correlation peak, standard deviations"),
+        ),
+        "The coincidences the payload found in one timing block, with its bases.",
+        "payload->ogs",
+    ),
+    MessageSpec(
+        "BBM92_TEST",
+        0x0322,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("n_chunks", "u32", "", "timing blocks in the key block"),
+            _f("n_key_bits", "u64", "bit", "sifted key-basis (X) coincidences"),
+            _f("k_test_bits", "u64", "bit", "sifted test-basis (Z) coincidences"),
+            _f("test_bits", "bytes", "", "packed station Z bits, all disclosed"),
+        ),
+        "The station's sifted counts and its whole test sample, for the error estimate.",
+        "ogs->payload",
+    ),
+    MessageSpec(
+        "BBM92_TEST_RESULT",
+        0x0323,
+        "qkd",
+        (
+            _PLAN_ID,
+            _f("k_test_bits", "u64", "bit", "test bits compared"),
+            _f("test_errors", "u64", "", "test bits that differ"),
+            _f("passed", "bool", "", "error rate within the tolerance agreed before the pass"),
+        ),
+        "The payload's verdict on the test sample (a failed test aborts the block).",
+        "payload->ogs",
+    ),
+    # trusted relay through the satellite (satqkd_core.trusted_relay; docs/relay.md)
+    MessageSpec(
+        "RELAY_XOR",
+        0x0340,
+        "qkd",
+        (
+            _f("relay_id", "u32", "", "the relay (RELAY_KEYS)"),
+            _f("station_a", "str", "", "station whose key is relayed"),
+            _f("station_b", "str", "", "station that recovers it"),
+            _f("key_size_bits", "u32", "bit", "key size of the key ranges"),
+            _f("bits", "u64", "bit", "relay key length"),
+            _f("keys_a", "str", "", "keys of the link with A used: block:first:count;..."),
+            _f("keys_b", "str", "", "keys of the link with B used, in the same order"),
+            _f("xor", "bytes", "", "key_A XOR key_B (public: reveals neither key)"),
+        ),
+        "The trusted relay's broadcast, sent to both stations; the only relay traffic.",
+        "payload->ogs",
+    ),
 )
 
 DICTIONARY: dict[str, MessageSpec] = {spec.name: spec for spec in _MESSAGES}
@@ -826,6 +989,13 @@ _EVENTS: tuple[EventSpec, ...] = (
         "WARNING_LO",
         "A pass open when the daemon last stopped was found at start and ended at both ends "
         "without its key (ABORT sent to the peer).",
+    ),
+    EventSpec(
+        "PROFILE_SWITCHED",
+        0x0019,
+        "ACTIVITY_LO",
+        "A station serving several missions set up another mission's profile for a pass "
+        "(filter, detector and tagger channels, protocol, time synchronisation).",
     ),
     EventSpec(
         "SOURCE_SAFE_STATE", 0x0020, "WARNING_HI", "The quantum source went to its safe state."
@@ -892,6 +1062,18 @@ _EVENTS: tuple[EventSpec, ...] = (
         "WARNING_HI",
         "The station's uplink laser was switched off: tracking lost, pointing outside the "
         "allowed zone, ground link lost or an unauthenticated request (with the reasons).",
+    ),
+    EventSpec(
+        "RELAY_FILED",
+        0x0060,
+        "ACTIVITY_HI",
+        "A trusted relay ended at this node (payload: broadcast sent; station: key filed).",
+    ),
+    EventSpec(
+        "RELAY_REFUSED",
+        0x0061,
+        "WARNING_HI",
+        "A trusted relay was refused at this node (the text says why; no key filed).",
     ),
     EventSpec("SHUTTING_DOWN", 0x00FF, "ACTIVITY_HI", "The daemon is shutting down."),
 )

@@ -57,15 +57,18 @@ from satqkd_core.sync_peak import _refine_peak_kernel as _refine_peak_kernel
 from satqkd_core.sync_peak import _refine_peak_kernel_reference as _refine_peak_kernel_reference
 from satqkd_core.sync_peak import _timing_peak_ps
 from satqkd_core.sync_tracking import (
+    DEFAULT_CLOCK_DRIFT_CHANGE_PPB_PER_S,
     DEFAULT_DRIFT_CHANGE_PPB_PER_S,
     DEFAULT_MAX_DRIFT_PPB,
     FRAME_OUTCOMES,
     TRACKING_MODES,
     TimingState,
+    count_back_drift_change_ppb_per_s,
     track_pulse_indices,
 )
 
 __all__ = [
+    "DEFAULT_CLOCK_DRIFT_CHANGE_PPB_PER_S",
     "DEFAULT_DRIFT_CHANGE_PPB_PER_S",
     "DEFAULT_MAX_DRIFT_PPB",
     "FRAME_OUTCOMES",
@@ -73,6 +76,7 @@ __all__ = [
     "SyncResult",
     "TimingState",
     "assign_pulse_indices",
+    "count_back_drift_change_ppb_per_s",
     "estimate_clock_offset_ps",
     "track_pulse_indices",
 ]

@@ -36,6 +36,13 @@ DEFAULT_MAX_DRIFT_PPB = 300.0
 # over frames without a usable timing peak (and back to QKD start at acquisition): the offset
 # may then leave the straight line by 0.5 * rate * elapsed^2 (5 ps after 1 s, 4.5 ns after 30 s).
 DEFAULT_DRIFT_CHANGE_PPB_PER_S = 0.01
+# The payload oscillator's own drift change, ppb/s, that the count back to pulse 0 adds to the
+# pass geometry's bound (count_back_drift_change_ppb_per_s): an OCXO holds 1e-9 to 1e-8 over
+# its whole -40..+85 C range, ~5e-11 per kelvin (Vig, "Quartz Crystal Resonators and
+# Oscillators", U.S. Army tutorial SLCET-TR-88-1, OCXO class), and a payload bay's orbital
+# thermal cycle (~10 K per 90 min, assumed) moves it ~0.2 K per 100 s: ~1e-4 ppb/s. The
+# simulated oscillator holds its drift constant.
+DEFAULT_CLOCK_DRIFT_CHANGE_PPB_PER_S = 1e-4
 # A whole-period count is accepted only if the offset's deviation from its prediction plus this
 # many standard errors (plus the drift-change bound) stays inside half a period.
 _MARGIN_SIGMAS = 5.0
@@ -351,6 +358,42 @@ def _measured_line(
     return result, drift_var, offset_error, deviation, margin
 
 
+def count_back_drift_change_ppb_per_s(
+    range_jerk_m_s3: np.ndarray,
+    range_rate_at_start_m_s: float,
+    pulse_period_ps: float,
+    clock_drift_change_ppb_per_s: float = DEFAULT_CLOCK_DRIFT_CHANGE_PPB_PER_S,
+) -> float:
+    """Bound the drift change (ppb/s) that counting whole periods back to pulse 0 must allow,
+    from the pass's own geometry over the elapsed time, plus the oscillator's own.
+
+    The count rests on the predicted delay at QKD start being within half a period, i.e. the
+    ephemeris' range there within c P / 2: an along-track timing error of at most
+    dt = c P / (2 |range rate at start|). The predicted delay then errs in drift change by
+    |d3r/dt3| dt / c = |d3r/dt3| P / (2 |range rate|); range_jerk_m_s3 holds d3r/dt3 (m/s^3)
+    sampled from QKD start to the frame. With the range rate near zero at QKD start the premise
+    does not bound dt: the result is then infinite (the caller keeps its flat prior).
+    """
+    jerk = np.asarray(range_jerk_m_s3, dtype=np.float64)
+    if jerk.ndim != 1 or jerk.size == 0 or not np.all(np.isfinite(jerk)):
+        raise InputError("range_jerk_m_s3: must be a non-empty 1-D array of finite values")
+    for name, value in (
+        ("range_rate_at_start_m_s", range_rate_at_start_m_s),
+        ("pulse_period_ps", pulse_period_ps),
+        ("clock_drift_change_ppb_per_s", clock_drift_change_ppb_per_s),
+    ):
+        if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+            raise InputError(f"{name}: must be a finite number, got {value!r}")
+    if not pulse_period_ps > 0 or clock_drift_change_ppb_per_s < 0:
+        raise InputError("pulse_period_ps must be > 0 and clock_drift_change_ppb_per_s >= 0")
+    speed = abs(float(range_rate_at_start_m_s))
+    if speed < 1.0:
+        return math.inf
+    half_period_s = 0.5 * float(pulse_period_ps) / _PS_PER_S
+    geometric = float(np.max(np.abs(jerk))) * half_period_s / speed
+    return geometric * 1e9 + float(clock_drift_change_ppb_per_s)
+
+
 def track_pulse_indices(
     state: TimingState,
     timestamp_ps: np.ndarray,
@@ -360,6 +403,7 @@ def track_pulse_indices(
     window_ps: float,
     max_drift_ppb: float = DEFAULT_MAX_DRIFT_PPB,
     drift_change_ppb_per_s: float = DEFAULT_DRIFT_CHANGE_PPB_PER_S,
+    count_back_drift_change_ppb_per_s: float | None = None,
 ) -> tuple[SyncResult, TimingState]:
     """Assign one frame's tags their pulse indices from the offset line tracked across frames;
     return the frame's result and the state to pass with the next frame.
@@ -371,8 +415,20 @@ def track_pulse_indices(
     timing peak is assigned from the prediction alone. A frame whose whole-period count would
     be ambiguous gets no pulse index at all (in_window all False; state.message says why);
     once the prediction itself is that uncertain the state is "lost" for the rest of the pass.
+
+    drift_change_ppb_per_s bounds how fast the drift may change between frames;
+    count_back_drift_change_ppb_per_s (None: the same) bounds it over the count back to pulse 0
+    at acquisition, e.g. count_back_drift_change_ppb_per_s() from the pass's ephemeris.
     """
     max_drift, drift_change = _validate_tracking(state, max_drift_ppb, drift_change_ppb_per_s)
+    count_back_change = drift_change
+    if count_back_drift_change_ppb_per_s is not None:
+        value = count_back_drift_change_ppb_per_s
+        if not isinstance(value, (int, float, np.integer, np.floating)) or not value >= 0:
+            raise InputError(
+                f"count_back_drift_change_ppb_per_s: must be a number >= 0 or None, got {value!r}"
+            )
+        count_back_change = min(float(value) * 1e-9 / _PS_PER_S, drift_change)
     timestamp_ps, predicted_delay_ps = _validate_tags(timestamp_ps, predicted_delay_ps)
     qkd_start_ps, period_ps = _validate_timing(qkd_start_ps, pulse_period_ps)
     half_window = _validate_window(window_ps, period_ps)
@@ -408,8 +464,9 @@ def track_pulse_indices(
     prior: _Prior | str = ""
     if acquiring and state.provisional_frames:
         # Continue the provisional line; one extrapolated too far is dropped and acquisition
-        # starts afresh from this frame.
-        prior = _tracking_prior(state, reference_ps, period_ps, drift_change)
+        # starts afresh from this frame. The line is what the count back extrapolates, so it
+        # carries the count-back bound on the drift change.
+        prior = _tracking_prior(state, reference_ps, period_ps, count_back_change)
         if isinstance(prior, str):
             state = replace(state, provisional_frames=0)
     if acquiring and not state.provisional_frames:
@@ -421,7 +478,7 @@ def track_pulse_indices(
 
     scratch = np.empty(2 * n, dtype=np.float64)
     result, drift_var, offset_error, deviation, margin = _measured_line(
-        tags, half_window, prior, reference_ps, drift_change, scratch
+        tags, half_window, prior, reference_ps, count_back_change, scratch
     )
     z = _signal_significance(result.residual_ps, period_ps, half_window)
     if z < _SIGNAL_SIGNIFICANCE:
@@ -448,7 +505,7 @@ def track_pulse_indices(
             )
         elapsed = float(reference_ps - qkd_start_ps) - float(np.mean(predicted_delay_ps))
         whole, deviation, margin = _count_from_pulse_zero(
-            result, offset_error, drift_var, elapsed, drift_change, period_ps
+            result, offset_error, drift_var, elapsed, count_back_change, period_ps
         )
     if not abs(deviation) + margin < period_ps / 2:
         if acquiring:

@@ -78,23 +78,41 @@ def night_date(unix_s: float, longitude_deg: float) -> str:
 
 @dataclass(frozen=True)
 class CloudForecast:
-    """Probability of cloud per station per night (`night_date`); `default` elsewhere."""
+    """Probability of cloud per station per night (`night_date`); for a night without one, the
+    station's climatology for the night's month (`monthly`: 12 probabilities, January first,
+    e.g. 1 - p_clear of sim_backends/data/cloud_climatology.csv); `default` elsewhere."""
 
     nights: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     default: float = 0.0
+    monthly: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for station, by_night in {"(default)": {"-": self.default}, **self.nights}.items():
             for night, probability in by_night.items():
-                if not (isinstance(probability, (int, float)) and 0.0 <= probability <= 1.0):
-                    raise InputError(
-                        f"cloud probability of {station} night {night} must be in [0, 1], "
-                        f"got {probability!r}"
-                    )
+                _check_probability(probability, f"cloud probability of {station} night {night}")
+        for station, months in self.monthly.items():
+            if isinstance(months, (str, bytes)) or len(months) != 12:
+                raise InputError(
+                    f"monthly cloud probabilities of {station} must be 12 numbers (Jan-Dec)"
+                )
+            for k, probability in enumerate(months):
+                _check_probability(probability, f"cloud probability of {station} month {k + 1}")
 
     def probability(self, station: str, night: str) -> float:
-        """Get the cloud probability at a station for one night."""
-        return float(self.nights.get(station, {}).get(night, self.default))
+        """Get the cloud probability at a station for one night (YYYY-MM-DD)."""
+        by_night = self.nights.get(station, {})
+        if night in by_night:
+            return float(by_night[night])
+        if station in self.monthly:
+            return float(self.monthly[station][int(night[5:7]) - 1])
+        return float(self.default)
+
+
+def _check_probability(probability: object, what: str) -> None:
+    if isinstance(probability, bool) or not (
+        isinstance(probability, (int, float)) and 0.0 <= probability <= 1.0
+    ):
+        raise InputError(f"{what} must be in [0, 1], got {probability!r}")
 
 
 @dataclass(frozen=True)

@@ -86,10 +86,12 @@ class PlanningConfig(_Model):
 
 
 class ForecastConfig(_Model):
-    """Cloud probability per station per night (YYYY-MM-DD of the evening), else the default."""
+    """Cloud probability per station per night (YYYY-MM-DD of the evening); for other nights
+    the station's monthly cloud climatology when `climatology` is true, else the default."""
 
     default_cloud_probability: Fraction = 0.0
     nights: dict[str, dict[str, Fraction]] = {}
+    climatology: bool = False
 
 
 class DemandEntry(_Model):

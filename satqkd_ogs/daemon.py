@@ -19,6 +19,7 @@ from drivers.interfaces import (
 )
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
+from satqkd_core.bbm92 import Bbm92Parameters
 from satqkd_core.codec import Envelope
 from satqkd_core.errors import InputError, ProtocolError
 from satqkd_core.pass_plan import pass_plan_problem
@@ -29,7 +30,10 @@ from satqkd_ogs.atp import (
     StationAtp,
     StationInstruments,
 )
+from satqkd_ogs.bbm92_session import Bbm92OgsSession
+from satqkd_ogs.missions import StationMissions
 from satqkd_ogs.pass_summary import ogs_pass_summary, qkd_progress
+from satqkd_ogs.relay import file_relay_key
 from satqkd_ogs.session import OgsPassResult, OgsSession, PassPlan
 from satqkd_ogs.settings import OgsSettings
 from satqkd_runtime.bus import MessageBus
@@ -62,8 +66,12 @@ class OgsDaemon:
         entropy: EntropySource,
         instruments: StationInstruments | None = None,
         tc_verifier: Any = None,
+        missions: StationMissions | None = None,
+        bbm92: dict[str, Bbm92Parameters] | None = None,
     ) -> None:
         self.settings = settings
+        # missions flown as BBM92 (bbm92_session.py): their plans get a BBM92 session
+        self.bbm92 = dict(bbm92 or {})
         self.bus = bus
         self.clock = clock
         self.tagger = tagger
@@ -94,6 +102,8 @@ class OgsDaemon:
         self._channel_at_load: dict[int, ChannelCounts] = {}  # for the pass summaries
         # passes the previous run left open (it died mid-pass), abandoned at start
         self.passes_abandoned_at_start = 0
+        # a station serving several missions: the plans and profile its daemons share
+        self.missions = missions
 
     async def run(self) -> None:
         """Control: serve until SHUTDOWN or cancellation."""
@@ -112,7 +122,9 @@ class OgsDaemon:
                             await self._execute(envelope)
                     elif message.topic == self.channel.receive_topic:
                         envelope = await self.channel.accept(message.payload)
-                        if envelope is not None:
+                        if envelope is not None and envelope.spec.name == "RELAY_XOR":
+                            await file_relay_key(self, envelope, len(message.payload))
+                        elif envelope is not None:
                             await self._on_qkd_message(envelope)
                 except ConnectionError as exc:  # the broker stayed away longer than a publish
                     log.warning("ogs: could not answer on %s: %s", message.topic, exc)
@@ -152,6 +164,10 @@ class OgsDaemon:
                 raise ProtocolError(f"{envelope.spec.name} for unknown plan {plan_id}")
             if envelope.spec.name == "SIFT_RESULT":
                 session.on_sift_result(envelope.fields)
+            elif envelope.spec.name == "BBM92_COINCIDENCES" and isinstance(
+                session, Bbm92OgsSession
+            ):
+                session.on_coincidences(envelope.fields)
             elif envelope.spec.name == "ABORT":
                 # the payload gave up: stop tagging (if still on), end keyless at once
                 reason = f"payload aborted: {envelope.fields['reason']}"
@@ -170,9 +186,19 @@ class OgsDaemon:
             return
         if name == "LOAD_PASS_PLAN":
             await self._recover_plan_record()
+            held: int | None = None
             try:
                 plan = self._plan_from(f)
-                session = OgsSession(
+                if self.missions is not None:  # PlanRefused (a ValueError): every reason
+                    p = plan
+                    now = self.clock.now_unix_s()
+                    self.missions.hold(p.plan_id, p.mission, p.aos_unix_s, p.los_unix_s, now)
+                    held = plan.plan_id
+                kind: type[OgsSession] = OgsSession
+                family: dict[str, Any] = {}
+                if (bbm92 := self.bbm92.get(plan.mission)) is not None:
+                    kind, family = Bbm92OgsSession, {"bbm92": bbm92}
+                session = kind(
                     plan,
                     self.settings.location,
                     self.channel,
@@ -183,10 +209,14 @@ class OgsDaemon:
                     self.settings.cascade_passes,
                     self.settings.reply_timeout_s,
                     sync_drift_change_ppb_per_s=self.settings.sync_drift_change_ppb_per_s,
+                    cascade_max_disturbance=self.settings.cascade_max_disturbance,
+                    **family,
                 )
                 atp = self._atp_for(plan)
                 PlanRegistry(self.keystore).record(plan.plan_id)  # before the pass can start
             except (ValueError, InputError, KeyStoreError) as exc:
+                if self.missions is not None and held is not None:
+                    self.missions.release(held)
                 await self.runtime.reject_telecommand(envelope, str(exc))
                 return
             self.sessions[plan.plan_id] = session
@@ -259,6 +289,19 @@ class OgsDaemon:
             detectors=self.settings.detectors,
         )
 
+    async def _switch_profile(self, session: OgsSession) -> None:
+        """A station serving several missions sets up the plan's mission profile the
+        reconfiguration gap before AOS (satqkd_ogs.missions); PROFILE_SWITCHED when it
+        changed."""
+        if self.missions is None or session.plan.plan_id not in self.missions.held:
+            return
+        plan_id = session.plan.plan_id
+        await self._sleep_unless_aborted(session, self.missions.switch_time_unix_s(plan_id))
+        if session.abort_requested is None:
+            text = self.missions.switch_to(plan_id)
+            if text is not None:
+                await self.runtime.emit_event("PROFILE_SWITCHED", text)
+
     async def _detectors_refusal(self, plan_id: int) -> str | None:
         """Get: why the detectors cannot take this pass, None if they are ready (or absent)."""
         atp = self.atp.get(plan_id)
@@ -302,6 +345,7 @@ class OgsDaemon:
         plan = session.plan
         outage: str | None = None  # the broker stayed away longer than a publish waits
         try:
+            await self._switch_profile(session)
             await self._sleep_unless_aborted(
                 session, plan.qkd_start_unix_s - self.settings.tagger_lead_s
             )

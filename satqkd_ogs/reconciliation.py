@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,6 +52,7 @@ class Reconciliation:
     entropy: RandomBytes
     inbox: asyncio.Queue[Envelope]
     cascade_passes: int
+    cascade_max_disturbance: float
     reply_timeout_s: float
     abort_requested: str | None
     aborted: asyncio.Event
@@ -97,10 +99,16 @@ class Reconciliation:
         plan, result = self.plan, self.result
         seed = await draw_seed(self.entropy, self._purpose("cascade-seed"))
         corrector = await asyncio.to_thread(
-            CascadeCorrector, noisy, max(qber_z, 1e-3), seed, self.cascade_passes
+            partial(CascadeCorrector, max_disturbance=self.cascade_max_disturbance),
+            noisy,
+            max(qber_z, 1e-3),
+            seed,
+            self.cascade_passes,
         )
         round_no = 0
-        while (query := await asyncio.to_thread(corrector.next_query)) is not None:
+        # queries in their compact wire form (satqkd_core.cascade_messages), answers in wire order
+        while (query := await asyncio.to_thread(corrector.next_query_message)) is not None:
+            rows = corrector.pending_rows
             await self.channel.send(
                 "EC_QUERY",
                 plan_id=plan.plan_id,
@@ -108,13 +116,15 @@ class Reconciliation:
                 permutation_seed=seed,
                 passes=self.cascade_passes,
                 qber_estimate=float(qber_z),
-                query=np.ascontiguousarray(query, dtype=np.int64).ravel(),
+                query=query,
             )
             reply = await self._expect("EC_REPLY")
-            if int(reply["round"]) != round_no or int(reply["n"]) != query.shape[0]:
+            if int(reply["round"]) != round_no or int(reply["n"]) != rows:
                 raise ProtocolError(f"EC_REPLY does not answer round {round_no}")
             bits = np.unpackbits(np.frombuffer(reply["parities"], np.uint8), bitorder="big")
-            await asyncio.to_thread(corrector.apply_reply, bits[: query.shape[0]])
+            if bits.size < rows:
+                raise ProtocolError(f"EC_REPLY of round {round_no} holds fewer than {rows} bits")
+            await asyncio.to_thread(corrector.apply_reply_message, bits[:rows])
             round_no += 1
         # both directions: the payload's answers and what the queries tell of the station's
         result.leak_ec_bits, result.ec_rounds = corrector.total_leak_bits, corrector.round_trips

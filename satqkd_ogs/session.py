@@ -13,6 +13,7 @@ import numpy as np
 
 from drivers.interfaces import EntropyFailure, TagBuffer
 from satqkd_core import finite_key as fk
+from satqkd_core.cascade import CONCURRENCY_THRESHOLD
 from satqkd_core.codec import Envelope
 from satqkd_core.detection_report import encode_detection_report
 from satqkd_core.ephemeris import Station, StationTrack, topocentric
@@ -27,7 +28,12 @@ from satqkd_core.pass_decisions import (
 )
 from satqkd_core.privacy_amplification import toeplitz_hash, toeplitz_seed_bits
 from satqkd_core.sifting import count_bit_errors, unpack_intensity_labels
-from satqkd_core.sync import DEFAULT_DRIFT_CHANGE_PPB_PER_S, TimingState, track_pulse_indices
+from satqkd_core.sync import (
+    DEFAULT_DRIFT_CHANGE_PPB_PER_S,
+    TimingState,
+    count_back_drift_change_ppb_per_s,
+    track_pulse_indices,
+)
 from satqkd_core.verification import verification_tag, verification_tag_bits
 from satqkd_ogs.reconciliation import PassAborted, Reconciliation
 from satqkd_runtime.entropy_draws import RandomBytes, draw_bits
@@ -94,6 +100,11 @@ class ChunkRecord:
     x_by_intensity: tuple[int, int, int] | None = None
     z_by_intensity: tuple[int, int, int] | None = None
     z_errors_by_intensity: tuple[int, int, int] | None = None
+    # whole pulse periods the payload added to the frame's indices before sifting (the sync
+    # sees the offset only modulo one period), and whether no shift was clearly right (then
+    # nothing of the frame is kept); satqkd_core.pulse_shift
+    pulse_shift: int = 0
+    pulse_index_ambiguous: bool = False
 
 
 @dataclass
@@ -116,6 +127,10 @@ class OgsPassResult:
     # start, s; None: never)
     sync_acquisition_attempts: int = 0
     sync_locked_after_s: float | None = None
+    # the payload's pulse-index shift of the last frame it resolved (None: none yet), and the
+    # frames whose shift was ambiguous (sifted to nothing)
+    pulse_shift: int | None = None
+    pulse_index_ambiguous_frames: int = 0
     chunks: list[ChunkRecord] = field(default_factory=list)
     x_detections: tuple[int, int, int] = (0, 0, 0)
     z_detections: tuple[int, int, int] = (0, 0, 0)
@@ -174,6 +189,7 @@ class OgsSession(Reconciliation):
         reply_timeout_s: float,
         *,
         sync_drift_change_ppb_per_s: float = DEFAULT_DRIFT_CHANGE_PPB_PER_S,
+        cascade_max_disturbance: float = CONCURRENCY_THRESHOLD,
     ) -> None:
         self.plan = plan
         self.channel = channel
@@ -186,6 +202,7 @@ class OgsSession(Reconciliation):
         self.sync_window_ps = sync_window_ps
         self.sync_drift_change_ppb_per_s = sync_drift_change_ppb_per_s
         self.cascade_passes = cascade_passes
+        self.cascade_max_disturbance = cascade_max_disturbance
         self.reply_timeout_s = reply_timeout_s
         self.result = OgsPassResult(plan.plan_id, ec_method=params.reconciliation)
         self.inbox: asyncio.Queue[Envelope] = asyncio.Queue()
@@ -199,6 +216,11 @@ class OgsSession(Reconciliation):
         self.elevation_deg = geometry.elevation_deg
         self.light_time = LightTimeModel(
             grid_start, EPHEMERIS_STEP_S, geometry.range_m, geometry.range_rate_m_s
+        )
+        # d3r/dt3 on the grid: bounds how far counting back to pulse 0 may assume the drift
+        # changed (count_back_drift_change_ppb_per_s, decision 0030)
+        self._range_jerk_m_s3 = np.gradient(
+            np.gradient(geometry.range_rate_m_s, EPHEMERIS_STEP_S), EPHEMERIS_STEP_S
         )
         self.tagger_epoch_unix_s: float | None = None
 
@@ -218,6 +240,8 @@ class OgsSession(Reconciliation):
         epoch_rel = self.tagger_epoch_unix_s - self.light_time.grid_start_unix_s
         arrival_rel_s = epoch_rel + ts.astype(np.float64) * 1e-12
         qkd_start_ps = round((plan.qkd_start_unix_s - self.tagger_epoch_unix_s) * 1e12)
+        acquiring = self.timing_state.mode == "acquiring"
+        count_back = self._count_back_drift_change(buffer) if acquiring else None
         # the CPU-heavy steps run off the event loop so the bus stays serviced meanwhile
         sync, timing = await asyncio.to_thread(
             lambda: track_pulse_indices(
@@ -228,6 +252,7 @@ class OgsSession(Reconciliation):
                 float(plan.pulse_period_ps),
                 self.sync_window_ps,
                 drift_change_ppb_per_s=self.sync_drift_change_ppb_per_s,
+                count_back_drift_change_ppb_per_s=count_back,
             )
         )
         self.timing_state = timing
@@ -288,6 +313,25 @@ class OgsSession(Reconciliation):
             report=report,
         )
 
+    def _count_back_drift_change(self, buffer: TagBuffer) -> float:
+        """The drift change (ppb/s) the count back to pulse 0 may assume for this buffer: the
+        pass geometry's bound from QKD start to the buffer's end plus the oscillator's own,
+        never more than the mission's flat drift_change_ppb_per_s."""
+        grid, step = self.light_time.grid_start_unix_s, self.light_time.step_s
+        start_rel = self.plan.qkd_start_unix_s - grid
+        stop_rel = buffer.stop_unix_s - grid
+        first = min(max(int(np.floor(start_rel / step)), 0), self._range_jerk_m_s3.size - 1)
+        last = min(max(int(np.ceil(stop_rel / step)), first), self._range_jerk_m_s3.size - 1)
+        rate_at_start = np.interp(
+            start_rel, step * np.arange(self._range_jerk_m_s3.size), self.light_time.range_rate_m_s
+        )
+        bound = count_back_drift_change_ppb_per_s(
+            self._range_jerk_m_s3[first : last + 1],
+            float(rate_at_start),
+            float(self.plan.pulse_period_ps),
+        )
+        return min(bound, self.sync_drift_change_ppb_per_s)
+
     async def _squash(
         self, pulse_index: np.ndarray, detector: np.ndarray, chunk_id: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -320,6 +364,9 @@ class OgsSession(Reconciliation):
         keep = keep[: record.detections].astype(bool)
         if keep.size != record.detections or int(keep.sum()) != int(f["n_kept"]):
             raise ProtocolError(f"SIFT_RESULT chunk {chunk}: keep mask malformed")
+        self._record_pulse_shift(
+            record, int(f["pulse_shift"]), bool(f["pulse_index_ambiguous"]), int(f["n_kept"])
+        )
         kept_basis = record.basis[keep]
         intensity = unpack_intensity_labels(f["intensity"], int(f["n_kept"]))
         is_x = kept_basis == 0
@@ -343,6 +390,28 @@ class OgsSession(Reconciliation):
         waiter = self._sift_waiters.get(chunk)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _record_pulse_shift(
+        self, record: ChunkRecord, shift: int, ambiguous: bool, n_kept: int
+    ) -> None:
+        """The payload's whole-period shift of a frame's indices (or that it found none)."""
+        if ambiguous:
+            if n_kept or shift:
+                raise ProtocolError(f"SIFT_RESULT chunk {record.chunk}: ambiguous yet sifted")
+            record.pulse_index_ambiguous = True
+            self.result.pulse_index_ambiguous_frames += 1
+            log.warning(
+                "plan %d chunk %d: pulse index ambiguous (payload found no clear whole-period "
+                "shift of the timing): frame not sifted",
+                self.plan.plan_id,
+                record.chunk,
+            )
+            return
+        if shift != self.result.pulse_shift:
+            log.info("plan %d chunk %d: pulse shift %+d", self.plan.plan_id, record.chunk, shift)
+        record.pulse_shift = shift
+        record.pulse_index = record.pulse_index + shift
+        self.result.pulse_shift = shift
 
     # --- after the pass ----------------------------------------------------------------
 
@@ -387,6 +456,15 @@ class OgsSession(Reconciliation):
                 missing = [c for c, w in self._sift_waiters.items() if not w.done()]
                 raise PassAborted(f"no SIFT_RESULT for chunks {missing[:5]}") from None
         chunks = result.chunks
+        reported = sum(1 for c in chunks if c.detections)
+        ambiguous = result.pulse_index_ambiguous_frames
+        if ambiguous and 2 * ambiguous >= reported:
+            raise PassAborted(
+                f"pulse index ambiguous in {ambiguous} of {reported} "
+                "frames: no whole-period shift of the timing within the mission's clock offset "
+                "uncertainty put clearly few detections on vacuum pulses",
+                tell_payload=True,  # the payload sifted frame by frame: it does not know yet
+            )
         x_int = _concat([c.x_intensity for c in chunks])
         z_int = _concat([c.z_intensity for c in chunks])
         z_err = _concat([c.z_error_flags for c in chunks])
@@ -425,14 +503,7 @@ class OgsSession(Reconciliation):
         )
         if corrected.size == 0:
             raise PassAborted("error correction kept no key bits (every frame failed)")
-        verify = await self._expect("VERIFY")
-        own_tag = await asyncio.to_thread(
-            verification_tag, corrected, np.asarray(verify["hash_key"], np.uint64)
-        )
-        ok = own_tag == verify["tag"]
-        await self.channel.send("VERIFY_RESULT", plan_id=plan.plan_id, ok=bool(ok))
-        if not ok:
-            raise PassAborted("verification failed: keys differ after error correction")
+        await self._verify(corrected)
         n = int(corrected.size)
         result.verification_tag_bits = verification_tag_bits(self.params.eps_cor, n)
         leak = result.leak_ec_bits + result.verification_tag_bits
@@ -441,8 +512,24 @@ class OgsSession(Reconciliation):
         result.pa_input_bits = n
         if final.key_length_bits <= 0:
             raise PassAborted(no_key_reason(final, leak))  # the payload reaches the same end
+        await self._receive_key(corrected, final.key_length_bits)
+
+    async def _verify(self, corrected: np.ndarray) -> None:
+        """Answer the payload's VERIFY: the hash of the corrected key against its own."""
+        verify = await self._expect("VERIFY")
+        own_tag = await asyncio.to_thread(
+            verification_tag, corrected, np.asarray(verify["hash_key"], np.uint64)
+        )
+        ok = own_tag == verify["tag"]
+        await self.channel.send("VERIFY_RESULT", plan_id=self.plan.plan_id, ok=bool(ok))
+        if not ok:
+            raise PassAborted("verification failed: keys differ after error correction")
+
+    async def _receive_key(self, corrected: np.ndarray, m: int) -> None:
+        """Privacy amplification with the payload's PA_SEED into an m-bit key, stored pending
+        until KEY_CONFIRMED (decision 0018); the BBM92 session (bbm92_session.py) ends so too."""
+        plan, result, n = self.plan, self.result, int(corrected.size)
         pa = await self._expect("PA_SEED")
-        m = final.key_length_bits
         if int(pa["output_bits"]) != m:
             raise ProtocolError(f"PA_SEED asks for {pa['output_bits']} bits, bound gives {m}")
         n_seed = int(pa["n_seed_bits"])

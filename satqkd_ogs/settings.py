@@ -18,9 +18,12 @@ from satqkd_core.pass_decisions import ProtocolParameters
 from satqkd_core.sync import DEFAULT_DRIFT_CHANGE_PPB_PER_S
 from satqkd_runtime.settings import SETTINGS_CONFIG, HousekeepingPeriod, Seconds
 
-__all__ = ["AtpSettings", "DetectorSettings", "OgsSettings"]
+__all__ = ["MAX_CASCADE_DISTURBANCE", "AtpSettings", "DetectorSettings", "OgsSettings"]
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+# Cascade's max_disturbance (satqkd_core.cascade) allowed in a mission: at 2.0 f is already
+# ~1.16 at Q = 2 % (as blind LDPC's), so more would only leak more than LDPC
+MAX_CASCADE_DISTURBANCE = 2.0
 
 
 @dataclass(frozen=True, config=SETTINGS_CONFIG)
@@ -95,6 +98,10 @@ class OgsSettings:
     protocol: InstanceOf[ProtocolParameters]
     sync_window_ps: float
     cascade_passes: int
+    # Cascade's max_disturbance: overlap of concurrent searches (fewer round trips, more leak)
+    cascade_max_disturbance: Annotated[
+        float, Field(ge=0.0, le=MAX_CASCADE_DISTURBANCE, allow_inf_nan=False)
+    ] = 0.0
     reply_timeout_s: Seconds = 60.0
     tag_read_timeout_s: Seconds = 120.0
     tagger_lead_s: Annotated[float, Field(ge=0.0, le=60.0)] = 1.0

@@ -24,13 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drivers.interfaces import DeviceError, EntropyFailure, EntropySource, PulsedSource
+from drivers.interfaces import (
+    DeviceError,
+    EntropyFailure,
+    EntropySource,
+    PulsedSource,
+    TimeTagger,
+)
 from drivers.payload_link_source import InterlockedSource
 from satqkd_core import dictionary as dct
 from satqkd_core.authentication import WegmanCarterAuthenticator
+from satqkd_core.bbm92 import Bbm92Parameters
 from satqkd_core.codec import Envelope
 from satqkd_core.errors import ProtocolError
 from satqkd_core.pass_plan import pass_plan_problem
+from satqkd_core.pulse_shift import max_pulse_shift
+from satqkd_payload.bbm92_session import Bbm92PayloadSession, run_pair_source
 from satqkd_payload.key_lifecycle import (
     PATTERN_DIR,
     PatternSequencer,
@@ -39,6 +48,7 @@ from satqkd_payload.key_lifecycle import (
 )
 from satqkd_payload.pass_endings import PassEndings, StationLink
 from satqkd_payload.pass_summary import EmissionWindow
+from satqkd_payload.relay import relay_keys
 from satqkd_payload.session import PayloadPassOutcome, PayloadSession
 from satqkd_payload.settings import PayloadSettings
 from satqkd_runtime.bus import MessageBus
@@ -80,8 +90,14 @@ class PayloadDaemon(PassEndings):
         entropy: EntropySource,
         sequencer: PatternSequencer,
         tc_verifier: Any = None,
+        bbm92: Bbm92Parameters | None = None,
+        onboard_tagger: TimeTagger | None = None,
     ) -> None:
         self.settings = settings
+        # BBM92 (bbm92_session.py): `source` is the pair source, the tagger the on-board one
+        self.bbm92, self.onboard_tagger = bbm92, onboard_tagger
+        if bbm92 is not None and onboard_tagger is None:
+            raise ValueError("a BBM92 payload needs its on-board time tagger")
         self.bus = bus
         self.clock = clock
         self.source = source
@@ -268,14 +284,20 @@ class PayloadDaemon(PassEndings):
                 return
             link = self.links[f["station"]]
             plan_id = int(f["plan_id"])
-            refusal = await self._load_plan_into_source(f) or await self._load_pattern(f)
+            refusal = await self._load_plan_into_source(f) or (
+                None if self.bbm92 is not None else await self._load_pattern(f)
+            )
             if refusal:  # never started: nothing to abandon after a restart (id stays used)
                 PlanRegistry(link.keystore).close(plan_id)
                 await self.runtime.reject_telecommand(envelope, refusal)
                 return
             plan_key = (str(f["station"]), plan_id)
             self._channel_at_load[plan_key] = ChannelCounts.of(link.channel)
-            link.sessions[plan_id] = PayloadSession(
+            family: dict[str, Any] = {}
+            if self.bbm92 is not None:
+                family = {"bbm92": self.bbm92, "qkd_start_unix_s": float(f["qkd_start_unix_s"])}
+            session_class = PayloadSession if not family else Bbm92PayloadSession
+            session = link.sessions[plan_id] = session_class(
                 plan_id=plan_id,
                 station=f["station"],
                 pattern=functools.partial(self.sequencer.pattern_of, plan_id),
@@ -285,8 +307,14 @@ class PayloadDaemon(PassEndings):
                 entropy=self.entropy,
                 auth_refill=functools.partial(auth_refill_bits, link.channel),
                 pending_key_timeout_s=self.settings.pending_key_timeout_s,
+                **family,
+                **(_pulse_shift_bounds(self.settings, f) if not family else {}),
             )
-            self._spawn(self._source_schedule(f))
+            if isinstance(session, Bbm92PayloadSession) and self.onboard_tagger is not None:
+                # the pair source and the on-board tagger over the window
+                self._spawn(run_pair_source(self, f, session, self.onboard_tagger))
+            else:
+                self._spawn(self._source_schedule(f))
             end_unix_s = max(float(f["qkd_stop_unix_s"]), float(f["los_unix_s"]))
             watchdog = asyncio.create_task(
                 self._watch_session(link, link.sessions[plan_id], end_unix_s),
@@ -316,6 +344,8 @@ class PayloadDaemon(PassEndings):
                 await self.runtime.reject_telecommand(envelope, f"source: {exc}")
                 return
             await self.runtime.accept_telecommand(envelope)
+        elif name == "RELAY_KEYS":
+            await relay_keys(self, envelope)
         else:
             await self.runtime.reject_telecommand(envelope, f"{name} is not a payload command")
 
@@ -351,3 +381,13 @@ class PayloadDaemon(PassEndings):
         key_bits = sum(link.keystore.total_bits() for link in self.links.values())
         words = sum(link.channel.pad_words_remaining for link in self.links.values())
         return self.mode, key_bits, words
+
+
+def _pulse_shift_bounds(settings: PayloadSettings, plan: dict[str, Any]) -> dict[str, int]:
+    """The plan's pulses, and the whole periods the station's sync may be off by (the
+    mission's clock offset uncertainty over the pulse period): satqkd_core.pulse_shift."""
+    rate = float(plan["repetition_rate_hz"])
+    return {
+        "max_pulse_shift": max_pulse_shift(settings.clock_offset_uncertainty_ps, 1e12 / rate),
+        "n_pulses": round((plan["qkd_stop_unix_s"] - plan["qkd_start_unix_s"]) * rate),
+    }

@@ -14,8 +14,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from drivers.interfaces import EntropySource
+from satqkd_payload.relay import discard_moved_key
 from satqkd_payload.session import PayloadPassOutcome
-from satqkd_runtime.keystore import KeyStore, erase_file
+from satqkd_runtime.keystore import KeyStore, KeyStoreError, erase_file
 from satqkd_runtime.qkd_channel import QkdChannel
 
 log = logging.getLogger("satqkd.payload")
@@ -77,7 +78,11 @@ def discard_confirmed_key(store: KeyStore, outcome: PayloadPassOutcome, reason: 
     gave the pass up after all; False if there is none left to delete."""
     if not outcome.key_id or outcome.discarded:
         return False
-    store.discard(outcome.key_id)
+    try:
+        store.discard(outcome.key_id)
+    except KeyStoreError:  # moved into key management for a relay (satqkd_payload.relay)
+        if not discard_moved_key(store.directory, outcome.key_id):
+            return False
     outcome.discarded, outcome.confirmed = True, False
     outcome.abort_reason = reason or "aborted by the station after the key"
     return True

@@ -125,6 +125,10 @@ class PassEndings(SourceControl):
         link.sessions.pop(session.plan_id, None)
         self._channel_at_load.pop((link.station, session.plan_id), None)
         self._last_heard.pop((link.station, session.plan_id), None)
+        # its emission window and interruption were reported with its end: a daemon that
+        # flies pass after pass must not keep one entry of each per pass for ever (issue 13)
+        self.emissions.pop((link.station, session.plan_id), None)
+        self.interrupted.pop((link.station, session.plan_id), None)
         watchdog = self._watchdogs.pop((link.station, session.plan_id), None)
         if watchdog is not None and watchdog is not asyncio.current_task():
             watchdog.cancel()

@@ -26,6 +26,12 @@ from satqkd_core.pass_decisions import (
     statistics_from_counts,
 )
 from satqkd_core.privacy_amplification import toeplitz_hash, toeplitz_seed_bits
+from satqkd_core.pulse_shift import (
+    PooledPulseShift,
+    PulseShiftDecision,
+    resolve_pulse_shift,
+    shifted_in_range,
+)
 from satqkd_core.sifting import pack_intensity_labels, sift_mask
 from satqkd_core.verification import (
     verification_hash_key_words,
@@ -86,6 +92,11 @@ class PayloadSession:
     auth_refill: Callable[[int], int] = _no_refill
     # a stored key the station has not confirmed after this long is discarded
     pending_key_timeout_s: float = 60.0
+    # whole pulse periods the station's timing sync may be off by (the mission's clock offset
+    # uncertainty over the pulse period; 0: none), and the pulses of the pass (shifted indices
+    # stay within them); satqkd_core.pulse_shift
+    max_pulse_shift: int = 0
+    n_pulses: int = 2**62
     outcome: PayloadPassOutcome = field(default_factory=PayloadPassOutcome)
     _chunks: dict[int, _SiftedChunk] = field(default_factory=dict)
     _reference_key: np.ndarray | None = None
@@ -98,6 +109,7 @@ class PayloadSession:
     _refill: bytearray | None = None
     _pa_input_bits: int = 0
     _pending_timer: asyncio.Task[None] | None = None
+    _pooled_shift: PooledPulseShift | None = None
 
     @property
     def finished(self) -> bool:
@@ -147,11 +159,16 @@ class PayloadSession:
                 f"chunk {chunk}: report holds {pulse_index.size} detections, "
                 f"header says {f['n_detections']}"
             )
-        record = self.pattern(pulse_index)
-        keep = sift_mask(record.basis, ogs_basis)
-        kept_basis = record.basis[keep]
-        kept_intensity = record.intensity[keep]
-        kept_bits = record.bit[keep]
+        frame_shift = await asyncio.to_thread(self._frame_pulse_shift, pulse_index)
+        shift, ambiguous, in_range = self._pulse_shift(frame_shift, pulse_index, chunk)
+        sifted = np.flatnonzero(in_range)  # ascending: the kept detections stay in order
+        record = self.pattern(pulse_index[sifted] + shift)
+        same = sift_mask(record.basis, ogs_basis[sifted])
+        keep = np.zeros(pulse_index.size, dtype=bool)
+        keep[sifted[same]] = True
+        kept_basis = record.basis[same]
+        kept_intensity = record.intensity[same]
+        kept_bits = record.bit[same]
         is_x = kept_basis == 0
         z_intensity = kept_intensity[~is_x]
         reply = {
@@ -162,6 +179,8 @@ class PayloadSession:
             "n_kept": int(keep.sum()),
             "intensity": pack_intensity_labels(kept_intensity),
             "z_bits": np.packbits(kept_bits[~is_x], bitorder="big").tobytes(),
+            "pulse_shift": shift,
+            "pulse_index_ambiguous": ambiguous,
         }
         self._chunks[chunk] = _SiftedChunk(
             x_bits=kept_bits[is_x].copy(),
@@ -171,6 +190,48 @@ class PayloadSession:
         )
         self.outcome.chunks = len(self._chunks)
         await self.channel.send("SIFT_RESULT", **reply)
+
+    def _frame_pulse_shift(self, pulse_index: np.ndarray) -> PulseShiftDecision | None:
+        """The frame's own vacuum-pulse counts at each candidate shift (None: no shift to
+        resolve, or a frame without detections); runs off the event loop."""
+        if self.max_pulse_shift == 0 or pulse_index.size == 0:
+            return None
+        return resolve_pulse_shift(
+            pulse_index,
+            self.max_pulse_shift,
+            self.n_pulses,
+            self.params.probabilities[2],
+            lambda index: self.pattern(index).intensity,
+        )
+
+    def _pulse_shift(
+        self, frame: PulseShiftDecision | None, pulse_index: np.ndarray, chunk: int
+    ) -> tuple[int, bool, np.ndarray]:
+        """The whole pulse periods to add to the frame's indices (satqkd_core.pulse_shift),
+        whether they are ambiguous, and which detections to sift (none when ambiguous). A frame
+        too weak to decide alone is decided by the evidence pooled over the pass so far."""
+        if self._pooled_shift is None:
+            self._pooled_shift = PooledPulseShift(self.params.probabilities[2])
+        pool = self._pooled_shift
+        if frame is None:  # nothing to resolve, or no detections: nothing is sifted wrongly
+            shift = pool.last_shift if self.max_pulse_shift else 0
+            return shift, False, shifted_in_range(pulse_index, shift, self.n_pulses)
+        decision = pool.decide(frame)
+        if decision.shift is None:
+            log.warning("plan %d chunk %d: %s", self.plan_id, chunk, decision.reason)
+            return 0, True, np.zeros(pulse_index.size, dtype=bool)
+        if decision.shift:
+            log.info(
+                "plan %d chunk %d: pulse indices shifted by %+d (%d of %d detections on vacuum "
+                "pulses there, %.0f expected at a wrong shift)",
+                self.plan_id,
+                chunk,
+                decision.shift,
+                int(decision.vacuum_hits[decision.candidates == decision.shift][0]),
+                decision.n_evidence,
+                decision.expected_wrong,
+            )
+        return decision.shift, False, shifted_in_range(pulse_index, decision.shift, self.n_pulses)
 
     async def _on_pe_counts(self, f: dict) -> None:
         n_chunks = int(f["n_chunks"])
@@ -214,8 +275,8 @@ class PayloadSession:
                 int(f["permutation_seed"]),
                 int(f["passes"]),
             )
-        query = np.asarray(f["query"], dtype=np.int64).reshape(-1, 3)
-        parities = await asyncio.to_thread(self._responder.reply, query)
+        # compact rows (satqkd_core.cascade_messages): a malformed query is a ProtocolError
+        parities = await asyncio.to_thread(self._responder.reply_message, f["query"])
         await self.channel.send(
             "EC_REPLY",
             plan_id=self.plan_id,
@@ -300,8 +361,18 @@ class PayloadSession:
         tag = await asyncio.to_thread(verification_tag, self._reference_key, words)
         await self.channel.send("VERIFY", plan_id=self.plan_id, hash_key=words, tag=tag)
 
+    def _final_key_length(self, n: int, leak: int) -> tuple[int, str]:
+        """Get: (the bound's key length for n corrected bits and `leak` disclosed bits, why
+        there is no key when it is 0); the BBM92 session (bbm92_session.py) has its own."""
+        if self._statistics is None:
+            raise ProtocolError("VERIFY_RESULT before verification")
+        result = fk.finite_key_length(
+            self._statistics, self.params.eps_sec, self.params.eps_cor, leak
+        )
+        return result.key_length_bits, no_key_reason(result, leak)
+
     async def _on_verify_result(self, f: dict) -> None:
-        if self._reference_key is None or self._statistics is None:
+        if self._reference_key is None:
             raise ProtocolError("VERIFY_RESULT before verification")
         if not f["ok"]:
             self.outcome.abort_reason = "verification failed: keys differ after error correction"
@@ -309,12 +380,9 @@ class PayloadSession:
             return
         n = int(self._reference_key.size)
         leak = self._leak_ec_bits + verification_tag_bits(self.params.eps_cor, n)
-        result = fk.finite_key_length(
-            self._statistics, self.params.eps_sec, self.params.eps_cor, leak
-        )
-        m = result.key_length_bits
+        m, no_key = self._final_key_length(n, leak)
         if m <= 0:
-            await self._abort(no_key_reason(result, leak))
+            await self._abort(no_key)
             return
         n_seed = toeplitz_seed_bits(n, m)
         seed = await draw_bits(self.entropy, n_seed, self._purpose("pa-seed"))

@@ -31,5 +31,9 @@ class PayloadSettings:
     # the pulse pattern: "expanded" (a 256-bit AES key per pass) or "recorded" (one entropy
     # byte per pulse, drawn and written to disk at plan load: information-theoretic)
     pattern_mode: Literal["expanded", "recorded"] = "expanded"
+    # how well the station's clock knows the payload's offset (the mission's
+    # time_sync.clock_offset_uncertainty_ps): on-board sifting resolves the whole pulse
+    # periods the station's sync may be off by within it (satqkd_core.pulse_shift); 0: none
+    clock_offset_uncertainty_ps: Annotated[float, Field(ge=0.0, le=1e9)] = 0.0
     # (the keep-alive on the payload controller's link is the link's own setting: the bench's
     # payload_link_source option keep_alive_interval_s)

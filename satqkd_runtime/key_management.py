@@ -33,6 +33,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from satqkd_runtime.keystore import make_private_directory
+
 STATES = ("available", "reserved", "delivered", "consumed")
 ORIGINS = ("pass", "import", "relay")
 DB_NAME = "keys.sqlite"
@@ -140,8 +142,7 @@ class KeyManagement:
     def __init__(self, directory: str | Path, key_size_bits: int = 256) -> None:
         self.directory = Path(directory)
         self.key_size_bits = _check_key_size(key_size_bits)
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.directory, 0o700)
+        make_private_directory(self.directory)
         self.path = self.directory / DB_NAME
         _private_file(self.path)  # SQLite gives new -wal and -shm files this file's mode
         for journal in (
@@ -376,6 +377,56 @@ class KeyManagement:
                 ).rowcount
                 for key_id in key_ids
             )
+
+    def take_available(self, key_ids: Sequence[str], holder: str) -> list[DeliveredKey]:
+        """Control: take the named keys for `holder` (a relay) and erase them, all or none:
+        KeyRefused (nothing taken) if any is unknown or not available (reserved, delivered or
+        consumed)."""
+        if not key_ids or len(set(key_ids)) != len(key_ids):
+            raise KeyManagementError("key ids: none given, or one given twice")
+        now = time.time()
+        with self._transaction() as db:
+            found = []
+            for key_id in key_ids:
+                row = db.execute(
+                    "SELECT material, state FROM keys WHERE key_id = ?", (key_id,)
+                ).fetchone()
+                if row is None or row[1] != "available":
+                    state = "unknown" if row is None else row[1]
+                    raise KeyRefused(f"key {key_id} is {state}, not available")
+                found.append(DeliveredKey(key_id, bytes(row[0])))
+            db.executemany(
+                "UPDATE keys SET state = 'consumed', material = NULL, holder = ?,"
+                " updated_unix_s = ? WHERE key_id = ?",
+                ((holder, now, key.key_id) for key in found),
+            )
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return found
+
+    def address_to_pair(self, key_ids: Sequence[str], master_sae: str, slave_sae: str) -> int:
+        """Control: mark available keys as delivered to `master_sae` for `slave_sae` without
+        handing them out (the far KME's master took the same key ids), so the slave SAE here
+        may fetch them once with dec_keys; all or none (KeyRefused). Get how many."""
+        with self._transaction() as db:
+            for key_id in key_ids:
+                row = db.execute("SELECT state FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+                if row is None or row[0] != "available":
+                    raise KeyRefused(f"key {key_id} is not available to address")
+            db.executemany(
+                "UPDATE keys SET state = 'delivered', master_sae = ?, slave_sae = ?,"
+                " updated_unix_s = ? WHERE key_id = ?",
+                ((master_sae, slave_sae, time.time(), key_id) for key_id in key_ids),
+            )
+        return len(key_ids)
+
+    def available_indices(self, block_id: str) -> list[int]:
+        """Get: the indices of a block's available keys, increasing."""
+        rows = self._db.execute(
+            "SELECT key_index FROM keys WHERE block_id = ? AND state = 'available'"
+            " AND size_bits = ? ORDER BY key_index",
+            (block_id, self.key_size_bits),
+        )
+        return [int(row[0]) for row in rows]
 
     # ---- reading ------------------------------------------------------------------------------
 

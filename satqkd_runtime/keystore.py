@@ -140,6 +140,20 @@ def fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+def make_private_directory(directory: Path) -> None:
+    """Create `directory` owner-only (0700), and every missing parent with it.
+
+    A key store's directory is always 0700; parents it had to create are 0700 too, so a
+    freshly made key tree does not even list its stations' names to other users. Parents that
+    already existed are left as they are.
+    """
+    missing = [parent for parent in (directory, *directory.parents) if not parent.exists()]
+    for parent in reversed(missing):
+        parent.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(parent, 0o700)  # mkdir's mode is masked by the umask
+    os.chmod(directory, 0o700)
+
+
 def _tmp_path(path: Path) -> Path:
     return path.with_suffix(path.suffix + ".tmp")
 
@@ -198,8 +212,7 @@ class KeyStore:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.directory, 0o700)
+        make_private_directory(self.directory)
         self._skipped: dict[str, str] = {}
 
     def _paths(self, key_id: str) -> tuple[Path, Path]:

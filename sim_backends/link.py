@@ -23,11 +23,14 @@ from sim_backends.atmosphere import (
     field_stop_coupling_of_seeing,
     slant_transmittance,
 )
+from sim_backends.cloud_climatology import OVERCAST_ZENITH_OPTICAL_DEPTH as _OVERCAST_TAU
+from sim_backends.sky import coupling_into_field_stop
 
 __all__ = [
     "ATMOSPHERE_MODELS",
     "DIVERGENCE_DEFINITIONS",
     "SKY_RADIANCE_W_M2_SR_NM",
+    "TRUNCATIONS",
     "WEATHER_ZENITH_LOSS_MULTIPLIER",
     "Atmosphere",
     "Background",
@@ -35,7 +38,9 @@ __all__ = [
     "ReceiverOptics",
     "TransmitterOptics",
     "airmass_kasten_young",
+    "expected_station_coupling",
     "link_budget",
+    "transmitted_fraction",
 ]
 
 _PLANCK_J_S = 6.62607015e-34
@@ -46,7 +51,12 @@ _DETECTORS = 4  # passive BB84 receiver: the background is shared by four detect
 # Haze (visibility ~5 km instead of ~23 km) roughly triples the aerosol extinction of the
 # boundary layer (Kim & Kruse visibility law, lambda = 850 nm); thin cirrus of optical depth
 # ~0.5-1 adds 2-4 dB. These are engineering classes, not a radiative-transfer model.
-WEATHER_ZENITH_LOSS_MULTIPLIER: dict[str, float] = {"clear": 1.0, "haze": 3.0, "thin_cloud": 6.0}
+WEATHER_ZENITH_LOSS_MULTIPLIER: dict[str, float] = {
+    "clear": 1.0,
+    "haze": 3.0,
+    "thin_cloud": 6.0,
+    "overcast": 1.0,  # clear air plus the overcast cloud below (either model)
+}
 
 # zenith_loss: one clear-sky zenith loss times the Kasten-Young airmass and the weather
 # multiplier above; lowtran7: the shipped LOWTRAN7 table (sim_backends.atmosphere) at the
@@ -56,10 +66,20 @@ WEATHER_ZENITH_LOSS_MULTIPLIER: dict[str, float] = {"clear": 1.0, "haze": 3.0, "
 ATMOSPHERE_MODELS = ("zenith_loss", "lowtran7")
 HAZE_VISIBILITY_KM = 5.0
 THIN_CLOUD_ZENITH_OPTICAL_DEPTH = 0.5
+# overcast (a night drawn from the site's cloud climatology): sim_backends.cloud_climatology
+OVERCAST_ZENITH_OPTICAL_DEPTH = _OVERCAST_TAU
 
 # How a published divergence is read: the full angle of the 1/e^2 intensity cone, or the full
 # width at half maximum of the far-field intensity (FWHM = sqrt(2 ln 2) x the 1/e^2 radius).
 DIVERGENCE_DEFINITIONS = ("e2_full_angle", "fwhm_full_angle")
+
+# Whether the transmitter's aperture clips its Gaussian beam. none (the default): the whole
+# beam leaves the payload; clipped: only what falls on the clear annulus of the aperture does,
+# exp(-2 b^2 / w^2) - exp(-2 a^2 / w^2) of the power for a waist radius w, aperture radius a
+# and central obscuration radius b (Klein & Degnan, Appl. Opt. 13, 2134 (1974), the power
+# term of their transmitter gain). The far-field spread stays the stated divergence (it is a
+# design value, wider than diffraction for these apertures), so clipping is a power loss.
+TRUNCATIONS = ("none", "clipped")
 
 # Sky spectral radiance near 850 nm, W m^-2 sr^-1 nm^-1, from I-band sky surface brightness
 # (zero point 1.13e-11 W m^-2 nm^-1, Bessell 1979): dark site ~19.9 mag/arcsec^2 (Patat,
@@ -90,11 +110,13 @@ def _efficiency(value: object, name: str) -> float:
 
 @dataclass(frozen=True)
 class TransmitterOptics:
-    """Payload telescope: an untruncated Gaussian beam of waist radius aperture/2.
+    """Payload telescope: a Gaussian beam of waist radius aperture/2 (or waist_radius_m).
 
     divergence_urad is a FULL angle, read as divergence_definition says (the 1/e^2 intensity
     cone, or the FWHM of the far-field intensity); pointing_jitter_rms_urad is the per-axis
     rms of the pointing jitter faster than a budget step, averaged over each step.
+    truncation (TRUNCATIONS) says whether the aperture clips the beam; with clipped, a central
+    obscuration of obscuration_diameter_m blocks the beam's centre too (transmitted_fraction).
     """
 
     wavelength_nm: float
@@ -103,6 +125,9 @@ class TransmitterOptics:
     optics_efficiency: float
     divergence_definition: str = "e2_full_angle"
     pointing_jitter_rms_urad: float = 0.0
+    truncation: str = "none"
+    obscuration_diameter_m: float = 0.0
+    waist_radius_m: float | None = None
 
     def __post_init__(self) -> None:
         _positive(self.wavelength_nm, "TransmitterOptics.wavelength_nm")
@@ -119,11 +144,40 @@ class TransmitterOptics:
             "TransmitterOptics.pointing_jitter_rms_urad",
             allow_zero=True,
         )
+        if self.truncation not in TRUNCATIONS:
+            raise InputError(
+                f"TransmitterOptics.truncation must be one of {list(TRUNCATIONS)}, "
+                f"got {self.truncation!r}"
+            )
+        obscuration = _positive(
+            self.obscuration_diameter_m,
+            "TransmitterOptics.obscuration_diameter_m",
+            allow_zero=True,
+        )
+        if obscuration >= self.aperture_diameter_m:
+            raise InputError(
+                "TransmitterOptics.obscuration_diameter_m must be smaller than "
+                f"aperture_diameter_m, got {obscuration} >= {self.aperture_diameter_m}"
+            )
+        if obscuration > 0.0 and self.truncation == "none":
+            raise InputError(
+                "TransmitterOptics.obscuration_diameter_m needs truncation 'clipped' (an "
+                "unclipped beam does not meet the aperture)"
+            )
+        if self.waist_radius_m is not None:
+            _positive(self.waist_radius_m, "TransmitterOptics.waist_radius_m")
+
+    @property
+    def waist_m(self) -> float:
+        """Get the beam's 1/e^2 waist radius at the aperture (default: aperture radius)."""
+        if self.waist_radius_m is not None:
+            return float(self.waist_radius_m)
+        return self.aperture_diameter_m / 2.0
 
     @property
     def far_field_half_angle_urad(self) -> float:
         """Get the 1/e^2 half-angle: the designed one, or diffraction lambda/(pi w0) if larger."""
-        waist_m = self.aperture_diameter_m / 2.0
+        waist_m = self.waist_m
         diffraction_urad = self.wavelength_nm * 1e-9 / (math.pi * waist_m) * 1e6
         if self.divergence_definition == "fwhm_full_angle":
             designed = self.divergence_urad / math.sqrt(2.0 * math.log(2.0))
@@ -275,6 +329,64 @@ def airmass_kasten_young(elevation_deg: np.ndarray) -> np.ndarray:
     return 1.0 / (np.sin(np.radians(h)) + 0.50572 * (h + 6.07995) ** -1.6364)
 
 
+def expected_station_coupling(
+    elevation_deg: np.ndarray,
+    tip_tilt_rms_urad_zenith: float,
+    loop_integral_gain: float,
+    field_of_view_urad: float,
+    spot_fwhm_urad: float,
+) -> np.ndarray:
+    """Get the station's expected field-stop coupling from its fine-tracking residual.
+
+    The residual is the atmospheric tip/tilt (per-axis rms tip_tilt_rms_urad_zenith at zenith,
+    x sqrt(airmass): sim_backends.sky) left by the station's fine loop, an integral law of gain
+    g with one sample of latency (satqkd_ogs.pointing: y[k+1] = y[k] + g (tilt[k] - y[k])). The
+    loop runs far slower than the tilt's spectral corner (10 Hz against ~50 Hz), so the tilt
+    decorrelates between its updates: the mirror follows none of it and adds its own
+    g / (2 - g) of the tilt variance, a per-axis residual variance of 2 / (2 - g) times the
+    tilt's (g = 0: no mirror, the tilt alone). Averaged over a Gaussian residual of per-axis
+    rms s, an offset Gaussian spot's coupling through the stop is the centred coupling of a
+    spot widened to FWHM^2 + (2.3548 s)^2: coupling_into_field_stop, the function the pass
+    averages over its sampled residuals per frame. Elevations below the horizon give 1.
+    """
+    elevation = np.asarray(elevation_deg, dtype=np.float64)
+    if elevation.ndim != 1 or not np.all(np.isfinite(elevation)):
+        raise InputError("elevation_deg must be a 1-D array of finite values")
+    rms = _positive(tip_tilt_rms_urad_zenith, "tip_tilt_rms_urad_zenith", allow_zero=True)
+    if (
+        isinstance(loop_integral_gain, bool)
+        or not isinstance(loop_integral_gain, (int, float, np.integer, np.floating))
+        or not 0.0 <= loop_integral_gain < 2.0
+    ):
+        raise InputError(f"loop_integral_gain must be in [0, 2), got {loop_integral_gain!r}")
+    _positive(field_of_view_urad, "field_of_view_urad")
+    fwhm = _positive(spot_fwhm_urad, "spot_fwhm_urad")
+    airmass = airmass_kasten_young(np.clip(elevation, 0.0, 90.0))
+    residual_var = rms**2 * airmass * 2.0 / (2.0 - float(loop_integral_gain))
+    widened = np.sqrt(fwhm**2 + (2.0 * math.sqrt(2.0 * math.log(2.0))) ** 2 * residual_var)
+    zero = np.zeros(1)
+    coupling = np.array(
+        [coupling_into_field_stop(zero, field_of_view_urad, float(w))[0] for w in widened]
+    )
+    return np.where(elevation >= 0.0, coupling, 1.0)
+
+
+def transmitted_fraction(tx: TransmitterOptics) -> float:
+    """Get the fraction of the beam's power that leaves the transmitter (TRUNCATIONS).
+
+    A Gaussian of 1/e^2 radius w through an annulus of radii b < a passes
+    exp(-2 b^2 / w^2) - exp(-2 a^2 / w^2); unclipped, 1.
+    """
+    if not isinstance(tx, TransmitterOptics):
+        raise InputError(f"tx must be a TransmitterOptics, got {type(tx).__name__}")
+    if tx.truncation == "none":
+        return 1.0
+    w2 = tx.waist_m**2
+    inner = (tx.obscuration_diameter_m / 2.0) ** 2
+    outer = (tx.aperture_diameter_m / 2.0) ** 2
+    return math.exp(-2.0 * inner / w2) - math.exp(-2.0 * outer / w2)
+
+
 def _to_db(ratio: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
         return -10.0 * np.log10(ratio)
@@ -321,9 +433,10 @@ def link_budget(
     ):
         raise InputError(f"scintillation_seed must be an int or None, got {scintillation_seed!r}")
 
-    # Geometric collection of a Gaussian beam by an annular aperture.
+    # Geometric collection of a Gaussian beam by an annular aperture (after what the
+    # transmitter's own aperture clips of it, with truncation clipped).
     half_angle_rad = tx.far_field_half_angle_urad * 1e-6
-    waist_m = tx.aperture_diameter_m / 2.0
+    waist_m = tx.waist_m
     beam_radius_m = np.sqrt(waist_m**2 + (half_angle_rad * geometry.range_m) ** 2)
     above_horizon = geometry.elevation_deg >= 0.0
     airmass = airmass_kasten_young(np.clip(geometry.elevation_deg, 0.0, 90.0))
@@ -343,6 +456,8 @@ def link_budget(
     eta_geometric = np.exp(-2.0 * inner**2 / beam_radius_m**2) - np.exp(
         -2.0 * outer**2 / beam_radius_m**2
     )
+    if tx.truncation != "none":
+        eta_geometric = eta_geometric * transmitted_fraction(tx)
     geometric_db = _to_db(eta_geometric)
 
     # Pointing error of the transmitter against the far-field 1/e^2 half-angle: the step's
@@ -374,6 +489,8 @@ def link_budget(
     else:
         zenith_db = atmosphere.zenith_loss_db * WEATHER_ZENITH_LOSS_MULTIPLIER[atmosphere.weather]
         atmospheric_db = zenith_db * airmass
+    if atmosphere.weather == "overcast":
+        atmospheric_db = atmospheric_db + airmass * _to_db(np.exp(-OVERCAST_ZENITH_OPTICAL_DEPTH))
     if atmosphere.cloud_start_unix_s is not None:
         in_cloud = (geometry.unix_s >= atmosphere.cloud_start_unix_s) & (
             geometry.unix_s < atmosphere.cloud_stop_unix_s

@@ -1,4 +1,6 @@
-"""One BBM92 downlink window end to end, in process (no daemons yet): simulated pairs, the
+"""One BBM92 downlink window end to end, in process (the daemons run the same core stages over
+the bus: satqkd_payload/bbm92_session.py, satqkd_ogs/bbm92_session.py; this window stays for
+the figures only the simulation's truth gives, and for tampering tests): simulated pairs, the
 station's compressed timing up, coincidence finding on the payload, sifting, the test-basis
 error estimate, Cascade, verification, the Tomamichel et al. (2012) key length and Toeplitz
 privacy amplification, every classical message Wegman-Carter authenticated.
@@ -6,8 +8,8 @@ privacy amplification, every classical message Wegman-Carter authenticated.
 Roles: the payload (high-count side) holds the reference key and answers Cascade's parity
 queries, like the BB84 payload; the station (low-count side) corrects. Public random values
 (Cascade's permutation seed, the verification hash key, the Toeplitz seed) and the pre-shared
-authentication key come from the scenario seed here; in production they come from the entropy
-source, which is the daemons' job (docs/bbm92.md lists the seams).
+authentication key come from the scenario seed here; the daemons draw them from their entropy
+sources (docs/bbm92.md).
 """
 
 from __future__ import annotations
@@ -25,10 +27,17 @@ from satqkd_core.authentication import (
     WegmanCarterAuthenticator,
     preshared_key_bytes,
 )
-from satqkd_core.bbm92 import Bbm92Sifted, check_test_sample, sift_coincidences
+from satqkd_core.bbm92 import (
+    Bbm92Sifted,
+    block_coincidences,
+    check_test_sample,
+    pack_bits,
+    sift_coincidences,
+    unpack_bits,
+)
 from satqkd_core.bbm92_finite_key import Bbm92KeyLength, bbm92_key_length
 from satqkd_core.cascade import CascadeCorrector, CascadeResponder
-from satqkd_core.coincidence import ClockRelation, find_clock_relation, track_coincidences
+from satqkd_core.coincidence import ClockRelation
 from satqkd_core.light_time import SPEED_OF_LIGHT_M_S, LightTimeModel
 from satqkd_core.privacy_amplification import toeplitz_hash, toeplitz_seed_bits
 from satqkd_core.timing_compression import (
@@ -183,23 +192,26 @@ def run_bbm92_window(
     ) / 8
     b_rx, basis_rx = decode_timing(CompressedTiming.from_bytes(uplink))
 
-    # payload: coincidences, then (station index, payload basis) of each back down
+    # payload: coincidences (the daemons' step, one block here), then (station index, payload
+    # basis) of each back down in BBM92_COINCIDENCES' wire form
     a_ps = tags.payload.timestamp_ps
-    relation = find_clock_relation(a_ps, b_rx, window.max_offset_ps, window.max_drift)
+    pairs, relation = block_coincidences(
+        a_ps, b_rx, None, window.max_offset_ps, window.max_drift, window.window_ps
+    )
     result.relation = relation
-    if not relation.found:
+    if pairs is None:
         result.reason = f"no correlation peak (significance {relation.significance:.1f})"
         return _finish(result, link)
-    pairs = track_coincidences(a_ps, b_rx, relation, window.window_ps)
     result.coincidences = int(pairs.index_b.size)
     (result.true_coincidences_found, result.true_coincidences_available,
      result.accidental_coincidences) = _truth(tags, pairs.index_a, pairs.index_b)  # fmt: skip
     payload_basis = tags.payload.basis[pairs.index_a]
+    n = int(pairs.index_b.size)
     reply = link.send(
-        DIRECTION_DOWN, pairs.index_b.astype("<i8").tobytes() + payload_basis.tobytes()
+        DIRECTION_DOWN, pairs.index_b.astype("<u4").tobytes() + pack_bits(payload_basis)
     )
-    index_b = np.frombuffer(reply[: 8 * pairs.index_b.size], dtype="<i8")
-    basis_from_payload = np.frombuffer(reply[8 * pairs.index_b.size :], dtype=np.uint8)
+    index_b = np.frombuffer(reply[: 4 * n], dtype="<u4").astype(np.int64)
+    basis_from_payload = unpack_bits(reply[4 * n :], n)
 
     payload = sift_coincidences(payload_basis, basis_rx[index_b], tags.payload.bit[pairs.index_a])
     ogs = sift_coincidences(ogs_basis[index_b], basis_from_payload, tags.ogs.bit[index_b])
@@ -217,7 +229,8 @@ def _postprocess(
     """Test, Cascade, verification, key length and privacy amplification on sifted blocks."""
     result.n_key_bits, result.k_test_bits = int(payload.key_bits.size), int(payload.test_bits.size)
     # the station discloses its test bits; the payload estimates and says pass or abort
-    disclosed = np.frombuffer(link.send(DIRECTION_UP, ogs.test_bits.tobytes()), dtype=np.uint8)
+    k = int(ogs.test_bits.size)
+    disclosed = unpack_bits(link.send(DIRECTION_UP, pack_bits(ogs.test_bits)), k)
     test = check_test_sample(payload.test_bits, disclosed, window.qber_tolerance)
     link.send(DIRECTION_DOWN, f"{test.test_errors}/{test.k_test_bits}".encode())
     result.qber_test = test.qber_test

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 if TYPE_CHECKING:
     from satqkd_runtime.bus_tls import BusTls
@@ -20,6 +21,16 @@ _MOSQUITTO_FIXTURES = frozenset(
     {"mosquitto", "mosquitto_url", "mosquitto_factory", "secure_mosquitto"}
 )
 _FALLBACK_MOSQUITTO = Path("/usr/sbin/mosquitto")  # Debian installs it outside a user's PATH
+
+# `pytest --hypothesis-profile ci-deep`: every property test takes its full example count;
+# the default run takes fewer of the few whose examples are slow (see `examples`).
+hypothesis_settings.register_profile("ci-deep", deadline=None)
+
+
+def examples(deep: int, default_run: int) -> int:
+    """Get: max_examples of a property test whose examples are slow: `deep` under the ci-deep
+    profile, `default_run` in the default run (whole suite under 10 minutes on 2 cores)."""
+    return deep if hypothesis_settings.get_current_profile_name() == "ci-deep" else default_run
 
 
 def find_mosquitto() -> str | None:
@@ -260,6 +271,27 @@ def short_clear_pass(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
     )
     assert status == 0
     return out, json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def good_ldpc_exchange(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The finished `tests.ogs.test_ldpc_session.Pass` of one good LDPC exchange (1.1 M
+    detections at 1.1 % QBER, block seed 1, both ends seeded): run once per session for the
+    tests that each check something else of the same exchange."""
+    import asyncio
+
+    from tests.ogs import test_ldpc_session as rig
+
+    async def exchange() -> object:
+        block = rig.make_block(1_100_000, qber_x=0.011, qber_z=0.011, seed=1)
+        running = await rig.start_pass(tmp_path_factory.mktemp("good-ldpc-exchange"), block)
+        try:
+            await running.run(block)
+        finally:
+            await running.close()
+        return running
+
+    return asyncio.run(exchange())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -15,7 +15,7 @@ hand-over before the answer is sent.
 
 # no `from __future__ import annotations`: FastAPI reads the local Caller annotation at runtime
 import logging
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +25,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from satqkd_ogs.key_delivery.models import Error, KeyContainer, KeyIds, KeyRequest, Status
 from satqkd_ogs.key_delivery.service import DeliveryRefused, DeliverySettings, KeyDelivery
 from satqkd_runtime.key_management import KeyManagement
+
+if TYPE_CHECKING:
+    from satqkd_ogs.key_delivery.kme_sync import PeerKme
 
 SAE_STATE_KEY = "satqkd_sae_id"  # the connection state entry holding the caller's SAE id
 API_VERSION = "1.1.1"
@@ -62,8 +65,11 @@ def _add_error_handlers(app: FastAPI, delivery: KeyDelivery) -> None:
         return JSONResponse(Error(message=str(exc.detail)).model_dump(), exc.status_code)
 
 
-def create_app(kms: KeyManagement, settings: DeliverySettings) -> FastAPI:
-    """Get: the key delivery app serving `kms` (used from one thread: the server's loop)."""
+def create_app(
+    kms: KeyManagement, settings: DeliverySettings, peer_kme: "PeerKme | None" = None
+) -> FastAPI:
+    """Get: the key delivery app serving `kms` (used from one thread: the server's loop); with
+    `peer_kme`, one of two KMEs over the same keys (`kms` a PairedKeyManagement, kme_sync)."""
     app = FastAPI(
         title="satqkd key delivery (ETSI GS QKD 014)",
         version=API_VERSION,
@@ -75,6 +81,13 @@ def create_app(kms: KeyManagement, settings: DeliverySettings) -> FastAPI:
     delivery = KeyDelivery(kms, settings)
     app.state.delivery = delivery
     _add_error_handlers(app, delivery)
+    sync = None
+    if peer_kme is not None:
+        from satqkd_ogs.key_delivery.kme_sync import KmeSync, add_sync_routes
+
+        sync = KmeSync(kms, peer_kme, delivery.counters)  # type: ignore[arg-type]
+        add_sync_routes(app, sync, SAE_STATE_KEY)
+    app.state.sync = sync
 
     def caller(request: Request) -> str:
         # a dependency: checked before any parameter, so a caller without a certificate gets 401
@@ -96,12 +109,18 @@ def create_app(kms: KeyManagement, settings: DeliverySettings) -> FastAPI:
         size: Annotated[int | None, Query(ge=1)] = None,
     ) -> KeyContainer:
         """Get key (clause 5.3), parameters in the query."""
-        return delivery.enc_keys(sae, slave_SAE_ID, KeyRequest(number=number, size=size))
+        container = delivery.enc_keys(sae, slave_SAE_ID, KeyRequest(number=number, size=size))
+        if sync is not None:  # answered once the peer KME confirmed the ids
+            await sync.confirm(sae, slave_SAE_ID, container)
+        return container
 
     @app.post("/api/v1/keys/{slave_SAE_ID}/enc_keys", response_model=KeyContainer, **common)
     async def post_enc_keys(sae: Caller, slave_SAE_ID: SaeId, body: KeyRequest) -> KeyContainer:
         """Get key (clause 5.3), a Key request (6.2) in the body."""
-        return delivery.enc_keys(sae, slave_SAE_ID, body)
+        container = delivery.enc_keys(sae, slave_SAE_ID, body)
+        if sync is not None:
+            await sync.confirm(sae, slave_SAE_ID, container)
+        return container
 
     @app.get("/api/v1/keys/{master_SAE_ID}/dec_keys", response_model=KeyContainer, **common)
     async def get_dec_keys(

@@ -17,6 +17,7 @@ from satqkd_runtime.key_management import (
     KeyRefused,
     NotEnoughKeys,
 )
+from satqkd_runtime.key_management_sync import PairedKeyManagement
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class DeliverySettings:
     sae_ids: frozenset[str]
     max_key_per_request: int = 128
     max_key_count: int = 1_000_000
+    # one of two KMEs over the same keys (kme_sync): the other's id and the SAEs it serves; the
+    # slave of enc_keys and the master of dec_keys are then SAEs of the peer KME
+    peer_kme_id: str | None = None
+    peer_sae_ids: frozenset[str] = frozenset()
 
 
 class DeliveryRefused(Exception):
@@ -61,6 +66,11 @@ class KeyDelivery:
         return sae
 
     def _other_sae(self, caller: str, other: str, role: str) -> None:
+        if self.settings.peer_kme_id is not None:
+            if other not in self.settings.peer_sae_ids:
+                peer = self.settings.peer_kme_id
+                raise DeliveryRefused(400, f"{role} {other!r} is not an SAE of {peer}", "unknown")
+            return
         if other not in self.settings.sae_ids:
             raise DeliveryRefused(400, f"{role} {other!r} is not an SAE of this KME", "unknown")
         if other == caller:
@@ -72,11 +82,15 @@ class KeyDelivery:
         size = self.kms.key_size_bits
         return Status(
             source_KME_ID=self.settings.kme_id,
-            target_KME_ID=self.settings.kme_id,
+            target_KME_ID=self.settings.peer_kme_id or self.settings.kme_id,
             master_SAE_ID=caller,
             slave_SAE_ID=slave,
             key_size=size,
-            stored_key_count=self.kms.count(self.settings.peer),
+            stored_key_count=(
+                self.kms.own_available()
+                if isinstance(self.kms, PairedKeyManagement)
+                else self.kms.count(self.settings.peer)
+            ),
             max_key_count=self.settings.max_key_count,
             max_key_per_request=self.settings.max_key_per_request,
             max_key_size=size,

@@ -15,6 +15,7 @@ from drivers.interfaces import (
     EntropySource,
     FastSteeringMirror,
     Gimbal,
+    PairSource,
     PhotonDetector,
     PulsedSource,
     TimeTagger,
@@ -36,6 +37,8 @@ INTERFACES = {
     "beacon": BeaconSensor,
     "detectors": PhotonDetector,
     "entropy": EntropySource,
+    "pair_source": PairSource,  # a BBM92 payload's (decision 0035)
+    "onboard_tagger": TimeTagger,
 }
 #: options a bench must state (no safe default): a QRNG's assessed min-entropy
 REQUIRED_OPTIONS = {"serial_qrng": {"min_entropy_bits_per_byte": 7.0}}

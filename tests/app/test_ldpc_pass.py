@@ -1,5 +1,5 @@
 """A short simulated pass with LDPC reconciliation end to end (embedded broker), against the
-same half minute of the same pass reconciled by Cascade."""
+same minute of the same pass reconciled by Cascade (the session's short_clear_pass)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from satqkd.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 LDPC = REPO / "configs" / "scenarios" / "jinan1-xinglong-ldpc.yaml"
-CASCADE = REPO / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"
-# half a minute of QKD near culmination
-SHORT = ("--seed", "7", "--start-after-aos-s", "190", "--max-duration-s", "30", "--quiet")
+# one minute of QKD near culmination: tests/conftest.py's SHORT_CLEAR_PASS_ARGS
+SHORT = ("--seed", "7", "--start-after-aos-s", "190", "--max-duration-s", "60", "--quiet")
 
 
 def _run(config: Path, out: Path) -> dict:
@@ -20,7 +19,9 @@ def _run(config: Path, out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
-def test_ldpc_pass_gives_equal_keys_in_few_round_trips(tmp_path: Path) -> None:
+def test_ldpc_pass_gives_equal_keys_in_few_round_trips(
+    tmp_path: Path, short_clear_pass: tuple[Path, dict]
+) -> None:
     ldpc = _run(LDPC, tmp_path / "ldpc")
     key, pp = ldpc["key"], ldpc["postprocessing"]
     assert key["secret_key_bits"] > 0, key["abort_reason"]
@@ -35,9 +36,9 @@ def test_ldpc_pass_gives_equal_keys_in_few_round_trips(tmp_path: Path) -> None:
     keys = sorted((tmp_path / "ldpc" / "keys").rglob("*.key"))
     assert len(keys) == 2 and keys[0].read_bytes() == keys[1].read_bytes()
 
-    cascade = _run(CASCADE, tmp_path / "cascade")
+    cascade = short_clear_pass[1]  # the clear scenario (Cascade), same seed and SHORT window
     assert cascade["postprocessing"]["ec_method"] == "cascade"
-    assert cascade["quantum"]["detections"] == ldpc["quantum"]["detections"]  # same half minute
+    assert cascade["quantum"]["detections"] == ldpc["quantum"]["detections"]  # same minute
     # one-way syndromes and a few blind rounds instead of hundreds of parity round trips
     assert 2 <= pp["ec_rounds"] < cascade["postprocessing"]["ec_rounds"] / 10
     assert ldpc["classical_channel"]["messages"] < cascade["classical_channel"]["messages"]

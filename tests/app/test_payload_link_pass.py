@@ -1,14 +1,14 @@
 """A short pass with the payload's source reached another way gives the same key as the
 in-process path for the same seed: through the payload controller (PayloadLink over a pty to the
 controller firmware, which drives the source), and with the source as the SCPI laser driver
-over pyvisa-sim (directly, or behind the controller). Through the controller its laser
-interlock is active: the request to emit is signed with the emission key both ends hold, and
-the controller the assembly builds refuses an unsigned, forged or replayed one over the pty."""
+over pyvisa-sim behind the controller (directly: tests/app/test_station_atp_pass.py). Through
+the controller its laser interlock is active: the request to emit is signed with the emission
+key both ends hold, and the controller the assembly builds refuses an unsigned, forged or
+replayed one over the pty."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import stat
 from pathlib import Path
 
@@ -17,11 +17,9 @@ import pytest
 from drivers.payload_link import TelecommandError
 from drivers.payload_link_source import PayloadLinkSource
 from drivers.registry import BuildContext
-from drivers.scpi import ScpiLaserSource
 from firmware_shims.laser_interlock import InterlockSettings, LaserInterlock
 from firmware_shims.payload_controller import PayloadController
 from satqkd.assembly import AssemblyError, assemble_node
-from satqkd.cli import main
 from satqkd.config import Scenario, load_scenario
 from satqkd.instruments_config import BenchConfig, load_instruments_config, validate_instruments
 from satqkd.report import build_report
@@ -38,22 +36,14 @@ from sim_backends.instruments import SimPulsedSource
 
 REPO = Path(__file__).resolve().parents[2]
 CLEAR = REPO / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"
-SEED = 5
+SEED = 7  # as tests/conftest.py's short_clear_pass, the in-process path's key
 
 
 @pytest.fixture(scope="module")
-def in_process(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = tmp_path_factory.mktemp("in-process")
-    status = main(
-        [
-            "sim", "pass", str(CLEAR), "--seed", str(SEED), "--out", str(out), "--quiet",
-            "--no-plots",
-            "--start-after-aos-s", "190", "--max-duration-s", "60",
-            "--instruments", "in-process",
-        ]
-    )  # fmt: skip
-    assert status == 0
-    return json.loads((out / "report.json").read_text())
+def in_process(short_clear_pass: tuple[Path, dict]) -> dict:
+    """The report of the in-process path (the clear scenario's own benches, sim-payload and
+    sim-station): the session's pass, seed 7, 60 s of QKD from 190 s after AOS."""
+    return short_clear_pass[1]
 
 
 LASER_SIM = "visa-sim://drivers/sim/laser_source.yaml#TCPIP0::127.0.0.1::5025::SOCKET"
@@ -96,7 +86,8 @@ def _benches(scenario: Scenario, source: str, payload_link: str) -> dict[str, Be
     ("source", "payload_link", "driver"),
     [
         ("in-process", "emulator", PayloadLinkSource),
-        ("visa-sim", "in-process", ScpiLaserSource),
+        # the SCPI laser over pyvisa-sim driven directly: test_station_atp_pass.py's
+        # test_each_instrument_path_is_chosen_on_its_own runs that pass and asserts the same
         ("visa-sim", "emulator", PayloadLinkSource),
     ],
 )

@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from satqkd.cli import _build_parser, main
+from satqkd.cli import _build_parser
 from satqkd.ogs_reports import plan_records, start_station_reports
 from satqkd.report_builder import (
     OGS_SUMMARY,
@@ -31,10 +31,6 @@ from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.keystore import KeyStore
 from tests.conftest import REPORT_SCHEMA_PATH, report_schema_errors
 
-REPO = Path(__file__).resolve().parents[2]
-CLEAR = REPO / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"
-# twenty seconds of QKD near culmination: a key, in a fraction of a whole pass's time
-SHORT = ("--seed", "7", "--start-after-aos-s", "190", "--max-duration-s", "20")
 # the required minimum of the report (its public contract)
 REQUIRED = {
     "": {"schema", "mission", "station", "seed", "pass", "quantum", "sync", "postprocessing"}
@@ -53,12 +49,10 @@ REQUIRED = {
 
 
 @pytest.fixture(scope="module")
-def short_pass(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("short-pass")
-    assert (
-        main(["sim", "pass", str(CLEAR), "--out", str(out), "--quiet", "--no-plots", *SHORT]) == 0
-    )
-    return out
+def short_pass(short_clear_pass: tuple[Path, dict]) -> Path:
+    """The output directory of the session's minute of QKD near culmination of the clear pass,
+    seed 7 (tests/conftest.py): a key, in a fraction of a whole pass's time."""
+    return short_clear_pass[0]
 
 
 def _schema() -> dict:

@@ -59,8 +59,23 @@ def _without_timing(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "timing"}
 
 
-@pytest.fixture(scope="module")
-def seed7(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("one-minute", id="one-minute"),
+        # the long variant: the whole pass of README's first command (seed 7, plots); the
+        # default run checks the same on the session's minute of it, and runs a whole pass
+        # (AOS to LOS, both daemons) in the intercept-resend test below
+        pytest.param("whole-pass", id="whole-pass", marks=pytest.mark.slow),
+    ],
+)
+def seed7(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict]:
+    """(output directory, report) of the clear pass, seed 7, with plots: the session's minute
+    near culmination (tests/conftest.py short_clear_pass), or the whole pass (slow)."""
+    if request.param == "one-minute":
+        return request.getfixturevalue("short_clear_pass")
     out = tmp_path_factory.mktemp("seed7")
     return out, run_pass(out, CLEAR, "--seed", "7")
 

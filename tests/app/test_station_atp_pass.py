@@ -22,7 +22,8 @@ from satqkd_core.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 CLEAR = REPO / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"
-SHORT = ["--seed", "5", "--quiet", "--start-after-aos-s", "190", "--max-duration-s", "60"]
+# as tests/conftest.py's short_clear_pass: the in-process path is that pass of the session
+SHORT = ["--seed", "7", "--quiet", "--start-after-aos-s", "190", "--max-duration-s", "60"]
 
 
 def _run(out: Path, scenario: Path = CLEAR, *extra: str) -> dict:
@@ -70,9 +71,11 @@ def _scenario_with(
 
 
 @pytest.fixture(scope="module")
-def in_process(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The default path: every station instrument behind its emulator, in memory."""
-    return _run(tmp_path_factory.mktemp("in-process"), CLEAR, "--instruments", "in-process")
+def in_process(short_clear_pass: tuple[Path, dict]) -> dict:
+    """The default path: every station instrument behind its emulator, in memory (the clear
+    scenario's benches, sim-payload and sim-station, are the `--instruments in-process` ones):
+    the session's pass with SHORT's arguments."""
+    return short_clear_pass[1]
 
 
 def test_the_station_instruments_are_in_the_loop_by_default(in_process: dict) -> None:
@@ -147,9 +150,14 @@ def test_each_instrument_path_is_chosen_on_its_own(in_process: dict, tmp_path: P
     }
     mixed = _run(tmp_path / "mixed", _scenario_with(tmp_path, paths, laser))
     assert mixed["atp"]["station_tracking"]["instruments"] == paths
+    # the payload daemon drove the SCPI laser directly (tests/app/test_payload_link_pass.py
+    # takes the source's other paths, through the payload controller)
     assert mixed["simulation"]["instruments"]["source"] == "visa-sim"
+    assert mixed["key"]["secret_key_bits"] > 0, mixed["key"]["abort_reason"]
+    assert mixed["key"]["sha256_ogs"] == mixed["key"]["sha256_payload"]
     assert mixed["key"]["sha256_ogs"] == in_process["key"]["sha256_ogs"]
     assert mixed["quantum"]["detections"] == in_process["quantum"]["detections"]
+    assert mixed["quantum"] == in_process["quantum"]
 
 
 def test_a_station_without_its_beacon_sensor_loses_the_signal(

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from satqkd_core.authentication import (
+    ISSUED_KEPT,
     TAG_BYTES,
     WegmanCarterAuthenticator,
     gf2_64_multiply,
@@ -120,6 +121,24 @@ def test_same_seq_retag_gives_same_tag_but_other_message_is_refused() -> None:
     assert ground.tag(b"one", 2) == first
     with pytest.raises(AuthenticationError, match="seq 2 already used"):
         ground.tag(b"two", 2)
+
+
+def test_the_sender_remembers_a_bounded_number_of_tags_and_never_reuses_an_older_pad() -> None:
+    """Issue 13 (memory flat over many passes): the sender keeps the last ISSUED_KEPT tags,
+    not one per message for ever; a seq older than those cannot be tagged again at all (with
+    the same message or another), so forgetting never lets a pad word be used twice."""
+    n = ISSUED_KEPT + 10
+    ground, payload = _pair(n)
+    tags = [ground.tag(b"m%d" % seq, seq) for seq in range(n)]
+    assert len(ground._issued) == ISSUED_KEPT  # bounded
+    for seq in (0, 9):  # forgotten: refused, whichever message
+        for message in (b"m%d" % seq, b"other"):
+            with pytest.raises(AuthenticationError, match=f"seq {seq} is older than the last"):
+                ground.tag(message, seq)
+    assert ground.tag(b"m10", 10) == tags[10]  # still remembered: the same tag again
+    with pytest.raises(AuthenticationError, match="seq 10 already used"):
+        ground.tag(b"other", 10)
+    payload.verify(b"m%d" % (n - 1), n - 1, tags[-1])
 
 
 def test_pool_exhaustion_and_extension() -> None:

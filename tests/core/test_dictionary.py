@@ -105,6 +105,8 @@ REQUIRED: dict[str, tuple[int, str, str, list[tuple[str, str]]]] = {
             ("n_kept", "u32"),
             ("intensity", "bytes"),
             ("z_bits", "bytes"),
+            ("pulse_shift", "i64"),
+            ("pulse_index_ambiguous", "bool"),
         ],
     ),
     "PE_COUNTS": (
@@ -130,7 +132,7 @@ REQUIRED: dict[str, tuple[int, str, str, list[tuple[str, str]]]] = {
             ("permutation_seed", "u64"),
             ("passes", "u32"),
             ("qber_estimate", "f64"),
-            ("query", "i64[]"),
+            ("query", "bytes"),
         ],
     ),
     "EC_REPLY": (

@@ -15,10 +15,11 @@ from satqkd_core.privacy_amplification import (
     toeplitz_hash_reference,
     toeplitz_seed_bits,
 )
+from tests.conftest import examples
 from tests.core.toeplitz_cases import dense_product, sizes, toeplitz_inputs
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200, 60), deadline=None)
 @given(size=sizes, seed=st.integers(0, 2**32 - 1))
 def test_fast_path_matches_reference(size: tuple[int, int], seed: int) -> None:
     n, m = size
@@ -138,7 +139,7 @@ def _tmvp_reference_by_integers(u: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 @needs_clmul
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60, 25), deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     leaf=st.sampled_from([8, 16, 24]),

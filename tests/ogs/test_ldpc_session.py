@@ -228,6 +228,87 @@ class Pass:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
+async def start_pass(
+    tmp_path: Path, block: Block, params: ProtocolParameters | None = None, timeout_s: float = 20.0
+) -> Pass:
+    """Both ends of an LDPC pass on a loopback bus, their keys under tmp_path, running."""
+    params = params or _params()
+    bus, clock = LoopbackBus(), SimClock(EPOCH_UNIX_S)
+    preshared = preshared_auth_key(5, 4096)
+    payload_store = KeyStore(tmp_path / "payload" / STATION)
+    install_preshared_key(payload_store, preshared)
+    ogs_store = KeyStore(tmp_path / "ogs")
+    install_preshared_key(ogs_store, preshared)
+    payload = PayloadDaemon(
+        PayloadSettings(MISSION, params, 1e8),
+        PayloadBus(bus),  # type: ignore[arg-type]
+        clock,
+        block.source,  # type: ignore[arg-type]
+        tmp_path / "payload",
+        await seeded_entropy(11),
+        SourceSequencer(None, (0.5, 0.25, 0.25), 0.5),
+    )
+    session = PayloadSession(
+        PLAN_ID,
+        STATION,
+        block.source.pattern,
+        payload.links[STATION].channel,
+        payload.links[STATION].keystore,
+        params,
+        await seeded_entropy(11),
+        auth_refill=functools.partial(auth_refill_bits, payload.links[STATION].channel),
+    )
+    payload.links[STATION].sessions[PLAN_ID] = session
+    runtime = NodeRuntime(bus, MISSION, f"ogs-{STATION}", clock)  # type: ignore[arg-type]
+    channel = QkdChannel(
+        runtime, WegmanCarterAuthenticator(preshared, send_direction=0), UP, DOWN, ogs_store
+    )
+    tle = circular_orbit_tle(500.0, 97.4, 30.0, EPOCH_UNIX_S - 3600.0)
+    plan = PassPlan(
+        PLAN_ID,
+        MISSION,
+        STATION,
+        *tle,
+        EPOCH_UNIX_S - 10.0,
+        EPOCH_UNIX_S + 600.0,
+        EPOCH_UNIX_S,
+        EPOCH_UNIX_S + 300.0,
+        1e8,
+    )
+    ogs = OgsSession(
+        plan,
+        Station(40.3958, 117.5775, 900.0),
+        channel,
+        ogs_store,
+        params,
+        await seeded_entropy(12),
+        1000.0,
+        16,
+        timeout_s,
+    )
+    running = Pass(bus, payload, session, ogs, runtime, ogs_store, payload_store)
+    down = bus.queue(DOWN)
+
+    async def station_intake() -> None:
+        # what the station daemon does with a QKD message: sift results now, rest queued
+        while True:
+            message = await down.get()
+            envelope = await channel.accept(message.payload)
+            if envelope is None:
+                continue
+            if envelope.spec.name == "SIFT_RESULT":
+                ogs.on_sift_result(envelope.fields)
+            else:
+                ogs.inbox.put_nowait(envelope)
+
+    running.tasks = [
+        asyncio.create_task(payload.run()),
+        asyncio.create_task(station_intake()),
+    ]
+    await asyncio.sleep(0)  # the payload subscribes
+    return running
+
+
 @pytest.fixture
 async def ldpc_pass(tmp_path: Path) -> AsyncIterator[Callable[..., Pass]]:
     opened: list[Pass] = []
@@ -235,80 +316,7 @@ async def ldpc_pass(tmp_path: Path) -> AsyncIterator[Callable[..., Pass]]:
     async def start(
         block: Block, params: ProtocolParameters | None = None, timeout_s: float = 20.0
     ) -> Pass:
-        params = params or _params()
-        bus, clock = LoopbackBus(), SimClock(EPOCH_UNIX_S)
-        preshared = preshared_auth_key(5, 4096)
-        payload_store = KeyStore(tmp_path / "payload" / STATION)
-        install_preshared_key(payload_store, preshared)
-        ogs_store = KeyStore(tmp_path / "ogs")
-        install_preshared_key(ogs_store, preshared)
-        payload = PayloadDaemon(
-            PayloadSettings(MISSION, params, 1e8),
-            PayloadBus(bus),  # type: ignore[arg-type]
-            clock,
-            block.source,  # type: ignore[arg-type]
-            tmp_path / "payload",
-            await seeded_entropy(11),
-            SourceSequencer(None, (0.5, 0.25, 0.25), 0.5),
-        )
-        session = PayloadSession(
-            PLAN_ID,
-            STATION,
-            block.source.pattern,
-            payload.links[STATION].channel,
-            payload.links[STATION].keystore,
-            params,
-            await seeded_entropy(11),
-            auth_refill=functools.partial(auth_refill_bits, payload.links[STATION].channel),
-        )
-        payload.links[STATION].sessions[PLAN_ID] = session
-        runtime = NodeRuntime(bus, MISSION, f"ogs-{STATION}", clock)  # type: ignore[arg-type]
-        channel = QkdChannel(
-            runtime, WegmanCarterAuthenticator(preshared, send_direction=0), UP, DOWN, ogs_store
-        )
-        tle = circular_orbit_tle(500.0, 97.4, 30.0, EPOCH_UNIX_S - 3600.0)
-        plan = PassPlan(
-            PLAN_ID,
-            MISSION,
-            STATION,
-            *tle,
-            EPOCH_UNIX_S - 10.0,
-            EPOCH_UNIX_S + 600.0,
-            EPOCH_UNIX_S,
-            EPOCH_UNIX_S + 300.0,
-            1e8,
-        )
-        ogs = OgsSession(
-            plan,
-            Station(40.3958, 117.5775, 900.0),
-            channel,
-            ogs_store,
-            params,
-            await seeded_entropy(12),
-            1000.0,
-            16,
-            timeout_s,
-        )
-        running = Pass(bus, payload, session, ogs, runtime, ogs_store, payload_store)
-        down = bus.queue(DOWN)
-
-        async def station_intake() -> None:
-            # what the station daemon does with a QKD message: sift results now, rest queued
-            while True:
-                message = await down.get()
-                envelope = await channel.accept(message.payload)
-                if envelope is None:
-                    continue
-                if envelope.spec.name == "SIFT_RESULT":
-                    ogs.on_sift_result(envelope.fields)
-                else:
-                    ogs.inbox.put_nowait(envelope)
-
-        running.tasks = [
-            asyncio.create_task(payload.run()),
-            asyncio.create_task(station_intake()),
-        ]
-        await asyncio.sleep(0)  # the payload subscribes
+        running = await start_pass(tmp_path, block, params, timeout_s)
         opened.append(running)
         return running
 
@@ -327,10 +335,9 @@ def _assert_same_key_at_both_ends(p: Pass) -> None:
     assert p.ogs_store.digest() == p.payload_store.digest()
 
 
-async def test_a_good_exchange_gives_both_ends_the_same_key(ldpc_pass) -> None:
-    block = make_block(1_100_000, qber_x=0.011, qber_z=0.011, seed=1)
-    p = await ldpc_pass(block)
-    await p.run(block)
+def test_a_good_exchange_gives_both_ends_the_same_key(good_ldpc_exchange: Pass) -> None:
+    # 1.1 M detections at Q 1.1 %, block seed 1: the session's exchange (tests/conftest.py)
+    p = good_ldpc_exchange
     _assert_same_key_at_both_ends(p)
     result = p.ogs.result
     assert result.ec_method == "ldpc" and result.ec_frames >= 4 and result.ec_frames_failed == 0

@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import math
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -84,6 +86,10 @@ HOUSEKEEPING_S = 5.0
 # pad words per direction at launch: a 30-s window's key refills fewer than its exchange
 # spends, so a 4096-message pool runs dry after about seven passes
 PRESHARED_MESSAGES = 65536
+# which daemon run (e.g. "payload0") a task belongs to: a daemon's run task is created with its
+# name set here, and every task it creates inherits it (a task copies its creator's context)
+_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("sim_pair_run", default=None)
+BURY_ROUNDS = 50  # cancellations a killed daemon's task may need to end (one per await)
 END_WAIT_S = 180.0  # wall seconds both ends have to end a pass after LOS (else: a hang)
 STEP_WAIT_S = 120.0  # wall seconds a pass has to reach the step a fault waits for
 FEED_WAIT_S = 2.0  # wall seconds a frame waits for the station to read (then it is lost)
@@ -131,6 +137,22 @@ class SimPair:
     seen: list[tuple[float, str, Envelope]] = field(default_factory=list)
 
     async def __aenter__(self) -> SimPair:
+        # every task records the daemon run it belongs to, so that burying a killed daemon
+        # also ends the tasks it spawned (a killed process runs none of its tasks on)
+        self.task_runs: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = (
+            weakref.WeakKeyDictionary()
+        )
+        loop = asyncio.get_running_loop()
+        self._previous_factory = loop.get_task_factory()
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+            run = _RUN.get()
+            if run is not None:
+                self.task_runs[task] = run
+            return task
+
+        loop.set_task_factory(factory)
         seed = self.seed
         self.scenario = load_scenario(CLEAR, seed=seed)
         self.pass_index = 0
@@ -170,12 +192,15 @@ class SimPair:
         self.bus_stacks: dict[str, contextlib.AsyncExitStack] = {}
         self.runs: dict[str, asyncio.Task[Any]] = {}
         self.dead: list[asyncio.Task[Any]] = []  # killed daemons, parked until the pass ends
+        self.dead_runs: set[str] = set()  # ... and the names of their runs (see _RUN)
+        self.run_names: dict[str, str] = {}  # each daemon's current run
         await self._start_payload()
         await self._start_station()
         await asyncio.sleep(0.1)  # both daemons subscribed
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        asyncio.get_running_loop().set_task_factory(self._previous_factory)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -257,7 +282,10 @@ class SimPair:
             self.sequencer,
             tc_verifier=self.payload_verifier,
         )
+        self.run_names["payload"] = f"payload{self.restarts}"
+        token = _RUN.set(self.run_names["payload"])
         self.runs["payload"] = asyncio.create_task(self.payload.run())
+        _RUN.reset(token)
         self.tasks.append(self.runs["payload"])
 
     async def _start_station(self) -> None:
@@ -277,7 +305,10 @@ class SimPair:
             await seeded_entropy(rng.derive_key(self.seed + self.restarts, "ogs/entropy")),
             tc_verifier=self.ogs_verifier,
         )
+        self.run_names["station"] = f"station{self.restarts}"
+        token = _RUN.set(self.run_names["station"])
         self.runs["station"] = asyncio.create_task(self.ogs.run())
+        _RUN.reset(token)
         self.tasks.append(self.runs["station"])
 
     async def _observe(self) -> None:
@@ -307,6 +338,7 @@ class SimPair:
     async def fly(self, plan_id: int, fault: Outage | Crash | None = None) -> PassEnd:
         """Control: plan and fly one pass with at most one fault; get what each end holds
         (AssertionError if an end did not end it, or the ends disagree)."""
+        self.seen.clear()  # what earlier passes published: nothing looks back that far
         wall_start = time.monotonic()
         # an outage before AOS ends 4 s before QKD start: the plan is loaded before it
         early_s = fault.duration_s if isinstance(fault, Outage) and fault.phase == PHASES[0] else 0
@@ -366,6 +398,7 @@ class SimPair:
                 fault_at = time.monotonic()
                 await self._close_bus(crash.victim)
                 self.dead.append(self.runs[crash.victim])
+                self.dead_runs.add(self.run_names[crash.victim])
                 await asyncio.sleep(0.2)
                 self.restarts += 1
                 if crash.victim == "payload":
@@ -381,10 +414,20 @@ class SimPair:
     async def _bury(self) -> None:
         """Free what a killed daemon held (the harness's memory, not the process's: a dead
         process's is the system's again); its parked tasks end without touching the disk, as
-        what they would close was closed by the restarted daemon."""
-        for task in self.dead:
-            task.cancel()
-        await asyncio.gather(*self.dead, return_exceptions=True)
+        what they would close was closed by the restarted daemon. Every task the killed run
+        spawned goes too (not only its main task: a spawned task parked on the dead bus would
+        hold its session, arrays and all, for ever). A task whose cleanup awaits the dead bus
+        again is cancelled again, up to BURY_ROUNDS times."""
+        self.dead += [t for t, run in list(self.task_runs.items()) if run in self.dead_runs]
+        self.dead_runs.clear()
+        pending = {task for task in self.dead if not task.done()}
+        for _ in range(BURY_ROUNDS):
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.05)
+        assert not pending, f"killed daemon tasks that never end: {pending}"
         self.tasks = [t for t in self.tasks if t not in self.dead]
         self.dead.clear()
 

@@ -62,6 +62,13 @@ class DaemonPair:
     processes: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     signer: OccSigner | None = None
+    mission_file: Path = MISSION_FILE
+    mission: str = MISSION  # the name in that file (the topics carry it)
+    # more arguments of a daemon's command line (a bench, seeded entropy, TLS), by node
+    extra_args: dict[str, list[str]] = field(default_factory=dict)
+    # the network namespace a daemon runs in (`ip netns exec`), by node; the broker url by node
+    netns: dict[str, str] = field(default_factory=dict)
+    broker_urls: dict[str, str] = field(default_factory=dict)
 
     @property
     def payload_keys(self) -> Path:
@@ -80,21 +87,27 @@ class DaemonPair:
             install_telecommand_key(keys, self.root / "occ-keys", node, force=True)
         self.signer = OccSigner(self.root / "occ-keys")
 
-    def command(self, which: str) -> list[str]:
-        common = ["--broker", self.broker_url, "--housekeeping-period-s", "0.2"]
+    def command(self, which: str, runner: tuple[str, ...] = ("-m", "satqkd.cli")) -> list[str]:
+        """Get: the daemon's command line (`runner`: what Python runs, the satqkd CLI)."""
+        broker = self.broker_urls.get(which, self.broker_url)
+        common = ["--broker", broker, "--housekeeping-period-s", "0.2"]
         if which == "payload":
-            args = ["payload", "run", str(MISSION_FILE), "--keys", str(self.payload_keys)]
+            args = ["payload", "run", str(self.mission_file), "--keys", str(self.payload_keys)]
         else:
-            args = ["ogs", "run", str(STATION_FILE), "--mission", str(MISSION_FILE)]
-            args += ["--keys", str(self.ogs_keys)]
-        return [sys.executable, "-m", "satqkd.cli", *args, *common]
+            args = ["ogs", "run", str(STATION_FILE), "--mission", str(self.mission_file)]
+            args += ["--keys", str(self.ogs_keys), "--reports", str(self.root / "reports")]
+        command = [sys.executable, *runner, *args, *common, *self.extra_args.get(which, [])]
+        if which in self.netns:  # `ip netns exec` execs the command: the pid is the daemon's
+            command = ["ip", "netns", "exec", self.netns[which], *command]
+        return command
 
-    def start(self, which: str) -> float:
+    def start(self, which: str, runner: tuple[str, ...] = ("-m", "satqkd.cli")) -> float:
         """Control: start one daemon; get the wall time it was started."""
-        log = (self.root / f"{which}.log").open("a")
-        self.processes[which] = subprocess.Popen(
-            self.command(which), stdout=log, stderr=subprocess.STDOUT, text=True, cwd=REPO
-        )
+        with (self.root / f"{which}.log").open("a") as log:  # the child keeps its own copy
+            self.processes[which] = subprocess.Popen(
+                self.command(which, runner), stdout=log, stderr=subprocess.STDOUT, text=True,
+                cwd=REPO,
+            )  # fmt: skip
         return time.monotonic()
 
     def kill(self, which: str) -> None:
@@ -128,8 +141,8 @@ class DaemonPair:
 
 async def observe(bus: MessageBus, pair: DaemonPair) -> None:
     """Record every telemetry packet and event either daemon publishes."""
-    await bus.subscribe(f"satqkd/{MISSION}/+/tm/#")
-    await bus.subscribe(f"satqkd/{MISSION}/+/evt")
+    await bus.subscribe(f"satqkd/{pair.mission}/+/tm/#")
+    await bus.subscribe(f"satqkd/{pair.mission}/+/evt")
     async for message in bus.messages():
         node = message.topic.split("/")[2]
         pair.seen.append(Seen(time.monotonic(), node, decode_envelope(message.payload)))
@@ -164,7 +177,7 @@ async def load_plan(occ: MessageBus, pair: DaemonPair, plan: dict[str, Any]) -> 
     seqs = {}
     for which, node in NODES.items():
         seqs[which], data = pair.signer.signed(node, "LOAD_PASS_PLAN", **plan)
-        await occ.publish(dct.telecommand_topic(MISSION, node), data)
+        await occ.publish(dct.telecommand_topic(pair.mission, node), data)
     for which in NODES:
         acks = await until(
             lambda w=which: pair.where(w, "TC_ACK", command_seq=seqs[w]), f"{which} acks the plan"

@@ -138,6 +138,7 @@ async def test_pass_across_two_namespaces_with_a_link_cut(
         await asyncio.sleep(1.0)
         station_cmd = ["ogs", "run", str(STATION_FILE), "--mission", str(MISSION_FILE)]
         station_cmd += ["--keys", str(pair.ogs_keys), "--instruments", str(bench)]
+        station_cmd += ["--reports", str(tmp_path / "reports")]  # not ./runs of the work tree
         payload_cmd = ["payload", "run", str(MISSION_FILE), "--keys", str(pair.payload_keys)]
         processes.append(_in(gnd, [*python, *station_cmd, *common], tmp_path / "station.log"))
         processes.append(_in(pay, [*python, *payload_cmd, *common], tmp_path / "payload.log"))

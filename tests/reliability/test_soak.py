@@ -2,8 +2,22 @@
 time), a seeded random fault in most of them (broker outages at any phase, a daemon killed at
 any key-store step and restarted). Every pass ends at both ends with the same keys (none
 lost at one end only, none pending, nothing open), and the test process neither leaks file
-descriptors nor grows its memory from pass to pass. `pytest -m soak` (outside the default run);
-test_faults_in_simulated_time.py's default test is its short variant (three passes)."""
+descriptors nor grows its memory without bound: over the last ten passes (after a warm-up
+that flies every kind of fault once) the least-squares slope of resident memory stays under
+RSS_SLOPE_MIB_PER_PASS (a leak of one pass's session, its tag buffers and key material, is
+more). Not yet flat: see docs/reliability.md (steps of 5 to 10 MiB after some payload kills);
+the Python heap's block count is printed beside it. `pytest -m soak` (outside the default run);
+test_faults_in_simulated_time.py's default test is its short variant (three passes).
+
+Resident memory measures what the process holds only if freed memory goes back to the system.
+glibc's malloc raises its mmap threshold each time a large block is freed, so after the first
+passes the passes' large temporaries (tag buffers, detection reports, key-store files read
+whole) come from the heap, and a small allocation left above them pins the freed space: the
+resident size then steps up and down by tens of MiB with whatever the last fault freed (seen
+here: +19 MiB after a station killed at PE_COUNTS, -18 MiB after the next clean pass, with no
+Python object or array left behind). The soak fixes the threshold (`mallopt(M_MMAP_THRESHOLD)`,
+256 KiB, glibc's documented knob) so large blocks are mapped and unmapped. Small blocks still
+can leave resident memory in steps."""
 
 from __future__ import annotations
 
@@ -11,6 +25,7 @@ import contextlib
 import ctypes
 import gc
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,15 +48,28 @@ CRASHES = [
     ("station", "event:KEY_STORED"),
 ]
 FD_SLACK = 4  # sockets a reconnecting client may hold for a moment
-RSS_GROWTH_MIB = 64.0  # after warm-up (numba caches, first pass's imports)
+# least-squares slope of resident memory over the last TREND_PASSES passes
+RSS_SLOPE_MIB_PER_PASS = 3.0  # measured +1.65 to +1.92 (2026-12-07): steps, not yet flat
+TREND_PASSES = 10
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+MMAP_THRESHOLD_BYTES = 256 * 1024
+
+
+# the first passes fly each kind of crash once and an outage that outlasts a publish at each
+# phase after QKD start: every fault path has been through (its memory's high-water mark
+# reached) before the trend is measured over the last TREND_PASSES passes
+WARM_UP: list[Outage | Crash | None] = [
+    *(Crash(victim, before) for victim, before in CRASHES),
+    *(Outage(phase, 40.0) for phase in PHASES[1:]),
+]
 
 
 def _faults(seed: int, n: int) -> list[Outage | Crash | None]:
-    """Get: a seeded sequence of faults, one per pass (None: a clean pass), each kind once
-    in the first passes so every kind is flown, the rest drawn."""
+    """Get: a sequence of faults, one per pass (None: a clean pass): WARM_UP, then seeded
+    draws (a clean pass every fourth)."""
     generator = np.random.default_rng(rng.derive_key(seed, "soak/faults"))
-    faults: list[Outage | Crash | None] = []
-    for k in range(n):
+    faults: list[Outage | Crash | None] = list(WARM_UP[:n])
+    for k in range(len(faults), n):
         draw = generator.random()
         if k % 4 == 3 or draw < 0.2:
             faults.append(None)
@@ -56,6 +84,21 @@ def _faults(seed: int, n: int) -> list[Outage | Crash | None]:
 
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def _fix_mmap_threshold() -> bool:
+    """Control: make glibc map every block of 256 KiB or more (and unmap it when freed);
+    get whether it took (False: not glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
+
+
+def _slope(values: list[float]) -> float:
+    """Get: the least-squares slope of `values` against their index."""
+    return float(np.polyfit(np.arange(len(values), dtype=float), np.asarray(values), 1)[0])
 
 
 def _rss_mib() -> float:
@@ -73,26 +116,38 @@ def _rss_mib() -> float:
 async def test_twenty_passes_with_random_faults(
     mosquitto_factory: Callable[..., object], tmp_path: Path
 ) -> None:
+    fixed = _fix_mmap_threshold()
     broker = mosquitto_factory(persistence=True)
     faults = _faults(SEED, PASSES)
     keys = 0
+    rss: list[float] = []
+    blocks: list[int] = []
     async with SimPair(broker, tmp_path, seed=SEED) as pair:
         baseline: tuple[int, float] | None = None
         for k, fault in enumerate(faults):
             end = await run_with_timeout(pair.fly(500 + k, fault), 300.0)
             keys += end.ogs_key_id is not None
             open_now = len(pair.ogs.sessions) + len(pair.payload.links["xinglong"].sessions)
+            rss.append(_rss_mib())
+            blocks.append(sys.getallocatedblocks())
             print(
                 f"\npass {k} {fault}: {end.key_bits} bits "
-                f"({end.ogs_key_id or end.ogs_abort}); fds {_fds()}, rss {_rss_mib():.0f} MiB, "
-                f"open sessions {open_now}"
+                f"({end.ogs_key_id or end.ogs_abort}); fds {_fds()}, rss {rss[-1]:.1f} MiB, "
+                f"heap blocks {blocks[-1]}, open sessions {open_now}"
             )
             assert open_now == 0
             if k == 2:
                 baseline = (_fds(), _rss_mib())
         assert baseline is not None
         assert _fds() <= baseline[0] + FD_SLACK, (baseline, _fds())
-        assert _rss_mib() <= baseline[1] + RSS_GROWTH_MIB, (baseline, _rss_mib())
+        slope, heap_slope = _slope(rss[-TREND_PASSES:]), _slope(blocks[-TREND_PASSES:])
+        print(
+            f"\nresident memory: {rss[2]:.1f} MiB after pass 3, {rss[-1]:.1f} MiB after pass "
+            f"{PASSES}, slope over the last {TREND_PASSES} passes {slope:+.2f} MiB/pass "
+            f"(mmap threshold fixed: {fixed}); Python heap: {blocks[2]} blocks after pass 3, "
+            f"{blocks[-1]} after pass {PASSES}, slope {heap_slope:+.0f} blocks/pass"
+        )
+        assert slope <= RSS_SLOPE_MIB_PER_PASS, [round(r, 1) for r in rss]
         # the confirmed keys are the same at both ends, one per pass that made one
         assert pair.payload_store.key_ids() == pair.ogs_store.key_ids()
         assert len(pair.ogs_store.key_ids()) == keys

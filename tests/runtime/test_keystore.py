@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from satqkd_runtime.key_management import KeyManagement
 from satqkd_runtime.keystore import KeyStore, KeyStoreError
 
 
@@ -27,6 +28,26 @@ def test_store_load_confirm_and_permissions(tmp_path: Path) -> None:
     meta_text = (tmp_path / "ogs" / f"{key_id}.json").read_text()
     assert "1001" in meta_text and len(meta_text) < 400  # metadata only, no key bits
     assert store.total_bits() == 1001 and store.key_ids() == [key_id]
+
+
+def test_a_new_key_tree_is_owner_only_all_the_way_down(tmp_path: Path) -> None:
+    """Directories a key store (or a key-management store) creates above itself are 0700
+    too, so a fresh `keys/` tree does not list its stations and missions to other users;
+    a parent that already existed keeps its mode."""
+    tmp_path.chmod(0o755)
+    KeyStore(tmp_path / "out" / "keys" / "missions" / "jinan1" / "xinglong")
+    KeyManagement(tmp_path / "out" / "keys" / "payload" / "kms")
+    for made in (
+        "out",
+        "out/keys",
+        "out/keys/missions",
+        "out/keys/missions/jinan1",
+        "out/keys/missions/jinan1/xinglong",
+        "out/keys/payload",
+        "out/keys/payload/kms",
+    ):
+        assert stat.S_IMODE((tmp_path / made).stat().st_mode) == 0o700, made
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
 
 
 def test_refuses_overwrite_and_bad_ids(tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ async def test_a_modelled_link_needs_the_missions_rates(tmp_path: Path) -> None:
         shutil.copytree(configs / sub, root / sub)
     text = (root / "scenarios" / "jinan1-xinglong-clear-link.yaml").read_text()
     (root / "scenarios" / "no-rates.yaml").write_text(
-        text.replace("mission: jinan1\n", "mission: micius\n")
+        text.replace("mission: jinan1-link\n", "mission: micius\n")
     )
     payload_bus, ogs_bus = object(), object()
     async with contextlib.AsyncExitStack() as stack:

@@ -22,12 +22,13 @@ from sim_backends.emulators.time_tagger import (
     tagger_dead_time_filter,
     tagger_dead_time_filter_reference,
 )
+from tests.conftest import examples
 
 PS = 10**12
 START_UNIX_S = 1_700_000_000.25
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150, 50), deadline=None)
 @given(
     data=st.data(),
     n=st.sampled_from([0, 1, 2, 7, 8, 9, 63, 64, 65, 200]),
