@@ -338,7 +338,6 @@ async def run_bbm92_pass(
         if progress is not None:
             progress(1.0, "LOS: test sample, error correction, verification, privacy amplification")
         los_wall = time.perf_counter()
-        los_loop = asyncio.get_running_loop().time()
         await clock.advance_to(physics.window.los_unix_s)
         await sim._wait_for_end(payload, ogs, plan_id, station.name, timeout_s=300.0)
         key_ready = time.perf_counter() - los_wall
@@ -366,7 +365,7 @@ async def run_bbm92_pass(
             "tagger": station_node.paths.get("tagger", "none"),
         },
         recorded=recorder.records,
-        classical_link=link_report(link, los_loop),
+        classical_link=link_report(link, physics.window.los_unix_s),
     )
     if hasattr(run, "ogs_keys"):
         run.ogs_keys = ogs_keys

@@ -1,12 +1,26 @@
 """The classical link of a simulated pass: the mission's rates and the pass's range put between
 the payload's and the station's QKD messages (sim_backends.classical_link, through
-satqkd_runtime.bus_link), and what the report says of it (`classical_channel.link`)."""
+satqkd_runtime.bus_link), and what the report says of it (`classical_channel.link`).
+
+The link is timed in simulated time, not on the host's clock (`LinkTime`): a message is handed
+to the link at its sender's time, the later of the simulated clock's now and the instant the
+sender last received a message over the link (it cannot answer before it has heard), so the
+queueing and serialisation follow the link's capacity whatever the host's speed. It is
+delivered when the simulated clock reaches its delivery instant, or, when the clock lags or
+stands still (after LOS), once the event loop has waited the rest of its time on the link
+(delivery instant - the later of the clock's now and the previous delivery in its direction):
+the link's time then moves with the wall clock, so the wall time to a key after LOS is the
+model's link time plus the nodes' CPU time.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
-from typing import Any
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from satqkd.config import ConfigError, Scenario
 from satqkd.pass_physics import PassPhysics
@@ -15,7 +29,65 @@ from satqkd_runtime.bus_link import LinkedBus
 from satqkd_runtime.clock import SimClock
 from sim_backends.classical_link import DIRECTIONS, ClassicalLinkModel, range_of_pass
 
-__all__ = ["link_buses", "link_report"]
+__all__ = ["LinkTime", "link_buses", "link_report"]
+
+_OTHER = {"uplink": "downlink", "downlink": "uplink"}
+
+
+class _SimulatedClock(Protocol):
+    def now_unix_s(self) -> float: ...
+
+    async def sleep_until(self, unix_s: float) -> None: ...
+
+
+class LinkTime:
+    """Hands messages to a `ClassicalLinkModel` at simulated instants (module docstring): per
+    direction, a `LinkedBus`'s `deliver_at`, `on_delivered` and `wait_until`."""
+
+    def __init__(self, link: ClassicalLinkModel, clock: _SimulatedClock) -> None:
+        self._link = link
+        self._clock = clock
+        # per direction: the latest instant a message in it reached its receiver, and the
+        # delivery instants (simulated) of the messages still on their way, in order
+        self._received = {d: -math.inf for d in DIRECTIONS}
+        self._pending: dict[str, deque[float]] = {d: deque() for d in DIRECTIONS}
+
+    def deliver_at(self, direction: str) -> Callable[[int, float], float]:
+        """Get: for one direction, (size, loop now) -> the simulated instant of the delivery."""
+
+        def deliver_at(size: int, loop_now: float) -> float:
+            handed = max(self._clock.now_unix_s(), self._received[_OTHER[direction]])
+            delivered = self._link.schedule(direction, size, handed)
+            self._pending[direction].append(delivered)
+            return delivered
+
+        return deliver_at
+
+    def wait_until(self, direction: str) -> Callable[[float], Awaitable[None]]:
+        """Get: for one direction, wait until a message's delivery instant: the simulated clock
+        reaching it, or the event loop waiting what is left of it (module docstring)."""
+
+        async def wait_until(delivered: float) -> None:
+            now = max(self._clock.now_unix_s(), self._received[direction])
+            if delivered <= now:
+                return
+            on_clock = asyncio.ensure_future(self._clock.sleep_until(delivered))
+            try:
+                await asyncio.wait({on_clock}, timeout=delivered - now)
+            finally:
+                on_clock.cancel()
+
+        return wait_until
+
+    def on_delivered(self, direction: str) -> Callable[[bool], None]:
+        """Get: for one direction, the callback the bus calls after each delivery or loss."""
+
+        def on_delivered(published: bool) -> None:
+            delivered = self._pending[direction].popleft()
+            if published:
+                self._received[direction] = max(self._received[direction], delivered)
+
+        return on_delivered
 
 
 def _qkd_topic(topic: str) -> bool:
@@ -48,22 +120,27 @@ async def link_buses(
         config.downlink_bps,
         config.framing_bytes,
     )
+    timing = LinkTime(link, clock)
     wrapped = []
     for bus, direction in ((payload_bus, "downlink"), (ogs_bus, "uplink")):
-
-        def deliver_at(size: int, now: float, direction: str = direction) -> float:
-            return link.schedule(direction, size, now)
-
-        wrapped.append(await stack.enter_async_context(LinkedBus(bus, deliver_at, _qkd_topic)))
+        linked = LinkedBus(
+            bus,
+            timing.deliver_at(direction),
+            _qkd_topic,
+            timing.on_delivered(direction),
+            timing.wait_until(direction),
+        )
+        wrapped.append(await stack.enter_async_context(linked))
     return wrapped[0], wrapped[1], link
 
 
-def link_report(link: ClassicalLinkModel | None, los_loop_s: float) -> dict[str, Any]:
+def link_report(link: ClassicalLinkModel | None, los_unix_s: float) -> dict[str, Any]:
     """Get: `classical_channel.link` of the report (empty without a link): the rates, and per
-    direction over the pass and after LOS, messages, bytes and seconds on the link."""
+    direction over the pass and after LOS (simulated time), messages, bytes and seconds on the
+    link."""
     if link is None:
         return {}
-    whole, after = link.summary(), link.summary(los_loop_s)
+    whole, after = link.summary(), link.summary(los_unix_s)
     light = [whole[d][k] for d in DIRECTIONS for k in ("light_time_min_s", "light_time_max_s")]
     light_s = [value for value in light if value is not None]
     report: dict[str, Any] = {

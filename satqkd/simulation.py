@@ -329,7 +329,6 @@ async def run_pass(
         if progress is not None:
             progress(1.0, "LOS: error correction, verification, privacy amplification")
         los_wall = time.perf_counter()
-        los_loop = asyncio.get_running_loop().time()
         await clock.advance_to(physics.window.los_unix_s)
         await _wait_for_end(payload, ogs, plan_id, station.name, timeout_s=300.0)
         key_ready = time.perf_counter() - los_wall
@@ -353,7 +352,7 @@ async def run_pass(
         benches={node: bench_config.origin for node, bench_config in benches.items()},
         instrument_paths=dict(bench.paths),
         recorded=recorder.records,
-        classical_link=link_report(link, los_loop),
+        classical_link=link_report(link, physics.window.los_unix_s),
         ogs_keys=ogs_keys,
     )
     _add_report(run)
@@ -529,12 +528,38 @@ async def _drive_pass(
             frame = (np.zeros(0, np.uint8), np.zeros(0, np.int64))
         channel, timestamp_ps = frame
         await bench.feed(TagBuffer(channel, timestamp_ps, t0, t1))
+        await _station_reported(ogs, plan_id, k - REPORT_LAG_FRAMES)
         session = ogs.sessions.get(plan_id)
         result = session.result if session is not None else ogs.results.get(plan_id)
         if progress is not None:
             detections = result.detections if result is not None else 0
             progress((k + 1) / n_frames, f"{detections} detections")
     return pulses_sent
+
+
+# Frames the station's reports and the payload's answers may trail the simulated clock by:
+# enough for both ends to work on frames side by side, well inside the payload's 5 s silence
+# watchdog (the payload has answered frame k - 2 before frame k + 1 is fed: silence <= 3 s).
+REPORT_LAG_FRAMES = 2
+ANSWER_LAG_FRAMES = 0
+
+
+async def _station_reported(ogs: OgsDaemon, plan_id: int, frame: int) -> None:
+    """Wait (at most 30 s of wall time) until the station has reported `frame` and has the
+    payload's answer (SIFT_RESULT) to the report `ANSWER_LAG_FRAMES` frames before it, or the
+    pass has ended: in real time reports and answers follow the tagging within a frame or so, and
+    the payload safes its source when its station stays silent (PayloadDaemon), so the
+    simulated clock must not run ahead of either end however slow the host is."""
+    deadline = time.perf_counter() + 30.0
+    answered = frame - ANSWER_LAG_FRAMES
+    while time.perf_counter() < deadline:
+        session = ogs.sessions.get(plan_id)
+        if session is None:
+            return
+        chunks = session.result.chunks
+        if len(chunks) > frame and (answered < 0 or chunks[answered].x_bits is not None):
+            return
+        await asyncio.sleep(0.001)
 
 
 async def _await_condition(condition: Callable[[], bool], what: str, timeout_s: float) -> None:

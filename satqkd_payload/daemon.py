@@ -2,8 +2,9 @@
 station, housekeeping. Talks to the ground only through the message bus.
 
 Safe states. The source goes to its safe state, and a pass it was emitting for is ended without
-a key, when the ground link (the broker connection) has been down for `ground_link_timeout_s`
-of the daemon's clock, or when the source's controller safes it on its own (its link watchdog).
+a key, when the ground link has been down for `ground_link_timeout_s` of the daemon's clock (the
+broker connection, or, with the broker connected, the station of the pass silent: nothing
+authenticated from it), or when the source's controller safes it on its own (its link watchdog).
 A pass whose emission was cut is aborted when the station starts post-processing (its first
 message after the detection reports): sifting goes on meanwhile, so the station's record stays
 complete and both ends end the pass at the same step, without a key (decision 0009). Events
@@ -315,6 +316,8 @@ class PayloadDaemon(PassEndings):
                 self._spawn(run_pair_source(self, f, session, self.onboard_tagger))
             else:
                 self._spawn(self._source_schedule(f))
+                # its station's DETECTION_REPORTs come every frame: silence is a cut link
+                self._spawn(self._watch_station_during_emission(link, f))
             end_unix_s = max(float(f["qkd_stop_unix_s"]), float(f["los_unix_s"]))
             watchdog = asyncio.create_task(
                 self._watch_session(link, link.sessions[plan_id], end_unix_s),

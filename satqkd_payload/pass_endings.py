@@ -252,6 +252,45 @@ class PassEndings(SourceControl):
         finally:
             await self._end_session(link, session)
 
+    async def _watch_station_during_emission(self, link: StationLink, plan: dict[str, Any]) -> None:
+        """Safe the source, as a lost broker does, when the station of the pass has sent
+        nothing authenticated on the plan for `ground_link_timeout_s` of emission while the
+        broker stays connected (with a broker on board, a cut bridge leaves that connection
+        up). The station sends a DETECTION_REPORT every frame it tags (empty ones too), so a
+        silence that long is a cut link; the pass then ends without a key, as after a lost
+        broker. While the broker itself is away its own watchdog decides; the silence is
+        counted again from the reconnection."""
+        key = (link.station, int(plan["plan_id"]))
+        timeout_s = self.settings.ground_link_timeout_s
+        start, stop = float(plan["qkd_start_unix_s"]), float(plan["qkd_stop_unix_s"])
+        since = start
+        while self.clock.now_unix_s() < stop:
+            heard = max(since, self._last_heard.get(key, since))
+            if self.clock.now_unix_s() < heard + timeout_s:
+                await self.clock.sleep_until(min(heard + timeout_s, stop))
+                continue
+            if self._emitting_for != key:  # not emitting for it (ended, cut, never began)
+                return
+            if self.ground_link_lost or not self.bus.connected:
+                await self.bus.wait_connected()
+                since = self.clock.now_unix_s()
+                continue
+            silent_s = self.clock.now_unix_s() - heard
+            self.counters.ground_link_safings += 1
+            self._interrupt(key, f"station {link.station} silent for {timeout_s:g} s: source safed")
+            self._emitting_for = None
+            safed_unix_s = self.clock.now_unix_s()
+            confirmed = await self._safe_source(f"station {link.station} silent")
+            self.mode = "safe"
+            await self._emit(
+                "SOURCE_SAFE_STATE",
+                f"ground link lost: nothing authenticated from {link.station} for "
+                f"{silent_s:.1f} s with the broker connected (timeout {timeout_s:g} s); source "
+                f"{'safed' if confirmed else 'NOT confirmed safe'} at {safed_unix_s:.3f}; "
+                f"plan {key[1]} with {key[0]} ends without a key",
+            )
+            return
+
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)

@@ -6,14 +6,17 @@ arrives, on the event loop's clock) and published on the wrapped bus at that ins
 worker, in the order of the publishes; the publisher does not wait for the link, as a sender
 on a real link does not. Every other publish, and everything else, goes to the wrapped bus
 unchanged. The model itself (range delay, serialisation) is the caller's: the runtime knows
-nothing of orbits.
+nothing of orbits. A model that keeps its own time (e.g. simulated time) gives `wait_until`,
+awaited with each instant instead of sleeping until it on the event loop, and
+`on_delivered(published)`, called after each link message is handed on (True) or lost (False),
+in the order of the publishes, so it learns when each message reached its receiver.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -32,8 +35,12 @@ class LinkedBus:
         bus: MessageBus,
         deliver_at: Callable[[int, float], float],
         crosses_link: Callable[[str], bool],
+        on_delivered: Callable[[bool], None] | None = None,
+        wait_until: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self._bus = bus
+        self._on_delivered = on_delivered
+        self._wait_until = wait_until
         self._deliver_at = deliver_at
         self._crosses_link = crosses_link
         self._queue: asyncio.Queue[tuple[float, str, bytes, int]] = asyncio.Queue()
@@ -70,16 +77,21 @@ class LinkedBus:
         loop = asyncio.get_running_loop()
         while True:
             instant, topic, payload, qos = await self._queue.get()
-            wait = instant - loop.time()
-            if wait > 0:
+            if self._wait_until is not None:
+                await self._wait_until(instant)
+            elif (wait := instant - loop.time()) > 0:
                 await asyncio.sleep(wait)
             try:
                 await self._bus.publish(topic, payload, qos)
                 self.delayed_messages += 1
+                published = True
             except (OSError, TimeoutError, ValueError) as exc:
                 # as a lossy link would: the message is lost, the protocol's timeouts act
                 self.failed_messages += 1
+                published = False
                 _log.warning("linked bus: %s not delivered: %s", topic, exc)
+            if self._on_delivered is not None:
+                self._on_delivered(published)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._bus, name)

@@ -374,6 +374,7 @@ class SimPair:
         await self.clock.advance_to(max(self.clock.now_unix_s(), physics.qkd_start_unix_s))
         await self._wait(self.bench.source_emitting, 5.0)  # not after a crash or a safing
         epoch = self.bench.tagger_epoch()
+        self._answers_before = self.payload.links[self.scenario.station.name].channel.sent_messages
         frame = 0
         while frame < physics.n_frames:
             in_phase = outage is not None and (
@@ -469,6 +470,19 @@ class SimPair:
         done, _ = await asyncio.wait({feeding}, timeout=FEED_WAIT_S)
         if not done:
             feeding.cancel()
+        # in real time the station's reports follow its tagging within a frame or so, and the
+        # payload answers each (it safes its source when its station stays silent): the clock
+        # waits for them while the broker is there
+        await self._wait(lambda: self._reported(k - 1), FEED_WAIT_S)
+
+    def _reported(self, frame: int) -> bool:
+        if not (self.payload_bus.connected and self.ogs_bus.connected):
+            return True
+        session = self.ogs.sessions.get(max(self.ogs.sessions, default=-1))
+        if session is None or len(session.result.chunks) <= frame:
+            return session is None
+        answered = self.payload.links[self.scenario.station.name].channel.sent_messages
+        return answered - self._answers_before > frame
 
     async def _outage(
         self, duration_s: float, tagging: tuple[PassPhysics, int, float | None] | None

@@ -2,10 +2,11 @@
 its time tagger (the TT/1 emulator running free on dark counts) and Mosquitto in another,
 joined by a veth link; the link is cut (`ip link set down`) mid-pass and restored.
 
-A short cut (10 s, under the MQTT keep-alive) is ridden out by TCP: the pass goes on and ends
-at both ends by the same rule. A long cut (45 s) is seen by the payload, which safes its source
-(ground-link watchdog) and ends the pass keyless (when the station starts post-processing, or
-when an answer cannot be sent within a publish's wait); the station ends it keyless too.
+A short cut (10 s, under the MQTT keep-alive) is ridden out by TCP, but the payload hears
+nothing from its station for 5 s; a long cut (45 s) is seen by the payload through the
+keep-alive too. Either way it safes its source (ground-link watchdog: its station silent while
+it emits) and ends the pass keyless (when the station starts post-processing, or when an answer
+cannot be sent within a publish's wait); the station ends it keyless too.
 Either way: no key at either end, housekeeping from both after the cut, and both take the
 next plan.
 
@@ -189,7 +190,7 @@ async def _fly_with_cut(
         )
         ended[which] = found[0]
     texts = {w: str(e.envelope.fields["text"]) for w, e in ended.items()}
-    if cut_s > 30.0:  # seen by the payload: its source was safed, the pass cut short
+    if cut_s > 5.0:  # the payload's station silent 5 s: its source was safed, the pass cut short
         safed = await until(lambda: pair.where("payload", "SOURCE_SAFE_STATE", cut_at), "safe", 30)
         assert "ground link lost" in str(safed[0].envelope.fields["text"])
         # the payload ends it for the cut: emission interrupted, or an answer it could not

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 from pathlib import Path
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 
 from satqkd.config import ConfigError, load_scenario
-from satqkd.sim_link import link_buses
+from satqkd.sim_link import LinkTime, link_buses
 from satqkd_core.light_time import SPEED_OF_LIGHT_M_S, LightTimeModel
+from satqkd_runtime.bus_link import LinkedBus
 from sim_backends.classical_link import ClassicalLinkModel, range_of_pass
 
 RANGE_M = 1_000_000.0  # 1000 km: 3.336 ms of light time
@@ -99,6 +101,70 @@ def test_bad_messages_are_named() -> None:
         link.schedule("uplink", -1, 0.0)
     with pytest.raises(ValueError, match="range must be positive"):
         ClassicalLinkModel(lambda: 0.0, 1e6, 1e6).schedule("uplink", 1, 0.0)
+
+
+class _FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def now_unix_s(self) -> float:
+        return self.now
+
+    async def sleep_until(self, unix_s: float) -> None:
+        while self.now < unix_s:
+            await asyncio.sleep(0.01)
+
+
+class _RecordingBus:
+    def __init__(self) -> None:
+        self.published: list[tuple[float, str]] = []
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        self.published.append((asyncio.get_running_loop().time(), topic))
+
+
+async def test_the_backlog_follows_simulated_time_not_the_hosts_speed() -> None:
+    """A simulation racing ahead of real time hands the uplink 30 messages of 0.1 s each, one
+    per simulated second, within a few milliseconds of wall time: none queues behind another
+    (as on the real link), and each reaches the payload once the simulated clock has passed its
+    delivery instant (the last, at LOS, after ~0.1 s on the event loop), all within 1 s of wall
+    time, not up to 3 s later as a link timed on the host's clock would make it. After LOS
+    (the simulated clock stands still) the payload's answer is handed when the last message
+    reached it, and waits for no backlog."""
+    clock = _FakeClock(1000.0)
+    link = _link()  # 1 Mbit/s up: 12,500 bytes take 0.1 s
+    timing = LinkTime(link, clock)
+    station_side, payload_side = _RecordingBus(), _RecordingBus()
+    topic = "satqkd/m/qkd/s/up"
+    loop = asyncio.get_running_loop()
+    buses = [
+        LinkedBus(
+            bus,  # type: ignore[arg-type]
+            timing.deliver_at(d),
+            lambda t: "/qkd/" in t,
+            timing.on_delivered(d),
+            timing.wait_until(d),
+        )
+        for bus, d in ((station_side, "uplink"), (payload_side, "downlink"))
+    ]
+    up, down = buses
+    async with up, down:
+        started = loop.time()
+        for k in range(30):
+            clock.now = 1000.0 + k  # the last one at LOS: the clock stops there
+            await up.publish(topic, bytes(12_500))
+        while len(station_side.published) < 30:
+            await asyncio.sleep(0.01)
+        assert station_side.published[-1][0] - started < 1.0  # 3.0 s on a host-timed link
+        await down.publish(topic, bytes(125))  # the payload's answer: 1 kbit down
+        while not payload_side.published:
+            await asyncio.sleep(0.01)
+    uplink = link.messages("uplink")
+    assert [m.start_s - m.handed_s for m in uplink] == [0.0] * 30  # no queue
+    assert all(m.delivered_s - m.handed_s == pytest.approx(0.1 + LIGHT_S) for m in uplink)
+    (answer,) = link.messages("downlink")
+    assert answer.handed_s == pytest.approx(uplink[-1].delivered_s)  # 1029.1033 > the clock
+    assert link.summary(since_s=1029.0)["downlink"]["link_s"] == pytest.approx(1e-4 + LIGHT_S)
 
 
 async def test_a_modelled_link_needs_the_missions_rates(tmp_path: Path) -> None:
