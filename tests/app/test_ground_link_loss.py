@@ -17,22 +17,19 @@ import pytest
 
 from drivers.interfaces import TagBuffer
 from firmware_shims.source_sequencer import SourceSequencer
-from satqkd.config import load_scenario, station_path
+from satqkd.config import load_scenario
 from satqkd.instruments_config import validate_instruments
 from satqkd.pass_physics import plan_pass
 from satqkd.simulation import build_bench, scenario_benches
-from satqkd.wiring import ogs_settings, pass_plan_fields, payload_settings, preshared_auth_key
+from satqkd.wiring import payload_settings, preshared_auth_key
 from satqkd_core import dictionary as dct
 from satqkd_core import rng
 from satqkd_core.codec import decode_envelope
-from satqkd_ogs.daemon import OgsDaemon
-from satqkd_payload.daemon import PayloadDaemon
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
 from satqkd_runtime.qkd_channel import install_preshared_key
-from tests.seeded_entropy import seeded_entropy
-from tests.tc_signing import OccSigner, install_tc_key
+from tests.daemon_pair import daemon_pair, send_plan
 
 REPO = Path(__file__).resolve().parents[2]
 CLEAR = REPO / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"
@@ -97,38 +94,16 @@ async def test_broker_outage_mid_pass_safes_the_source_and_ends_the_pass_without
                 seen.append((message.topic, decode_envelope(message.payload)))
 
         collector = asyncio.create_task(collect())
-        payload = PayloadDaemon(
-            dataclasses.replace(payload_settings(mission), ground_link_timeout_s=TIMEOUT_S),
-            payload_bus,
-            clock,
-            bench.source,
-            tmp_path / "payload",
-            await seeded_entropy(rng.derive_key(SEED, "payload/entropy")),
-            sequencer,
-            tc_verifier=install_tc_key(tmp_path / "payload", tmp_path / "occ", "payload"),
-        )
-        ogs = OgsDaemon(
-            dataclasses.replace(
-                ogs_settings(mission, station, station_path(scenario)), reply_timeout_s=20.0
-            ),
-            ogs_bus,
-            clock,
-            bench.tagger,
-            ogs_store,
-            await seeded_entropy(rng.derive_key(SEED, "ogs/entropy")),
-            tc_verifier=install_tc_key(tmp_path / "ogs", tmp_path / "occ", f"ogs-{station.name}"),
-        )
+        settings = dataclasses.replace(payload_settings(mission), ground_link_timeout_s=TIMEOUT_S)
+        payload, ogs = await daemon_pair(
+            tmp_path, scenario, settings, (payload_bus, ogs_bus),
+            clock, bench, sequencer, ogs_store, SEED,
+        )  # fmt: skip
         daemons = [asyncio.create_task(payload.run()), asyncio.create_task(ogs.run())]
         try:
             await asyncio.sleep(0.1)  # both daemons subscribed
             plan_id = 1 + SEED
-            plan = pass_plan_fields(plan_id, scenario, physics)
-            signer = OccSigner(tmp_path / "occ")
-            for node in ("payload", f"ogs-{station.name}"):
-                await occ.publish(
-                    dct.telecommand_topic(mission.name, node),
-                    signer.sign(node, "LOAD_PASS_PLAN", **plan),
-                )
+            await send_plan(occ, tmp_path, scenario, physics, plan_id)
 
             def acks() -> list[bool]:
                 return [e.fields["accepted"] for t, e in seen if t.endswith("/tm/tc_ack")]
