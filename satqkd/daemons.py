@@ -241,36 +241,42 @@ def _outcome_words(key_bits: int, abort_reason: str | None) -> str:
 
 
 async def _watch_station_passes(daemon: OgsDaemon) -> None:
-    """Log one status line when a pass starts at the station and one when it ends."""
+    """Log one status line when a pass starts at the station and one when it ends. What it
+    remembers follows the daemon's own bounded histories (see `_watch_payload_passes`)."""
     started: set[int] = set()
     ended: set[int] = set()
     while True:
-        for plan_id in list(daemon.sessions):
-            if plan_id not in started:
-                started.add(plan_id)
-                status.info("pass %d started (plan loaded, tracking until LOS)", plan_id)
-        for plan_id, result in list(daemon.results.items()):
-            if plan_id not in ended and result.finished:
-                ended.add(plan_id)
-                words = _outcome_words(result.key_bits, result.abort_reason)
-                status.info("pass %d ended: %d detections, %s", plan_id, result.detections, words)
+        open_now = set(daemon.sessions)
+        for plan_id in sorted(open_now - started):
+            status.info("pass %d started (plan loaded, tracking until LOS)", plan_id)
+        results = dict(daemon.results)
+        finished = {plan_id for plan_id, result in results.items() if result.finished}
+        for plan_id in sorted(finished - ended):
+            result = results[plan_id]
+            words = _outcome_words(result.key_bits, result.abort_reason)
+            status.info("pass %d ended: %d detections, %s", plan_id, result.detections, words)
+        started = open_now | (started & results.keys())
+        ended = finished
         await asyncio.sleep(STATUS_PERIOD_S)
 
 
 async def _watch_payload_passes(daemon: PayloadDaemon) -> None:
-    """Log one status line when the payload's source starts a pass and one when it ends."""
+    """Log one status line when the payload's source starts a pass and one when it ends.
+    What it remembers follows the daemon's own bounded histories (a pass the daemon has
+    forgotten is forgotten here too), so a daemon running for months holds no more."""
     started: set[tuple[str, int]] = set()
     ended: set[tuple[str, int]] = set()
     while True:
-        for key in list(daemon.emissions):
-            if key not in started:
-                started.add(key)
-                status.info("pass %d for %s started (source on)", key[1], key[0])
-        for key, outcome in list(daemon.ended.items()):
-            if key not in ended:
-                ended.add(key)
-                words = _outcome_words(outcome.key_bits, outcome.abort_reason)
-                status.info("pass %d for %s ended: %s", key[1], key[0], words)
+        emissions = set(daemon.emissions)
+        for key in sorted(emissions - started):
+            status.info("pass %d for %s started (source on)", key[1], key[0])
+        outcomes = dict(daemon.ended)
+        for key in sorted(outcomes.keys() - ended):
+            words = _outcome_words(outcomes[key].key_bits, outcomes[key].abort_reason)
+            status.info("pass %d for %s ended: %s", key[1], key[0], words)
+        # a pass that ended was started: once its emission entry is gone, keep it as started
+        started = emissions | (started & outcomes.keys())
+        ended = set(outcomes)
         await asyncio.sleep(STATUS_PERIOD_S)
 
 

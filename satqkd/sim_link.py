@@ -7,10 +7,16 @@ to the link at its sender's time, the later of the simulated clock's now and the
 sender last received a message over the link (it cannot answer before it has heard), so the
 queueing and serialisation follow the link's capacity whatever the host's speed. It is
 delivered when the simulated clock reaches its delivery instant, or, when the clock lags or
-stands still (after LOS), once the event loop has waited the rest of its time on the link
-(delivery instant - the later of the clock's now and the previous delivery in its direction):
-the link's time then moves with the wall clock, so the wall time to a key after LOS is the
-model's link time plus the nodes' CPU time.
+stands still (after LOS), once the event loop has waited the rest of its time on the link.
+
+The link's now is the later of the simulated clock's now and the latest delivery instant (in
+either direction) moved on by the wall time since that delivery: when the clock stands still
+the link's time moves with the wall clock from each delivery on. A message waits its delivery
+instant less the link's now, and it is handed at the link's now, so the time a node spends
+computing its answer counts once, before its answer is handed. (Until decision 0039 the rest
+was counted from the previous delivery in the message's own direction: after LOS each
+exchange then waited its round trip twice, once per direction.) The wall time to a key after
+LOS is therefore the model's link time plus the nodes' CPU time plus the broker's hops.
 """
 
 from __future__ import annotations
@@ -51,12 +57,24 @@ class LinkTime:
         # delivery instants (simulated) of the messages still on their way, in order
         self._received = {d: -math.inf for d in DIRECTIONS}
         self._pending: dict[str, deque[float]] = {d: deque() for d in DIRECTIONS}
+        # the largest (delivery instant - event-loop time when it was reached): the link's now
+        # is at least the event loop's time plus this (module docstring)
+        self._reached_minus_loop = -math.inf
+
+    def _now(self) -> float:
+        """Get: the link's now (module docstring)."""
+        loop_now = asyncio.get_running_loop().time()
+        return max(self._clock.now_unix_s(), loop_now + self._reached_minus_loop)
+
+    def _reached(self, delivered: float) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        self._reached_minus_loop = max(self._reached_minus_loop, delivered - loop_now)
 
     def deliver_at(self, direction: str) -> Callable[[int, float], float]:
         """Get: for one direction, (size, loop now) -> the simulated instant of the delivery."""
 
         def deliver_at(size: int, loop_now: float) -> float:
-            handed = max(self._clock.now_unix_s(), self._received[_OTHER[direction]])
+            handed = max(self._now(), self._received[_OTHER[direction]])
             delivered = self._link.schedule(direction, size, handed)
             self._pending[direction].append(delivered)
             return delivered
@@ -68,14 +86,14 @@ class LinkTime:
         reaching it, or the event loop waiting what is left of it (module docstring)."""
 
         async def wait_until(delivered: float) -> None:
-            now = max(self._clock.now_unix_s(), self._received[direction])
-            if delivered <= now:
-                return
-            on_clock = asyncio.ensure_future(self._clock.sleep_until(delivered))
-            try:
-                await asyncio.wait({on_clock}, timeout=delivered - now)
-            finally:
-                on_clock.cancel()
+            now = max(self._now(), self._received[direction])
+            if delivered > now:
+                on_clock = asyncio.ensure_future(self._clock.sleep_until(delivered))
+                try:
+                    await asyncio.wait({on_clock}, timeout=delivered - now)
+                finally:
+                    on_clock.cancel()
+            self._reached(delivered)  # the link's time has reached the delivery instant
 
         return wait_until
 

@@ -1,7 +1,8 @@
 """Interactive error correction: Cascade with batched round trips (direct reconciliation).
 
 The ground (OGS) holds the noisy key and runs `CascadeCorrector`; the payload holds the
-reference key and runs `CascadeResponder`, which answers parity queries. A query row
+reference key and runs `CascadeResponder` (`satqkd_core.cascade_responder`, imported here),
+which answers parity queries. A query row
 (pass_index, start, stop) asks for the parity of the reference bits perm[pass_index][start:stop]
 (half-open, in that pass's permuted order); every answered row discloses one bit, and both
 sides count them. Pass 0's permutation is the identity; pass p >= 1's is a Fisher-Yates shuffle
@@ -60,8 +61,8 @@ every known range; error verification (`satqkd_core.verification`) catches those
 
 from __future__ import annotations
 
-import hashlib
 import math
+import mmap
 
 import numpy as np
 
@@ -80,18 +81,20 @@ from satqkd_core.cascade_kernels import (
     split_leaves,
 )
 from satqkd_core.cascade_messages import (
-    decode_query,
-    encode_rows,
+    encode_planned_rows,
     encode_top_level,
     top_level_rows,
 )
 from satqkd_core.cascade_permutations import (
+    DEFAULT_PASSES,
+    TWO_BLOCK_PASSES_FROM,
+    LazyPasses,
+    cascade_permutation,
+    fill_permutation,
     masked_parity,
-    materialize_two_block_pass,
     pack_bits,
-    shuffle_positions,
-    two_block_members,
 )
+from satqkd_core.cascade_responder import CascadeResponder, TwoWayLeak
 from satqkd_core.cascade_round_plan import (
     plan_round,
     select_concurrent_ranges,
@@ -119,72 +122,9 @@ __all__ = [
 
 _MIN_QBER_FOR_BLOCKS = 1e-5  # below this the first block would exceed any practical frame
 _LATE_BLOCK_SIZE = 1 << 12  # k3 of Cascade opt. (8)
-_TWO_BLOCK_PASSES_FROM = 3  # passes after k1, k2, k3 have blocks of ceil(n / 2)
-# Many cheap late passes, as in the optimized variants of Martinez-Mateo et al. (opt. (8) runs
-# 14): passes 4.. cost one parity each (the other half is inferred) and each halves the chance
-# that a hidden even error pattern survives. Measured on 1e4-bit frames at Q = 2 %: 4 passes
-# leave errors in 7 of 100 frames, 8 passes in 4 of 1000, 12 passes in 0 of 1000.
-DEFAULT_PASSES = 16
 # Concurrent searches may share unknown bits only up to this expected disturbance; 0 (fully
 # disjoint) gives the least leak, larger values trade leak for fewer round trips.
 CONCURRENCY_THRESHOLD = 0.0
-
-
-def cascade_permutation(n: int, seed: int, pass_index: int) -> np.ndarray:
-    """Permutation of pass `pass_index` (int64, perm[j] = key index at permuted position j)."""
-    size = as_count(n, "n", minimum=1)
-    index = as_count(pass_index, "pass_index")
-    out = np.empty(size, dtype=np.int64)
-    if _is_two_block(size, index):
-        members = np.empty((1, -(-size // 64)), dtype=np.uint64)
-        half = -(-size // 2)
-        two_block_members(members[0], size, half, _permutation_key(seed, index))
-        materialize_two_block_pass(out, members, 0, half, _permutation_key(seed, index, "order"))
-    else:
-        _fill_permutation(out, seed, index)
-    return out
-
-
-def _is_two_block(n: int, pass_index: int) -> bool:
-    """Whether a pass's top-level blocks are [0, ceil(n/2)) and the rest whatever the QBER
-    (the passes after Cascade opt. (8)'s three; see `cascade_block_sizes`): built lazily."""
-    return pass_index >= _TWO_BLOCK_PASSES_FROM and n >= 2
-
-
-def _permutation_key(seed: int, pass_index: int, part: str = "") -> np.uint64:
-    """64-bit key of pass `pass_index`'s shuffle: both ends derive the same, independent ones."""
-    as_count(seed, "seed")
-    suffix = f"/{part}" if part else ""
-    material = f"satqkd/cascade-permutation/{seed}/{pass_index}{suffix}".encode()
-    return np.uint64(int.from_bytes(hashlib.blake2b(material, digest_size=8).digest(), "little"))
-
-
-class _LazyPasses:
-    """The two-block passes of one end: their first blocks' bit masks and order keys, and
-    which of them are still unbuilt (`lazy`, 1 each). Other passes have lazy 0."""
-
-    def __init__(self, n: int, seed: int, passes: int) -> None:
-        self.lazy = np.zeros(passes, dtype=np.uint8)
-        self.members = np.zeros((passes, -(-n // 64)), dtype=np.uint64)
-        self.order_keys = np.zeros(passes, dtype=np.uint64)
-        self.half = -(-n // 2)
-        for p in range(passes):
-            if _is_two_block(n, p):
-                self.lazy[p] = 1
-                two_block_members(self.members[p], n, self.half, _permutation_key(seed, p))
-                self.order_keys[p] = _permutation_key(seed, p, "order")
-
-
-def _fill_permutation(out: np.ndarray, seed: int, pass_index: int) -> None:
-    """out[:] = pass `pass_index`'s permutation (pass 0: the identity); validated arguments."""
-    seed_value = as_count(seed, "seed")
-    index = as_count(pass_index, "pass_index")
-    if out.size >= 2**31:  # positions are held as int32
-        raise InputError(f"a Cascade frame holds at most 2^31 - 1 bits, got {out.size}")
-    if index == 0:
-        out[:] = np.arange(out.size, dtype=out.dtype)
-    else:
-        shuffle_positions(out, _permutation_key(seed_value, index))
 
 
 def cascade_block_sizes(n: int, qber_estimate: float, passes: int) -> list[int]:
@@ -214,98 +154,7 @@ def reconciliation_efficiency(leak_bits: int, key_bits: int, qber: float) -> flo
     return leak / (n * entropy)
 
 
-class _TwoWayLeak:
-    """What both ends of Cascade count alike: the answered rows (`leak_bits`) and, from them,
-    what the exchange disclosed in both directions."""
-
-    leak_bits: int
-    _passes: int
-
-    @property
-    def station_parity_bits(self) -> int:
-        """Get: the station's parities its queries disclosed (see the module docstring)."""
-        return _station_parity_bits(self.leak_bits, self._passes)
-
-    @property
-    def total_leak_bits(self) -> int:
-        """Get: parities disclosed in both directions, the leak the key length is charged."""
-        return self.leak_bits + self.station_parity_bits
-
-
-class CascadeResponder(_TwoWayLeak):
-    """Payload side: answers parity queries on the reference key and counts what it discloses."""
-
-    def __init__(self, reference_key: np.ndarray, seed: int, passes: int = DEFAULT_PASSES) -> None:
-        key = as_bit_array(reference_key, "reference_key")
-        self._passes = as_count(passes, "passes", minimum=1)
-        self._n = key.size
-        self._key = key
-        self._lazy = _LazyPasses(key.size, as_count(seed, "seed"), self._passes)
-        # rows of two-block passes are filled when first needed (zero pages until then)
-        self._prefix = np.zeros((self._passes, key.size + 1), dtype=np.uint8)
-        self._perm = np.empty((1, key.size), dtype=np.int32)  # one pass at a time
-        packed = pack_bits(key) if self._lazy.lazy.any() else key
-        self._first_block_parity = np.zeros(self._passes, dtype=np.uint8)
-        for p in range(self._passes):
-            if self._lazy.lazy[p]:
-                self._first_block_parity[p] = masked_parity(packed, self._lazy.members, p)
-            else:
-                _fill_permutation(self._perm[0], seed, p)
-                self._prefix[p] = permuted_prefix_parities(key, self._perm)[0]
-        self.leak_bits = 0
-
-    def reply(self, query: np.ndarray) -> np.ndarray:
-        """Parities (uint8) of the queried ranges; raises ProtocolError naming a bad row."""
-        rows = self._validated_query(query)
-        parities = prefix_range_parities(self._prefix, rows)
-        if self._lazy.lazy.any():
-            lazy = self._lazy.lazy[rows[:, 0]] == 1
-            first = lazy & (rows[:, 1] == 0) & (rows[:, 2] == self._lazy.half)
-            built = np.unique(rows[lazy & ~first, 0]).tolist()
-            for p in built:  # a pass first bisected: build its order, then answer again
-                self._build_pass(p)
-            if built:
-                parities = prefix_range_parities(self._prefix, rows)
-            first &= self._lazy.lazy[rows[:, 0]] == 1
-            parities[first] = self._first_block_parity[rows[first, 0]]
-        self.leak_bits += rows.shape[0]
-        return parities
-
-    def reply_message(self, query: bytes) -> np.ndarray:
-        """Parities (uint8, in wire order) of a query in its wire form
-        (`satqkd_core.cascade_messages`); ProtocolError naming what is malformed."""
-        return self.reply(decode_query(query, self._n, self._passes))
-
-    def _build_pass(self, p: int) -> None:
-        lazy = self._lazy
-        materialize_two_block_pass(self._perm[0], lazy.members, p, lazy.half, lazy.order_keys[p])
-        self._prefix[p] = permuted_prefix_parities(self._key, self._perm)[0]
-        lazy.lazy[p] = 0
-
-    def _validated_query(self, query: object) -> np.ndarray:
-        if not isinstance(query, np.ndarray):
-            raise ProtocolError(f"query must be a numpy array, got {type(query).__name__}")
-        if query.ndim != 2 or query.shape[1] != 3:
-            raise ProtocolError(f"query must have shape (k, 3), got {query.shape}")
-        if query.shape[0] == 0:
-            raise ProtocolError("query holds no rows")
-        if not np.issubdtype(query.dtype, np.integer):
-            raise ProtocolError(f"query must hold integers, got dtype {query.dtype}")
-        rows = query.astype(np.int64)
-        p, start, stop = rows[:, 0], rows[:, 1], rows[:, 2]
-        checks = (
-            ((p < 0) | (p >= self._passes), f"pass index outside 0..{self._passes - 1}"),
-            ((start < 0) | (start >= self._n), f"start outside 0..{self._n - 1}"),
-            ((stop <= start) | (stop > self._n), f"stop not in start+1..{self._n}"),
-        )
-        for bad, what in checks:
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise ProtocolError(f"query row {row} {tuple(rows[row].tolist())}: {what}")
-        return np.ascontiguousarray(rows)
-
-
-class CascadeCorrector(_TwoWayLeak):
+class CascadeCorrector(TwoWayLeak):
     """Ground side: corrects the noisy key to the reference through batched parity queries.
 
     Protocol: `q = next_query()`; send q; `apply_reply(answers)`; repeat until next_query()
@@ -350,22 +199,24 @@ class CascadeCorrector(_TwoWayLeak):
         counts = -(-n // self._blocks)
         self._block_offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self._block_split = np.zeros(int(counts.sum()), dtype=np.uint8)
-        self._leaf_stop = np.zeros(shape, dtype=np.int32)
+        self._leaf_stop = _state_zeros(shape, np.int32)
         # known for every leaf from the first reply on (asked, inferred or from a split)
-        self._ref_parity = np.zeros(shape, dtype=np.int8)
+        self._ref_parity = _state_zeros(shape, np.int8)
         # own parity XOR reference parity (1: the leaf holds an odd number of errors); holds
         # the own parity alone until the reference parity arrives
-        self._odd = np.zeros(shape, dtype=np.uint8)
-        self._unknown = np.zeros(shape, dtype=np.int32)  # bits in the leaf not known correct
+        self._odd = _state_zeros(shape, np.uint8)
+        self._unknown = _state_zeros(shape, np.int32)  # bits in the leaf not known correct
         self._bit_unknown = np.ones(n, dtype=np.uint8)
         self._load = np.zeros(n, dtype=np.float64)  # selection scratch, zeros between rounds
         # selection scratch, zeros between rounds: a bit map, small enough to stay in cache
         self._taken = np.zeros(-(-n // 64), dtype=np.uint64)
         self._loaded = np.empty(n, dtype=np.int64)  # selection scratch
+        # planning scratch, zeros between rounds: per pass, a bit map of leaf starts
+        self._seen = np.zeros((self._passes, self._taken.shape[0]), dtype=np.uint64)
         self._odd_leaves = np.empty((0, 2), dtype=np.int64)  # (pass, start) of odd leaves
         self._top_starts: list[np.ndarray] = []
         # two-block passes: only their first block's mask until a search of theirs is chosen
-        self._lazy = _LazyPasses(n, seed, self._passes)
+        self._lazy = LazyPasses(n, seed, self._passes)
         packed = pack_bits(key) if self._lazy.lazy.any() else key
         whole = int(np.bitwise_xor.reduce(key)) if n else 0
         for p, block in enumerate(self.block_sizes):
@@ -376,7 +227,7 @@ class CascadeCorrector(_TwoWayLeak):
                     self._unknown[p, start] = stop - start
                     self._odd[p, start] = parity
             else:
-                _fill_permutation(self._perms[p], seed, p)
+                fill_permutation(self._perms[p], seed, p)
                 init_pass_state(
                     self.corrected_key,
                     self._perms[p],
@@ -412,7 +263,7 @@ class CascadeCorrector(_TwoWayLeak):
         if self._awaiting_top_level:  # rebuilt by the responder in this very order
             self._wire_order = np.arange(self._pending.shape[0])
             return encode_top_level(self.block_sizes)
-        data, self._wire_order = encode_rows(self._pending)
+        data, self._wire_order = encode_planned_rows(self._pending)
         return data
 
     def apply_reply_message(self, parities: np.ndarray) -> None:
@@ -424,14 +275,16 @@ class CascadeCorrector(_TwoWayLeak):
         answers = _validated_reply(parities, self._pending.shape[0])
         own = np.empty_like(answers)
         own[self._wire_order] = answers
-        self.apply_reply(own)
+        self._apply(self._pending, own)
 
     def apply_reply(self, parities: np.ndarray) -> None:
         """Take the answers to the last query, correct what they reveal, prepare the next one."""
         if self._pending is None:
             raise ProtocolError("no query is outstanding")
-        rows = self._pending
-        answers = _validated_reply(parities, rows.shape[0])
+        self._apply(self._pending, _validated_reply(parities, self._pending.shape[0]))
+
+    def _apply(self, rows: np.ndarray, answers: np.ndarray) -> None:
+        """`apply_reply` of validated answers (in row order) to the outstanding `rows`."""
         self._pending = None
         self._wire_order = None
         self.leak_bits += rows.shape[0]
@@ -520,6 +373,7 @@ class CascadeCorrector(_TwoWayLeak):
             self._lazy.members,
             self._blocks,
             self._lazy.order_keys,
+            self._seen,
         )
         self._odd_leaves = leaves
         if bad >= 0:
@@ -531,11 +385,32 @@ class CascadeCorrector(_TwoWayLeak):
         return query if leaves.shape[0] else None
 
 
-def _station_parity_bits(answered: int, passes: int) -> int:
-    """The station's disclosed parities: every answered range, plus the last top-level block
-    of each pass after the first (its reference parity is inferred, never asked, but whether
-    the station bisects it tells the station's parity)."""
-    return answered + (passes - 1) if answered else 0
+_HUGE_PAGE = 1 << 21
+
+
+def _state_zeros(shape: tuple[int, int], dtype: type) -> np.ndarray:
+    """Zeros for per-pass state written at leaf starts only.
+
+    The rows of the two-block passes hold two leaves (positions 0 and n/2) until bisected,
+    which is rare: they get small pages, so each of their writes costs the 4 kB page it
+    lands on, where the transparent huge pages numpy asks for arrays this large would be
+    zeroed whole (2 MB a write: ~35 ms per 1e6-bit corrector). The first passes' rows are
+    written densely and keep huge pages (aligned to start on one). Elsewhere np.zeros."""
+    passes, n = shape
+    itemsize = np.dtype(dtype).itemsize
+    size = passes * n * itemsize
+    dense = min(passes, TWO_BLOCK_PASSES_FROM) * n * itemsize
+    dense += -dense % mmap.PAGESIZE
+    if size - dense < _HUGE_PAGE or not hasattr(mmap, "MADV_NOHUGEPAGE"):
+        return np.zeros(shape, dtype=dtype)
+    # private anonymous memory: zero pages until written (a shared mapping would be shmem)
+    buffer = mmap.mmap(-1, size + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    memory = np.frombuffer(buffer, dtype=np.uint8)
+    pad = -memory.ctypes.data % _HUGE_PAGE
+    if dense:
+        buffer.madvise(mmap.MADV_HUGEPAGE, 0, pad + dense)
+    buffer.madvise(mmap.MADV_NOHUGEPAGE, pad + dense, size + _HUGE_PAGE - pad - dense)
+    return memory[pad : pad + size].view(dtype).reshape(shape)
 
 
 def _validated_reply(parities: object, expected: int) -> np.ndarray:
@@ -543,9 +418,10 @@ def _validated_reply(parities: object, expected: int) -> np.ndarray:
         raise ProtocolError(f"reply must be a numpy array, got {type(parities).__name__}")
     if parities.shape != (expected,):
         raise ProtocolError(f"reply must have shape ({expected},), got {parities.shape}")
-    if parities.dtype != np.bool_ and not np.issubdtype(parities.dtype, np.integer):
+    kind = parities.dtype.kind  # one or two reductions a round, not a dtype hierarchy walk
+    if kind not in "biu":
         raise ProtocolError(f"reply must hold 0/1 integers, got dtype {parities.dtype}")
-    if parities.dtype != np.bool_ and (parities.min() < 0 or parities.max() > 1):
+    if kind != "b" and (parities.max() > 1 or (kind == "i" and parities.min() < 0)):
         raise ProtocolError("reply must hold only 0 and 1")
     return parities.astype(np.int8)
 

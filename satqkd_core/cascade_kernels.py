@@ -71,6 +71,49 @@ def prefix_range_parities_reference(prefix: np.ndarray, query: np.ndarray) -> np
 
 
 @numba.njit(cache=True)
+def answer_rows(
+    prefix: np.ndarray,
+    rows: np.ndarray,
+    lazy: np.ndarray,
+    half: int,
+    first_block_parity: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel: the responder's answers to rows (pass, start, stop): from the prefix rows of
+    built passes; for a lazy two-block pass, the first block [0, half) from
+    `first_block_parity`, any other row of it left 0 and its pass listed (ascending) in the
+    second output, to be built and answered again."""
+    out = np.zeros(rows.shape[0], dtype=np.uint8)
+    need = np.zeros(lazy.shape[0], dtype=np.uint8)
+    for row in range(rows.shape[0]):
+        p = rows[row, 0]
+        if lazy[p]:
+            if rows[row, 1] == 0 and rows[row, 2] == half:
+                out[row] = first_block_parity[p]
+            else:
+                need[p] = 1
+        else:
+            out[row] = prefix[p, rows[row, 2]] ^ prefix[p, rows[row, 1]]
+    return out, np.flatnonzero(need)
+
+
+def answer_rows_reference(
+    prefix: np.ndarray,
+    rows: np.ndarray,
+    lazy: np.ndarray,
+    half: int,
+    first_block_parity: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference of `answer_rows`."""
+    p, start, stop = rows[:, 0], rows[:, 1], rows[:, 2]
+    built = lazy[p] == 0
+    first = ~built & (start == 0) & (stop == half)
+    out = np.zeros(rows.shape[0], dtype=np.uint8)
+    out[built] = prefix[p[built], stop[built]] ^ prefix[p[built], start[built]]
+    out[first] = first_block_parity[p[first]]
+    return out, np.unique(p[~built & ~first]).astype(np.int64)
+
+
+@numba.njit(cache=True)
 def permuted_range_sums(values: np.ndarray, perms: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Kernel: sum of values[perms[pass, start:stop]] for each row (pass, start, stop), int64."""
     out = np.zeros(rows.shape[0], dtype=np.int64)
@@ -217,18 +260,18 @@ def split_leaves(
 ) -> None:
     """Kernel: split each queried leaf (pass, start) at `cut` into two known halves, the left
     one's reference parity being the answer and the right one's following from the parent.
-    A block split for the first time gets its positions' `leaf_start` entries first."""
-    n = perms.shape[1]
+    A block split for the first time (then the leaf is the whole block) gets its positions'
+    `leaf_start` entries as the two halves are written."""
     for row in range(rows.shape[0]):
         p = rows[row, 0]
         start = rows[row, 1]
         cut = rows[row, 2]
         block = start // blocks[p]
         if not block_split[block_offsets[p] + block]:
+            # the leaf is the whole block: its left half here, its right half below
             block_split[block_offsets[p] + block] = 1
-            first = block * blocks[p]
-            for x in range(first, min(first + blocks[p], n)):
-                leaf_start[p, x] = first
+            for x in range(start, cut):
+                leaf_start[p, x] = start
         stop = leaf_stop[p, start]
         own = 0
         unknown_left = 0

@@ -129,6 +129,14 @@ def encode_rows(rows: np.ndarray) -> tuple[bytes, np.ndarray]:
     return out.tobytes(), order
 
 
+def encode_planned_rows(rows: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """`encode_rows` for rows the corrector planned itself (C-contiguous int64, k >= 1,
+    0 <= start < stop <= n < 2^31, pass < 2^31): the same bytes and order, without the
+    checks a caller's rows need."""
+    out, order = _encode_rows_kernel(rows)
+    return out.tobytes(), order
+
+
 def encode_rows_reference(rows: np.ndarray) -> tuple[bytes, np.ndarray]:
     """Reference of `encode_rows` (numpy steps)."""
     r = _validated_rows(rows)

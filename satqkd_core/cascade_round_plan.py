@@ -55,8 +55,20 @@ def select_concurrent_ranges_into(
     row is kept or must be read.
     """
     if threshold == 0.0:
+        no_cuts = np.zeros(rows.shape[0], dtype=np.int64)  # halves 0: no cut is wanted
         return _select_disjoint(
-            marks, perms, inverse, rows, taken, loaded, lazy, members, blocks, order_keys
+            marks,
+            perms,
+            inverse,
+            rows,
+            taken,
+            loaded,
+            lazy,
+            members,
+            blocks,
+            order_keys,
+            no_cuts,
+            no_cuts,
         )
     keep = np.zeros(rows.shape[0], dtype=np.bool_)
     count = 0
@@ -101,6 +113,8 @@ def _select_disjoint(
     members: np.ndarray,
     blocks: np.ndarray,
     order_keys: np.ndarray,
+    halves: np.ndarray,
+    cuts: np.ndarray,
 ) -> np.ndarray:
     """Threshold 0 of `select_concurrent_ranges_into`: keep a row when it shares no marked bit
     with the rows kept before it (only marked bits are ever taken).
@@ -108,6 +122,8 @@ def _select_disjoint(
     Only whether a bit is taken matters (a bit map that stays in cache), and a candidate
     much larger than the list of taken bits is tested against that list instead of being
     read, so a round costs what its kept rows hold, not what the large rejected ones do.
+    While a kept row's bits are taken, cuts[row] gets the position of its halves[row]-th
+    marked bit (`nth_marked_positions`; left as is when halves[row] is 0 or too large).
     """
     n = marks.shape[0]
     keep = np.zeros(rows.shape[0], dtype=np.bool_)
@@ -129,14 +145,12 @@ def _select_disjoint(
                     clash = True
                     break
         else:
-            for j in range(start, stop):
-                if _is_taken(taken, perms[p, j]):
-                    clash = True
-                    break
+            clash = _any_taken(taken, perms[p], start, stop)
         if clash:
             continue
         materialize_pass(p, perms, inverse, lazy, members, blocks, order_keys)
         marked = 0
+        half = halves[row]
         for j in range(start, stop):
             bit = perms[p, j]
             if marks[bit]:
@@ -144,10 +158,33 @@ def _select_disjoint(
                 count += 1
                 taken[bit >> 6] |= _ONE << np.uint64(bit & 63)
                 marked += 1
+                if marked == half:
+                    cuts[row] = j
         keep[row] = marked > 0
     for i in range(count):
         taken[loaded[i] >> 6] = 0
     return keep
+
+
+@numba.njit(cache=True, inline="always")
+def _any_taken(taken: np.ndarray, perm: np.ndarray, start: int, stop: int) -> bool:
+    """Whether any bit at positions start..stop-1 of `perm` is taken, read 16 positions at
+    a time (one test of their OR-ed bits: fewer branches, overlapping loads)."""
+    j = start
+    while j + 16 <= stop:
+        acc = np.uint64(0)
+        for k in range(16):
+            bit = perm[j + k]
+            acc |= taken[bit >> 6] >> np.uint64(bit & 63)
+        if acc & _ONE:
+            return True
+        j += 16
+    hit = False
+    for k in range(j, stop):
+        if _is_taken(taken, perm[k]):
+            hit = True
+            break
+    return hit
 
 
 def select_concurrent_ranges(
@@ -220,35 +257,43 @@ def plan_round(
     members: np.ndarray,
     blocks: np.ndarray,
     order_keys: np.ndarray,
+    seen: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.int64]:
     """Kernel: (odd leaves, query rows, bad) from candidate leaves (pass, start) (repeats
     allowed): the odd leaves are the candidates still odd, sorted by (pass, start); the query
     holds one bisection step (pass, start, cut) for each odd leaf the selection keeps, taken
     in the order (unknown bits, pass, start); `bad` is the index among the odd leaves of one
     holding fewer than 2 unknown bits (inconsistent reference parities), else -1 (and then
-    no query is planned)."""
+    no query is planned). Repeats and even leaves are dropped before anything is sorted (a
+    round sorts only its odd leaves), repeats through `seen`: scratch, a bit map per pass
+    (uint64, passes x ceil(n / 64), zeros between calls) of the leaf starts already taken."""
     n = perms.shape[1]
     keys = np.empty(candidates.shape[0], dtype=np.int64)
-    for i in range(candidates.shape[0]):
-        keys[i] = candidates[i, 0] * n + candidates[i, 1]
-    keys.sort()
-    leaves = np.empty((keys.shape[0], 2), dtype=np.int64)
     count = 0
-    for i in range(keys.shape[0]):
-        if i > 0 and keys[i] == keys[i - 1]:
-            continue
+    for i in range(candidates.shape[0]):
+        p = candidates[i, 0]
+        start = candidates[i, 1]
+        word = seen[p, start >> 6]
+        flag = _ONE << np.uint64(start & 63)
+        if odd[p, start] == 1 and not word & flag:
+            seen[p, start >> 6] = word | flag
+            keys[count] = p * n + start
+            count += 1
+    keys = np.sort(keys[:count])
+    leaves = np.empty((count, 2), dtype=np.int64)
+    sizes = np.empty(count, dtype=np.int64)
+    bad = -1
+    for i in range(count):
         p = keys[i] // n
         start = keys[i] - p * n
-        if odd[p, start] == 1:
-            leaves[count, 0] = p
-            leaves[count, 1] = start
-            count += 1
-    leaves = leaves[:count].copy()
-    sizes = np.empty(count, dtype=np.int64)
-    for i in range(count):
-        sizes[i] = unknown[leaves[i, 0], leaves[i, 1]]
-        if sizes[i] < 2:
-            return leaves, np.empty((0, 3), dtype=np.int64), np.int64(i)
+        seen[p, start >> 6] = 0
+        leaves[i, 0] = p
+        leaves[i, 1] = start
+        sizes[i] = unknown[p, start]
+        if sizes[i] < 2 and bad < 0:
+            bad = i
+    if bad >= 0:
+        return leaves, np.empty((0, 3), dtype=np.int64), np.int64(bad)
     order = np.argsort(sizes, kind="mergesort")  # stable: ties stay by (pass, start)
     rows = np.empty((count, 3), dtype=np.int64)
     for i in range(count):
@@ -257,32 +302,53 @@ def plan_round(
         rows[i, 0] = p
         rows[i, 1] = start
         rows[i, 2] = leaf_stop[p, start]
-    keep = select_concurrent_ranges_into(
-        bit_unknown,
-        perms,
-        inverse,
-        rows,
-        threshold,
-        load,
-        taken,
-        loaded,
-        lazy,
-        members,
-        blocks,
-        order_keys,
-    )
+    halves = np.empty(count, dtype=np.int64)
+    for i in range(count):
+        halves[i] = sizes[order[i]] // 2
+    cuts = np.full(count, -1, dtype=np.int64)
+    if threshold == 0.0:  # the cuts are found while the kept rows' bits are taken
+        keep = _select_disjoint(
+            bit_unknown,
+            perms,
+            inverse,
+            rows,
+            taken,
+            loaded,
+            lazy,
+            members,
+            blocks,
+            order_keys,
+            halves,
+            cuts,
+        )
+    else:
+        keep = select_concurrent_ranges_into(
+            bit_unknown,
+            perms,
+            inverse,
+            rows,
+            threshold,
+            load,
+            taken,
+            loaded,
+            lazy,
+            members,
+            blocks,
+            order_keys,
+        )
     chosen = np.flatnonzero(keep)
     query = np.empty((chosen.shape[0], 3), dtype=np.int64)
-    half = np.empty(chosen.shape[0], dtype=np.int64)
     for i in range(chosen.shape[0]):
         query[i, 0] = rows[chosen[i], 0]
         query[i, 1] = rows[chosen[i], 1]
         query[i, 2] = rows[chosen[i], 2]
-        half[i] = sizes[order[chosen[i]]] // 2
-    # cut right after the half-th unknown bit: each half keeps >= 1 unknown bit
-    cut = nth_marked_positions(bit_unknown, perms, query, half)
+    if threshold != 0.0:
+        cut = nth_marked_positions(bit_unknown, perms, query, halves[chosen])
+        for i in range(chosen.shape[0]):
+            cuts[chosen[i]] = cut[i]
     for i in range(chosen.shape[0]):
-        query[i, 2] = cut[i] + 1
+        # cut right after the half-th unknown bit: each half keeps >= 1 unknown bit
+        query[i, 2] = cuts[chosen[i]] + 1
     return leaves, query, np.int64(-1)
 
 
@@ -302,8 +368,9 @@ def plan_round_reference(
     members: np.ndarray,
     blocks: np.ndarray,
     order_keys: np.ndarray,
+    seen: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Reference of `plan_round` (the numpy steps it replaced)."""
+    """Reference of `plan_round` (the numpy steps it replaced; `seen` is not used)."""
     n = perms.shape[1]
     keys = np.unique(candidates[:, 0] * n + candidates[:, 1])
     p, start = keys // n, keys % n

@@ -19,8 +19,10 @@ variables is sign * phi(sum of phi(|q|) over the others), phi(x) = -ln tanh(x/2)
 form; MacKay, "Information Theory, Inference, and Learning Algorithms", ch. 47), with phi read
 from two tables (a fine one near 0, where phi is steep, and a coarse one elsewhere) rather than
 evaluated, which makes a check update ~7x cheaper than with exp/log and is accurate to the
-table steps. Decoding stops as soon as the hard decisions satisfy the syndrome, or when the
-number of unsatisfied checks has not improved for `stall_iterations` iterations.
+table steps. Edge and table indices are unsigned (decision 0040: numba then emits no
+negative-index wraparound, ~5.1 ns per edge update instead of ~6.6, same results). Decoding
+stops as soon as the hard decisions satisfy the syndrome, or when the number of unsatisfied
+checks has not fallen below `stall_ratio` times its best for `stall_iterations` iterations.
 """
 
 from __future__ import annotations
@@ -366,7 +368,7 @@ def _phi_reference(x: float, coarse: np.ndarray, fine: np.ndarray) -> float:
     return float(coarse[min(int(x * _COARSE_SCALE), _TABLE_SIZE - 1)])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _decisions_satisfy(
     check_ptr: np.ndarray, check_vars: np.ndarray, syndrome: np.ndarray, posterior: np.ndarray
 ) -> bool:
@@ -391,19 +393,29 @@ def bp_decode(
     posterior: np.ndarray,
     max_iterations: int,
     stall_iterations: int,
+    stall_ratio: float,
     coarse: np.ndarray,
     fine: np.ndarray,
 ) -> tuple[int, bool]:
     """Kernel: layered sum-product syndrome decoding; returns (iterations, converged).
 
     Releases the GIL (`nogil`): frames decode concurrently on threads, one frame per thread.
+    `check_vars` is uint32 and table indices uint64: unsigned indices spare numba's
+    negative-index wraparound test (~20 % of the update's time).
 
     `messages` (float64 per edge, check-to-variable, in row order) is read as the starting
     state and left holding the final one, so a later call can continue where this one stopped;
-    `posterior` receives the a-posteriori LLRs (bit = 1 where negative).
+    `posterior` receives the a-posteriori LLRs (bit = 1 where negative). An iteration is
+    progress when its unsatisfied-check count falls below `stall_ratio` (<= 1) times the best
+    so far; after `stall_iterations` iterations without progress (0: never) decoding stops.
     """
     m = check_ptr.shape[0] - 1
     n = channel_llr.shape[0]
+    zero = 0.0
+    fine_limit = _FINE_LIMIT
+    fine_scale = _FINE_SCALE
+    coarse_scale = _COARSE_SCALE
+    last = np.uint64(_TABLE_SIZE - 1)
     for v in range(n):
         posterior[v] = channel_llr[v]
     for e in range(check_vars.shape[0]):
@@ -413,7 +425,7 @@ def bp_decode(
         max_degree = max(max_degree, check_ptr[c + 1] - check_ptr[c])
     extrinsic = np.empty(max_degree, dtype=np.float64)
     phis = np.empty(max_degree, dtype=np.float64)
-    best_unsatisfied = m + 1
+    best_unsatisfied = np.inf
     since_best = 0
     for iteration in range(1, max_iterations + 1):
         unsatisfied = 0
@@ -421,47 +433,42 @@ def bp_decode(
             start = check_ptr[c]
             degree = check_ptr[c + 1] - start
             negative = syndrome[c]
-            total = 0.0
+            total = zero
             for k in range(degree):
-                e = start + k
-                q = posterior[check_vars[e]] - messages[e]
+                q = posterior[check_vars[start + k]] - messages[start + k]
                 extrinsic[k] = q
-                if q < 0.0:
+                if q < zero:
                     negative ^= 1
-                # phi(|q|) from the tables (written out: a call here costs ~10x the lookup)
+                # phi(|q|) from the tables, written out (in a helper, even inlined, the
+                # update was ~4x slower); unsigned indices spare numba's wraparound test
                 x = abs(q)
-                if x < _FINE_LIMIT:
-                    f = fine[int(x * _FINE_SCALE)]
+                if x < fine_limit:
+                    f = fine[np.uint64(x * fine_scale)]
                 else:
-                    index = int(x * _COARSE_SCALE)
-                    f = coarse[index if index < _TABLE_SIZE else _TABLE_SIZE - 1]
+                    f = coarse[min(np.uint64(x * coarse_scale), last)]
                 phis[k] = f
                 total += f
             parity = syndrome[c]
             for k in range(degree):
                 e = start + k
                 rest = total - phis[k]
-                if rest < 0.0:
-                    rest = 0.0
-                if rest < _FINE_LIMIT:
-                    magnitude = fine[int(rest * _FINE_SCALE)]
+                if rest < fine_limit:
+                    magnitude = fine[np.uint64((rest if rest > zero else zero) * fine_scale)]
                 else:
-                    index = int(rest * _COARSE_SCALE)
-                    magnitude = coarse[index if index < _TABLE_SIZE else _TABLE_SIZE - 1]
+                    magnitude = coarse[min(np.uint64(rest * coarse_scale), last)]
                 q = extrinsic[k]
-                flip = negative ^ (1 if q < 0.0 else 0)
-                r = -magnitude if flip else magnitude
+                r = -magnitude if negative ^ (1 if q < zero else 0) else magnitude
                 messages[e] = r
                 value = q + r
                 posterior[check_vars[e]] = value
-                if value < 0.0:
+                if value < zero:
                     parity ^= 1
             unsatisfied += parity
         # rows were checked as they were updated; confirm on the final decisions
         if unsatisfied == 0 and _decisions_satisfy(check_ptr, check_vars, syndrome, posterior):
             return iteration, True
-        if unsatisfied < best_unsatisfied:
-            best_unsatisfied = unsatisfied
+        if unsatisfied < best_unsatisfied * stall_ratio:
+            best_unsatisfied = float(unsatisfied)
             since_best = 0
         else:
             since_best += 1
@@ -479,6 +486,7 @@ def bp_decode_reference(
     posterior: np.ndarray,
     max_iterations: int,
     stall_iterations: int,
+    stall_ratio: float,
     coarse: np.ndarray,
     fine: np.ndarray,
 ) -> tuple[int, bool]:
@@ -486,6 +494,7 @@ def bp_decode_reference(
     m = len(check_ptr) - 1
     rows = [[int(v) for v in check_vars[check_ptr[c] : check_ptr[c + 1]]] for c in range(m)]
     starts = [int(s) for s in check_ptr[:-1]]
+    zero = 0.0
     post = [float(x) for x in channel_llr]
     msg = [float(x) for x in messages]
     for e, v in enumerate(int(v) for v in check_vars):
@@ -496,31 +505,31 @@ def bp_decode_reference(
         posterior[:] = post
         return iterations, converged
 
-    best, since = m + 1, 0
+    best, since = math.inf, 0
     for iteration in range(1, max_iterations + 1):
         unsatisfied = 0
         for c, row in enumerate(rows):
             extrinsic = [post[v] - msg[starts[c] + k] for k, v in enumerate(row)]
-            negative = (int(syndrome[c]) + sum(q < 0.0 for q in extrinsic)) % 2
+            negative = (int(syndrome[c]) + sum(q < zero for q in extrinsic)) % 2
             phis = [_phi_reference(abs(q), coarse, fine) for q in extrinsic]
             total = 0.0
             for f in phis:
                 total += f
             parity = int(syndrome[c])
             for k, v in enumerate(row):
-                magnitude = _phi_reference(max(total - phis[k], 0.0), coarse, fine)
-                r = -magnitude if negative ^ (extrinsic[k] < 0.0) else magnitude
+                magnitude = _phi_reference(max(total - phis[k], zero), coarse, fine)
+                r = -magnitude if negative ^ (extrinsic[k] < zero) else magnitude
                 msg[starts[c] + k] = r
                 post[v] = extrinsic[k] + r
-                parity ^= post[v] < 0.0
+                parity ^= bool(post[v] < zero)
             unsatisfied += parity
         if unsatisfied == 0 and all(
-            (int(syndrome[c]) + sum(post[v] < 0.0 for v in row)) % 2 == 0
+            (int(syndrome[c]) + sum(post[v] < zero for v in row)) % 2 == 0
             for c, row in enumerate(rows)
         ):
             return finish(iteration, True)
-        if unsatisfied < best:
-            best, since = unsatisfied, 0
+        if unsatisfied < best * stall_ratio:
+            best, since = float(unsatisfied), 0
         else:
             since += 1
             if stall_iterations > 0 and since >= stall_iterations:
@@ -558,12 +567,14 @@ def decode_syndrome(
     *,
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
     stall_iterations: int = DEFAULT_STALL_ITERATIONS,
+    stall_ratio: float = 1.0,
 ) -> DecodeResult:
     """Decode the word of the coset `syndrome` closest to the channel LLRs (positive = 0).
 
     `messages` (float64 per edge) continues a previous decoding of the same frame and is
     updated in place; None starts from zero messages. `stall_iterations` = 0 disables the
-    stall stop.
+    stall stop; `stall_ratio` (in (0, 1]) is the factor by which an iteration must lower the
+    best unsatisfied-check count so far to count as progress (1: any lowering).
     """
     target = as_bit_array(syndrome, "syndrome")
     if target.size != code.m:
@@ -581,17 +592,21 @@ def decode_syndrome(
         state = messages
     iterations_cap = as_count(max_iterations, "max_iterations", minimum=1)
     stall = as_count(stall_iterations, "stall_iterations")
+    ratio = float(stall_ratio) if isinstance(stall_ratio, int | float | np.number) else math.nan
+    if not 0.0 < ratio <= 1.0:
+        raise InputError(f"stall_ratio must lie in (0, 1], got {stall_ratio}")
     coarse, fine = phi_tables()
     posterior = np.empty(code.n, dtype=np.float64)
     iterations, converged = bp_decode(
         code.check_ptr,
-        code.check_vars,
+        code.check_vars.view(np.uint32),  # indices are >= 0 (checked when the code was built)
         target,
         llr,
         state,
         posterior,
         iterations_cap,
         stall,
+        ratio,
         coarse,
         fine,
     )

@@ -36,6 +36,7 @@ from satqkd_core.ldpc import LdpcCode
 from satqkd_core.rng import derive_key, random_u64
 
 __all__ = [
+    "DESIGN_CANDIDATES",
     "MOTHER_CODES",
     "MotherCodeSpec",
     "build_code",
@@ -121,6 +122,25 @@ _LAMBDA_R91 = {
 _RHO_R91 = {70: 0.27, 71: 0.73}
 # fmt: on
 
+# Designed by discretised density evolution (satqkd_core/ldpc_density_evolution.py, decision
+# 0041): lambda maximising the design rate at a fixed BSC crossover probability for a check
+# distribution concentrated on two adjacent degrees, by the iterated linear program of
+# Richardson, Shokrollahi and Urbanke (2001), degree-2 variables <= 0.9 m. Candidates are
+# built and measured with benchmarks/ldpc_code_trials.py; one is shipped only if it beats the
+# shipped code at its QBER (docs/performance.md, "LDPC codes by density evolution").
+_DE_DESIGN = "density evolution + LP (decision 0041)"
+# fmt: off
+_LAMBDA_R91D = {
+    2: 0.02236, 3: 0.23975, 8: 0.1181, 10: 0.25892, 30: 0.29561, 40: 0.06527,
+}
+_RHO_R91D = {80: 0.5, 81: 0.5}
+_LAMBDA_R85D = {
+    2: 0.03565, 3: 0.22164, 10: 0.29926, 12: 0.03027, 30: 0.10708, 40: 0.09867, 50: 0.01474,
+    60: 0.19269,
+}
+_RHO_R85D = {50: 0.5, 51: 0.5}
+# fmt: on
+
 _N = 1 << 16
 # fmt: off
 MOTHER_CODES: tuple[MotherCodeSpec, ...] = (
@@ -136,6 +156,19 @@ MOTHER_CODES: tuple[MotherCodeSpec, ...] = (
                    1.12, 0.04),
     MotherCodeSpec("r91_n64k", 6, _N, 0.915, _LAMBDA_R91, _RHO_R91, 0.05, 1006, _DESIGNED,
                    1.16, 0.05),
+    # DE threshold 0.0102 at design rate 0.9133 (f at threshold 1.055; r91_n64k: 0.0092, 1.125)
+    MotherCodeSpec("r91d_n64k", 7, _N, 0.9133, _LAMBDA_R91D, _RHO_R91D, 0.05, 1007, _DE_DESIGN,
+                   1.12, 0.05),
+)
+# fmt: on
+
+# Specs designed but not shipped (benchmarks/ldpc_code_trials.py builds and measures them).
+# fmt: off
+DESIGN_CANDIDATES: tuple[MotherCodeSpec, ...] = (
+    # DE threshold 0.0203 at design rate 0.8519 (f at threshold 1.036; r85_n64k: 0.0190, 1.082);
+    # at Q = 2 %: f 1.085 but 2 frames of 3000 lost (decision 0041), so not shipped
+    MotherCodeSpec("r85d_n64k", 8, _N, 0.8519, _LAMBDA_R85D, _RHO_R85D, 0.05, 1008, _DE_DESIGN,
+                   1.09, 0.04),
 )
 # fmt: on
 

@@ -110,6 +110,9 @@ MAX_SYNDROME_BYTES = 1 << 20
 # Iterations of one decoding attempt (a blind round). A frame stops once it stalls: early in a
 # round that will be followed by more reveals (the decoder resumes from its messages, so
 # little is lost), later when nothing is left to reveal and the frame would be given up.
+# (Decision 0040: counting only a 10 % fall of the unsatisfied checks as progress before the
+# last round saved 0-9 % of the iterations at no worse f, but lost a frame that the patient
+# rule decodes when the QBER is underestimated; not adopted.)
 ROUND_MAX_ITERATIONS = 200
 ROUND_STALL_ITERATIONS = 8
 LAST_ROUND_STALL_ITERATIONS = 32

@@ -226,6 +226,7 @@ class OgsDaemon:
                 self.atp[plan.plan_id] = atp
                 self.atp_records[plan.plan_id] = atp.record
                 self._spawn(atp.run())
+            self._spawn(session.prepare_reconciliation())  # not after LOS (issue 16)
             self._spawn(self._execute_pass(session))
             await self.runtime.accept_telecommand(envelope)
         elif name == "ABORT_PASS":

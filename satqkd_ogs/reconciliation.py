@@ -8,6 +8,7 @@ any wait here ends at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ import numpy as np
 from satqkd_core.cascade import CascadeCorrector
 from satqkd_core.codec import Envelope
 from satqkd_core.errors import InputError, ProtocolError
+from satqkd_core.ldpc import mother_codes
 from satqkd_core.ldpc_reconciliation import (
     MESSAGE_NAMES,
     LdpcReceiver,
@@ -26,9 +28,13 @@ from satqkd_core.ldpc_reconciliation import (
 from satqkd_runtime.entropy_draws import draw_seed
 
 if TYPE_CHECKING:
+    from satqkd_core.pass_decisions import ProtocolParameters
     from satqkd_ogs.session import OgsPassResult, PassPlan
     from satqkd_runtime.entropy_draws import RandomBytes
     from satqkd_runtime.qkd_channel import QkdChannel
+
+
+log = logging.getLogger("satqkd.ogs")
 
 
 class PassAborted(Exception):
@@ -51,6 +57,7 @@ class Reconciliation:
     channel: QkdChannel
     entropy: RandomBytes
     inbox: asyncio.Queue[Envelope]
+    params: ProtocolParameters
     cascade_passes: int
     cascade_max_disturbance: float
     reply_timeout_s: float
@@ -60,6 +67,18 @@ class Reconciliation:
 
     def _purpose(self, what: str) -> str:
         return f"{what}/{self.plan.station}/{self.plan.plan_id}"
+
+    async def prepare_reconciliation(self) -> None:
+        """Control: load what error correction needs that does not depend on the pass's key
+        (LDPC: the shipped mother codes, ~2.4 CPU-s, cached for the daemon's life) while the
+        pass runs, so it is not done after LOS. A failure is logged here; the exchange after
+        LOS meets it again and ends the pass as for any station error."""
+        if self.params.reconciliation != "ldpc":
+            return
+        try:
+            await asyncio.to_thread(mother_codes)
+        except Exception as exc:  # reported again where it ends the pass
+            log.error("plan %d: LDPC codes not loaded ahead: %s", self.plan.plan_id, exc)
 
     def request_abort(self, reason: str, tell_payload: bool = True) -> None:
         """Control: end the pass without a key at either end, at the next step it takes
@@ -106,8 +125,10 @@ class Reconciliation:
             self.cascade_passes,
         )
         round_no = 0
-        # queries in their compact wire form (satqkd_core.cascade_messages), answers in wire order
-        while (query := await asyncio.to_thread(corrector.next_query_message)) is not None:
+        # queries in their compact wire form (satqkd_core.cascade_messages), answers in wire
+        # order; a reply is applied and the next query made in one worker-thread call
+        query = await asyncio.to_thread(corrector.next_query_message)
+        while query is not None:
             rows = corrector.pending_rows
             await self.channel.send(
                 "EC_QUERY",
@@ -124,7 +145,7 @@ class Reconciliation:
             bits = np.unpackbits(np.frombuffer(reply["parities"], np.uint8), bitorder="big")
             if bits.size < rows:
                 raise ProtocolError(f"EC_REPLY of round {round_no} holds fewer than {rows} bits")
-            await asyncio.to_thread(corrector.apply_reply_message, bits[:rows])
+            query = await asyncio.to_thread(_apply_then_query, corrector, bits[:rows])
             round_no += 1
         # both directions: the payload's answers and what the queries tell of the station's
         result.leak_ec_bits, result.ec_rounds = corrector.total_leak_bits, corrector.round_trips
@@ -204,3 +225,10 @@ class Reconciliation:
             except (ProtocolError, InputError) as exc:
                 runtime.counters.qkd_rejected += 1
                 await runtime.emit_event("QKD_MESSAGE_REJECTED", f"{name}: {exc}")
+
+
+def _apply_then_query(corrector: CascadeCorrector, parities: np.ndarray) -> bytes | None:
+    """Apply one EC_REPLY's parities and get the next query (None: corrected): one hop to the
+    worker thread per round instead of two (each hop costs the event loop a wake-up)."""
+    corrector.apply_reply_message(parities)
+    return corrector.next_query_message()

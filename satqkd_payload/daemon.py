@@ -318,6 +318,7 @@ class PayloadDaemon(PassEndings):
                 self._spawn(self._source_schedule(f))
                 # its station's DETECTION_REPORTs come every frame: silence is a cut link
                 self._spawn(self._watch_station_during_emission(link, f))
+            self._spawn(session.prepare_reconciliation())  # not after LOS (issue 16)
             end_unix_s = max(float(f["qkd_stop_unix_s"]), float(f["los_unix_s"]))
             watchdog = asyncio.create_task(
                 self._watch_session(link, link.sessions[plan_id], end_unix_s),

@@ -17,6 +17,7 @@ from satqkd_core.cascade import CascadeResponder
 from satqkd_core.codec import Envelope
 from satqkd_core.detection_report import decode_detection_report
 from satqkd_core.errors import ProtocolError
+from satqkd_core.ldpc import mother_codes
 from satqkd_core.ldpc_reconciliation import LdpcSender, message_from_wire, wire_message
 from satqkd_core.pass_decisions import (
     ProtocolParameters,
@@ -118,6 +119,17 @@ class PayloadSession:
 
     def _purpose(self, what: str) -> str:
         return f"{what}/{self.station}/{self.plan_id}"
+
+    async def prepare_reconciliation(self) -> None:
+        """Control: load what error correction needs that does not depend on the pass's key
+        (LDPC: the shipped mother codes, cached for the daemon's life) while the pass runs,
+        not after LOS. A failure is logged here; LDPC_START meets it again and ends the pass."""
+        if self.params.reconciliation != "ldpc":
+            return
+        try:
+            await asyncio.to_thread(mother_codes)
+        except Exception as exc:  # reported again where it ends the pass
+            log.error("plan %d: LDPC codes not loaded ahead: %s", self.plan_id, exc)
 
     async def handle(self, envelope: Envelope) -> None:
         """Process one authenticated message from the station."""

@@ -76,3 +76,48 @@ async def test_one_status_line_when_a_pass_starts_and_when_it_ends(caplog, monke
         "pass 8 ended: 1234 detections, 98336 key bits stored",
         "pass 9 ended: 5 detections, no key (qber 0.251 above 0.11 threshold)",
     ]
+
+
+async def test_status_watchers_remember_no_more_than_the_daemons_do(caplog, monkeypatch) -> None:
+    """A daemon running for months: 200 passes come and go through histories the daemons bound
+    (16 results at the station, 64 outcomes at the payload); each pass is announced once, and
+    the watchers' own memory of what they announced stays within those bounds."""
+    monkeypatch.setattr(daemons, "STATUS_PERIOD_S", 0.0)
+    caplog.set_level(logging.INFO, logger="satqkd.status")
+    station = SimpleNamespace(sessions={}, results={})
+    payload = SimpleNamespace(emissions={}, ended={})
+    watchers = [
+        asyncio.create_task(daemons._watch_station_passes(station)),
+        asyncio.create_task(daemons._watch_payload_passes(payload)),
+    ]
+    try:
+        for plan_id in range(1, 201):
+            station.sessions[plan_id] = object()
+            payload.emissions[("xinglong", plan_id)] = object()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            del station.sessions[plan_id], payload.emissions[("xinglong", plan_id)]
+            station.results[plan_id] = SimpleNamespace(
+                finished=True, detections=10, key_bits=plan_id, abort_reason=None
+            )
+            payload.ended[("xinglong", plan_id)] = SimpleNamespace(
+                key_bits=plan_id, abort_reason=None
+            )
+            while len(station.results) > 16:
+                del station.results[next(iter(station.results))]
+            while len(payload.ended) > 64:
+                del payload.ended[next(iter(payload.ended))]
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        remembered = [
+            len(w.get_coro().cr_frame.f_locals[name])
+            for w in watchers
+            for name in ("started", "ended")
+        ]
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+    lines = [r.getMessage() for r in caplog.records if r.name == "satqkd.status"]
+    assert len(lines) == 4 * 200 and len(set(lines)) == 4 * 200  # each pass: start, end, twice
+    assert "pass 200 for xinglong ended: 200 key bits stored" in lines
+    assert max(remembered[:2]) <= 16 and max(remembered[2:]) <= 64, remembered

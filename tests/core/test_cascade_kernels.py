@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from unittest import mock
 
 import numpy as np
@@ -9,8 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import satqkd_core.cascade as cascade
-from satqkd_core.cascade import CascadeCorrector, CascadeResponder, cascade_permutation
+from satqkd_core.cascade import (
+    CascadeCorrector,
+    CascadeResponder,
+    cascade_permutation,
+)
 from satqkd_core.cascade_kernels import (
+    answer_rows,
+    answer_rows_reference,
     init_pass_state,
     init_pass_state_reference,
     settle_leaves_reference,
@@ -126,3 +133,48 @@ def test_selection_scratch_is_left_clean(n: int, seed: int, threshold: float) ->
             keep, select_concurrent_ranges_reference(marks, perms, rows, threshold)
         )
         assert not load.any() and not taken.any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(2, 300),
+    passes=st.integers(1, 6),
+    lazy_passes=st.integers(0, 2**6 - 1),
+    seed=st.integers(0, 2**32),
+)
+def test_answer_rows_matches_reference(n: int, passes: int, lazy_passes: int, seed: int) -> None:
+    """The responder's answers: built passes from their prefix parities, a lazy pass's first
+    block from its stored parity, and any other row of a lazy pass reported for building."""
+    rng = np.random.default_rng(seed)
+    prefix = rng.integers(0, 2, (passes, n + 1)).astype(np.uint8)
+    lazy = np.array([(lazy_passes >> p) & 1 for p in range(passes)], dtype=np.uint8)
+    half = -(-n // 2)
+    first_block_parity = rng.integers(0, 2, passes).astype(np.uint8)
+    k = int(rng.integers(1, 20))
+    starts = rng.integers(0, n, k)
+    rows = np.stack(
+        [rng.integers(0, passes, k), starts, starts + 1 + rng.integers(0, n - starts)], axis=1
+    )
+    rows[rng.random(k) < 0.4, 1:] = (0, half)  # first blocks, as the first round asks them
+    rows = rows.astype(np.int64)
+    got, unbuilt = answer_rows(prefix, rows, lazy, half, first_block_parity)
+    expected, expected_unbuilt = answer_rows_reference(prefix, rows, lazy, half, first_block_parity)
+    assert np.array_equal(got, expected) and np.array_equal(unbuilt, expected_unbuilt)
+
+
+def test_state_zeros_are_zeros_that_kernels_write_and_outlive_their_mapping() -> None:
+    """The corrector's sparse state (small pages for the two-block passes' rows) is an
+    ordinary writable zero array, also for shapes too small to be mapped apart."""
+    for shape, dtype in (((16, 300_000), np.int32), ((16, 300_000), np.uint8), ((4, 50), np.int8)):
+        state = cascade._state_zeros(shape, dtype)
+        assert state.shape == shape and state.dtype == dtype and state.flags.writeable
+        gc.collect()  # the array alone keeps its memory alive
+        assert not state.any()
+        rows = np.array([[p, 0, shape[1] - 1] for p in range(shape[0])], dtype=np.int64)
+        state[:, shape[1] // 2] = 1
+        parities = answer_rows(
+            state.astype(np.uint8), rows, np.zeros(shape[0], np.uint8), 1, np.zeros(0, np.uint8)
+        )[0]
+        assert parities.tolist() == [0] * shape[0]  # read by a kernel
+        state[-1, -1] = 7
+        assert int(state.sum()) == shape[0] + 7

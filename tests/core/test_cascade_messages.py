@@ -13,6 +13,7 @@ from satqkd_core.cascade_messages import (
     decode_query,
     decode_query_reference,
     decode_varints,
+    encode_planned_rows,
     encode_rows,
     encode_rows_reference,
     encode_top_level,
@@ -192,6 +193,8 @@ def test_the_kernels_match_their_references(
     data, order = encode_rows(rows)
     reference, reference_order = encode_rows_reference(rows)
     assert data == reference and np.array_equal(order, reference_order)
+    planned, planned_order = encode_planned_rows(rows)  # the corrector's own rows, unchecked
+    assert planned == data and np.array_equal(planned_order, order)
     # valid, then damaged bytes: the same rows or the same complaint
     damaged = bytearray(data)
     for position, value in edits:

@@ -115,9 +115,14 @@ def test_syndrome_kernel_matches_reference(case: tuple[int, int, int]) -> None:
 
 
 @settings(max_examples=120, deadline=None)
-@given(case=code_case, iterations=st.integers(1, 12), stall=st.integers(0, 4))
+@given(
+    case=code_case,
+    iterations=st.integers(1, 12),
+    stall=st.integers(0, 4),
+    ratio=st.sampled_from([1.0, 0.95, 0.5]),
+)
 def test_bp_decode_matches_reference(
-    case: tuple[int, int, int], iterations: int, stall: int
+    case: tuple[int, int, int], iterations: int, stall: int, ratio: float
 ) -> None:
     n, m, seed = case
     m = min(m, n - 1)
@@ -131,10 +136,10 @@ def test_bp_decode_matches_reference(
     coarse, fine = phi_tables()
     messages, reference_messages = start.copy(), start.copy()
     posterior, reference_posterior = np.empty(n), np.empty(n)
-    args = (code.check_ptr, code.check_vars, syndrome, llr)
-    got = bp_decode(*args, messages, posterior, iterations, stall, coarse, fine)
+    args = (code.check_ptr, code.check_vars.view(np.uint32), syndrome, llr)
+    got = bp_decode(*args, messages, posterior, iterations, stall, ratio, coarse, fine)
     expected = bp_decode_reference(
-        *args, reference_messages, reference_posterior, iterations, stall, coarse, fine
+        *args, reference_messages, reference_posterior, iterations, stall, ratio, coarse, fine
     )
     assert got == expected
     assert np.array_equal(messages, reference_messages)
@@ -316,6 +321,23 @@ def test_decoder_corrects_a_noisy_word(small_code: LdpcCode) -> None:
     assert not result.converged and result.iterations < 200
 
 
+def test_stall_ratio_gives_up_a_plateau_sooner(small_code: LdpcCode) -> None:
+    rng = np.random.default_rng(9)
+    word = rng.integers(0, 2, small_code.n).astype(np.uint8)
+    hopeless = word ^ (rng.random(small_code.n) < 0.2).astype(np.uint8)
+    llr = (1.0 - 2.0 * hopeless) * channel_llr_magnitude(0.01)
+    syndrome = compute_syndrome(small_code, word)
+    patient = decode_syndrome(small_code, syndrome, llr, stall_iterations=6)
+    strict = decode_syndrome(small_code, syndrome, llr, stall_iterations=6, stall_ratio=0.5)
+    assert not patient.converged and not strict.converged
+    assert strict.iterations < patient.iterations
+    # a decodable word still decodes when small improvements do not count as progress
+    noisy = word ^ (rng.random(small_code.n) < 0.01).astype(np.uint8)
+    llr = (1.0 - 2.0 * noisy) * channel_llr_magnitude(0.01)
+    result = decode_syndrome(small_code, syndrome, llr, stall_iterations=6, stall_ratio=0.9)
+    assert result.converged and np.array_equal(result.word, word)
+
+
 def test_warm_start_continues_a_decoding(small_code: LdpcCode) -> None:
     rng = np.random.default_rng(8)
     word = rng.integers(0, 2, small_code.n).astype(np.uint8)
@@ -345,8 +367,12 @@ def test_decode_validates_inputs(small_code: LdpcCode) -> None:
         decode_syndrome(small_code, syndrome, np.zeros(small_code.n, dtype=np.int64))
     with pytest.raises(InputError, match="messages must"):
         decode_syndrome(small_code, syndrome, llr, np.zeros(3))
+    with pytest.raises(InputError, match="messages must be a float64"):
+        decode_syndrome(small_code, syndrome, llr, np.zeros(small_code.edges, dtype=np.float32))
     with pytest.raises(InputError, match="max_iterations"):
         decode_syndrome(small_code, syndrome, llr, max_iterations=0)
+    with pytest.raises(InputError, match="stall_ratio"):
+        decode_syndrome(small_code, syndrome, llr, stall_ratio=1.5)
     with pytest.raises(InputError, match="word must hold"):
         compute_syndrome(small_code, np.zeros(3, dtype=np.uint8))
     with pytest.raises(InputError, match="qber"):

@@ -129,8 +129,9 @@ async def test_the_backlog_follows_simulated_time_not_the_hosts_speed() -> None:
     (as on the real link), and each reaches the payload once the simulated clock has passed its
     delivery instant (the last, at LOS, after ~0.1 s on the event loop), all within 1 s of wall
     time, not up to 3 s later as a link timed on the host's clock would make it. After LOS
-    (the simulated clock stands still) the payload's answer is handed when the last message
-    reached it, and waits for no backlog."""
+    (the simulated clock stands still) the payload's answer is handed when it is sent, the
+    last message's delivery plus the wall time since (decision 0039), and waits for no
+    backlog."""
     clock = _FakeClock(1000.0)
     link = _link()  # 1 Mbit/s up: 12,500 bytes take 0.1 s
     timing = LinkTime(link, clock)
@@ -163,8 +164,36 @@ async def test_the_backlog_follows_simulated_time_not_the_hosts_speed() -> None:
     assert [m.start_s - m.handed_s for m in uplink] == [0.0] * 30  # no queue
     assert all(m.delivered_s - m.handed_s == pytest.approx(0.1 + LIGHT_S) for m in uplink)
     (answer,) = link.messages("downlink")
-    assert answer.handed_s == pytest.approx(uplink[-1].delivered_s)  # 1029.1033 > the clock
+    # 1029.1033 > the clock, plus the ~0.01 s the test's polling took before it answered
+    assert uplink[-1].delivered_s <= answer.handed_s < uplink[-1].delivered_s + 0.5
     assert link.summary(since_s=1029.0)["downlink"]["link_s"] == pytest.approx(1e-4 + LIGHT_S)
+
+
+async def test_after_los_each_exchange_waits_its_own_link_time_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After LOS (the simulated clock stands still) a question and its answer each wait their
+    own time on the link (serialisation plus light time), not the round trip since the previous
+    delivery in their direction (decision 0039: before it, every exchange after LOS waited its
+    round trip twice). The waits are the timeouts the link asks the event loop for."""
+    waited: list[float] = []
+
+    async def fake_wait(futures: set, timeout: float | None = None) -> tuple[set, set]:
+        waited.append(float(timeout or 0.0))
+        return set(), set(futures)
+
+    monkeypatch.setattr("satqkd.sim_link.asyncio.wait", fake_wait)
+    clock = _FakeClock(1000.0)  # LOS: the clock stands still from here on
+    link = _link()  # 1250 bytes: 10 ms up (1 Mbit/s), 1 ms down (10 Mbit/s)
+    timing = LinkTime(link, clock)
+    for _ in range(3):  # three question/answer exchanges
+        for direction in ("uplink", "downlink"):
+            delivered = timing.deliver_at(direction)(1250, 0.0)
+            await timing.wait_until(direction)(delivered)
+            timing.on_delivered(direction)(True)
+    own = [m.delivered_s - m.handed_s for d in ("uplink", "downlink") for m in link.messages(d)]
+    assert sorted(waited) == pytest.approx(sorted(own), abs=1e-3)
+    assert sum(waited) == pytest.approx(3 * (0.011 + 2 * LIGHT_S), abs=3e-3)  # 2x before 0039
 
 
 async def test_a_modelled_link_needs_the_missions_rates(tmp_path: Path) -> None:
