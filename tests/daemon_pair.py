@@ -4,13 +4,19 @@ that drive a pass by hand (a link cut, a silent station)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from satqkd.config import Scenario, station_path
-from satqkd.pass_physics import PassPhysics
-from satqkd.wiring import ogs_settings, pass_plan_fields
+from firmware_shims.source_sequencer import SourceSequencer
+from satqkd.config import Scenario, load_scenario, station_path
+from satqkd.instruments_config import validate_instruments
+from satqkd.pass_physics import PassPhysics, plan_pass
+from satqkd.simulation import build_bench, scenario_benches
+from satqkd.wiring import ogs_settings, pass_plan_fields, preshared_auth_key
 from satqkd_core import dictionary as dct
 from satqkd_core import rng
 from satqkd_ogs.daemon import OgsDaemon
@@ -19,8 +25,66 @@ from satqkd_payload.settings import PayloadSettings
 from satqkd_runtime.bus import MessageBus
 from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
+from satqkd_runtime.qkd_channel import install_preshared_key
 from tests.seeded_entropy import seeded_entropy
 from tests.tc_signing import OccSigner, install_tc_key
+
+
+@dataclasses.dataclass
+class PassSetup:
+    """What both daemons of a hand-driven pass share: the scenario (QKD from 190 s after AOS),
+    its physics, the station's key store, the simulated clock and the payload's sequencer."""
+
+    scenario: Scenario
+    physics: PassPhysics
+    ogs_store: KeyStore
+    clock: SimClock
+    sequencer: SourceSequencer
+
+
+def pass_setup(tmp_path: Path, scenario_path: Path, seed: int, max_duration_s: float) -> PassSetup:
+    """Get: the scenario's pass from 190 s after AOS for `max_duration_s`, the pre-shared
+    authentication key installed at both ends, the clock at the pass's start."""
+    scenario = load_scenario(scenario_path, seed=seed)
+    simulation = scenario.scenario.simulation.model_copy(update={"qkd_start_after_aos_s": 190.0})
+    scenario = scenario.model_copy(
+        update={"scenario": scenario.scenario.model_copy(update={"simulation": simulation})}
+    )
+    physics = plan_pass(scenario, max_duration_s=max_duration_s)
+    mission = scenario.mission
+    preshared = preshared_auth_key(seed, 4096)
+    install_preshared_key(KeyStore(tmp_path / "payload" / scenario.station.name), preshared)
+    ogs_store = KeyStore(tmp_path / "ogs")
+    install_preshared_key(ogs_store, preshared)
+    sequencer = SourceSequencer(
+        rng.derive_key(seed, "payload/qrng"),
+        mission.source.probabilities,
+        mission.source.basis_x_probability,
+    )
+    return PassSetup(scenario, physics, ogs_store, SimClock(physics.clock_start_unix_s), sequencer)
+
+
+async def in_process_bench(setup: PassSetup, stack: contextlib.AsyncExitStack) -> Any:
+    """Get: the source and the tagger in-process, the station's ATP out of the loop."""
+    tagger = {"driver": "sim_time_tagger", "resource": "in-process://tagger"}
+    benches = {
+        "payload": scenario_benches(setup.scenario)["payload"],
+        "station": validate_instruments({"name": "t", "instruments": {"tagger": tagger}}, "t"),
+    }
+    bench, _ = await build_bench(
+        benches, setup.scenario, setup.physics, setup.clock, setup.sequencer, stack
+    )
+    return bench
+
+
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    """Wait (wall time) until `condition()` holds; AssertionError naming `what` if it does not."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting: {what}") from None
 
 
 async def daemon_pair(

@@ -16,20 +16,12 @@ import numpy as np
 import pytest
 
 from drivers.interfaces import TagBuffer
-from firmware_shims.source_sequencer import SourceSequencer
-from satqkd.config import load_scenario
-from satqkd.instruments_config import validate_instruments
-from satqkd.pass_physics import plan_pass
-from satqkd.simulation import build_bench, scenario_benches
-from satqkd.wiring import payload_settings, preshared_auth_key
+from satqkd.wiring import payload_settings
 from satqkd_core import dictionary as dct
-from satqkd_core import rng
 from satqkd_core.codec import decode_envelope
 from satqkd_runtime.bus import MessageBus
-from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
-from satqkd_runtime.qkd_channel import install_preshared_key
-from tests.daemon_pair import daemon_pair, send_plan
+from tests.daemon_pair import daemon_pair, in_process_bench, pass_setup, send_plan, until
 
 REPO = Path(__file__).resolve().parents[2]
 CLEAR = REPO / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"
@@ -44,44 +36,16 @@ def _fast_bus(url: str, client_id: str) -> MessageBus:
     return MessageBus(url, client_id, reconnect_min_s=0.05, reconnect_max_s=0.3)
 
 
-async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not condition():
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting: {what}") from None
-
-
 async def test_broker_outage_mid_pass_safes_the_source_and_ends_the_pass_without_a_key(
     mosquitto_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     broker = mosquitto_factory(persistence=True)  # sessions (and queued QoS 1) survive restart
-    scenario = load_scenario(CLEAR, seed=SEED)
-    simulation = scenario.scenario.simulation.model_copy(update={"qkd_start_after_aos_s": 190.0})
-    scenario = scenario.model_copy(
-        update={"scenario": scenario.scenario.model_copy(update={"simulation": simulation})}
-    )
-    physics = plan_pass(scenario, max_duration_s=45.0)
+    setup = pass_setup(tmp_path, CLEAR, SEED, max_duration_s=45.0)
+    scenario, physics, ogs_store = setup.scenario, setup.physics, setup.ogs_store
+    clock, sequencer = setup.clock, setup.sequencer
     mission, station = scenario.mission, scenario.station
-    preshared = preshared_auth_key(SEED, 4096)
-    install_preshared_key(KeyStore(tmp_path / "payload" / station.name), preshared)
-    ogs_store = KeyStore(tmp_path / "ogs")
-    install_preshared_key(ogs_store, preshared)
-    clock = SimClock(physics.clock_start_unix_s)
-    sequencer = SourceSequencer(
-        rng.derive_key(SEED, "payload/qrng"),
-        mission.source.probabilities,
-        mission.source.basis_x_probability,
-    )
     async with contextlib.AsyncExitStack() as stack:
-        # the source and the tagger in-process, the station's ATP out of the loop
-        tagger = {"driver": "sim_time_tagger", "resource": "in-process://tagger"}
-        benches = {
-            "payload": scenario_benches(scenario)["payload"],
-            "station": validate_instruments({"name": "t", "instruments": {"tagger": tagger}}, "t"),
-        }
-        bench, _ = await build_bench(benches, scenario, physics, clock, sequencer, stack)
+        bench = await in_process_bench(setup, stack)
         payload_bus = await stack.enter_async_context(_fast_bus(broker.url, "payload"))
         ogs_bus = await stack.enter_async_context(_fast_bus(broker.url, "ogs"))
         occ = await stack.enter_async_context(_fast_bus(broker.url, "occ"))
@@ -108,13 +72,13 @@ async def test_broker_outage_mid_pass_safes_the_source_and_ends_the_pass_without
             def acks() -> list[bool]:
                 return [e.fields["accepted"] for t, e in seen if t.endswith("/tm/tc_ack")]
 
-            await _until(lambda: len(acks()) == 2, "both ends acknowledge the plan")
+            await until(lambda: len(acks()) == 2, "both ends acknowledge the plan")
             assert all(acks())
 
             await clock.advance_to(physics.qkd_start_unix_s - 1.0)
-            await _until(bench.tagger_started.is_set, "the station starts its tagger")
+            await until(bench.tagger_started.is_set, "the station starts its tagger")
             await clock.advance_to(physics.qkd_start_unix_s)
-            await _until(bench.source_emitting, "the payload enables its source")
+            await until(bench.source_emitting, "the payload enables its source")
             epoch = bench.tagger_epoch()
             assert epoch is not None
 
@@ -125,7 +89,7 @@ async def test_broker_outage_mid_pass_safes_the_source_and_ends_the_pass_without
             for k in range(physics.n_frames):
                 if k == OUTAGE_FRAME:
                     broker.stop()
-                    await _until(lambda: not payload_bus.connected, "the payload sees it")
+                    await until(lambda: not payload_bus.connected, "the payload sees it")
                 t0 = physics.qkd_start_unix_s + k * physics.frame_s
                 emitting = bench.source_emitting()
                 emitting_by_frame.append(emitting)
@@ -143,14 +107,14 @@ async def test_broker_outage_mid_pass_safes_the_source_and_ends_the_pass_without
                         assert not daemons[0].done()  # the payload daemon keeps running
                         assert payload.counters.ground_link_safings == 1
                         broker.start()
-                        await _until(lambda: payload_bus.connected, "the payload reconnects")
+                        await until(lambda: payload_bus.connected, "the payload reconnects")
                         for late in held:
                             await bench.feed(late)
                     continue
                 await bench.feed(buffer)
                 # in real time the station's reports follow its tagging within a frame or so,
                 # and the payload answers each (it safes its source when its station is silent)
-                await _until(
+                await until(
                     lambda k=k: (
                         (
                             plan_id not in ogs.sessions
@@ -174,7 +138,7 @@ async def test_broker_outage_mid_pass_safes_the_source_and_ends_the_pass_without
                     if t.endswith("/payload/evt") and e.fields["event_id"] == event_id
                 ]
 
-            await _until(lambda: event_texts("SOURCE_SAFE_STATE"), "SOURCE_SAFE_STATE arrives")
+            await until(lambda: event_texts("SOURCE_SAFE_STATE"), "SOURCE_SAFE_STATE arrives")
             safe_state = event_texts("SOURCE_SAFE_STATE")[0]
             assert safe_state.startswith("ground link lost: broker unreachable for ")
             safed_at = float(safe_state.split("source safed at ")[1].split(";")[0])
@@ -183,7 +147,7 @@ async def test_broker_outage_mid_pass_safes_the_source_and_ends_the_pass_without
 
             await clock.advance_to(physics.window.los_unix_s)
             await asyncio.wait_for(ogs.pass_done[plan_id].wait(), 60.0)
-            await _until(
+            await until(
                 lambda: payload.outcome(station.name, plan_id) is not None,
                 "the payload ends the pass",
             )

@@ -18,20 +18,12 @@ import numpy as np
 import pytest
 
 from drivers.interfaces import TagBuffer
-from firmware_shims.source_sequencer import SourceSequencer
-from satqkd.config import load_scenario
-from satqkd.instruments_config import validate_instruments
-from satqkd.pass_physics import plan_pass
-from satqkd.simulation import build_bench, scenario_benches
-from satqkd.wiring import payload_settings, preshared_auth_key
+from satqkd.wiring import payload_settings
 from satqkd_core import dictionary as dct
-from satqkd_core import rng
 from satqkd_core.codec import decode_envelope
 from satqkd_runtime.bus import MessageBus
-from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
-from satqkd_runtime.qkd_channel import install_preshared_key
-from tests.daemon_pair import daemon_pair, send_plan
+from tests.daemon_pair import daemon_pair, in_process_bench, pass_setup, send_plan, until
 
 REPO = Path(__file__).resolve().parents[2]
 CLEAR = REPO / "configs" / "scenarios" / "jinan1-xinglong-clear.yaml"
@@ -62,45 +54,18 @@ class CutUplink(MessageBus):
         self.cut = False
 
 
-async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not condition():
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting: {what}") from None
-
-
 async def test_a_silent_station_safes_the_source_with_the_broker_up(
     mosquitto_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     broker = mosquitto_factory()
-    scenario = load_scenario(CLEAR, seed=SEED)
-    simulation = scenario.scenario.simulation.model_copy(update={"qkd_start_after_aos_s": 190.0})
-    scenario = scenario.model_copy(
-        update={"scenario": scenario.scenario.model_copy(update={"simulation": simulation})}
-    )
-    physics = plan_pass(scenario, max_duration_s=30.0)
+    setup = pass_setup(tmp_path, CLEAR, SEED, max_duration_s=30.0)
+    scenario, physics, ogs_store = setup.scenario, setup.physics, setup.ogs_store
+    clock, sequencer = setup.clock, setup.sequencer
     mission, station = scenario.mission, scenario.station
-    preshared = preshared_auth_key(SEED, 4096)
-    install_preshared_key(KeyStore(tmp_path / "payload" / station.name), preshared)
-    ogs_store = KeyStore(tmp_path / "ogs")
-    install_preshared_key(ogs_store, preshared)
-    clock = SimClock(physics.clock_start_unix_s)
-    sequencer = SourceSequencer(
-        rng.derive_key(SEED, "payload/qrng"),
-        mission.source.probabilities,
-        mission.source.basis_x_probability,
-    )
     settings = payload_settings(mission)
     assert settings.ground_link_timeout_s == TIMEOUT_S
     async with contextlib.AsyncExitStack() as stack:
-        tagger = {"driver": "sim_time_tagger", "resource": "in-process://tagger"}
-        benches = {
-            "payload": scenario_benches(scenario)["payload"],
-            "station": validate_instruments({"name": "t", "instruments": {"tagger": tagger}}, "t"),
-        }
-        bench, _ = await build_bench(benches, scenario, physics, clock, sequencer, stack)
+        bench = await in_process_bench(setup, stack)
         fast = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.3}
         payload_bus = await stack.enter_async_context(MessageBus(broker.url, "payload", **fast))
         ogs_bus = CutUplink(broker.url, "ogs", **fast)
@@ -126,13 +91,13 @@ async def test_a_silent_station_safes_the_source_with_the_broker_up(
             plan_id = 1 + SEED
             await send_plan(occ, tmp_path, scenario, physics, plan_id)
             acks = lambda: [e.fields["accepted"] for t, e in seen if t.endswith("/tm/tc_ack")]  # noqa: E731
-            await _until(lambda: len(acks()) == 2, "both ends acknowledge the plan")
+            await until(lambda: len(acks()) == 2, "both ends acknowledge the plan")
             assert all(acks())
 
             await clock.advance_to(physics.qkd_start_unix_s - 1.0)
-            await _until(bench.tagger_started.is_set, "the station starts its tagger")
+            await until(bench.tagger_started.is_set, "the station starts its tagger")
             await clock.advance_to(physics.qkd_start_unix_s)
-            await _until(bench.source_emitting, "the payload enables its source")
+            await until(bench.source_emitting, "the payload enables its source")
             epoch = bench.tagger_epoch()
             assert epoch is not None
 
@@ -141,7 +106,7 @@ async def test_a_silent_station_safes_the_source_with_the_broker_up(
             emitting_by_frame = []
             for k in range(physics.n_frames):
                 if k == CUT_FRAME:  # cut once every report before it has been answered
-                    await _until(
+                    await until(
                         lambda: channel_out.sent_messages - sent_before >= CUT_FRAME, "answers"
                     )
                     ogs_bus.cut = True
@@ -158,7 +123,7 @@ async def test_a_silent_station_safes_the_source_with_the_broker_up(
                 await bench.feed(TagBuffer(channel, timestamp_ps, t0, t0 + physics.frame_s))
                 # in real time the station's reports follow its tagging within a frame or so,
                 # and the payload answers each (SIFT_RESULT): the clock waits for them
-                await _until(
+                await until(
                     lambda k=k: (
                         (
                             plan_id not in ogs.sessions
@@ -182,7 +147,7 @@ async def test_a_silent_station_safes_the_source_with_the_broker_up(
                 for t, e in seen
                 if t.endswith("/payload/evt") and e.fields["event_id"] == event_id
             ]
-            await _until(safe_states, "SOURCE_SAFE_STATE arrives")
+            await until(safe_states, "SOURCE_SAFE_STATE arrives")
             text = safe_states()[0]
             assert text.startswith(f"ground link lost: nothing authenticated from {station.name}")
             assert f"plan {plan_id} with {station.name} ends without a key" in text
@@ -190,7 +155,7 @@ async def test_a_silent_station_safes_the_source_with_the_broker_up(
             await ogs_bus.restore()  # the bridge is back: what it queued goes through
             await clock.advance_to(physics.window.los_unix_s)
             await asyncio.wait_for(ogs.pass_done[plan_id].wait(), 60.0)
-            await _until(
+            await until(
                 lambda: payload.outcome(station.name, plan_id) is not None,
                 "the payload ends the pass",
             )
