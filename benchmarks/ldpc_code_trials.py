@@ -8,7 +8,7 @@ prints one JSON line: efficiency (leak over h(Q) x framed bits), failed frames, 
 need (efficiency at which each frame decoded: its mean and spread set a code's blind window,
 `typical_efficiency` / `efficiency_spread`), round trips, decoder iterations, CPU seconds.
 
-    python -m benchmarks.ldpc_code_trials --spec r91de_n64k --qber 0.01 --frames 100 \
+    python -m benchmarks.ldpc_code_trials --spec r70d_n64k --qber 0.05 --frames 100 \
         --cache /tmp/ldpc-codes
 """
 

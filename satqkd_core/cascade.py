@@ -78,7 +78,6 @@ from satqkd_core.cascade_kernels import (
     prefix_range_parities,
     prefix_range_parities_reference,
     settle_leaves,
-    split_leaves,
 )
 from satqkd_core.cascade_messages import (
     encode_planned_rows,
@@ -95,6 +94,7 @@ from satqkd_core.cascade_permutations import (
     pack_bits,
 )
 from satqkd_core.cascade_responder import CascadeResponder, TwoWayLeak
+from satqkd_core.cascade_round import apply_round
 from satqkd_core.cascade_round_plan import (
     plan_round,
     select_concurrent_ranges,
@@ -199,13 +199,13 @@ class CascadeCorrector(TwoWayLeak):
         counts = -(-n // self._blocks)
         self._block_offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self._block_split = np.zeros(int(counts.sum()), dtype=np.uint8)
-        self._leaf_stop = _state_zeros(shape, np.int32)
-        # known for every leaf from the first reply on (asked, inferred or from a split)
-        self._ref_parity = _state_zeros(shape, np.int8)
-        # own parity XOR reference parity (1: the leaf holds an odd number of errors); holds
-        # the own parity alone until the reference parity arrives
-        self._odd = _state_zeros(shape, np.uint8)
-        self._unknown = _state_zeros(shape, np.int32)  # bits in the leaf not known correct
+        # each leaf's record, side by side (12 bytes: one cache line, rarely two): its stop, its
+        # bits not known correct, and own parity XOR reference parity (1: the leaf holds an
+        # odd number of errors; the own parity alone until the reference parity arrives)
+        leaves = _state_zeros((self._passes, n, 3), np.int32)
+        self._leaf_stop = leaves[:, :, 0]
+        self._unknown = leaves[:, :, 1]
+        self._odd = leaves[:, :, 2]
         self._bit_unknown = np.ones(n, dtype=np.uint8)
         self._load = np.zeros(n, dtype=np.float64)  # selection scratch, zeros between rounds
         # selection scratch, zeros between rounds: a bit map, small enough to stay in cache
@@ -214,6 +214,8 @@ class CascadeCorrector(TwoWayLeak):
         # planning scratch, zeros between rounds: per pass, a bit map of leaf starts
         self._seen = np.zeros((self._passes, self._taken.shape[0]), dtype=np.uint64)
         self._odd_leaves = np.empty((0, 2), dtype=np.int64)  # (pass, start) of odd leaves
+        # parity of the own key over the left half of each pending row (from the plan)
+        self._own_left = np.empty(0, dtype=np.uint8)
         self._top_starts: list[np.ndarray] = []
         # two-block passes: only their first block's mask until a search of theirs is chosen
         self._lazy = LazyPasses(n, seed, self._passes)
@@ -291,47 +293,52 @@ class CascadeCorrector(TwoWayLeak):
         self.round_trips += 1
         if self._awaiting_top_level:
             self._awaiting_top_level = False
-            self._ref_parity[rows[:, 0], rows[:, 1]] = answers
-            self._odd[rows[:, 0], rows[:, 1]] ^= answers.astype(np.uint8)
-            touched = np.concatenate([rows[:, :2], self._infer_last_blocks()])
+            self._odd[rows[:, 0], rows[:, 1]] ^= answers
+            touched = np.concatenate([rows[:, :2], self._infer_last_blocks(rows, answers)])
             self._settle(touched)
             # the one whole scan: which top-level leaves are odd after the first settling
-            candidates = touched
-        else:
-            split_leaves(
+            planned = self._plan(touched)
+        else:  # split, settle and plan the next round in one kernel
+            planned = apply_round(
                 self.corrected_key,
                 self._bit_unknown,
                 self._perms,
+                self._inverse,
                 self._leaf_start,
                 self._blocks,
                 self._block_offsets,
                 self._block_split,
                 self._leaf_stop,
-                self._ref_parity,
                 self._odd,
                 self._unknown,
                 rows,
                 answers,
+                self._own_left,
+                self._odd_leaves,
+                self._threshold,
+                self._load,
+                self._taken,
+                self._loaded,
+                self._lazy.lazy,
+                self._lazy.members,
+                self._lazy.order_keys,
+                self._seen,
             )
-            touched = np.concatenate([rows[:, :2], rows[:, ::2]])  # both halves of each split
-            toggled = self._settle(touched)
-            # the odd leaves: last round's, plus any this round split or toggled, still odd
-            candidates = np.concatenate([self._odd_leaves, touched, toggled])
-        self._pending = self._plan(candidates)
+        self._pending = self._planned(*planned)
         self.done = self._pending is None
 
     # -- state updates ---------------------------------------------------------------------
 
-    def _infer_last_blocks(self) -> np.ndarray:
-        """Reference parity of each later pass's last block from the whole-key parity."""
-        whole = int(np.bitwise_xor.reduce(self._ref_parity[0, self._top_starts[0]]))
+    def _infer_last_blocks(self, rows: np.ndarray, answers: np.ndarray) -> np.ndarray:
+        """Reference parity of each later pass's last block from the whole-key parity (the
+        XOR of pass 0's blocks) and the first reply's answers for that pass's other blocks."""
+        asked = np.bincount(rows[:, 0], weights=answers, minlength=self._passes)
+        parity = asked.astype(np.int64) & 1
         touched = []
         for p in range(1, self._passes):
-            starts = self._top_starts[p]
-            others = int(np.bitwise_xor.reduce(self._ref_parity[p, starts[:-1]]))
-            self._ref_parity[p, starts[-1]] = whole ^ others
-            self._odd[p, starts[-1]] ^= whole ^ others
-            touched.append((p, int(starts[-1])))
+            last = int(self._top_starts[p][-1])
+            self._odd[p, last] ^= parity[0] ^ parity[p]
+            touched.append((p, last))
         return np.array(touched, dtype=np.int64).reshape(-1, 2)
 
     def _settle(self, touched: np.ndarray) -> np.ndarray:
@@ -354,14 +361,15 @@ class CascadeCorrector(TwoWayLeak):
             self._lazy.members,
         )
 
-    def _plan(self, candidates: np.ndarray) -> np.ndarray | None:
-        """The odd leaves among the candidates, and one bisection step for each of them the
-        selection keeps (smallest first, disjoint in unknown bits); None when none is odd."""
-        leaves, query, bad = plan_round(
+    def _plan(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.int64]:
+        """`plan_round` of the candidate leaves: the odd ones, and one bisection step for each
+        of them the selection keeps (smallest first, disjoint in unknown bits)."""
+        return plan_round(
             candidates,
             self._odd,
             self._unknown,
             self._leaf_stop,
+            self.corrected_key,
             self._bit_unknown,
             self._perms,
             self._inverse,
@@ -375,7 +383,13 @@ class CascadeCorrector(TwoWayLeak):
             self._lazy.order_keys,
             self._seen,
         )
+
+    def _planned(
+        self, leaves: np.ndarray, query: np.ndarray, own_left: np.ndarray, bad: int
+    ) -> np.ndarray | None:
+        """Keep a plan's odd leaves and own parities; its query, None when no leaf is odd."""
         self._odd_leaves = leaves
+        self._own_left = own_left
         if bad >= 0:
             p, start = (int(v) for v in leaves[bad])
             raise ProtocolError(
@@ -388,7 +402,7 @@ class CascadeCorrector(TwoWayLeak):
 _HUGE_PAGE = 1 << 21
 
 
-def _state_zeros(shape: tuple[int, int], dtype: type) -> np.ndarray:
+def _state_zeros(shape: tuple[int, ...], dtype: type) -> np.ndarray:
     """Zeros for per-pass state written at leaf starts only.
 
     The rows of the two-block passes hold two leaves (positions 0 and n/2) until bisected,
@@ -396,10 +410,10 @@ def _state_zeros(shape: tuple[int, int], dtype: type) -> np.ndarray:
     lands on, where the transparent huge pages numpy asks for arrays this large would be
     zeroed whole (2 MB a write: ~35 ms per 1e6-bit corrector). The first passes' rows are
     written densely and keep huge pages (aligned to start on one). Elsewhere np.zeros."""
-    passes, n = shape
+    passes, row = shape[0], math.prod(shape[1:])
     itemsize = np.dtype(dtype).itemsize
-    size = passes * n * itemsize
-    dense = min(passes, TWO_BLOCK_PASSES_FROM) * n * itemsize
+    size = passes * row * itemsize
+    dense = min(passes, TWO_BLOCK_PASSES_FROM) * row * itemsize
     dense += -dense % mmap.PAGESIZE
     if size - dense < _HUGE_PAGE or not hasattr(mmap, "MADV_NOHUGEPAGE"):
         return np.zeros(shape, dtype=dtype)

@@ -4,8 +4,9 @@ Callers validate every input; the kernels trust shapes, dtypes and ranges. The c
 state is indexed by pass and permuted position: `perms[p, x]` is the key bit at position x of
 pass p, `inverse[p, bit]` its position, `leaf_start[p, x]` the start of the known range
 ("leaf") holding position x (written only for blocks that were split, see below), and
-`leaf_stop`, `ref_parity`, `odd` (own parity XOR reference parity) and `unknown` (bits not yet
-known correct) sit at each leaf's start. Every kernel touches only the leaves and positions a
+`leaf_stop`, `odd` (own parity XOR reference parity) and `unknown` (bits not yet known
+correct) sit at each leaf's start (the corrector keeps the three side by side, one cache line
+for a leaf). Every kernel touches only the leaves and positions a
 round works on, never whole arrays.
 
 Two-block passes (`satqkd_core.cascade_permutations`) start "lazy" (`lazy[p]` = 1): only the
@@ -244,23 +245,24 @@ def init_pass_state_reference(
 
 @numba.njit(cache=True)
 def split_leaves(
-    key: np.ndarray,
-    bit_unknown: np.ndarray,
-    perms: np.ndarray,
     leaf_start: np.ndarray,
     blocks: np.ndarray,
     block_offsets: np.ndarray,
     block_split: np.ndarray,
     leaf_stop: np.ndarray,
-    ref_parity: np.ndarray,
     odd: np.ndarray,
     unknown: np.ndarray,
     rows: np.ndarray,
     answers: np.ndarray,
+    own_left: np.ndarray,
 ) -> None:
     """Kernel: split each queried leaf (pass, start) at `cut` into two known halves, the left
-    one's reference parity being the answer and the right one's following from the parent.
-    A block split for the first time (then the leaf is the whole block) gets its positions'
+    one's reference parity being the answer and the right one's following from the parent
+    (kept only in `odd`, own parity XOR reference parity: nothing else needs it).
+    Each row is cut as `plan_round` cuts, right after the leaf's (unknown // 2)-th unknown
+    bit, and own_left[row] is the parity of the station's key over start..cut-1
+    (`plan_round` reads it while choosing the row), so the left half is not read again. A
+    block split for the first time (then the leaf is the whole block) gets its positions'
     `leaf_start` entries as the two halves are written."""
     for row in range(rows.shape[0]):
         p = rows[row, 0]
@@ -273,20 +275,13 @@ def split_leaves(
             for x in range(start, cut):
                 leaf_start[p, x] = start
         stop = leaf_stop[p, start]
-        own = 0
-        unknown_left = 0
-        for x in range(start, cut):
-            bit = perms[p, x]
-            own ^= key[bit]
-            unknown_left += bit_unknown[bit]
+        unknown_left = unknown[p, start] // 2
         answer = answers[row]
-        odd_left = own ^ answer
+        odd_left = own_left[row] ^ answer
         leaf_stop[p, cut] = stop
-        ref_parity[p, cut] = ref_parity[p, start] ^ answer
         odd[p, cut] = odd[p, start] ^ odd_left
         unknown[p, cut] = unknown[p, start] - unknown_left
         leaf_stop[p, start] = cut
-        ref_parity[p, start] = answer
         odd[p, start] = odd_left
         unknown[p, start] = unknown_left
         for x in range(cut, stop):
@@ -294,22 +289,21 @@ def split_leaves(
 
 
 def split_leaves_reference(
-    key: np.ndarray,
-    bit_unknown: np.ndarray,
-    perms: np.ndarray,
     leaf_start: np.ndarray,
     blocks: np.ndarray,
     block_offsets: np.ndarray,
     block_split: np.ndarray,
     leaf_stop: np.ndarray,
-    ref_parity: np.ndarray,
     odd: np.ndarray,
     unknown: np.ndarray,
     rows: np.ndarray,
     answers: np.ndarray,
+    own_left: np.ndarray,
 ) -> None:
     """Reference of `split_leaves`."""
-    for (p, start, cut), answer in zip(rows.tolist(), answers.tolist(), strict=True):
+    for (p, start, cut), answer, own in zip(
+        rows.tolist(), answers.tolist(), own_left.tolist(), strict=True
+    ):
         size = int(blocks[p])
         flag = int(block_offsets[p]) + start // size
         if not block_split[flag]:
@@ -317,12 +311,9 @@ def split_leaves_reference(
             first = (start // size) * size
             leaf_start[p, first : first + size] = first
         stop = int(leaf_stop[p, start])
-        left = perms[p, start:cut]
-        odd_left = (int(key[left].sum()) & 1) ^ answer
-        unknown_left = int(bit_unknown[left].sum())
+        odd_left = own ^ answer
+        unknown_left = int(unknown[p, start]) // 2
         leaf_stop[p, cut], leaf_stop[p, start] = stop, cut
-        ref_parity[p, cut] = int(ref_parity[p, start]) ^ answer
-        ref_parity[p, start] = answer
         odd[p, cut] = int(odd[p, start]) ^ odd_left
         odd[p, start] = odd_left
         unknown[p, cut] = int(unknown[p, start]) - unknown_left

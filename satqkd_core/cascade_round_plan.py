@@ -12,17 +12,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from satqkd_core.cascade_disjoint import select_disjoint
 from satqkd_core.cascade_kernels import nth_marked_positions
-from satqkd_core.cascade_permutations import is_member, lazy_position, materialize_pass
+from satqkd_core.cascade_permutations import materialize_pass
 
-# a random read of the (passes, n) inverse costs about this many sequential range positions
-_LIST_COST = 8
 _ONE = np.uint64(1)
-
-
-@numba.njit(cache=True, inline="always")
-def _is_taken(taken: np.ndarray, bit: int) -> bool:
-    return bool((taken[bit >> 6] >> np.uint64(bit & 63)) & _ONE)
 
 
 # ---- the selection of concurrent searches ----------------------------------------------------
@@ -51,13 +45,14 @@ def select_concurrent_ranges_into(
     (threshold 0: share no marked bit with any kept row). `inverse[p]` is the inverse of
     `perms[p]`. Scratch, left as found: `load` (float64, one per bit, zeros), `taken` (uint64,
     a bit map of ceil(n / 64) words, zeros) and `loaded` (int64, one per bit). Threshold 0
-    is `_select_disjoint`. A lazy two-block pass is built (`materialize_pass`) only when its
-    row is kept or must be read.
+    is `cascade_disjoint.select_disjoint`. A lazy two-block pass is built
+    (`materialize_pass`) only when its row is kept or must be read.
     """
     if threshold == 0.0:
         no_cuts = np.zeros(rows.shape[0], dtype=np.int64)  # halves 0: no cut is wanted
-        return _select_disjoint(
+        return select_disjoint(
             marks,
+            marks,  # no parity is wanted either
             perms,
             inverse,
             rows,
@@ -69,6 +64,8 @@ def select_concurrent_ranges_into(
             order_keys,
             no_cuts,
             no_cuts,
+            np.zeros(rows.shape[0], dtype=np.uint8),
+            np.zeros((perms.shape[0], taken.shape[0]), dtype=np.uint64),
         )
     keep = np.zeros(rows.shape[0], dtype=np.bool_)
     count = 0
@@ -99,92 +96,6 @@ def select_concurrent_ranges_into(
     for i in range(count):
         load[loaded[i]] = 0.0
     return keep
-
-
-@numba.njit(cache=True)
-def _select_disjoint(
-    marks: np.ndarray,
-    perms: np.ndarray,
-    inverse: np.ndarray,
-    rows: np.ndarray,
-    taken: np.ndarray,
-    loaded: np.ndarray,
-    lazy: np.ndarray,
-    members: np.ndarray,
-    blocks: np.ndarray,
-    order_keys: np.ndarray,
-    halves: np.ndarray,
-    cuts: np.ndarray,
-) -> np.ndarray:
-    """Threshold 0 of `select_concurrent_ranges_into`: keep a row when it shares no marked bit
-    with the rows kept before it (only marked bits are ever taken).
-
-    Only whether a bit is taken matters (a bit map that stays in cache), and a candidate
-    much larger than the list of taken bits is tested against that list instead of being
-    read, so a round costs what its kept rows hold, not what the large rejected ones do.
-    While a kept row's bits are taken, cuts[row] gets the position of its halves[row]-th
-    marked bit (`nth_marked_positions`; left as is when halves[row] is 0 or too large).
-    """
-    n = marks.shape[0]
-    keep = np.zeros(rows.shape[0], dtype=np.bool_)
-    count = 0
-    for row in range(rows.shape[0]):
-        p = rows[row, 0]
-        start = rows[row, 1]
-        stop = rows[row, 2]
-        clash = False
-        if _LIST_COST * count < stop - start:  # random reads of `inverse` cost more
-            for i in range(count):
-                if start <= lazy_position(p, loaded[i], inverse, lazy, members, blocks) < stop:
-                    clash = True
-                    break
-        elif lazy[p]:  # a whole block of a lazy pass: its bits by the mask
-            first = start == 0
-            for bit in range(n):
-                if _is_taken(taken, bit) and is_member(members, p, bit) == first:
-                    clash = True
-                    break
-        else:
-            clash = _any_taken(taken, perms[p], start, stop)
-        if clash:
-            continue
-        materialize_pass(p, perms, inverse, lazy, members, blocks, order_keys)
-        marked = 0
-        half = halves[row]
-        for j in range(start, stop):
-            bit = perms[p, j]
-            if marks[bit]:
-                loaded[count] = bit
-                count += 1
-                taken[bit >> 6] |= _ONE << np.uint64(bit & 63)
-                marked += 1
-                if marked == half:
-                    cuts[row] = j
-        keep[row] = marked > 0
-    for i in range(count):
-        taken[loaded[i] >> 6] = 0
-    return keep
-
-
-@numba.njit(cache=True, inline="always")
-def _any_taken(taken: np.ndarray, perm: np.ndarray, start: int, stop: int) -> bool:
-    """Whether any bit at positions start..stop-1 of `perm` is taken, read 16 positions at
-    a time (one test of their OR-ed bits: fewer branches, overlapping loads)."""
-    j = start
-    while j + 16 <= stop:
-        acc = np.uint64(0)
-        for k in range(16):
-            bit = perm[j + k]
-            acc |= taken[bit >> 6] >> np.uint64(bit & 63)
-        if acc & _ONE:
-            return True
-        j += 16
-    hit = False
-    for k in range(j, stop):
-        if _is_taken(taken, perm[k]):
-            hit = True
-            break
-    return hit
 
 
 def select_concurrent_ranges(
@@ -246,6 +157,7 @@ def plan_round(
     odd: np.ndarray,
     unknown: np.ndarray,
     leaf_stop: np.ndarray,
+    key: np.ndarray,
     bit_unknown: np.ndarray,
     perms: np.ndarray,
     inverse: np.ndarray,
@@ -258,15 +170,19 @@ def plan_round(
     blocks: np.ndarray,
     order_keys: np.ndarray,
     seen: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.int64]:
-    """Kernel: (odd leaves, query rows, bad) from candidate leaves (pass, start) (repeats
-    allowed): the odd leaves are the candidates still odd, sorted by (pass, start); the query
-    holds one bisection step (pass, start, cut) for each odd leaf the selection keeps, taken
-    in the order (unknown bits, pass, start); `bad` is the index among the odd leaves of one
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.int64]:
+    """Kernel: (odd leaves, query rows, own parities, bad) from candidate leaves (pass,
+    start) (repeats allowed): the odd leaves are the candidates still odd, sorted by (pass,
+    start); the query holds one bisection step (pass, start, cut) for each odd leaf the
+    selection keeps, taken in the order (unknown bits, pass, start), cut right after the
+    (unknown // 2)-th unknown bit, and own parities (uint8) the parity of `key` over each
+    query row (what `split_leaves` needs of the left half); `bad` is the index among the odd
+    leaves of one
     holding fewer than 2 unknown bits (inconsistent reference parities), else -1 (and then
     no query is planned). Repeats and even leaves are dropped before anything is sorted (a
     round sorts only its odd leaves), repeats through `seen`: scratch, a bit map per pass
-    (uint64, passes x ceil(n / 64), zeros between calls) of the leaf starts already taken."""
+    (uint64, passes x ceil(n / 64), zeros between calls) of the leaf starts already taken,
+    then the selection's maps of positions (`select_disjoint`)."""
     n = perms.shape[1]
     keys = np.empty(candidates.shape[0], dtype=np.int64)
     count = 0
@@ -293,7 +209,8 @@ def plan_round(
         if sizes[i] < 2 and bad < 0:
             bad = i
     if bad >= 0:
-        return leaves, np.empty((0, 3), dtype=np.int64), np.int64(bad)
+        no_rows = np.empty((0, 3), dtype=np.int64)
+        return leaves, no_rows, np.empty(0, dtype=np.uint8), np.int64(bad)
     order = np.argsort(sizes, kind="mergesort")  # stable: ties stay by (pass, start)
     rows = np.empty((count, 3), dtype=np.int64)
     for i in range(count):
@@ -306,9 +223,11 @@ def plan_round(
     for i in range(count):
         halves[i] = sizes[order[i]] // 2
     cuts = np.full(count, -1, dtype=np.int64)
+    parities = np.zeros(count, dtype=np.uint8)
     if threshold == 0.0:  # the cuts are found while the kept rows' bits are taken
-        keep = _select_disjoint(
+        keep = select_disjoint(
             bit_unknown,
+            key,
             perms,
             inverse,
             rows,
@@ -320,6 +239,8 @@ def plan_round(
             order_keys,
             halves,
             cuts,
+            parities,
+            seen,
         )
     else:
         keep = select_concurrent_ranges_into(
@@ -346,10 +267,16 @@ def plan_round(
         cut = nth_marked_positions(bit_unknown, perms, query, halves[chosen])
         for i in range(chosen.shape[0]):
             cuts[chosen[i]] = cut[i]
+            parity = np.uint8(0)
+            for j in range(query[i, 1], cut[i] + 1):
+                parity ^= key[perms[query[i, 0], j]]
+            parities[chosen[i]] = parity
+    own = np.empty(chosen.shape[0], dtype=np.uint8)
     for i in range(chosen.shape[0]):
         # cut right after the half-th unknown bit: each half keeps >= 1 unknown bit
         query[i, 2] = cuts[chosen[i]] + 1
-    return leaves, query, np.int64(-1)
+        own[i] = parities[chosen[i]]
+    return leaves, query, own, np.int64(-1)
 
 
 def plan_round_reference(
@@ -357,6 +284,7 @@ def plan_round_reference(
     odd: np.ndarray,
     unknown: np.ndarray,
     leaf_stop: np.ndarray,
+    key: np.ndarray,
     bit_unknown: np.ndarray,
     perms: np.ndarray,
     inverse: np.ndarray,
@@ -369,7 +297,7 @@ def plan_round_reference(
     blocks: np.ndarray,
     order_keys: np.ndarray,
     seen: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Reference of `plan_round` (the numpy steps it replaced; `seen` is not used)."""
     n = perms.shape[1]
     keys = np.unique(candidates[:, 0] * n + candidates[:, 1])
@@ -378,7 +306,8 @@ def plan_round_reference(
     leaves = np.stack([p[odd_now], start[odd_now]], axis=1).astype(np.int64)
     sizes = unknown[leaves[:, 0], leaves[:, 1]].astype(np.int64)
     if (sizes < 2).any():
-        return leaves, np.empty((0, 3), dtype=np.int64), int(np.flatnonzero(sizes < 2)[0])
+        bad = int(np.flatnonzero(sizes < 2)[0])
+        return leaves, np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.uint8), bad
     order = np.lexsort((leaves[:, 1], leaves[:, 0], sizes))
     stops = leaf_stop[leaves[:, 0], leaves[:, 1]].astype(np.int64)
     rows = np.stack([leaves[:, 0], leaves[:, 1], stops], axis=1)[order]
@@ -399,4 +328,9 @@ def plan_round_reference(
     rows = rows[keep]
     half = sizes[order][keep] // 2
     cut = nth_marked_positions(bit_unknown, perms, rows, half) + 1
-    return leaves, np.stack([rows[:, 0], rows[:, 1], cut], axis=1).astype(np.int64), -1
+    own = [
+        int(key[perms[p, a:b]].sum()) & 1
+        for p, a, b in zip(rows[:, 0], rows[:, 1], cut, strict=True)
+    ]
+    query = np.stack([rows[:, 0], rows[:, 1], cut], axis=1).astype(np.int64)
+    return leaves, query, np.array(own, dtype=np.uint8), -1

@@ -128,7 +128,7 @@ _RHO_R91 = {70: 0.27, 71: 0.73}
 # Richardson, Shokrollahi and Urbanke (2001), degree-2 variables <= 0.9 m. Candidates are
 # built and measured with benchmarks/ldpc_code_trials.py; one is shipped only if it beats the
 # shipped code at its QBER (docs/performance.md, "LDPC codes by density evolution").
-_DE_DESIGN = "density evolution + LP (decision 0041)"
+_DE_DESIGN = "density evolution + LP (decisions 0041, 0045)"
 # fmt: off
 _LAMBDA_R91D = {
     2: 0.02236, 3: 0.23975, 8: 0.1181, 10: 0.25892, 30: 0.29561, 40: 0.06527,
@@ -139,6 +139,11 @@ _LAMBDA_R85D = {
     60: 0.19269,
 }
 _RHO_R85D = {50: 0.5, 51: 0.5}
+_LAMBDA_R70D = {
+    2: 0.08004, 3: 0.20066, 7: 0.02308, 8: 0.09072, 10: 0.11607, 15: 0.08124, 20: 0.02846,
+    30: 0.05, 60: 0.32972,
+}
+_RHO_R70D = {22: 0.5, 23: 0.5}
 # fmt: on
 
 _N = 1 << 16
@@ -159,18 +164,22 @@ MOTHER_CODES: tuple[MotherCodeSpec, ...] = (
     # DE threshold 0.0102 at design rate 0.9133 (f at threshold 1.055; r91_n64k: 0.0092, 1.125)
     MotherCodeSpec("r91d_n64k", 7, _N, 0.9133, _LAMBDA_R91D, _RHO_R91D, 0.05, 1007, _DE_DESIGN,
                    1.12, 0.05),
+    # DE threshold 0.0203 at design rate 0.8519 (f at threshold 1.036; r85_n64k: 0.0190, 1.082);
+    # at Q = 2 %: window 1.09 / 0.04 lost 2 frames of 3000 (decision 0041), 1.09 / 0.05 none
+    # of 3000 at f 1.086 (decision 0045)
+    MotherCodeSpec("r85d_n64k", 8, _N, 0.8519, _LAMBDA_R85D, _RHO_R85D, 0.05, 1008, _DE_DESIGN,
+                   1.09, 0.05),
+    # DE threshold 0.0518 at design rate 0.6978 (f at threshold 1.028; r70_n64k: 0.0504, 1.041),
+    # designed at p = 0.0513 so that the rate stays below r70's 0.700 (plan_frames picks the
+    # rate nearest 1 - 1.1 h(Q), 0.685 at Q = 5 %); decision 0045
+    MotherCodeSpec("r70d_n64k", 9, _N, 0.6978, _LAMBDA_R70D, _RHO_R70D, 0.08, 1009, _DE_DESIGN,
+                   1.08, 0.03),
 )
 # fmt: on
 
-# Specs designed but not shipped (benchmarks/ldpc_code_trials.py builds and measures them).
-# fmt: off
-DESIGN_CANDIDATES: tuple[MotherCodeSpec, ...] = (
-    # DE threshold 0.0203 at design rate 0.8519 (f at threshold 1.036; r85_n64k: 0.0190, 1.082);
-    # at Q = 2 %: f 1.085 but 2 frames of 3000 lost (decision 0041), so not shipped
-    MotherCodeSpec("r85d_n64k", 8, _N, 0.8519, _LAMBDA_R85D, _RHO_R85D, 0.05, 1008, _DE_DESIGN,
-                   1.09, 0.04),
-)
-# fmt: on
+# Specs designed but not shipped (benchmarks/ldpc_code_trials.py builds and measures them);
+# none at present (decision 0045 shipped r85d_n64k and r70d_n64k).
+DESIGN_CANDIDATES: tuple[MotherCodeSpec, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------

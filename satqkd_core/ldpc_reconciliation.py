@@ -37,7 +37,13 @@ the decoded frames is a post-selection. Both ends therefore keep the decoy stati
 frame (`framed_mask()`: the tail outside all frames is a selection fixed before any data is
 seen), and charge `charged_leak_bits` = `leak_bits` + k bits for each failed frame (its key
 bits are treated as disclosed: by the chain rule for min-entropy, H(X_kept | E) >=
-H(X_framed | E) - |X_failed|) + one bit per frame for the public decoded/failed flag.
+H(X_framed | E) - |X_failed|) + `outcome_bits` per frame for its public outcome.
+
+A frame's outcome (decision 0046) is public and depends on the errors: after how many reveal
+rounds it decoded (0, 1, ..., R, with R = ceil(p0 / reveal_step)), or that it was given up
+after the last: R + 2 values, so ceil(log2(R + 2)) bits per frame by the same chain rule (one
+bit when nothing is punctured). The sender holds the receiver to that schedule: every request
+asks each pending frame for exactly min(reveal_step, punctured symbols left).
 
 On the wire every message is one dictionary message (`MESSAGE_NAMES`, declared in
 `satqkd_core.dictionary`): `wire_message` gives its name and fields, `message_from_wire` the
@@ -61,18 +67,17 @@ from satqkd_core.errors import InputError, ProtocolError
 from satqkd_core.ldpc import (
     KNOWN_SYMBOL_LLR,
     STEP_EFFICIENCY,
-    DecodeResult,
     FrameLayout,
     FramePlan,
     LdpcCode,
     channel_llr_magnitude,
     check_syndrome,
-    decode_syndrome,
     frame_layout,
     mother_codes,
     plan_frames,
     start_efficiency_for,
 )
+from satqkd_core.ldpc_frames_kernel import LANES, FramesResult, decode_syndromes
 from satqkd_core.rng import derive_key
 
 __all__ = [
@@ -83,6 +88,7 @@ __all__ = [
     "LdpcSender",
     "fit_plan_to_key",
     "message_from_wire",
+    "outcome_bits",
     "reconciliation_efficiency",
     "wire_message",
 ]
@@ -352,8 +358,12 @@ class LdpcSender:
         if not np.all(self._active[frames]):
             raise ProtocolError("a requested frame was already finished by the receiver")
         left = self.plan.punctured - self._revealed[frames]
-        if np.any(counts < 1) or np.any(counts > left):
-            raise ProtocolError("counts must lie between 1 and the frame's punctured symbols left")
+        if np.any(left < 1) or np.any(counts != np.minimum(left, self.plan.reveal_step)):
+            # the schedule the outcome charge assumes (at most R rounds per frame)
+            raise ProtocolError(
+                f"counts must be min(reveal_step {self.plan.reveal_step}, the frame's punctured "
+                "symbols left) for every requested frame"
+            )
         self._active[:] = False
         self._active[frames] = True
         pieces = [
@@ -433,9 +443,16 @@ def _start_parameters(
     return seed, qber
 
 
+def outcome_bits(plan: FramePlan) -> int:
+    """Bits charged per frame for its public outcome: decoded after 0..R reveal rounds, or
+    given up after the last (R + 2 values, R = ceil(punctured / reveal_step))."""
+    rounds = -(-plan.punctured // plan.reveal_step)
+    return (rounds + 1).bit_length()  # ceil(log2(rounds + 2))
+
+
 def _charged_leak(leak_bits: int, frames: int, frame_ok: np.ndarray, plan: FramePlan) -> int:
     failed = int(frames - np.count_nonzero(frame_ok))
-    return int(leak_bits) + failed * plan.frame_key_bits + int(frames)
+    return int(leak_bits) + failed * plan.frame_key_bits + int(frames) * outcome_bits(plan)
 
 
 def _private_bits(shape: tuple[int, int], fill: bytes | None) -> np.ndarray:
@@ -471,6 +488,8 @@ def _kept_mask(layout: FrameLayout, k: int, frame_ok: np.ndarray, key_bits: int)
 
 # threads the receiver decodes frames on by default (the decoder kernel releases the GIL)
 DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+# frames per batch (one thread's call of the lockstep decoder, which decodes LANES at a time)
+DECODE_BATCH_FRAMES = 4 * LANES
 
 
 class LdpcReceiver:
@@ -507,6 +526,9 @@ class LdpcReceiver:
         self.leak_bits = 0
         self.round_trips = 0
         self.decoder_iterations = 0
+        # lane iterations the lockstep decoder ran (>= decoder_iterations: lanes left idle)
+        self.lane_iterations = 0
+        self.alone_iterations = 0  # of which frames ran alone (a batch's tail)
         self.done = False
         self._started = False
         self._frames_received = 0
@@ -678,63 +700,82 @@ class LdpcReceiver:
         return matches[0]
 
     def _decode(self, frames: np.ndarray) -> None:
-        """Decode the given frames (a few per thread at a time, in frame order) and apply each
-        outcome in frame order, so the result does not depend on the number of threads."""
-        order = frames.tolist()
-        batch = max(1, 2 * self._threads)  # bounds the frames' decoder state held at once
-        with ThreadPoolExecutor(max_workers=self._threads) as pool:
-            for first in range(0, len(order), batch):
-                chosen = order[first : first + batch]
-                if self._threads == 1:
-                    outcomes = [self._decode_frame(f) for f in chosen]
-                else:
-                    outcomes = list(pool.map(self._decode_frame, chosen))
-                for f, (result, messages, last_chance) in zip(chosen, outcomes, strict=True):
-                    self._apply_decoded(f, result, messages, last_chance)
+        """Decode the given frames and apply each outcome in frame order.
 
-    def _decode_frame(self, f: int) -> tuple[DecodeResult, np.ndarray, bool]:
-        """One frame's decoding this round: (result, its messages, whether it was the last)."""
+        Frames go to the lockstep decoder (`decode_syndromes`, `LANES` frames in
+        lockstep, a finished lane refilled with the next frame) in batches of consecutive
+        frames, the batches on `threads` threads. Each frame's outcome is bit-identical to
+        decoding it alone, so nothing depends on the number of threads or lanes.
+        """
+        order = frames.tolist()
+        per_thread = -(-len(order) // self._threads)  # ceil: one batch per thread if small
+        size = max(1, min(DECODE_BATCH_FRAMES, per_thread))
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        if self._threads == 1 or len(batches) == 1:
+            for batch in batches:
+                self._apply_batch(batch, self._decode_batch(batch))
+            return
+        with ThreadPoolExecutor(max_workers=self._threads) as pool:
+            # at most `threads` batches in flight bounds the decoder state held at once
+            for first in range(0, len(batches), self._threads):
+                chosen = batches[first : first + self._threads]
+                for batch, outcome in zip(
+                    chosen, pool.map(self._decode_batch, chosen), strict=True
+                ):
+                    self._apply_batch(batch, outcome)
+
+    def _decode_batch(self, batch: list[int]) -> tuple[FramesResult, np.ndarray, np.ndarray]:
+        """One round's decoding of some frames: (result, their messages, last-chance flags)."""
         code, k, layout = self.plan.code, self.plan.frame_key_bits, self.layout
-        llr = np.empty(code.n, dtype=np.float64)
-        noisy = self._key[layout.key_order[f * k : (f + 1) * k]]
-        llr[layout.key_positions] = (1.0 - 2.0 * noisy) * self._channel
-        llr[layout.shortened_positions] = KNOWN_SYMBOL_LLR
-        llr[layout.punctured_positions] = 0.0
-        shown = int(self._revealed[f])
-        llr[layout.punctured_positions[:shown]] = (
-            1.0 - 2.0 * self._revealed_values[f, :shown]
-        ) * KNOWN_SYMBOL_LLR
-        stored = self._messages.get(f)
-        if stored is None:
-            messages = np.zeros(code.edges, dtype=np.float64)
-        else:
-            messages = stored.astype(np.float64)
-        last_chance = shown >= self.plan.punctured  # nothing left to reveal: be patient
-        result = decode_syndrome(
+        count = len(batch)
+        llr = np.empty((count, code.n), dtype=np.float64)
+        messages = np.zeros((count, code.edges), dtype=np.float32)
+        last_chance = np.zeros(count, dtype=bool)
+        for row, f in enumerate(batch):
+            noisy = self._key[layout.key_order[f * k : (f + 1) * k]]
+            llr[row, layout.key_positions] = (1.0 - 2.0 * noisy) * self._channel
+            llr[row, layout.shortened_positions] = KNOWN_SYMBOL_LLR
+            llr[row, layout.punctured_positions] = 0.0
+            shown = int(self._revealed[f])
+            llr[row, layout.punctured_positions[:shown]] = (
+                1.0 - 2.0 * self._revealed_values[f, :shown]
+            ) * KNOWN_SYMBOL_LLR
+            stored = self._messages.get(f)
+            if stored is not None:
+                messages[row] = stored
+            last_chance[row] = shown >= self.plan.punctured  # nothing left to reveal: be patient
+        # a frame's messages are kept between rounds in float32 (half the memory, ~1.6 MB per
+        # 2^16 frame); the decoder reads them as float64 and rounds its final state back
+        result = decode_syndromes(
             code,
-            self._syndromes[f],
+            self._syndromes[batch],
             llr,
             messages,
             max_iterations=ROUND_MAX_ITERATIONS,
-            stall_iterations=LAST_ROUND_STALL_ITERATIONS if last_chance else ROUND_STALL_ITERATIONS,
+            stall_iterations=np.where(
+                last_chance, LAST_ROUND_STALL_ITERATIONS, ROUND_STALL_ITERATIONS
+            ),
         )
         return result, messages, last_chance
 
-    def _apply_decoded(
-        self, f: int, result: DecodeResult, messages: np.ndarray, last_chance: bool
+    def _apply_batch(
+        self, batch: list[int], outcome: tuple[FramesResult, np.ndarray, np.ndarray]
     ) -> None:
+        result, messages, last_chance = outcome
         k, layout = self.plan.frame_key_bits, self.layout
-        self.decoder_iterations += result.iterations
-        if result.converged:
-            self.frame_ok[f] = True
-            self._pending[f] = False
-            self._messages.pop(f, None)
-            self.corrected_key[layout.key_order[f * k : (f + 1) * k]] = result.word[
-                layout.key_positions
-            ]
-        elif last_chance:
-            self._pending[f] = False  # given up: discarded at both ends
-            self._messages.pop(f, None)
-        else:
-            # kept for the next round in float32: half the memory (~1.6 MB per 2^16 frame)
-            self._messages[f] = messages.astype(np.float32)
+        self.lane_iterations += result.lane_iterations
+        self.alone_iterations += result.alone_iterations
+        for row, f in enumerate(batch):
+            self.decoder_iterations += int(result.iterations[row])
+            if result.converged[row]:
+                self.frame_ok[f] = True
+                self._pending[f] = False
+                self._messages.pop(f, None)
+                self.corrected_key[layout.key_order[f * k : (f + 1) * k]] = result.words[
+                    row, layout.key_positions
+                ]
+            elif last_chance[row]:
+                self._pending[f] = False  # given up: discarded at both ends
+                self._messages.pop(f, None)
+            else:
+                self._messages[f] = messages[row].copy()

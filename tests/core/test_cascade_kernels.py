@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import satqkd_core.cascade as cascade
+import satqkd_core.cascade_disjoint as cascade_disjoint
 from satqkd_core.cascade import (
     CascadeCorrector,
     CascadeResponder,
@@ -20,10 +21,11 @@ from satqkd_core.cascade_kernels import (
     answer_rows_reference,
     init_pass_state,
     init_pass_state_reference,
+    nth_marked_positions_reference,
     settle_leaves_reference,
-    split_leaves_reference,
 )
 from satqkd_core.cascade_permutations import shuffle_positions, shuffle_positions_reference
+from satqkd_core.cascade_round import apply_round_reference
 from satqkd_core.cascade_round_plan import (
     plan_round_reference,
     select_concurrent_ranges_into,
@@ -80,7 +82,8 @@ def test_corrector_kernels_match_references(
     n: int, qber: float, passes: int, threshold: float, seed: int
 ) -> None:
     """The same transcript, corrected key and leak whether the corrector runs the numba
-    kernels or their references (split, settle, initial state, round planning)."""
+    kernels or their references (initial state, the first round's settling and plan, and
+    every later round: split, settle and plan)."""
     rng = np.random.default_rng(seed)
     reference = rng.integers(0, 2, n).astype(np.uint8)
     noisy = reference ^ (rng.random(n) < qber).astype(np.uint8)
@@ -97,7 +100,7 @@ def test_corrector_kernels_match_references(
     fast = run()
     with mock.patch.multiple(
         cascade,
-        split_leaves=split_leaves_reference,
+        apply_round=apply_round_reference,
         settle_leaves=settle_leaves_reference,
         init_pass_state=init_pass_state_reference,
         plan_round=plan_round_reference,
@@ -133,6 +136,47 @@ def test_selection_scratch_is_left_clean(n: int, seed: int, threshold: float) ->
             keep, select_concurrent_ranges_reference(marks, perms, rows, threshold)
         )
         assert not load.any() and not taken.any()
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 2**32), small=st.integers(9, 16), big=st.sampled_from([256, 512]))
+def test_selection_through_maps_of_taken_positions(seed: int, small: int, big: int) -> None:
+    """Many large waiting rows of a pass are tested against a map of the taken bits'
+    positions in that pass: the same rows kept as the reference, each kept row's cut and own
+    parity as `nth_marked_positions` and the key give them, the scratch left clean. Pass 1
+    is the identity, so its rows away from the taken bits are kept through the map."""
+    n = 1 << 16
+    rng = np.random.default_rng(seed)
+    perms = np.stack([np.arange(n), np.arange(n), cascade_permutation(n, seed, 2)]).astype(np.int32)
+    inverse = np.argsort(perms, axis=1).astype(np.int32)
+    marks = (rng.random(n) < 0.95).astype(np.uint8)
+    key = rng.integers(0, 2, n).astype(np.uint8)
+    blocks64 = rng.choice(np.arange(0, n // 4, 64), small, replace=False)  # a quarter of n
+    first = [(0, int(start), int(start) + 64) for start in blocks64]
+    large = [(p, start, start + big) for p in (1, 2) for start in range(0, n, big)]
+    order = rng.permutation(len(large))
+    rows = np.array(first + [large[i] for i in order], dtype=np.int64)
+    halves = np.array([max(1, int(marks[perms[p, a:b]].sum()) // 2) for p, a, b in rows])
+    cuts = np.full(rows.shape[0], -1, dtype=np.int64)
+    own = np.zeros(rows.shape[0], dtype=np.uint8)
+    taken = np.zeros(n // 64, dtype=np.uint64)
+    mapped = np.zeros((3, n // 64), dtype=np.uint64)
+    no_lazy = (np.zeros(3, np.uint8), np.zeros((3, 1), np.uint64), np.ones(3, np.int64))
+    keep = cascade_disjoint.select_disjoint(
+        marks, key, perms, inverse, rows, taken, np.empty(n, np.int64), *no_lazy,
+        np.zeros(3, np.uint64), halves, cuts, own, mapped,
+    )  # fmt: skip
+    assert np.array_equal(keep, select_concurrent_ranges_reference(marks, perms, rows, 0.0))
+    assert 0 < keep[len(first) :].sum() < len(large)  # some large rows kept, not all
+    assert not taken.any() and not mapped.any()
+    kept = rows[keep]
+    expected_cuts = nth_marked_positions_reference(marks, perms, kept, halves[keep])
+    assert np.array_equal(cuts[keep], expected_cuts)
+    parities = [
+        int(key[perms[p, a : c + 1]].sum()) & 1
+        for (p, a, _), c in zip(kept, cuts[keep], strict=True)
+    ]
+    assert own[keep].tolist() == parities
 
 
 @settings(max_examples=60, deadline=None)

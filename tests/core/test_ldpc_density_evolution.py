@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from satqkd_core.bits import binary_entropy
 from satqkd_core.errors import InputError
+from satqkd_core.ldpc_construction import DESIGN_CANDIDATES, MOTHER_CODES
 from satqkd_core.ldpc_density_evolution import (
     DegreeDistribution,
     LlrGrid,
@@ -41,6 +43,30 @@ def test_optimisation_raises_the_rate_and_still_decodes():
     assert better.design_rate > start.design_rate + 0.005
     assert better.check == {8: 1.0}
     assert evolve(better, 0.05, COARSE).converged
+
+
+def _crossover_at_efficiency(dist: DegreeDistribution, efficiency: float) -> float:
+    """The p < 1/2 at which (1 - R) / h(p) = efficiency (h rises on (0, 1/2))."""
+    target, low, high = (1.0 - dist.design_rate) / efficiency, 1e-6, 0.5
+    for _ in range(60):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if binary_entropy(middle) < target else (low, middle)
+    return low
+
+
+def test_5_percent_design_decodes_nearer_capacity_than_r70():
+    # decision 0045: r70d_n64k (designed by the LP at p = 0.0513) decodes at f = 1.035 (its
+    # DE threshold is at f 1.028), where r70_n64k (Elkouss 2009, threshold f 1.041) does not
+    specs = {s.name: s for s in MOTHER_CODES + DESIGN_CANDIDATES}
+    designed, old = (
+        DegreeDistribution(specs[name].var_edge_fractions, specs[name].check_edge_fractions)
+        for name in ("r70d_n64k", "r70_n64k")
+    )
+    assert 0.685 < designed.design_rate < old.design_rate  # plan_frames' pick at Q = 5 %
+    p_designed = _crossover_at_efficiency(designed, 1.035)
+    assert p_designed > 0.05
+    assert evolve(designed, p_designed, COARSE).converged
+    assert not evolve(old, _crossover_at_efficiency(old, 1.035), COARSE).converged
 
 
 def test_design_rate_of_edge_distributions():

@@ -223,6 +223,10 @@ def test_protocol_errors_name_the_problem(codes: tuple[LdpcCode, ...]) -> None:
         sender.reply({**request, "round": 5})
     with pytest.raises(ProtocolError, match="counts"):
         sender.reply({**request, "counts": request["counts"] + np.uint32(10**6)})
+    # fewer values than the schedule's step: more rounds than the outcome charge counts
+    assert int(request["counts"].min()) > 1
+    with pytest.raises(ProtocolError, match="reveal_step"):
+        sender.reply({**request, "counts": np.ones_like(request["counts"])})
     with pytest.raises(ProtocolError, match="frames"):
         sender.reply({**request, "frames": request["frames"][::-1].copy()})
     reply = sender.reply(request)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from satqkd_core.cascade import CascadeCorrector, CascadeResponder
 from satqkd_core.errors import InputError
 from satqkd_core.ldpc import LdpcCode, mother_codes
-from satqkd_core.ldpc_reconciliation import LdpcReceiver, LdpcSender
+from satqkd_core.ldpc_reconciliation import LdpcReceiver, LdpcSender, outcome_bits
 
 
 def _keys(n: int, qber: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +76,10 @@ def test_ldpc_fill_comes_from_the_given_entropy_and_the_leak_equals_the_disclosu
     # syndromes and revealed values, less the private uniform bits the fill hides them with
     assert sender.leak_bits == receiver.leak_bits == wire_bits - needed
     failed = int(sender.frames - sender.frame_ok.sum())
-    charged = sender.leak_bits + failed * plan.frame_key_bits + sender.frames
+    # each frame's outcome (decoded after 0..R reveal rounds, or given up): ceil(log2(R + 2))
+    rounds = -(-plan.punctured // plan.reveal_step)
+    assert outcome_bits(plan) == math.ceil(math.log2(rounds + 2)) >= 2
+    charged = sender.leak_bits + failed * plan.frame_key_bits + sender.frames * outcome_bits(plan)
     assert sender.charged_leak_bits == receiver.charged_leak_bits == charged
 
 
@@ -98,7 +103,8 @@ def test_dropped_frames_are_charged_as_disclosed(codes: tuple[LdpcCode, ...]) ->
     failed = int(sender.frames - receiver.frame_ok.sum())
     assert failed > 0 and sender.frames >= 2
     k = sender.plan.frame_key_bits
-    assert receiver.charged_leak_bits - receiver.leak_bits == failed * k + sender.frames
+    flags = sender.frames * outcome_bits(sender.plan)
+    assert receiver.charged_leak_bits - receiver.leak_bits == failed * k + flags
     # statistics stay those of every frame (a selection fixed before any data was seen)
     framed = receiver.framed_mask()
     assert framed.sum() == sender.frames * k

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -360,8 +361,11 @@ def test_a_good_exchange_gives_both_ends_the_same_key(good_ldpc_exchange: Pass) 
     revealed = sum(f["revealed_bits"] for f in down_fields if "revealed_bits" in f)
     frames, frame_bits = first["frames"], result.ec_input_bits // result.ec_frames
     disclosed = frames * (code.m - first["punctured"]) + revealed
-    # charged besides: each dropped frame's bits, one decoded/failed flag per frame
-    assert result.leak_ec_bits == disclosed + result.ec_frames_failed * frame_bits + frames
+    # charged besides: each dropped frame's bits, each frame's public outcome (decoded after
+    # 0..R reveal rounds or given up: ceil(log2(R + 2)) bits)
+    rounds = -(-first["punctured"] // first["reveal_step"])
+    outcome = math.ceil(math.log2(rounds + 2))
+    assert result.leak_ec_bits == disclosed + result.ec_frames_failed * frame_bits + frames * outcome
     assert result.finite_key is not None
     # efficiency of this exchange: LDPC at Q ~1 % (decision 0004: f ~1.16)
     h = -(0.011 * np.log2(0.011) + 0.989 * np.log2(0.989))
