@@ -21,7 +21,6 @@ from satqkd_core.ldpc import (
     mother_codes,
     plan_frames,
 )
-from satqkd_core.ldpc_frames_kernel import LANES
 from satqkd_core.ldpc_reconciliation import (
     DECODE_THREADS,
     LdpcReceiver,
@@ -69,8 +68,6 @@ def _exchange(qber: float, frames: int, seed: int) -> dict:
         "wrong": int(np.count_nonzero(receiver.corrected_key[kept] != reference[kept])),
         "round_trips": receiver.round_trips,
         "iterations": receiver.decoder_iterations,
-        "lane_iterations": receiver.lane_iterations,
-        "alone_iterations": receiver.alone_iterations,
         "cpu_s": cpu_s,
         "wall_s": wall_s,
     }
@@ -118,8 +115,6 @@ def _efficiency(qber: float, frames: int) -> tuple[dict, dict]:
         "cpu_s": sum(r["cpu_s"] for r in runs),
         "wall_s": sum(r["wall_s"] for r in runs),
         "iterations": sum(r["iterations"] for r in runs),
-        "lane_iterations": sum(r["lane_iterations"] for r in runs),
-        "alone_iterations": sum(r["alone_iterations"] for r in runs),
         "edges": plan.code.edges,
         "frames": total_frames,
     }
@@ -142,8 +137,6 @@ def _decoder_throughput(timings: list[dict], quick: bool) -> dict:
     cpu_s = sum(t["cpu_s"] for t in timings)
     wall_s = sum(t["wall_s"] for t in timings)
     edge_updates = sum(t["iterations"] * t["edges"] for t in timings)
-    lane_iterations = sum(t["lane_iterations"] for t in timings)
-    iterations = sum(t["iterations"] for t in timings)
     single = _single_decode(quick)
     return {
         "name": "ldpc_decode_bits_per_s",
@@ -154,11 +147,6 @@ def _decoder_throughput(timings: list[dict], quick: bool) -> dict:
             "(sender and receiver, all rounds), one core",
             "qbers": list(LDPC_QBERS),
             "ns_per_edge_update": round(1e9 * cpu_s / edge_updates, 2),
-            "lockstep_lanes": LANES,
-            # lane iterations of the lockstep decoder that ran no frame (decision 0044)
-            "idle_lane_fraction": round(1.0 - iterations / lane_iterations, 4),
-            # frame iterations run alone, not in lockstep (the tail of each batch)
-            "alone_fraction": round(sum(t["alone_iterations"] for t in timings) / iterations, 4),
             "decode_threads": DECODE_THREADS,
             "wall_bits_per_s": round(bits / wall_s),
             "wall_measured": "the same exchanges per wall second, frames decoding on "

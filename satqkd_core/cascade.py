@@ -324,7 +324,8 @@ class CascadeCorrector(TwoWayLeak):
                 self._lazy.order_keys,
                 self._seen,
             )
-        self._pending = self._planned(*planned)
+        leaves, query, own_left, bad = planned
+        self._pending = self._planned(leaves, query, own_left, int(bad))
         self.done = self._pending is None
 
     # -- state updates ---------------------------------------------------------------------

@@ -136,7 +136,7 @@ def _any_in_range(words: np.ndarray, start: int, stop: int) -> bool:
     head = ~np.uint64(0) << np.uint64(start & 63)
     tail = ~np.uint64(0) >> np.uint64(63 - ((stop - 1) & 63))
     if first == last:
-        return words[first] & head & tail != 0
+        return bool(words[first] & head & tail != 0)
     if words[first] & head or words[last] & tail:
         return True
     for w in range(first + 1, last):  # noqa: SIM110 (a generator in any() is not numba's)

@@ -67,17 +67,18 @@ from satqkd_core.errors import InputError, ProtocolError
 from satqkd_core.ldpc import (
     KNOWN_SYMBOL_LLR,
     STEP_EFFICIENCY,
+    DecodeResult,
     FrameLayout,
     FramePlan,
     LdpcCode,
     channel_llr_magnitude,
     check_syndrome,
+    decode_syndrome,
     frame_layout,
     mother_codes,
     plan_frames,
     start_efficiency_for,
 )
-from satqkd_core.ldpc_frames_kernel import LANES, FramesResult, decode_syndromes
 from satqkd_core.rng import derive_key
 
 __all__ = [
@@ -488,8 +489,6 @@ def _kept_mask(layout: FrameLayout, k: int, frame_ok: np.ndarray, key_bits: int)
 
 # threads the receiver decodes frames on by default (the decoder kernel releases the GIL)
 DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
-# frames per batch (one thread's call of the lockstep decoder, which decodes LANES at a time)
-DECODE_BATCH_FRAMES = 4 * LANES
 
 
 class LdpcReceiver:
@@ -526,9 +525,6 @@ class LdpcReceiver:
         self.leak_bits = 0
         self.round_trips = 0
         self.decoder_iterations = 0
-        # lane iterations the lockstep decoder ran (>= decoder_iterations: lanes left idle)
-        self.lane_iterations = 0
-        self.alone_iterations = 0  # of which frames ran alone (a batch's tail)
         self.done = False
         self._started = False
         self._frames_received = 0
@@ -700,82 +696,63 @@ class LdpcReceiver:
         return matches[0]
 
     def _decode(self, frames: np.ndarray) -> None:
-        """Decode the given frames and apply each outcome in frame order.
-
-        Frames go to the lockstep decoder (`decode_syndromes`, `LANES` frames in
-        lockstep, a finished lane refilled with the next frame) in batches of consecutive
-        frames, the batches on `threads` threads. Each frame's outcome is bit-identical to
-        decoding it alone, so nothing depends on the number of threads or lanes.
-        """
+        """Decode the given frames (a few per thread at a time, in frame order) and apply each
+        outcome in frame order, so the result does not depend on the number of threads."""
         order = frames.tolist()
-        per_thread = -(-len(order) // self._threads)  # ceil: one batch per thread if small
-        size = max(1, min(DECODE_BATCH_FRAMES, per_thread))
-        batches = [order[i : i + size] for i in range(0, len(order), size)]
-        if self._threads == 1 or len(batches) == 1:
-            for batch in batches:
-                self._apply_batch(batch, self._decode_batch(batch))
-            return
+        batch = max(1, 2 * self._threads)  # bounds the frames' decoder state held at once
         with ThreadPoolExecutor(max_workers=self._threads) as pool:
-            # at most `threads` batches in flight bounds the decoder state held at once
-            for first in range(0, len(batches), self._threads):
-                chosen = batches[first : first + self._threads]
-                for batch, outcome in zip(
-                    chosen, pool.map(self._decode_batch, chosen), strict=True
-                ):
-                    self._apply_batch(batch, outcome)
+            for first in range(0, len(order), batch):
+                chosen = order[first : first + batch]
+                if self._threads == 1:
+                    outcomes = [self._decode_frame(f) for f in chosen]
+                else:
+                    outcomes = list(pool.map(self._decode_frame, chosen))
+                for f, (result, messages, last_chance) in zip(chosen, outcomes, strict=True):
+                    self._apply_decoded(f, result, messages, last_chance)
 
-    def _decode_batch(self, batch: list[int]) -> tuple[FramesResult, np.ndarray, np.ndarray]:
-        """One round's decoding of some frames: (result, their messages, last-chance flags)."""
+    def _decode_frame(self, f: int) -> tuple[DecodeResult, np.ndarray, bool]:
+        """One frame's decoding this round: (result, its messages, whether it was the last)."""
         code, k, layout = self.plan.code, self.plan.frame_key_bits, self.layout
-        count = len(batch)
-        llr = np.empty((count, code.n), dtype=np.float64)
-        messages = np.zeros((count, code.edges), dtype=np.float32)
-        last_chance = np.zeros(count, dtype=bool)
-        for row, f in enumerate(batch):
-            noisy = self._key[layout.key_order[f * k : (f + 1) * k]]
-            llr[row, layout.key_positions] = (1.0 - 2.0 * noisy) * self._channel
-            llr[row, layout.shortened_positions] = KNOWN_SYMBOL_LLR
-            llr[row, layout.punctured_positions] = 0.0
-            shown = int(self._revealed[f])
-            llr[row, layout.punctured_positions[:shown]] = (
-                1.0 - 2.0 * self._revealed_values[f, :shown]
-            ) * KNOWN_SYMBOL_LLR
-            stored = self._messages.get(f)
-            if stored is not None:
-                messages[row] = stored
-            last_chance[row] = shown >= self.plan.punctured  # nothing left to reveal: be patient
-        # a frame's messages are kept between rounds in float32 (half the memory, ~1.6 MB per
-        # 2^16 frame); the decoder reads them as float64 and rounds its final state back
-        result = decode_syndromes(
+        llr = np.empty(code.n, dtype=np.float64)
+        noisy = self._key[layout.key_order[f * k : (f + 1) * k]]
+        llr[layout.key_positions] = (1.0 - 2.0 * noisy) * self._channel
+        llr[layout.shortened_positions] = KNOWN_SYMBOL_LLR
+        llr[layout.punctured_positions] = 0.0
+        shown = int(self._revealed[f])
+        llr[layout.punctured_positions[:shown]] = (
+            1.0 - 2.0 * self._revealed_values[f, :shown]
+        ) * KNOWN_SYMBOL_LLR
+        stored = self._messages.get(f)
+        if stored is None:
+            messages = np.zeros(code.edges, dtype=np.float64)
+        else:
+            messages = stored.astype(np.float64)
+        last_chance = shown >= self.plan.punctured  # nothing left to reveal: be patient
+        result = decode_syndrome(
             code,
-            self._syndromes[batch],
+            self._syndromes[f],
             llr,
             messages,
             max_iterations=ROUND_MAX_ITERATIONS,
-            stall_iterations=np.where(
-                last_chance, LAST_ROUND_STALL_ITERATIONS, ROUND_STALL_ITERATIONS
-            ),
+            stall_iterations=LAST_ROUND_STALL_ITERATIONS if last_chance else ROUND_STALL_ITERATIONS,
         )
         return result, messages, last_chance
 
-    def _apply_batch(
-        self, batch: list[int], outcome: tuple[FramesResult, np.ndarray, np.ndarray]
+    def _apply_decoded(
+        self, f: int, result: DecodeResult, messages: np.ndarray, last_chance: bool
     ) -> None:
-        result, messages, last_chance = outcome
         k, layout = self.plan.frame_key_bits, self.layout
-        self.lane_iterations += result.lane_iterations
-        self.alone_iterations += result.alone_iterations
-        for row, f in enumerate(batch):
-            self.decoder_iterations += int(result.iterations[row])
-            if result.converged[row]:
-                self.frame_ok[f] = True
-                self._pending[f] = False
-                self._messages.pop(f, None)
-                self.corrected_key[layout.key_order[f * k : (f + 1) * k]] = result.words[
-                    row, layout.key_positions
-                ]
-            elif last_chance[row]:
-                self._pending[f] = False  # given up: discarded at both ends
-                self._messages.pop(f, None)
-            else:
-                self._messages[f] = messages[row].copy()
+        self.decoder_iterations += result.iterations
+        if result.converged:
+            self.frame_ok[f] = True
+            self._pending[f] = False
+            self._messages.pop(f, None)
+            self.corrected_key[layout.key_order[f * k : (f + 1) * k]] = result.word[
+                layout.key_positions
+            ]
+        elif last_chance:
+            self._pending[f] = False  # given up: discarded at both ends
+            self._messages.pop(f, None)
+        else:
+            # kept for the next round in float32: half the memory (~1.6 MB per 2^16 frame)
+            self._messages[f] = messages.astype(np.float32)

@@ -365,7 +365,8 @@ def test_a_good_exchange_gives_both_ends_the_same_key(good_ldpc_exchange: Pass) 
     # 0..R reveal rounds or given up: ceil(log2(R + 2)) bits)
     rounds = -(-first["punctured"] // first["reveal_step"])
     outcome = math.ceil(math.log2(rounds + 2))
-    assert result.leak_ec_bits == disclosed + result.ec_frames_failed * frame_bits + frames * outcome
+    dropped = result.ec_frames_failed * frame_bits
+    assert result.leak_ec_bits == disclosed + dropped + frames * outcome
     assert result.finite_key is not None
     # efficiency of this exchange: LDPC at Q ~1 % (decision 0004: f ~1.16)
     h = -(0.011 * np.log2(0.011) + 0.989 * np.log2(0.989))
