@@ -15,6 +15,7 @@ import numpy as np
 
 from satqkd_core.bits import binary_entropy
 from satqkd_core.ldpc import (
+    LdpcCode,
     channel_llr_magnitude,
     compute_syndrome,
     decode_syndrome,
@@ -45,15 +46,18 @@ def figures(quick: bool) -> list[dict]:
     return results
 
 
-def _exchange(qber: float, frames: int, seed: int) -> dict:
-    plan = plan_frames(qber, mother_codes())
+def _exchange(
+    qber: float, frames: int, seed: int, codes: tuple[LdpcCode, ...] | None = None
+) -> dict:
+    """One blind exchange of `frames` frames (the shipped codes, or only `codes`)."""
+    plan = plan_frames(qber, codes or mother_codes())
     rng = np.random.default_rng(seed)
     n = frames * plan.frame_key_bits
     reference = rng.integers(0, 2, n).astype(np.uint8)
     noisy = reference ^ (rng.random(n) < qber).astype(np.uint8)
     started, wall_started = time.process_time(), time.perf_counter()
-    sender = LdpcSender(reference, qber, seed, fill=rng.bytes(n))
-    receiver = LdpcReceiver(noisy, qber, seed)
+    sender = LdpcSender(reference, qber, seed, codes=codes, fill=rng.bytes(n))
+    receiver = LdpcReceiver(noisy, qber, seed, codes=codes)
     receiver.apply_first(sender.first_message())
     while (request := receiver.next_request()) is not None:
         receiver.apply_reply(sender.reply(request))
@@ -65,6 +69,8 @@ def _exchange(qber: float, frames: int, seed: int) -> dict:
         "leak": receiver.leak_bits,
         "framed": n,
         "failed": int(frames - receiver.frame_ok.sum()),
+        "frame_ok": receiver.frame_ok.copy(),
+        "revealed": receiver.revealed_counts,
         "wrong": int(np.count_nonzero(receiver.corrected_key[kept] != reference[kept])),
         "round_trips": receiver.round_trips,
         "iterations": receiver.decoder_iterations,

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_ldpc import FRAMES_PER_KEY, _upper_bound
+from benchmarks.bench_ldpc import FRAMES_PER_KEY, _exchange, _upper_bound
 from satqkd_core.bits import binary_entropy
 from satqkd_core.ldpc import LdpcCode, available_codes, load_code
 from satqkd_core.ldpc_construction import DESIGN_CANDIDATES, MOTHER_CODES, build_code
-from satqkd_core.ldpc_reconciliation import LdpcReceiver, LdpcSender, reconciliation_efficiency
+from satqkd_core.ldpc_reconciliation import reconciliation_efficiency
 
 
 def load_or_build(name: str, cache: Path | None, n: int | None) -> LdpcCode:
@@ -53,35 +53,14 @@ def load_or_build(name: str, cache: Path | None, n: int | None) -> LdpcCode:
 
 
 def exchange(code: LdpcCode, qber: float, frames: int, seed: int) -> dict:
-    """One blind exchange of `frames` frames with `code` as the only code."""
-    rng = np.random.default_rng(seed)
-    sender = LdpcSender(np.zeros(1, dtype=np.uint8), qber, seed, codes=(code,), fill=bytes(1))
-    n = frames * sender.plan.frame_key_bits
-    reference = rng.integers(0, 2, n).astype(np.uint8)
-    noisy = reference ^ (rng.random(n) < qber).astype(np.uint8)
-    started = time.process_time()
-    sender = LdpcSender(reference, qber, seed, codes=(code,), fill=rng.bytes(n))
-    receiver = LdpcReceiver(noisy, qber, seed, codes=(code,))
-    receiver.apply_first(sender.first_message())
-    while (request := receiver.next_request()) is not None:
-        receiver.apply_reply(sender.reply(request))
-    cpu_s = time.process_time() - started
-    plan = sender.plan
-    # the per-frame need: the receiver's count of revealed symbols per frame (no public API)
-    revealed = receiver._revealed
-    need = (code.m - plan.punctured + revealed) / (plan.frame_key_bits * binary_entropy(qber))
-    kept = receiver.kept_mask()
-    return {
-        "plan": plan,
-        "leak": receiver.leak_bits,
-        "framed": n,
-        "failed": int(frames - receiver.frame_ok.sum()),
-        "wrong": int(np.count_nonzero(receiver.corrected_key[kept] != reference[kept])),
-        "need": need[receiver.frame_ok],
-        "round_trips": receiver.round_trips,
-        "iterations": receiver.decoder_iterations,
-        "cpu_s": cpu_s,
-    }
+    """One blind exchange of `frames` frames with `code` as the only code (bench_ldpc's), with
+    the efficiency each decoded frame needed."""
+    run = _exchange(qber, frames, seed, codes=(code,))
+    plan = run["plan"]
+    need = (code.m - plan.punctured + run["revealed"]) / (
+        plan.frame_key_bits * binary_entropy(qber)
+    )
+    return {**run, "need": need[run["frame_ok"]]}
 
 
 def trial(code: LdpcCode, qber: float, frames: int, first_key: int = 0) -> dict:

@@ -666,6 +666,11 @@ class LdpcReceiver:
         self._round = round_index
         self._decode(pending)
 
+    @property
+    def revealed_counts(self) -> np.ndarray:
+        """Get: how many punctured values each frame has had revealed so far (a copy)."""
+        return self._revealed.copy()
+
     def kept_mask(self) -> np.ndarray:
         """Bits of the key that survive: those of decoded frames (failed frames are dropped)."""
         if not self._started:

@@ -33,6 +33,7 @@ from satqkd_runtime.clock import SimClock
 from satqkd_runtime.keystore import KeyStore
 from satqkd_runtime.qkd_channel import install_preshared_key
 from satqkd_runtime.telecommand_auth import UnauthenticatedTelecommands
+from tests.daemon_pair import until
 from tests.seeded_entropy import seeded_entropy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,15 +98,6 @@ class FlakyBus:
         return [
             dct.event_by_id(f["event_id"]).name for f in self.fields(f"/{node}/evt", "EVENT") if f
         ]
-
-
-async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not condition():
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting: {what}") from None
 
 
 def _plan(mission: str) -> dict:
@@ -175,14 +167,14 @@ async def test_station_ends_a_pass_cleanly_through_a_long_broker_outage(tmp_path
     served = asyncio.create_task(daemon.run())
     try:
         _telecommand(bus, "ogs-xinglong", 1, "LOAD_PASS_PLAN", **_plan(mission.name))
-        await _until(lambda: "TC_ACK" in bus.names("/tm/tc_ack"), "plan acknowledged")
+        await until(lambda: "TC_ACK" in bus.names("/tm/tc_ack"), "plan acknowledged")
         assert bus.fields("/tm/tc_ack", "TC_ACK")[0]["accepted"]
         housekeeping_before = len(bus.names("/tm/housekeeping"))
         assert housekeeping_before >= 1
 
         # tagging starts, the broker goes; the outage lasts many publish timeouts
         await clock.advance_to(AOS + 10.0 - settings.tagger_lead_s)
-        await _until(lambda: tagger.stops >= 1, "tagger stopped")
+        await until(lambda: tagger.stops >= 1, "tagger stopped")
         await clock.advance_to(AOS + 200.0)  # housekeeping fails several times meanwhile
         await asyncio.sleep(0.05)
         result = daemon.sessions[PLAN_ID].result
@@ -206,13 +198,13 @@ async def test_station_ends_a_pass_cleanly_through_a_long_broker_outage(tmp_path
         assert PLAN_ID not in daemon.sessions
 
         # housekeeping resumed after the long failure, and goes on with the clock
-        await _until(
+        await until(
             lambda: len(bus.names("/tm/housekeeping")) > housekeeping_before,
             "housekeeping after the outage",
         )
         resumed = len(bus.names("/tm/housekeeping"))
         await clock.advance_to(AOS + 230.0)
-        await _until(lambda: len(bus.names("/tm/housekeeping")) > resumed, "housekeeping goes on")
+        await until(lambda: len(bus.names("/tm/housekeeping")) > resumed, "housekeeping goes on")
         assert not served.done()
     finally:
         served.cancel()
@@ -266,7 +258,7 @@ async def test_payload_abandons_a_session_its_station_left_silent(tmp_path: Path
     end = max(plan["qkd_stop_unix_s"], plan["los_unix_s"])
     try:
         _telecommand(bus, "payload", 1, "LOAD_PASS_PLAN", **plan)
-        await _until(lambda: "TC_ACK" in bus.names("/tm/tc_ack"), "plan acknowledged")
+        await until(lambda: "TC_ACK" in bus.names("/tm/tc_ack"), "plan acknowledged")
         assert bus.fields("/tm/tc_ack", "TC_ACK")[0]["accepted"]
         session = payload.session("xinglong", PLAN_ID)
         assert session is not None
@@ -281,7 +273,7 @@ async def test_payload_abandons_a_session_its_station_left_silent(tmp_path: Path
         assert payload.session("xinglong", PLAN_ID) is session  # not yet: within the timeout
 
         await clock.advance_to(end + timeout_s + 1.0)
-        await _until(lambda: payload.session("xinglong", PLAN_ID) is None, "session released")
+        await until(lambda: payload.session("xinglong", PLAN_ID) is None, "session released")
         outcome = payload.outcome("xinglong", PLAN_ID)
         assert outcome is not None and outcome.abort_reason is not None
         assert "silent" in outcome.abort_reason

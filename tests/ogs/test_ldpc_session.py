@@ -38,24 +38,13 @@ from satqkd_runtime.keystore import KeyStore
 from satqkd_runtime.node import NodeRuntime
 from satqkd_runtime.qkd_channel import QkdChannel, install_preshared_key
 from sim_backends.orbit import circular_orbit_tle
+from tests.protocol_params import jinan1_params
 from tests.seeded_entropy import seeded_entropy
 
 MISSION, STATION, PLAN_ID = "jinan1-ldpc", "xinglong", 42
 EPOCH_UNIX_S = 1_796_083_200.0  # 2026-12-01
 UP = dct.qkd_topic(MISSION, STATION, "up")
 DOWN = dct.qkd_topic(MISSION, STATION, "down")
-
-
-def _params(reconciliation: str = "ldpc") -> ProtocolParameters:
-    return ProtocolParameters(
-        intensities=(0.8, 0.1, 0.0),
-        probabilities=(0.5, 0.25, 0.25),
-        eps_sec=1e-9,
-        eps_cor=1e-15,
-        qber_abort_threshold=0.11,
-        ec_efficiency_estimate=1.16,
-        reconciliation=reconciliation,
-    )
 
 
 @dataclass
@@ -233,7 +222,7 @@ async def start_pass(
     tmp_path: Path, block: Block, params: ProtocolParameters | None = None, timeout_s: float = 20.0
 ) -> Pass:
     """Both ends of an LDPC pass on a loopback bus, their keys under tmp_path, running."""
-    params = params or _params()
+    params = params or jinan1_params()
     bus, clock = LoopbackBus(), SimClock(EPOCH_UNIX_S)
     preshared = preshared_auth_key(5, 4096)
     payload_store = KeyStore(tmp_path / "payload" / STATION)
@@ -451,7 +440,7 @@ async def test_a_cascade_mission_refuses_ldpc_and_an_ldpc_mission_refuses_cascad
     ldpc_pass,
 ) -> None:
     block = make_block(900_000, qber_x=0.011, qber_z=0.011, seed=3)
-    p = await ldpc_pass(block, params=_params("cascade"))
+    p = await ldpc_pass(block, params=jinan1_params("cascade"))
     # the station runs Cascade: an LDPC_START sneaked in first is refused and counted
     await p.ogs.channel.send("LDPC_START", plan_id=PLAN_ID, seed=1, qber_estimate=0.01)
     await p.run(block)

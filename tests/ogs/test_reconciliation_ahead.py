@@ -11,29 +11,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from satqkd_core.pass_decisions import ProtocolParameters
 from satqkd_ogs.reconciliation import Reconciliation
 from satqkd_payload.session import PayloadSession
-
-
-def _params(reconciliation: str) -> ProtocolParameters:
-    return ProtocolParameters(
-        intensities=(0.8, 0.1, 0.0),
-        probabilities=(0.5, 0.25, 0.25),
-        eps_sec=1e-9,
-        eps_cor=1e-15,
-        qber_abort_threshold=0.11,
-        ec_efficiency_estimate=1.16,
-        reconciliation=reconciliation,
-    )
+from tests.protocol_params import jinan1_params
 
 
 def _station(reconciliation: str) -> SimpleNamespace:
-    return SimpleNamespace(params=_params(reconciliation), plan=SimpleNamespace(plan_id=7))
+    return SimpleNamespace(params=jinan1_params(reconciliation), plan=SimpleNamespace(plan_id=7))
 
 
 def _payload(reconciliation: str) -> SimpleNamespace:
-    return SimpleNamespace(params=_params(reconciliation), plan_id=7)
+    return SimpleNamespace(params=jinan1_params(reconciliation), plan_id=7)
 
 
 ENDS = [
