@@ -20,10 +20,10 @@ from satqkd.wiring import ogs_settings
 from satqkd_core.cascade import CascadeCorrector, CascadeResponder
 from satqkd_ogs.session import OgsSession
 from tests.ogs.test_ldpc_session import (
-    _params,
     ldpc_pass,
     make_block,
 )
+from tests.protocol_params import jinan1_params
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "configs" / "scenarios"
@@ -80,7 +80,7 @@ async def test_the_session_overlaps_searches_for_fewer_round_trips(
         harness, "OgsSession", functools.partial(OgsSession, cascade_max_disturbance=0.5)
     )
     block = make_block(40_000, qber_x=0.011, qber_z=0.011, seed=6)
-    p = await ldpc_pass(block, params=_params("cascade"))
+    p = await ldpc_pass(block, params=jinan1_params("cascade"))
     await p.run(block)
     reason = p.ogs.result.abort_reason or ""
     assert reason.startswith("finite-key bound leaves no key"), reason  # verification passed

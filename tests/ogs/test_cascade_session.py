@@ -14,10 +14,10 @@ from tests.ogs.test_ldpc_session import (
     PLAN_ID,
     UP,
     _assert_same_key_at_both_ends,
-    _params,
     ldpc_pass,
     make_block,
 )
+from tests.protocol_params import jinan1_params
 
 __all__ = ["ldpc_pass"]  # the fixture, used by name below
 
@@ -26,7 +26,7 @@ async def test_malformed_queries_are_refused_counted_and_the_pass_ends_with_a_ke
     ldpc_pass,
 ) -> None:
     block = make_block(900_000, qber_x=0.011, qber_z=0.011, seed=6)
-    p = await ldpc_pass(block, params=_params("cascade"))
+    p = await ldpc_pass(block, params=jinan1_params("cascade"))
     injected: list[bytes] = []
 
     async def misbehave() -> None:

@@ -28,8 +28,8 @@ from tests.app.test_outage_ends_passes import (
     _OutageTagger,
     _plan,
     _telecommand,
-    _until,
 )
+from tests.daemon_pair import until
 from tests.seeded_entropy import seeded_entropy
 
 
@@ -60,10 +60,10 @@ async def test_station_gives_up_the_end_of_a_pass_when_the_broker_never_returns(
     served = asyncio.create_task(daemon.run())
     try:
         _telecommand(bus, "ogs-xinglong", 1, "LOAD_PASS_PLAN", **_plan(mission.name))
-        await _until(lambda: "TC_ACK" in bus.names("/tm/tc_ack"), "plan acknowledged")
+        await until(lambda: "TC_ACK" in bus.names("/tm/tc_ack"), "plan acknowledged")
         assert PlanRegistry(daemon.keystore).open_ids() == [PLAN_ID]
         await clock.advance_to(AOS + 10.0 - daemon.settings.tagger_lead_s)  # the broker goes
-        await _until(lambda: tagger.stops >= 1, "tagger stopped")
+        await until(lambda: tagger.stops >= 1, "tagger stopped")
         ended = AOS + 10.0 + daemon.outage_give_up_s
         await clock.advance_to(ended - 10.0)
         await asyncio.sleep(0.05)
@@ -72,7 +72,7 @@ async def test_station_gives_up_the_end_of_a_pass_when_the_broker_never_returns(
         for _ in range(3):
             await clock.advance_to(clock.now_unix_s() + daemon.outage_give_up_s + 1.0)
             await asyncio.sleep(0.05)
-        await _until(daemon.pass_done[PLAN_ID].is_set, "the pass task ended", 5.0)
+        await until(daemon.pass_done[PLAN_ID].is_set, "the pass task ended", 5.0)
         assert PLAN_ID not in daemon.sessions
         assert PlanRegistry(daemon.keystore).open_ids() == []  # a restart has nothing to undo
         assert daemon.keystore.key_ids(state=None) == []
@@ -80,7 +80,7 @@ async def test_station_gives_up_the_end_of_a_pass_when_the_broker_never_returns(
         housekeeping = len(bus.names("/tm/housekeeping"))
         bus.up.set()  # back at last: housekeeping resumes
         await clock.advance_to(clock.now_unix_s() + 20.0)
-        await _until(lambda: len(bus.names("/tm/housekeeping")) > housekeeping, "housekeeping")
+        await until(lambda: len(bus.names("/tm/housekeeping")) > housekeeping, "housekeeping")
     finally:
         served.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -93,10 +93,10 @@ async def test_corrupt_plan_record_is_quarantined_at_start_and_plans_accepted(
     daemon, bus, _clock, _tagger, mission = await _station(tmp_path, corrupt_record=True)
     served = asyncio.create_task(daemon.run())
     try:
-        await _until(lambda: "KEY_STORE_RECOVERED" in bus.events("ogs-xinglong"), "evented")
+        await until(lambda: "KEY_STORE_RECOVERED" in bus.events("ogs-xinglong"), "evented")
         assert (tmp_path / "ogs" / "quarantine" / f"{SECRET}.secret").is_file()
         _telecommand(bus, "ogs-xinglong", 1, "LOAD_PASS_PLAN", **_plan(mission.name))
-        await _until(lambda: "TC_ACK" in bus.names("/tm/tc_ack"), "plan acknowledged")
+        await until(lambda: "TC_ACK" in bus.names("/tm/tc_ack"), "plan acknowledged")
         assert bus.fields("/tm/tc_ack", "TC_ACK")[0]["accepted"]
     finally:
         served.cancel()
