@@ -35,6 +35,7 @@ from satqkd_runtime.keystore import KeyStore
 from satqkd_runtime.node import NodeRuntime
 from satqkd_runtime.qkd_channel import QkdChannel, install_preshared_key
 from tests.ogs import test_ldpc_session as rig
+from tests.protocol_params import jinan1_params
 
 # The station/payload rig of the LDPC session tests, re-exported here as a fixture.
 ldpc_pass = rig.ldpc_pass
@@ -304,7 +305,7 @@ async def test_a_residual_error_aborts_the_pass_with_no_key_at_either_end(
     name = f"_reconcile_{method}"
     monkeypatch.setattr(OgsSession, name, with_one_flipped_bit(getattr(OgsSession, name)))
     block = rig.make_block(900_000, qber_x=0.011, qber_z=0.011, seed=21)
-    p = await ldpc_pass(block, params=rig._params(method))
+    p = await ldpc_pass(block, params=jinan1_params(method))
     await p.sift(block)
     await p.ogs.post_process()
     # the payload ends at VERIFY_RESULT; a payload that went on anyway is caught below by
