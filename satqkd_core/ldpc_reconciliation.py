@@ -55,8 +55,10 @@ from __future__ import annotations
 import math
 import os
 import secrets
+from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -489,6 +491,8 @@ def _kept_mask(layout: FrameLayout, k: int, frame_ok: np.ndarray, key_bits: int)
 
 # threads the receiver decodes frames on by default (the decoder kernel releases the GIL)
 DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+# frames per decoding thread started ahead of the one applied next (each holds ~4 MB of state)
+FRAMES_IN_FLIGHT = 4
 
 
 class LdpcReceiver:
@@ -701,19 +705,30 @@ class LdpcReceiver:
         return matches[0]
 
     def _decode(self, frames: np.ndarray) -> None:
-        """Decode the given frames (a few per thread at a time, in frame order) and apply each
-        outcome in frame order, so the result does not depend on the number of threads."""
+        """Decode the given frames and apply each outcome in frame order, so the result does not
+        depend on the number of threads.
+
+        With several threads, up to FRAMES_IN_FLIGHT per thread are decoding or decoded and
+        waiting: as soon as the oldest is applied the next frame starts, so a slow frame holds
+        up no thread (batches with a barrier left a core idle while a batch's slowest frame
+        finished), and the decoder state held at once stays bounded."""
         order = frames.tolist()
-        batch = max(1, 2 * self._threads)  # bounds the frames' decoder state held at once
+        if self._threads == 1:
+            for f in order:
+                self._apply_decoded(f, *self._decode_frame(f))
+            return
+        upcoming = iter(order)
         with ThreadPoolExecutor(max_workers=self._threads) as pool:
-            for first in range(0, len(order), batch):
-                chosen = order[first : first + batch]
-                if self._threads == 1:
-                    outcomes = [self._decode_frame(f) for f in chosen]
-                else:
-                    outcomes = list(pool.map(self._decode_frame, chosen))
-                for f, (result, messages, last_chance) in zip(chosen, outcomes, strict=True):
-                    self._apply_decoded(f, result, messages, last_chance)
+            in_flight: deque[tuple[int, Future]] = deque(
+                (f, pool.submit(self._decode_frame, f))
+                for f in islice(upcoming, FRAMES_IN_FLIGHT * self._threads)
+            )
+            while in_flight:
+                f, decoding = in_flight.popleft()
+                self._apply_decoded(f, *decoding.result())
+                following = next(upcoming, None)
+                if following is not None:
+                    in_flight.append((following, pool.submit(self._decode_frame, following)))
 
     def _decode_frame(self, f: int) -> tuple[DecodeResult, np.ndarray, bool]:
         """One frame's decoding this round: (result, its messages, whether it was the last)."""

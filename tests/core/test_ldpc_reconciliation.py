@@ -443,21 +443,23 @@ def test_fitted_plans_fit_the_code_and_keep_the_start_efficiency(
 
 def test_frames_decode_alike_on_one_thread_and_on_several(codes: tuple[LdpcCode, ...]) -> None:
     """The decoder releases the GIL and frames decode on threads; the transcript, the
-    decoded frames and the corrected key do not depend on how many (failing frames too)."""
-    reference, _ = _keys(7000, 0.0, seed=1)
-    noisy = reference ^ (np.random.default_rng(9).random(7000) < 0.04).astype(np.uint8)
+    decoded frames and the corrected key do not depend on how many (failing frames too),
+    nor on which frame finishes first: with 2 threads 8 frames are in flight, so the 18
+    frames of this key start as earlier ones are applied."""
+    reference, _ = _keys(20000, 0.0, seed=1)
+    noisy = reference ^ (np.random.default_rng(9).random(20000) < 0.04).astype(np.uint8)
     outcomes = []
-    for threads in (1, 3):
+    for threads in (1, 2):
         log: list[dict] = []
         sender = LdpcSender(reference, 0.02, seed=5, codes=codes, fill=_fill(1))
         receiver = LdpcReceiver(noisy, 0.02, seed=5, codes=codes, threads=threads)
         _exchange(sender, receiver, log)
         outcomes.append((log, receiver.frame_ok.copy(), receiver.corrected_key.copy()))
         assert receiver.frame_ok.any() and not receiver.frame_ok.all()
-    (log_1, ok_1, key_1), (log_3, ok_3, key_3) = outcomes
-    assert np.array_equal(ok_1, ok_3) and np.array_equal(key_1, key_3)
-    assert len(log_1) == len(log_3)
-    for a, b in zip(log_1, log_3, strict=True):
+    (log_1, ok_1, key_1), (log_2, ok_2, key_2) = outcomes
+    assert np.array_equal(ok_1, ok_2) and np.array_equal(key_1, key_2)
+    assert len(log_1) == len(log_2)
+    for a, b in zip(log_1, log_2, strict=True):
         assert a.keys() == b.keys()
         for field in a:
             assert np.array_equal(np.asarray(a[field]), np.asarray(b[field])), field
