@@ -23,6 +23,8 @@ table steps. Edge and table indices are unsigned (decision 0040: numba then emit
 negative-index wraparound, ~5.1 ns per edge update instead of ~6.6, same results). Decoding
 stops as soon as the hard decisions satisfy the syndrome, or when the number of unsatisfied
 checks has not fallen below `stall_ratio` times its best for `stall_iterations` iterations.
+Symbols known to be 0 (a frame's shortened ones) can be left out of the graph (`rows_without`):
+their edges carry nothing, and a blind exchange then updates 7-15 % fewer edges (decision 0048).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import numpy as np
 
 from satqkd_core.bits import as_bit_array, as_count, binary_entropy
 from satqkd_core.errors import InputError
-from satqkd_core.rng import derive_key, random_u64
+from satqkd_core.rng import derive_key, random_u64, sort_order
 
 __all__ = [
     "DEFAULT_MAX_ITERATIONS",
@@ -48,6 +50,7 @@ __all__ = [
     "KNOWN_SYMBOL_LLR",
     "START_SPREADS",
     "STEP_EFFICIENCY",
+    "CheckRows",
     "DecodeResult",
     "FrameLayout",
     "FramePlan",
@@ -66,6 +69,7 @@ __all__ = [
     "mother_codes",
     "phi_tables",
     "plan_frames",
+    "rows_without",
     "start_efficiency_for",
     "window_end_efficiency",
 ]
@@ -559,12 +563,52 @@ class DecodeResult:
     converged: bool
 
 
+@dataclass(frozen=True, eq=False)
+class CheckRows:
+    """H by rows (CSR, as `LdpcCode.check_ptr` / `check_vars`) without the edges of symbols
+    known to be 0, such as a frame's shortened symbols (`rows_without`).
+
+    Such an edge carries nothing: a known 0 adds no parity, and its message to the check is
+    phi(KNOWN_SYMBOL_LLR) ~ 1e-14, no doubt. Decoding on these rows skips them (7-15 % of the
+    edges of the shipped plans) with the same schedule for the rest; the known symbols keep
+    their channel LLRs.
+    """
+
+    code: LdpcCode
+    check_ptr: np.ndarray
+    check_vars: np.ndarray
+    known_zero: np.ndarray
+
+    @property
+    def edges(self) -> int:
+        """Get: the number of edges left."""
+        return int(self.check_vars.size)
+
+
+def rows_without(code: LdpcCode, zero_positions: np.ndarray) -> CheckRows:
+    """Get the code's rows without the edges of the symbols at `zero_positions` (known 0)."""
+    positions = np.asarray(zero_positions)
+    if positions.ndim != 1 or (positions.size and not np.issubdtype(positions.dtype, np.integer)):
+        raise InputError("zero_positions must be a 1-D integer array")
+    if positions.size and (int(positions.min()) < 0 or int(positions.max()) >= code.n):
+        raise InputError(f"zero_positions must lie in 0..{code.n - 1}")
+    known = np.zeros(code.n, dtype=bool)
+    known[positions] = True
+    keep = ~known[code.check_vars]
+    kept_before = np.zeros(keep.size + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept_before[1:])
+    check_ptr = np.ascontiguousarray(kept_before[code.check_ptr])
+    check_vars = np.ascontiguousarray(code.check_vars[keep])
+    return CheckRows(code, check_ptr, check_vars, np.flatnonzero(known))
+
+
 def decode_syndrome(
     code: LdpcCode,
     syndrome: np.ndarray,
     channel_llr: np.ndarray,
     messages: np.ndarray | None = None,
     *,
+    rows: CheckRows | None = None,
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
     stall_iterations: int = DEFAULT_STALL_ITERATIONS,
     stall_ratio: float = 1.0,
@@ -572,7 +616,9 @@ def decode_syndrome(
     """Decode the word of the coset `syndrome` closest to the channel LLRs (positive = 0).
 
     `messages` (float64 per edge) continues a previous decoding of the same frame and is
-    updated in place; None starts from zero messages. `stall_iterations` = 0 disables the
+    updated in place; None starts from zero messages. `rows` (from `rows_without` for this
+    code) decodes without the edges of symbols known to be 0, whose channel LLRs must then be
+    positive; messages are per edge of those rows. `stall_iterations` = 0 disables the
     stall stop; `stall_ratio` (in (0, 1]) is the factor by which an iteration must lower the
     best unsatisfied-check count so far to count as progress (1: any lowering).
     """
@@ -580,13 +626,20 @@ def decode_syndrome(
     if target.size != code.m:
         raise InputError(f"syndrome must hold m = {code.m} bits, got {target.size}")
     llr = _validated_llr(channel_llr, code.n)
+    if rows is None:
+        rows = CheckRows(code, code.check_ptr, code.check_vars, np.zeros(0, dtype=np.int64))
+    elif not isinstance(rows, CheckRows) or rows.code is not code:
+        raise InputError("rows must be rows_without(code, ...) of this very code")
+    elif not np.all(llr[rows.known_zero] > 0.0):
+        raise InputError("the channel LLR of every symbol left out of rows must be > 0 (a 0)")
+    edges = rows.edges
     if messages is None:
-        state = np.zeros(code.edges, dtype=np.float64)
+        state = np.zeros(edges, dtype=np.float64)
     else:
         if not isinstance(messages, np.ndarray) or messages.dtype != np.float64:
             raise InputError("messages must be a float64 numpy array")
-        if messages.shape != (code.edges,) or not messages.flags.c_contiguous:
-            raise InputError(f"messages must be contiguous with shape ({code.edges},)")
+        if messages.shape != (edges,) or not messages.flags.c_contiguous:
+            raise InputError(f"messages must be contiguous with shape ({edges},)")
         if not np.all(np.isfinite(messages)):
             raise InputError("messages must be finite")
         state = messages
@@ -598,8 +651,8 @@ def decode_syndrome(
     coarse, fine = phi_tables()
     posterior = np.empty(code.n, dtype=np.float64)
     iterations, converged = bp_decode(
-        code.check_ptr,
-        code.check_vars.view(np.uint32),  # indices are >= 0 (checked when the code was built)
+        rows.check_ptr,
+        rows.check_vars.view(np.uint32),  # indices are >= 0 (checked when the code was built)
         target,
         llr,
         state,
@@ -780,11 +833,11 @@ def frame_layout(plan: FramePlan, positions_seed: int, key_bits: int) -> FrameLa
     rest[punctured] = False
     candidates = np.flatnonzero(rest)
     words = random_u64(derive_key(seed, "ldpc.shortened"), candidates.astype(np.int64))
-    shortened = np.sort(candidates[np.argsort(words, kind="stable")[: plan.shortened]])
+    shortened = np.sort(candidates[sort_order(words)[: plan.shortened]])
     rest[shortened] = False
     key_positions = np.flatnonzero(rest).astype(np.int32)
     # a shared permutation of the whole key spreads error bursts (e.g. low elevation) over
     # every frame, so each frame sees the average QBER (Elkouss et al. 2011, sec. 2.1)
     order_words = random_u64(derive_key(seed, "ldpc.key-order"), np.arange(total, dtype=np.int64))
-    key_order = np.argsort(order_words, kind="stable").astype(np.int64)
+    key_order = sort_order(order_words)  # np.argsort(order_words, kind="stable"), faster
     return FrameLayout(punctured, shortened.astype(np.int32), key_positions, key_order)

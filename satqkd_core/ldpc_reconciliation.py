@@ -79,6 +79,7 @@ from satqkd_core.ldpc import (
     frame_layout,
     mother_codes,
     plan_frames,
+    rows_without,
     start_efficiency_for,
 )
 from satqkd_core.rng import derive_key
@@ -576,6 +577,8 @@ class LdpcReceiver:
         if not self._started:
             self.plan = plan
             self.layout = frame_layout(plan, self._positions_seed, self._key.size)
+            # the shortened symbols are 0 in every frame: decode without their edges
+            self._rows = rows_without(plan.code, self.layout.shortened_positions)
             self.frames = frames
             self._syndromes = np.zeros((frames, m), dtype=np.uint8)
             self.frame_ok = np.zeros(frames, dtype=bool)
@@ -719,7 +722,7 @@ class LdpcReceiver:
             return
         upcoming = iter(order)
         with ThreadPoolExecutor(max_workers=self._threads) as pool:
-            in_flight: deque[tuple[int, Future]] = deque(
+            in_flight: deque[tuple[int, Future[tuple[DecodeResult, np.ndarray, bool]]]] = deque(
                 (f, pool.submit(self._decode_frame, f))
                 for f in islice(upcoming, FRAMES_IN_FLIGHT * self._threads)
             )
@@ -744,7 +747,7 @@ class LdpcReceiver:
         ) * KNOWN_SYMBOL_LLR
         stored = self._messages.get(f)
         if stored is None:
-            messages = np.zeros(code.edges, dtype=np.float64)
+            messages = np.zeros(self._rows.edges, dtype=np.float64)
         else:
             messages = stored.astype(np.float64)
         last_chance = shown >= self.plan.punctured  # nothing left to reveal: be patient
@@ -753,6 +756,7 @@ class LdpcReceiver:
             self._syndromes[f],
             llr,
             messages,
+            rows=self._rows,
             max_iterations=ROUND_MAX_ITERATIONS,
             stall_iterations=LAST_ROUND_STALL_ITERATIONS if last_chance else ROUND_STALL_ITERATIONS,
         )

@@ -20,6 +20,9 @@ __all__ = [
     "derive_key",
     "random_u64",
     "random_u64_reference",
+    "sort_order",
+    "sort_order_kernel",
+    "sort_order_reference",
     "uniform_from_u64",
     "uniform_from_u64_reference",
 ]
@@ -167,3 +170,81 @@ def uniform_from_u64(words: np.ndarray) -> np.ndarray:
 def uniform_from_u64_reference(words: np.ndarray) -> np.ndarray:
     """Get the same floats as uniform_from_u64 with Python integers."""
     return np.array([word_to_unit_reference(int(w)) for w in words], dtype=np.float64)
+
+
+# ---- the order of random words: a seeded permutation ------------------------------------------
+
+_DIGIT_BITS = 8  # eight passes over 64-bit words (11- and 16-bit digits scattered slower here)
+
+
+@numba.njit(cache=True)
+def sort_order_kernel(words: np.ndarray) -> np.ndarray:
+    """Kernel: the stable sort order of uint64 `words` (uint32 indices: fewer than 2^32
+    words), by LSD radix sort.
+
+    Each pass scatters (index, word) pairs by one 8-bit digit, carrying the words along so
+    that no pass reads them at random (the first one that moves anything reads `words`, which
+    it leaves as they are); a digit that every word shares is skipped. 2.4e6 random words:
+    ~85 ms on the development machine against 246 ms for numpy's stable argsort.
+    """
+    n = words.shape[0]
+    order = np.arange(n, dtype=np.uint32)
+    order_out = np.empty(n, dtype=np.uint32)
+    first = np.empty(0, dtype=np.uint64)  # the words' two buffers, made when first needed
+    second = np.empty(0, dtype=np.uint64)
+    keys = words
+    moves = 0
+    mask = np.uint64((1 << _DIGIT_BITS) - 1)
+    for shift in range(0, 64, _DIGIT_BITS):
+        bits = np.uint64(shift)
+        counts = np.zeros(1 << _DIGIT_BITS, dtype=np.int64)
+        for i in range(n):
+            counts[(keys[i] >> bits) & mask] += 1
+        if n == 0 or counts[(keys[0] >> bits) & mask] == n:
+            continue  # every word has this digit: the order stands
+        total = 0
+        for d in range(1 << _DIGIT_BITS):
+            count = counts[d]
+            counts[d] = total
+            total += count
+        if moves % 2 == 0:
+            if first.shape[0] != n:
+                first = np.empty(n, dtype=np.uint64)
+            moved = first
+        else:
+            if second.shape[0] != n:
+                second = np.empty(n, dtype=np.uint64)
+            moved = second
+        for i in range(n):
+            d = (keys[i] >> bits) & mask
+            position = counts[d]
+            counts[d] = position + 1
+            order_out[position] = order[i]
+            moved[position] = keys[i]
+        order, order_out = order_out, order
+        keys = moved
+        moves += 1
+    return order
+
+
+def sort_order(words: np.ndarray) -> np.ndarray:
+    """Get the indices that sort uint64 `words` ascending, ties in index order (int64): what
+    `np.argsort(words, kind="stable")` gives. Sorting words drawn with `random_u64` is how a
+    seed picks a permutation."""
+    arr = np.asarray(words)
+    if arr.ndim != 1:
+        raise InputError(f"words must be a 1-D array, got shape {arr.shape}")
+    if arr.size and arr.dtype != np.uint64:
+        raise InputError(f"words must have dtype uint64, got {arr.dtype}")
+    if arr.size >= 1 << 32:
+        return np.argsort(arr, kind="stable")
+    words64 = np.ascontiguousarray(arr, dtype=np.uint64)
+    if not words64.flags.writeable:  # the kernel is compiled for writable arrays
+        words64 = words64.copy()
+    return sort_order_kernel(words64).astype(np.int64)
+
+
+def sort_order_reference(words: np.ndarray) -> np.ndarray:
+    """Reference of `sort_order`: Python's stable sort of (word, index) by word."""
+    values = [int(w) for w in words]
+    return np.array(sorted(range(len(values)), key=values.__getitem__), dtype=np.int64)

@@ -120,3 +120,38 @@ def test_derive_key_and_uniform_reject_bad_input() -> None:
         rng.derive_key(7, "")
     with pytest.raises(InputError, match="uint64"):
         rng.uniform_from_u64(np.array([1, 2], dtype=np.int64))
+
+
+WORD_LISTS = st.lists(
+    st.one_of(
+        st.integers(min_value=0, max_value=2**64 - 1),
+        st.sampled_from([0, 1, 255, 256, 2**63, 2**64 - 1]),  # ties and digit edges
+    ),
+    max_size=300,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(words=WORD_LISTS)
+def test_sort_order_kernel_matches_reference(words: list[int]) -> None:
+    array = np.array(words, dtype=np.uint64)
+    order = rng.sort_order(array)
+    np.testing.assert_array_equal(order, rng.sort_order_reference(array))
+    np.testing.assert_array_equal(order, np.argsort(array, kind="stable"))
+
+
+def test_sort_order_of_many_random_words_is_numpys_stable_argsort() -> None:
+    # the frame layout's use: a permutation of a 2.4e6-bit key from random words
+    words = rng.random_u64(rng.derive_key(7, "ldpc.key-order"), np.arange(300_000))
+    order = rng.sort_order(words)
+    assert order.dtype == np.int64
+    np.testing.assert_array_equal(order, np.argsort(words, kind="stable"))
+    low_bits = words & np.uint64(0xFFFF)  # six of eight digits alike: their passes skipped
+    np.testing.assert_array_equal(rng.sort_order(low_bits), np.argsort(low_bits, kind="stable"))
+
+
+def test_sort_order_rejects_bad_input() -> None:
+    with pytest.raises(InputError, match="dtype uint64"):
+        rng.sort_order(np.arange(3))
+    with pytest.raises(InputError, match="1-D"):
+        rng.sort_order(np.zeros((2, 2), dtype=np.uint64))
