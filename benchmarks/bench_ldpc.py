@@ -20,8 +20,10 @@ from satqkd_core.ldpc import (
     compute_syndrome,
     decode_syndrome,
     mother_codes,
-    plan_frames,
     rows_without,
+)
+from satqkd_core.ldpc_frames import (
+    plan_frames,
 )
 from satqkd_core.ldpc_reconciliation import (
     DECODE_THREADS,

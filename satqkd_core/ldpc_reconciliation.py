@@ -8,8 +8,8 @@ packed big-endian, as `np.packbits(..., bitorder="big")`):
 0. receiver -> sender, `start_request()`: the layout seed and the QBER estimate the receiver
    decodes with; the sender is built from it (`LdpcSender.from_start_request`).
 1. sender -> receiver, `first_messages()`: the code (id and digest), the frame shape (key,
-   shortened and punctured symbols per frame, see `satqkd_core.ldpc.plan_frames`), the blind
-   step, the positions seed and the syndromes of every frame, in parts of consecutive frames
+   shortened and punctured symbols per frame, see `satqkd_core.ldpc_frames.plan_frames`), the
+   blind step, the positions seed and the syndromes of every frame, in parts of consecutive frames
    (`MAX_SYNDROME_BYTES` of syndromes at most; the receiver decodes each part on arrival).
    The key is permuted with the shared positions seed and cut into frames of k bits; the tail
    of fewer than k bits is discarded at both ends. The sender spreads the key over the
@@ -68,18 +68,20 @@ from satqkd_core.cascade import reconciliation_efficiency
 from satqkd_core.errors import InputError, ProtocolError
 from satqkd_core.ldpc import (
     KNOWN_SYMBOL_LLR,
-    STEP_EFFICIENCY,
     DecodeResult,
-    FrameLayout,
-    FramePlan,
     LdpcCode,
     channel_llr_magnitude,
     check_syndrome,
     decode_syndrome,
-    frame_layout,
     mother_codes,
-    plan_frames,
     rows_without,
+)
+from satqkd_core.ldpc_frames import (
+    STEP_EFFICIENCY,
+    FrameLayout,
+    FramePlan,
+    frame_layout,
+    plan_frames,
     start_efficiency_for,
 )
 from satqkd_core.rng import derive_key

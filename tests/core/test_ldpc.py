@@ -24,14 +24,10 @@ from satqkd_core.ldpc import (
     code_by_id,
     compute_syndrome,
     decode_syndrome,
-    frame_layout,
     load_code,
     mother_codes,
     phi_tables,
-    plan_frames,
     rows_without,
-    start_efficiency_for,
-    window_end_efficiency,
 )
 from satqkd_core.ldpc_construction import (
     MOTHER_CODES,
@@ -45,6 +41,12 @@ from satqkd_core.ldpc_construction import (
     second_neighbourhood_sizes_reference,
     untainted_selection,
     untainted_selection_reference,
+)
+from satqkd_core.ldpc_frames import (
+    frame_layout,
+    plan_frames,
+    start_efficiency_for,
+    window_end_efficiency,
 )
 
 

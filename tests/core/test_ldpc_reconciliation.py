@@ -14,8 +14,9 @@ from satqkd_core.bits import binary_entropy
 from satqkd_core.cascade import reconciliation_efficiency as cascade_efficiency
 from satqkd_core.codec import decode_envelope, encode_envelope
 from satqkd_core.errors import InputError, ProtocolError
-from satqkd_core.ldpc import LdpcCode, mother_codes, plan_frames, start_efficiency_for
+from satqkd_core.ldpc import LdpcCode, mother_codes
 from satqkd_core.ldpc_construction import MotherCodeSpec, build_code
+from satqkd_core.ldpc_frames import plan_frames, start_efficiency_for
 from satqkd_core.ldpc_reconciliation import (
     MESSAGE_NAMES,
     MESSAGE_VERSION,
