@@ -20,11 +20,8 @@ from satqkd_core.ldpc import (
     compute_syndrome,
     decode_syndrome,
     mother_codes,
-    rows_without,
 )
-from satqkd_core.ldpc_frames import (
-    plan_frames,
-)
+from satqkd_core.ldpc_frames import plan_frames
 from satqkd_core.ldpc_reconciliation import (
     DECODE_THREADS,
     LdpcReceiver,
@@ -77,8 +74,7 @@ def _exchange(
         "wrong": int(np.count_nonzero(receiver.corrected_key[kept] != reference[kept])),
         "round_trips": receiver.round_trips,
         "iterations": receiver.decoder_iterations,
-        # edges an iteration updates: the code's, less those of the shortened symbols
-        "decoded_edges": rows_without(plan.code, receiver.layout.shortened_positions).edges,
+        "decoded_edges": receiver.decoded_edges,
         "cpu_s": cpu_s,
         "wall_s": wall_s,
     }

@@ -680,6 +680,13 @@ class LdpcReceiver:
         """Get: how many punctured values each frame has had revealed so far (a copy)."""
         return self._revealed.copy()
 
+    @property
+    def decoded_edges(self) -> int:
+        """Get: the edges a decoder iteration updates (the code's less the shortened symbols')."""
+        if not self._started:
+            raise ProtocolError("no frame plan yet: apply the first message")
+        return self._rows.edges
+
     def kept_mask(self) -> np.ndarray:
         """Bits of the key that survive: those of decoded frames (failed frames are dropped)."""
         if not self._started:
