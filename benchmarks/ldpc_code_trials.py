@@ -10,6 +10,12 @@ need (efficiency at which each frame decoded: its mean and spread set a code's b
 
     python -m benchmarks.ldpc_code_trials --spec r70d_n64k --qber 0.05 --frames 100 \
         --cache /tmp/ldpc-codes
+
+`--step-efficiency` and `--round-stall` try another blind schedule: the efficiency each reveal
+round adds (satqkd_core.ldpc_frames.STEP_EFFICIENCY) and the iterations without progress after
+which a round that is not the frame's last gives up
+(satqkd_core.ldpc_reconciliation.ROUND_STALL_ITERATIONS). Both ends read these constants, so
+the script sets them for its own process only; the project's schedule is unchanged.
 """
 
 from __future__ import annotations
@@ -19,10 +25,15 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+import satqkd_core.ldpc_frames as ldpc_frames
+import satqkd_core.ldpc_protocol as ldpc_protocol
+import satqkd_core.ldpc_reconciliation as ldpc_reconciliation
 from benchmarks.bench_ldpc import FRAMES_PER_KEY, _exchange, _upper_bound
 from satqkd_core.bits import binary_entropy
 from satqkd_core.ldpc import LdpcCode, available_codes, load_code
@@ -97,6 +108,33 @@ def trial(code: LdpcCode, qber: float, frames: int, first_key: int = 0) -> dict:
     }
 
 
+@contextmanager
+def blind_schedule(step_efficiency: float | None, round_stall: int | None) -> Iterator[None]:
+    """Run the exchanges of this process with another reveal step and round stall, if given
+    (the sender and the receiver read the same module constants), and restore them after."""
+    saved = (
+        ldpc_frames.STEP_EFFICIENCY,
+        ldpc_protocol.STEP_EFFICIENCY,
+        ldpc_reconciliation.ROUND_STALL_ITERATIONS,
+    )
+    if step_efficiency is not None:
+        if not step_efficiency > 0.0:
+            raise SystemExit("ldpc_code_trials: --step-efficiency must be > 0")
+        ldpc_frames.STEP_EFFICIENCY = ldpc_protocol.STEP_EFFICIENCY = step_efficiency
+    if round_stall is not None:
+        if round_stall < 1:
+            raise SystemExit("ldpc_code_trials: --round-stall must be >= 1")
+        ldpc_reconciliation.ROUND_STALL_ITERATIONS = round_stall
+    try:
+        yield
+    finally:
+        (
+            ldpc_frames.STEP_EFFICIENCY,
+            ldpc_protocol.STEP_EFFICIENCY,
+            ldpc_reconciliation.ROUND_STALL_ITERATIONS,
+        ) = saved
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: one spec, one QBER, a number of frames; prints a JSON line."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ldpc_code_trials")
@@ -108,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=None, help="folder for built codes")
     parser.add_argument("--typical", type=float, default=None, help="override the window mean")
     parser.add_argument("--spread", type=float, default=None, help="override the window spread")
+    parser.add_argument(
+        "--step-efficiency", type=float, default=None, help="efficiency a reveal round adds"
+    )
+    parser.add_argument(
+        "--round-stall", type=int, default=None, help="stall iterations of a round not the last"
+    )
     args = parser.parse_args(argv)
     code = load_or_build(args.spec, args.cache, args.n)
     if args.typical is not None or args.spread is not None:
@@ -116,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             typical_efficiency=args.typical or code.typical_efficiency,
             efficiency_spread=args.spread or code.efficiency_spread,
         )
-    print(json.dumps(trial(code, args.qber, args.frames, args.first_key)))
+    with blind_schedule(args.step_efficiency, args.round_stall):
+        result = trial(code, args.qber, args.frames, args.first_key)
+        schedule = {
+            "step_efficiency": ldpc_frames.STEP_EFFICIENCY,
+            "round_stall": ldpc_reconciliation.ROUND_STALL_ITERATIONS,
+        }
+    print(json.dumps({**result, **schedule}))
     return 0
 
 

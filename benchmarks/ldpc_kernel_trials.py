@@ -13,6 +13,8 @@ finds them slower). It prints one JSON line:
   each check's edges padded to a multiple of 16 with neutral values): ns per edge update over
   one-shot decodings of random words of the mother code at the QBER, the iterations each took
   and how many decoded to the sent word.
+- `qc_min_sum`, `qc_min_sum_int16`: ns per edge update of layered min-sum on a random
+  quasi-cyclic code of the same size, a circulant's checks in SIMD lanes, float32 and int16.
 
     python -m benchmarks.ldpc_kernel_trials --code r85d_n64k --qber 0.0175 --frames 5
 """
@@ -48,6 +50,14 @@ LN2 = np.float32(0.6931471805599453)
 SQRT2 = np.float32(1.4142135623730951)
 FIXED = np.float32(2.0**20)  # phi sums in int32 fixed point: exact, so any order gives the same
 UNFIXED = np.float32(2.0**-20)
+INT16_SCALE = 64.0  # int16 LLR units per natural-log unit
+# qc_min_sum_decode's (factor, offset, limit) per state dtype: normalised min-sum (factor 0.8)
+# in float32; offset min-sum (offset 8, 0.125 in LLR units) in int16 with every value within
+# +-8000, so that no int16 sum of two overflows
+MIN_SUM_RULES = {
+    "qc_min_sum": (np.float32(0.8), np.float32(0.0), np.float32(1e30)),
+    "qc_min_sum_int16": (np.int16(1), np.int16(8), np.int16(8000)),
+}
 
 
 @intrinsic
@@ -228,36 +238,44 @@ def qc_min_sum_decode(
     messages: np.ndarray,
     posterior: np.ndarray,
     max_iterations: int,
+    rule: tuple,
 ) -> tuple[int, bool]:
-    """Layered normalised min-sum (factor 0.8) on a quasi-cyclic code, the `circulant` checks
-    of a block row updated together, every loop over them contiguous (so vectorised 16 wide).
+    """Layered min-sum on a quasi-cyclic code, the `circulant` checks of a block row updated
+    together, every loop over them contiguous (so vectorised across them). `rule` = (factor,
+    offset, limit), in the state's dtype: a check's message magnitude is max(factor * the
+    least other |extrinsic| - offset, 0), and every extrinsic and posterior value is kept
+    within +-limit (`MIN_SUM_RULES`: normalised min-sum in float32, offset min-sum in int16).
     `messages` are per block edge and lane (block edge b, lane z at b * circulant + z); no
-    stall stop; converged when a sweep leaves every check satisfied."""
+    stall stop; converged when a sweep leaves every check satisfied.
+
+    With int16 state a register would hold 32 lanes instead of float32's 16, but numba types
+    arithmetic on int16 values as int64, so those loops compile 8 lanes wide (vpminsq /
+    vpmaxsq): 32 lanes would need an intrinsic for every operation, i.e. code outside
+    numba's typed Python."""
+    factor, offset, limit = rule
     size = circulant
-    zero = np.float32(0.0)
+    zero = offset - offset
+    lo, hi = -limit, limit
     for v in range(channel_llr.shape[0]):
         posterior[v] = channel_llr[v]
     for b in range(block_column.shape[0]):
         for z in range(size):
-            posterior[block_column[b] * size + (z + block_shift[b]) % size] += messages[
-                b * size + z
-            ]
+            v = block_column[b] * size + (z + block_shift[b]) % size
+            posterior[v] = min(max(posterior[v] + messages[b * size + z], lo), hi)
     widest = 0
     for r in range(block_ptr.shape[0] - 1):
         widest = max(widest, block_ptr[r + 1] - block_ptr[r])
-    extrinsic = np.empty((widest, size), np.float32)
-    least = np.empty(size, np.float32)
-    second = np.empty(size, np.float32)
+    extrinsic = np.empty((widest, size), posterior.dtype)
+    least = np.empty(size, posterior.dtype)
+    second = np.empty(size, posterior.dtype)
     negative = np.empty(size, np.int32)
     parity = np.empty(size, np.int32)
     for iteration in range(1, max_iterations + 1):
         unsatisfied = 0
         for r in range(block_ptr.shape[0] - 1):
             for z in range(size):
-                least[z] = np.float32(1e30)
-                second[z] = np.float32(1e30)
-                negative[z] = syndrome[r * size + z]
-                parity[z] = syndrome[r * size + z]
+                least[z] = second[z] = limit + limit
+                negative[z] = parity[z] = syndrome[r * size + z]
             for k in range(block_ptr[r + 1] - block_ptr[r]):
                 b = block_ptr[r] + k
                 base, shift = block_column[b] * size, block_shift[b]
@@ -265,9 +283,9 @@ def qc_min_sum_decode(
                 # the circulant's lanes z read variables z + shift: two contiguous runs
                 tail, head = posterior[base + shift : base + size], posterior[base : base + shift]
                 for z in range(size - shift):
-                    e[z] = tail[z] - m[z]
+                    e[z] = min(max(tail[z] - m[z], lo), hi)
                 for z in range(shift):
-                    e[size - shift + z] = head[z] - m[size - shift + z]
+                    e[size - shift + z] = min(max(head[z] - m[size - shift + z], lo), hi)
                 for z in range(size):
                     q = e[z]
                     x = abs(q)
@@ -280,11 +298,11 @@ def qc_min_sum_decode(
                 e, m = extrinsic[k], messages[b * size : (b + 1) * size]
                 for z in range(size):
                     q = e[z]
-                    magnitude = np.float32(0.8) * (second[z] if abs(q) == least[z] else least[z])
-                    flip = negative[z] ^ np.int32(q < zero)
-                    out = magnitude - np.float32(2.0) * magnitude * np.float32(flip)
+                    magnitude = max(factor * (second[z] if abs(q) == least[z] else least[z])
+                                    - offset, zero)  # fmt: skip
+                    out = -magnitude if negative[z] ^ np.int32(q < zero) else magnitude
                     m[z] = out
-                    value = q + out
+                    value = min(max(q + out, lo), hi)
                     e[z] = value
                     parity[z] ^= np.int32(value < zero)
                 tail, head = posterior[base + shift : base + size], posterior[base : base + shift]
@@ -300,9 +318,10 @@ def qc_min_sum_decode(
 
 
 def qc_min_sum_figures(qber: float, iterations: int = 100, repeats: int = 5) -> dict:
-    """ns per edge update of `qc_min_sum_decode` on a random QC code shaped like r85d_n64k
-    (circulants of 256, 38 x 256 blocks, column weights 7 and 8: ~4.9e5 edges), at a QBER
-    where it does not converge, so every run makes `iterations` sweeps."""
+    """ns per edge update of `qc_min_sum_decode` with float32 and with int16 state on a
+    random QC code shaped like r85d_n64k (circulants of 256, 38 x 256 blocks, column weights 7
+    and 8: ~4.9e5 edges), at a QBER where neither converges, so every run makes `iterations`
+    sweeps."""
     size = 256
     block_ptr, block_column, block_shift, check_ptr, check_vars = random_qc_code(
         size, 256, 38, (7, 8), seed=0
@@ -313,20 +332,25 @@ def qc_min_sum_figures(qber: float, iterations: int = 100, repeats: int = 5) -> 
     seen = sent ^ (rng.random(n) < qber).astype(np.uint8)
     syndrome = check_syndrome(check_ptr, check_vars, sent)
     magnitude = channel_llr_magnitude(qber)
-    llr = np.where(seen == 0, magnitude, -magnitude).astype(np.float32)
-    posterior = np.empty(n, np.float32)
-    messages = np.zeros(check_vars.size, np.float32)
-    args = (block_ptr, block_column, block_shift, size, syndrome, llr)
-    qc_min_sum_decode(*args, messages, posterior, 1)  # compiles
-    seconds, edges = 0.0, 0
-    for _ in range(repeats):
-        messages[:] = 0.0
-        started = time.perf_counter()
-        done, _ = qc_min_sum_decode(*args, messages, posterior, iterations)
-        seconds += time.perf_counter() - started
-        edges += done * check_vars.size
-    return {"qc_min_sum": {"qber": qber, "edges": int(check_vars.size),
-                           "ns_per_edge": round(seconds / edges * 1e9, 2)}}  # fmt: skip
+    units = {"qc_min_sum": magnitude, "qc_min_sum_int16": round(magnitude * INT16_SCALE)}
+    figures: dict[str, dict] = {}
+    for name, rule in MIN_SUM_RULES.items():
+        dtype = type(rule[0])
+        llr = np.where(seen == 0, units[name], -units[name]).astype(dtype)
+        posterior = np.empty(n, dtype)
+        messages = np.zeros(check_vars.size, dtype)
+        args = (block_ptr, block_column, block_shift, size, syndrome, llr)
+        qc_min_sum_decode(*args, messages, posterior, 1, rule)  # compiles
+        seconds, edges = 0.0, 0
+        for _ in range(repeats):
+            messages[:] = 0
+            started = time.perf_counter()
+            done, _ = qc_min_sum_decode(*args, messages, posterior, iterations, rule)
+            seconds += time.perf_counter() - started
+            edges += done * check_vars.size
+        figures[name] = {"qber": qber, "edges": int(check_vars.size),
+                         "ns_per_edge": round(seconds / edges * 1e9, 2)}  # fmt: skip
+    return figures
 
 
 def phi_figures() -> dict:
