@@ -112,18 +112,18 @@ def trial(code: LdpcCode, qber: float, frames: int, first_key: int = 0) -> dict:
 def blind_schedule(step_efficiency: float | None, round_stall: int | None) -> Iterator[None]:
     """Run the exchanges of this process with another reveal step and round stall, if given
     (the sender and the receiver read the same module constants), and restore them after."""
+    if step_efficiency is not None and not step_efficiency > 0.0:
+        raise SystemExit("ldpc_code_trials: --step-efficiency must be > 0")
+    if round_stall is not None and round_stall < 1:
+        raise SystemExit("ldpc_code_trials: --round-stall must be >= 1")
     saved = (
         ldpc_frames.STEP_EFFICIENCY,
         ldpc_protocol.STEP_EFFICIENCY,
         ldpc_reconciliation.ROUND_STALL_ITERATIONS,
     )
     if step_efficiency is not None:
-        if not step_efficiency > 0.0:
-            raise SystemExit("ldpc_code_trials: --step-efficiency must be > 0")
         ldpc_frames.STEP_EFFICIENCY = ldpc_protocol.STEP_EFFICIENCY = step_efficiency
     if round_stall is not None:
-        if round_stall < 1:
-            raise SystemExit("ldpc_code_trials: --round-stall must be >= 1")
         ldpc_reconciliation.ROUND_STALL_ITERATIONS = round_stall
     try:
         yield

@@ -54,17 +54,19 @@ def test_the_schedule_is_restored_when_the_trial_fails() -> None:
 
 
 @pytest.mark.parametrize(
-    ("option", "value", "message"),
+    ("options", "message"),
     [
-        ("--step-efficiency", "0", "--step-efficiency must be > 0"),
-        ("--round-stall", "0", "--round-stall must be >= 1"),
+        (["--step-efficiency", "0"], "--step-efficiency must be > 0"),
+        (["--round-stall", "0"], "--round-stall must be >= 1"),
+        # a valid step beside a refused stall: nothing is left changed
+        (["--step-efficiency", "0.005", "--round-stall", "-3"], "--round-stall must be >= 1"),
     ],
 )
 def test_a_schedule_that_cannot_run_is_refused_in_one_line(
-    option: str, value: str, message: str
+    options: list[str], message: str
 ) -> None:
     shipped = _shipped()
     with pytest.raises(SystemExit) as refused:
-        main(["--spec", "r85d_n64k", "--qber", "0.02", "--frames", "1", option, value])
+        main(["--spec", "r85d_n64k", "--qber", "0.02", "--frames", "1", *options])
     assert str(refused.value) == f"ldpc_code_trials: {message}"
     assert _shipped() == shipped
